@@ -1,0 +1,1 @@
+"""Incidents, dispatch, SLA clock, responders (volunteers, pairs, teams, dispatchers)."""

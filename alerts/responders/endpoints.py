@@ -1,0 +1,125 @@
+"""HTTP routes for volunteers, teams, elder pairs and dispatchers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from alerts.responders import service
+from alerts.responders.schemas import (
+    DispatcherCreate,
+    DispatcherRead,
+    DispatcherUpdate,
+    LocationReport,
+    PairBody,
+    PairRead,
+    SharedLocation,
+    TeamCreate,
+    TeamRead,
+    TeamUpdate,
+    VolunteerCreate,
+    VolunteerRead,
+    VolunteerUpdate,
+)
+from locator.core.deps import CallerDep, ClockDep, RedisDep
+from locator.core.schemas import Page
+
+router = APIRouter()
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+@router.post("/volunteers", status_code=status.HTTP_201_CREATED, tags=["volunteers"])
+async def create_volunteer(
+    body: VolunteerCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> VolunteerRead:
+    return await service.create_volunteer(redis, caller=caller, body=body, clock=clock)
+
+
+@router.get("/volunteers", tags=["volunteers"])
+async def list_volunteers(
+    redis: RedisDep, caller: CallerDep, cursor: str | None = None, limit: Limit = 50
+) -> Page[VolunteerRead]:
+    return await service.list_volunteers(redis, caller=caller, cursor=cursor, limit=limit)
+
+
+@router.get("/volunteers/{volunteer_id}", tags=["volunteers"])
+async def get_volunteer(volunteer_id: int, redis: RedisDep, caller: CallerDep) -> VolunteerRead:
+    return await service.get_volunteer(redis, caller=caller, volunteer_id=volunteer_id)
+
+
+@router.patch("/volunteers/{volunteer_id}", tags=["volunteers"])
+async def update_volunteer(
+    volunteer_id: int, body: VolunteerUpdate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> VolunteerRead:
+    return await service.update_volunteer(
+        redis, caller=caller, volunteer_id=volunteer_id, body=body, clock=clock
+    )
+
+
+@router.post("/volunteers/{volunteer_id}/location", tags=["volunteers"])
+async def share_location(
+    volunteer_id: int, body: LocationReport, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> SharedLocation:
+    return await service.share_location(
+        redis, caller=caller, volunteer_id=volunteer_id, body=body, clock=clock
+    )
+
+
+@router.put("/elders/{elder_id}/pair", tags=["pairs"])
+async def set_pair(elder_id: int, body: PairBody, redis: RedisDep, caller: CallerDep) -> PairRead:
+    return await service.set_pair(redis, caller=caller, elder_id=elder_id, body=body)
+
+
+@router.get("/elders/{elder_id}/pair", tags=["pairs"])
+async def get_pair(elder_id: int, redis: RedisDep, caller: CallerDep) -> PairRead:
+    return await service.get_pair(redis, caller=caller, elder_id=elder_id)
+
+
+@router.post("/teams", status_code=status.HTTP_201_CREATED, tags=["teams"])
+async def create_team(
+    body: TeamCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> TeamRead:
+    return await service.create_team(redis, caller=caller, body=body, clock=clock)
+
+
+@router.get("/teams", tags=["teams"])
+async def list_teams(
+    redis: RedisDep, caller: CallerDep, cursor: str | None = None, limit: Limit = 50
+) -> Page[TeamRead]:
+    return await service.list_teams(redis, caller=caller, cursor=cursor, limit=limit)
+
+
+@router.get("/teams/{team_id}", tags=["teams"])
+async def get_team(team_id: int, redis: RedisDep, caller: CallerDep) -> TeamRead:
+    return await service.get_team(redis, caller=caller, team_id=team_id)
+
+
+@router.patch("/teams/{team_id}", tags=["teams"])
+async def update_team(
+    team_id: int, body: TeamUpdate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> TeamRead:
+    return await service.update_team(redis, caller=caller, team_id=team_id, body=body, clock=clock)
+
+
+@router.post("/dispatchers", status_code=status.HTTP_201_CREATED, tags=["dispatchers"])
+async def create_dispatcher(
+    body: DispatcherCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> DispatcherRead:
+    return await service.create_dispatcher(redis, caller=caller, body=body, clock=clock)
+
+
+@router.get("/dispatchers", tags=["dispatchers"])
+async def list_dispatchers(
+    redis: RedisDep, caller: CallerDep, cursor: str | None = None, limit: Limit = 50
+) -> Page[DispatcherRead]:
+    return await service.list_dispatchers(redis, caller=caller, cursor=cursor, limit=limit)
+
+
+@router.patch("/dispatchers/{dispatcher_id}", tags=["dispatchers"])
+async def update_dispatcher(
+    dispatcher_id: int, body: DispatcherUpdate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> DispatcherRead:
+    return await service.update_dispatcher(
+        redis, caller=caller, dispatcher_id=dispatcher_id, body=body, clock=clock
+    )

@@ -1,0 +1,375 @@
+"""Responders: volunteers (with shared locations), rescue teams, elder pairs, dispatchers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from alerts.responders.schemas import (
+    DispatcherCreate,
+    DispatcherRead,
+    DispatcherUpdate,
+    LocationReport,
+    PairBody,
+    PairedVolunteer,
+    PairRead,
+    SharedLocation,
+    TeamCreate,
+    TeamMemberRead,
+    TeamRead,
+    TeamUpdate,
+    VolunteerCreate,
+    VolunteerRead,
+    VolunteerUpdate,
+)
+from devices.elders import service as elders
+from locator.core import keys, store
+from locator.core.auth import Principal, Role
+from locator.core.clock import Clock, isoformat
+from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from locator.core.schemas import Page
+
+_VOLUNTEER_SELF_FIELDS = frozenset({"on_duty", "quiet_hours"})
+
+
+def _require_staff(caller: Principal) -> None:
+    if not caller.is_staff:
+        raise Forbidden(f"role {caller.role} may not do this")
+
+
+async def _save_with_unique_phone(
+    redis: aioredis.Redis,
+    *,
+    doc: dict[str, Any],
+    doc_key: str,
+    index_key: str,
+    phones_key: str,
+    previous_phone: str | None,
+    kind: str,
+) -> None:
+    """Store a document whose phone must be unique; 409 names the holder of the phone."""
+    phone = doc["phone"]
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(phones_key)
+            holder = await pipe.hget(phones_key, phone)
+            if holder is not None and int(holder) != doc["id"]:
+                raise Conflict(f"phone {phone} already belongs to {kind} {holder}")
+            pipe.multi()
+            if previous_phone and previous_phone != phone:
+                pipe.hdel(phones_key, previous_phone)
+            pipe.hset(phones_key, phone, doc["id"])
+            pipe.set(doc_key, store.dump(doc))
+            pipe.zadd(index_key, {str(doc["id"]): doc["id"]})
+            await pipe.execute()
+        except WatchError:
+            raise Conflict(f"another {kind} took that phone meanwhile; try again") from None
+
+
+# --- volunteers ------------------------------------------------------------------------
+async def _load_volunteer(redis: aioredis.Redis, volunteer_id: int) -> dict[str, Any]:
+    doc = await store.get_doc(redis, keys.volunteer(volunteer_id))
+    if doc is None:
+        raise NotFound(f"volunteer {volunteer_id} not found")
+    return doc
+
+
+async def _volunteer_read(redis: aioredis.Redis, doc: dict[str, Any]) -> VolunteerRead:
+    location = await store.get_doc(redis, keys.volunteer_location(doc["id"]))
+    return VolunteerRead.model_validate(
+        {**doc, "location": SharedLocation.model_validate(location) if location else None}
+    )
+
+
+def _authorize_volunteer(caller: Principal, volunteer_id: int) -> None:
+    if caller.is_staff or caller.volunteer_id() == volunteer_id:
+        return
+    raise Forbidden(f"not allowed to see volunteer {volunteer_id}")
+
+
+async def create_volunteer(
+    redis: aioredis.Redis, *, caller: Principal, body: VolunteerCreate, clock: Clock
+) -> VolunteerRead:
+    """Register a volunteer; the phone must be unique."""
+    _require_staff(caller)
+    if await redis.hexists(keys.VOLUNTEER_PHONES, body.phone):
+        holder = await redis.hget(keys.VOLUNTEER_PHONES, body.phone)
+        raise Conflict(f"phone {body.phone} already belongs to volunteer {holder}")
+    now = isoformat(clock.now())
+    doc = body.model_dump(mode="json")
+    doc.update(id=await store.next_id(redis, "volunteer"), created_at=now, updated_at=now)
+    await _save_with_unique_phone(
+        redis,
+        doc=doc,
+        doc_key=keys.volunteer(doc["id"]),
+        index_key=keys.VOLUNTEERS,
+        phones_key=keys.VOLUNTEER_PHONES,
+        previous_phone=None,
+        kind="volunteer",
+    )
+    return await _volunteer_read(redis, doc)
+
+
+async def get_volunteer(
+    redis: aioredis.Redis, *, caller: Principal, volunteer_id: int
+) -> VolunteerRead:
+    """One volunteer: staff, or the volunteer themself."""
+    _authorize_volunteer(caller, volunteer_id)
+    return await _volunteer_read(redis, await _load_volunteer(redis, volunteer_id))
+
+
+async def list_volunteers(
+    redis: aioredis.Redis, *, caller: Principal, cursor: str | None, limit: int
+) -> Page[VolunteerRead]:
+    """Every volunteer (staff only)."""
+    _require_staff(caller)
+    ids, next_cursor = await store.page_ids(redis, keys.VOLUNTEERS, cursor=cursor, limit=limit)
+    docs = await store.get_docs(redis, [keys.volunteer(i) for i in ids])
+    return Page[VolunteerRead](
+        items=[await _volunteer_read(redis, d) for d in docs], next=next_cursor
+    )
+
+
+async def update_volunteer(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    volunteer_id: int,
+    body: VolunteerUpdate,
+    clock: Clock,
+) -> VolunteerRead:
+    """Change a volunteer; a volunteer may change only their own duty and quiet hours."""
+    _authorize_volunteer(caller, volunteer_id)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    if not caller.is_staff and set(changes) - _VOLUNTEER_SELF_FIELDS:
+        extra = sorted(set(changes) - _VOLUNTEER_SELF_FIELDS)
+        raise Forbidden(f"a volunteer may change only on_duty and quiet_hours, not {extra}")
+    for field in ("name", "phone", "on_duty"):
+        if field in changes and changes[field] is None:
+            raise Unprocessable([field], "may be changed but not removed")
+    doc = await _load_volunteer(redis, volunteer_id)
+    previous_phone = doc["phone"]
+    doc.update(changes, updated_at=isoformat(clock.now()))
+    await _save_with_unique_phone(
+        redis,
+        doc=doc,
+        doc_key=keys.volunteer(volunteer_id),
+        index_key=keys.VOLUNTEERS,
+        phones_key=keys.VOLUNTEER_PHONES,
+        previous_phone=previous_phone,
+        kind="volunteer",
+    )
+    return await _volunteer_read(redis, doc)
+
+
+async def share_location(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    volunteer_id: int,
+    body: LocationReport,
+    clock: Clock,
+) -> SharedLocation:
+    """Record where a volunteer is now (GEO set for nearest-volunteer dispatch)."""
+    _authorize_volunteer(caller, volunteer_id)
+    await _load_volunteer(redis, volunteer_id)
+    point = body.to_wgs84(body.crs)
+    location = SharedLocation(lat=point.lat, lon=point.lon, acc=body.acc, at=isoformat(clock.now()))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.geoadd(keys.VOLUNTEER_GEO, (point.lon, point.lat, str(volunteer_id)))
+        pipe.set(keys.volunteer_location(volunteer_id), location.model_dump_json())
+        await pipe.execute()
+    return location
+
+
+async def _require_volunteers(
+    redis: aioredis.Redis, volunteer_ids: list[int], loc: list[str | int]
+) -> dict[int, dict[str, Any]]:
+    docs = await store.get_docs(redis, [keys.volunteer(i) for i in volunteer_ids])
+    found = {d["id"]: d for d in docs}
+    for index, volunteer_id in enumerate(volunteer_ids):
+        if volunteer_id not in found:
+            raise Unprocessable([*loc, index], f"volunteer {volunteer_id} does not exist")
+    return found
+
+
+# --- pairs -----------------------------------------------------------------------------
+async def set_pair(
+    redis: aioredis.Redis, *, caller: Principal, elder_id: int, body: PairBody
+) -> PairRead:
+    """Pair an elder with one or two volunteers (replacing any previous pair)."""
+    _require_staff(caller)
+    await elders.authorize(redis, caller=caller, elder_id=elder_id, write=True)
+    await _require_volunteers(redis, body.volunteer_ids, ["volunteer_ids"])
+    previous = await store.get_doc(redis, keys.pair(elder_id))
+    async with redis.pipeline(transaction=True) as pipe:
+        for old in (previous or {}).get("volunteer_ids", []):
+            pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+        for new in body.volunteer_ids:
+            pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
+        pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
+        await pipe.execute()
+    return await get_pair(redis, caller=caller, elder_id=elder_id)
+
+
+async def get_pair(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> PairRead:
+    """An elder's paired volunteers; a guardian sees their names only."""
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("volunteers cannot read pairs")
+    await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
+    pair = await store.get_doc(redis, keys.pair(elder_id))
+    ids: list[int] = (pair or {}).get("volunteer_ids", [])
+    docs = await store.get_docs(redis, [keys.volunteer(i) for i in ids])
+    if caller.is_staff:
+        people = [PairedVolunteer(id=d["id"], name=d["name"], phone=d["phone"]) for d in docs]
+        return PairRead(elder_id=elder_id, volunteer_ids=ids, volunteers=people)
+    names = [PairedVolunteer(name=d["name"]) for d in docs]
+    return PairRead(elder_id=elder_id, volunteer_ids=None, volunteers=names)
+
+
+async def remove_pair(redis: aioredis.Redis, *, elder_id: int) -> None:
+    """Forget an elder's pair (used when the elder is deleted)."""
+    previous = await store.get_doc(redis, keys.pair(elder_id))
+    async with redis.pipeline(transaction=True) as pipe:
+        for old in (previous or {}).get("volunteer_ids", []):
+            pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+        pipe.delete(keys.pair(elder_id))
+        await pipe.execute()
+
+
+# --- teams -----------------------------------------------------------------------------
+async def _team_read(redis: aioredis.Redis, doc: dict[str, Any]) -> TeamRead:
+    member_ids = [m["volunteer_id"] for m in doc["members"]]
+    names = {d["id"]: d["name"] for d in await store.get_docs(redis, [keys.volunteer(i) for i in member_ids])}
+    members = [
+        TeamMemberRead(volunteer_id=m["volunteer_id"], role=m["role"], name=names.get(m["volunteer_id"]))
+        for m in doc["members"]
+    ]
+    return TeamRead.model_validate({**doc, "members": members})
+
+
+async def create_team(
+    redis: aioredis.Redis, *, caller: Principal, body: TeamCreate, clock: Clock
+) -> TeamRead:
+    """Create a rescue team of existing volunteers."""
+    _require_staff(caller)
+    await _require_volunteers(
+        redis, [m.volunteer_id for m in body.members], ["members"]
+    )
+    now = isoformat(clock.now())
+    doc = body.model_dump(mode="json")
+    doc.update(id=await store.next_id(redis, "team"), created_at=now, updated_at=now)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.team(doc["id"]), store.dump(doc))
+        pipe.zadd(keys.TEAMS, {str(doc["id"]): doc["id"]})
+        await pipe.execute()
+    return await _team_read(redis, doc)
+
+
+async def _load_team(redis: aioredis.Redis, team_id: int) -> dict[str, Any]:
+    doc = await store.get_doc(redis, keys.team(team_id))
+    if doc is None:
+        raise NotFound(f"team {team_id} not found")
+    return doc
+
+
+async def get_team(redis: aioredis.Redis, *, caller: Principal, team_id: int) -> TeamRead:
+    """One team with member names."""
+    _require_staff(caller)
+    return await _team_read(redis, await _load_team(redis, team_id))
+
+
+async def list_teams(
+    redis: aioredis.Redis, *, caller: Principal, cursor: str | None, limit: int
+) -> Page[TeamRead]:
+    """Every team (staff only)."""
+    _require_staff(caller)
+    ids, next_cursor = await store.page_ids(redis, keys.TEAMS, cursor=cursor, limit=limit)
+    docs = await store.get_docs(redis, [keys.team(i) for i in ids])
+    return Page[TeamRead](items=[await _team_read(redis, d) for d in docs], next=next_cursor)
+
+
+async def update_team(
+    redis: aioredis.Redis, *, caller: Principal, team_id: int, body: TeamUpdate, clock: Clock
+) -> TeamRead:
+    """Rename a team, replace its members or change its duty."""
+    _require_staff(caller)
+    doc = await _load_team(redis, team_id)
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    for field in ("name", "members", "on_duty"):
+        if field in changes and changes[field] is None:
+            raise Unprocessable([field], "may be changed but not removed")
+    if body.members is not None:
+        await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
+    doc.update(changes, updated_at=isoformat(clock.now()))
+    await redis.set(keys.team(team_id), store.dump(doc))
+    return await _team_read(redis, doc)
+
+
+# --- dispatchers -----------------------------------------------------------------------
+async def create_dispatcher(
+    redis: aioredis.Redis, *, caller: Principal, body: DispatcherCreate, clock: Clock
+) -> DispatcherRead:
+    """Add a dispatcher to the on-call roster."""
+    _require_staff(caller)
+    now = isoformat(clock.now())
+    doc = body.model_dump(mode="json")
+    if await redis.hexists(keys.DISPATCHER_PHONES, body.phone):
+        holder = await redis.hget(keys.DISPATCHER_PHONES, body.phone)
+        raise Conflict(f"phone {body.phone} already belongs to dispatcher {holder}")
+    doc.update(id=await store.next_id(redis, "dispatcher"), created_at=now, updated_at=now)
+    await _save_with_unique_phone(
+        redis,
+        doc=doc,
+        doc_key=keys.dispatcher(doc["id"]),
+        index_key=keys.DISPATCHERS,
+        phones_key=keys.DISPATCHER_PHONES,
+        previous_phone=None,
+        kind="dispatcher",
+    )
+    return DispatcherRead.model_validate(doc)
+
+
+async def list_dispatchers(
+    redis: aioredis.Redis, *, caller: Principal, cursor: str | None, limit: int
+) -> Page[DispatcherRead]:
+    """The dispatcher roster (staff only)."""
+    _require_staff(caller)
+    ids, next_cursor = await store.page_ids(redis, keys.DISPATCHERS, cursor=cursor, limit=limit)
+    docs = await store.get_docs(redis, [keys.dispatcher(i) for i in ids])
+    return Page[DispatcherRead](
+        items=[DispatcherRead.model_validate(d) for d in docs], next=next_cursor
+    )
+
+
+async def update_dispatcher(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    dispatcher_id: int,
+    body: DispatcherUpdate,
+    clock: Clock,
+) -> DispatcherRead:
+    """Change a dispatcher's name, phone or on-call flag."""
+    _require_staff(caller)
+    doc = await store.get_doc(redis, keys.dispatcher(dispatcher_id))
+    if doc is None:
+        raise NotFound(f"dispatcher {dispatcher_id} not found")
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    for field in ("name", "phone", "on_call"):
+        if field in changes and changes[field] is None:
+            raise Unprocessable([field], "may be changed but not removed")
+    previous_phone = doc["phone"]
+    doc.update(changes, updated_at=isoformat(clock.now()))
+    await _save_with_unique_phone(
+        redis,
+        doc=doc,
+        doc_key=keys.dispatcher(dispatcher_id),
+        index_key=keys.DISPATCHERS,
+        phones_key=keys.DISPATCHER_PHONES,
+        previous_phone=previous_phone,
+        kind="dispatcher",
+    )
+    return DispatcherRead.model_validate(doc)

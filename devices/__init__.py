@@ -1,0 +1,1 @@
+"""Bracelets and their wearers: elders, device registry, (later) codecs, positions, tracks."""

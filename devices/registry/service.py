@@ -1,0 +1,134 @@
+"""The device registry: which bracelet is worn by which elder (one active device each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from devices.elders import service as elders
+from devices.registry.schemas import DeviceCreate, DeviceRead
+from locator.core import keys, store
+from locator.core.auth import Principal, Role
+from locator.core.clock import Clock, isoformat
+from locator.core.errors import Conflict, Forbidden, NotFound
+from locator.core.schemas import Page
+
+
+async def _read(redis: aioredis.Redis, doc: dict[str, Any]) -> DeviceRead:
+    state = await redis.hgetall(keys.device_state(doc["elder_id"], doc["device_id"]))
+    battery = state.get("battery")
+    return DeviceRead.model_validate(
+        {
+            **doc,
+            "last_seen": state.get("last_seen"),
+            "battery": int(battery) if battery not in (None, "") else None,
+            "online": state.get("online") == "1",
+        }
+    )
+
+
+async def register(
+    redis: aioredis.Redis, *, caller: Principal, body: DeviceCreate, clock: Clock
+) -> DeviceRead:
+    """Bind a new device to an elder; 409 if the id, the external id or the elder is taken."""
+    await elders.authorize(redis, caller=caller, elder_id=body.elder_id, write=True)
+    doc = body.model_dump(mode="json")
+    doc["created_at"] = isoformat(clock.now())
+    device_key = keys.device(body.device_id)
+    binding_key = keys.elder_device(body.elder_id)
+    external_key = (
+        keys.device_external(body.protocol, body.external_id) if body.external_id else None
+    )
+    watched = [k for k in (device_key, binding_key, external_key) if k]
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(*watched)
+            if await pipe.exists(device_key):
+                raise Conflict(f"device {body.device_id} is already registered")
+            bound = await pipe.get(binding_key)
+            if bound:
+                raise Conflict(
+                    f"elder {body.elder_id} already wears device {bound}; delete it first"
+                )
+            if external_key and await pipe.exists(external_key):
+                raise Conflict(f"external_id {body.external_id} is already registered")
+            pipe.multi()
+            pipe.set(device_key, store.dump(doc))
+            pipe.set(binding_key, body.device_id)
+            if external_key:
+                pipe.set(external_key, body.device_id)
+            pipe.zadd(keys.DEVICES, {body.device_id: 0})
+            await pipe.execute()
+        except WatchError:
+            raise Conflict("the device or elder changed meanwhile; try again") from None
+    return await _read(redis, doc)
+
+
+async def _load(redis: aioredis.Redis, device_id: str) -> dict[str, Any]:
+    doc = await store.get_doc(redis, keys.device(device_id))
+    if doc is None:
+        raise NotFound(f"device {device_id} not found")
+    return doc
+
+
+async def get(redis: aioredis.Redis, *, caller: Principal, device_id: str) -> DeviceRead:
+    """One device with its last-seen state."""
+    doc = await _load(redis, device_id)
+    await elders.authorize(redis, caller=caller, elder_id=doc["elder_id"], write=False)
+    return await _read(redis, doc)
+
+
+async def list_page(
+    redis: aioredis.Redis, *, caller: Principal, cursor: str | None, limit: int
+) -> Page[DeviceRead]:
+    """Devices the caller may see: all for staff, their elders' for a guardian."""
+    if caller.is_staff:
+        start = f"({cursor}" if cursor else "-"
+        limit = max(1, min(limit, store.MAX_PAGE))
+        ids = await redis.zrangebylex(keys.DEVICES, start, "+", start=0, num=limit + 1)
+        next_cursor = None
+        if len(ids) > limit:
+            ids = ids[:limit]
+            next_cursor = ids[-1]
+        docs = await store.get_docs(redis, [keys.device(i) for i in ids])
+        return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=next_cursor)
+    if caller.role is Role.GUARDIAN and caller.subject:
+        elder_ids = await redis.zrange(keys.owner_elders(caller.subject), 0, -1)
+        bound = await redis.mget([keys.elder_device(int(e)) for e in elder_ids]) if elder_ids else []
+        docs = await store.get_docs(redis, [keys.device(d) for d in bound if d])
+        return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=None)
+    raise Forbidden("volunteers cannot list devices")
+
+
+async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
+    """Remove a device and its binding (the track stays until retention trims it)."""
+    doc = await store.get_doc(redis, keys.device(device_id))
+    if doc is None:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.device(device_id))
+        if doc.get("external_id"):
+            pipe.delete(keys.device_external(doc["protocol"], doc["external_id"]))
+        pipe.zrem(keys.DEVICES, device_id)
+        pipe.delete(keys.device_state(doc["elder_id"], device_id))
+        await pipe.execute()
+    # Only clear the elder's binding if it still points at this device.
+    binding = keys.elder_device(doc["elder_id"])
+    if await redis.get(binding) == device_id:
+        await redis.delete(binding)
+
+
+async def delete(redis: aioredis.Redis, *, caller: Principal, device_id: str) -> None:
+    """Unregister a device the caller may change."""
+    doc = await _load(redis, device_id)
+    await elders.authorize(redis, caller=caller, elder_id=doc["elder_id"], write=True)
+    await unbind(redis, device_id=device_id)
+
+
+async def unbind_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
+    """Remove whatever device an elder wears (used when the elder is deleted)."""
+    device_id = await redis.get(keys.elder_device(elder_id))
+    if device_id:
+        await unbind(redis, device_id=device_id)

@@ -1,0 +1,1 @@
+"""Zones, accuracy-aware membership and transitions (built by the geofence issues)."""

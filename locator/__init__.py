@@ -1,0 +1,1 @@
+"""Homeward service shell: settings, wiring, CLI, HTTP app, processes."""

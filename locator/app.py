@@ -1,0 +1,66 @@
+"""The HTTP application: routers of every domain, one error handler, metrics middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from alerts.responders.endpoints import router as responders_router
+from devices.elders.endpoints import router as elders_router
+from devices.registry.endpoints import router as devices_router
+from locator import endpoints, ops
+from locator.core.clock import Clock, SystemClock
+from locator.core.deps import AppContext
+from locator.core.errors import HomewardError
+from locator.core.logging import get_logger
+from locator.core.redis import async_client
+from locator.core.settings import Settings
+
+log = get_logger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HomewardError)
+    if exc.status_code >= 500:
+        log.error("request_failed", path=request.url.path, detail=str(exc.detail))
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis_url: str | None,
+    mqtt_url: str | None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the app; Redis is connected in the lifespan so the app can be built anywhere."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = async_client(redis_url, process="api")
+        app.state.ctx = AppContext(
+            settings=settings, redis=redis, clock=clock or SystemClock(), mqtt_url=mqtt_url
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Homeward",
+        summary="Elderly wandering alert and locator: 3 minutes to respond, 10 minutes on site.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(HomewardError, _homeward_error)
+    app.middleware("http")(ops.account_request)
+    app.include_router(ops.router)
+    for router in (elders_router, devices_router, responders_router, endpoints.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,294 @@
+"""The one CLI for every Homeward process: `homeward run | api | ingest | ticker | ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from locator import embedded, processes
+from locator.core import keys
+from locator.core.auth import Principal, Role, create_token
+from locator.core.clock import SystemClock
+from locator.core.errors import ConfigError, HomewardError
+from locator.core.logging import configure_logging, get_logger
+from locator.core.redis import async_client
+from locator.core.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="Homeward: elderly wandering alert and locator service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+log = get_logger("homeward.cli")
+
+
+class RoleChoice(StrEnum):
+    admin = "admin"
+    dispatcher = "dispatcher"
+    guardian = "guardian"
+    volunteer = "volunteer"
+
+
+class ProcessChoice(StrEnum):
+    ingest = "ingest"
+    ticker = "ticker"
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _resolve_urls(settings: Settings) -> tuple[str | None, str | None]:
+    """URLs from the environment, else from what a live `homeward run` wrote."""
+    runtime = embedded.read_runtime(settings.data_dir)
+    redis_url = settings.redis_url or (runtime.redis_url if runtime else None)
+    mqtt_url = settings.mqtt_url or (runtime.mqtt_url if runtime else None)
+    return redis_url, mqtt_url
+
+
+@contextmanager
+def _redis_url_for_command(settings: Settings) -> Iterator[str]:
+    """A Redis for a one-shot command: configured, a live run's, or the data dir's own, briefly."""
+    redis_url, _ = _resolve_urls(settings)
+    if redis_url:
+        yield redis_url
+        return
+    lock = embedded.DataDirLock(settings.data_dir)
+    lock.acquire()
+    server = embedded.EmbeddedRedis(settings.data_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        lock.release()
+
+
+def _require_port(host: str, port: int) -> None:
+    if not embedded.port_is_free(host, port):
+        raise ConfigError(
+            f"HTTP port {host}:{port} is in use; set HOMEWARD_HTTP_PORT to a free port"
+        )
+
+
+async def _bootstrap_admin(redis_url: str) -> str | None:
+    """On the very first start of a data store, mint an admin token (printed once)."""
+    redis = async_client(redis_url, process="bootstrap")
+    try:
+        if not await redis.set(keys.BOOTSTRAP_ADMIN, str(time.time()), nx=True):
+            return None
+        token, _ = await create_token(redis, role=Role.ADMIN, subject="bootstrap", created_at=time.time())
+        return token
+    finally:
+        await redis.aclose()
+
+
+def _serve_http(settings: Settings, *, redis_url: str, mqtt_url: str | None) -> None:
+    import uvicorn
+
+    from locator.app import create_app
+
+    api = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+    config = uvicorn.Config(
+        api, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+    uvicorn.Server(config).run()
+
+
+def _http_url(settings: Settings) -> str:
+    return f"http://{settings.http_host}:{settings.http_port}"
+
+
+@app.command()
+def run() -> None:
+    """API + ingest + ticker in one process, on an embedded Redis and broker unless URLs are set."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = embedded.DataDirLock(settings.data_dir)
+    lock.acquire()
+    redis_server: embedded.EmbeddedRedis | None = None
+    broker: embedded.EmbeddedBroker | None = None
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+    try:
+        _require_port(settings.http_host, settings.http_port)
+        redis_url = settings.redis_url
+        if redis_url is None:
+            redis_server = embedded.EmbeddedRedis(settings.data_dir)
+            redis_url = redis_server.start()
+            log.info("embedded_redis_started", url=redis_url, dir=str(redis_server.dir))
+        mqtt_url = settings.mqtt_url
+        if mqtt_url is None:
+            broker = embedded.EmbeddedBroker()
+            port, fell_back = broker.choose_port()
+            broker.port = port
+            mqtt_url = broker.start()
+            if fell_back:
+                embedded.announce(
+                    f"port {embedded.PREFERRED_MQTT_PORT} is taken: the embedded MQTT broker "
+                    f"listens on {mqtt_url} (bracelets and `homeward simulate` must use it)"
+                )
+            log.info("embedded_mqtt_started", url=mqtt_url)
+        embedded.write_runtime(
+            settings.data_dir,
+            embedded.Runtime(
+                pid=__import__("os").getpid(),
+                redis_url=redis_url,
+                mqtt_url=mqtt_url,
+                http_url=_http_url(settings),
+                embedded_redis=redis_server is not None,
+                embedded_mqtt=broker is not None,
+                started_at=time.time(),
+            ),
+        )
+        admin_token = asyncio.run(_bootstrap_admin(redis_url))
+        for name in ("ingest", "ticker"):
+            thread = threading.Thread(
+                target=processes.idle_loop,
+                kwargs={"name": name, "redis_url": redis_url, "data_dir": settings.data_dir, "stop": stop},
+                name=name,
+                daemon=True,
+            )
+            thread.start()
+            workers.append(thread)
+        print(f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)", flush=True)
+        print(f"Redis {redis_url}   MQTT {mqtt_url}   data {settings.data_dir.resolve()}", flush=True)
+        if admin_token:
+            print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
+        _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=10)
+        if broker is not None:
+            broker.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        embedded.runtime_path(settings.data_dir).unlink(missing_ok=True)
+        lock.release()
+
+
+@app.command()
+def api() -> None:
+    """Only the HTTP API (Redis and broker from HOMEWARD_REDIS_URL / HOMEWARD_MQTT_URL)."""
+    settings = _settings()
+    redis_url, mqtt_url = _resolve_urls(settings)
+    if not redis_url:
+        raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
+    _require_port(settings.http_host, settings.http_port)
+    _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+
+
+def _standalone_loop(name: str) -> None:
+    settings = _settings()
+    redis_url, _ = _resolve_urls(settings)
+    if not redis_url:
+        raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    processes.idle_loop(name, redis_url=redis_url, data_dir=settings.data_dir, stop=stop)
+
+
+@app.command()
+def ingest() -> None:
+    """The MQTT ingest loop (decode, validate, store). Not built yet: an idle loop."""
+    _standalone_loop("ingest")
+
+
+@app.command()
+def ticker() -> None:
+    """The timer loop (SLA steps, offline checks). Not built yet: an idle loop."""
+    _standalone_loop("ticker")
+
+
+@app.command()
+def health(
+    process: Annotated[ProcessChoice, typer.Option(help="which loop to check")],
+    max_age: Annotated[float, typer.Option(help="seconds since the last heartbeat")] = 30.0,
+) -> None:
+    """Exit 0 if a loop beat its heartbeat recently (for container health checks)."""
+    settings = get_settings()
+    age = processes.heartbeat_age(settings.data_dir, process.value)
+    if age is None or age > max_age:
+        typer.echo(f"{process.value}: no heartbeat within {max_age:.0f} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{process.value}: ok ({age:.1f} s ago)")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[RoleChoice, typer.Option(help="admin | dispatcher | guardian | volunteer")],
+    subject: Annotated[
+        str | None, typer.Option(help="guardian id, or the volunteer's id for a volunteer token")
+    ] = None,
+) -> None:
+    """Mint a bearer token and print only the token."""
+    settings = _settings()
+
+    async def mint(url: str) -> str:
+        redis = async_client(url, process="cli")
+        try:
+            token, _ = await create_token(redis, role=Role(role.value), subject=subject, created_at=time.time())
+            return token
+        finally:
+            await redis.aclose()
+
+    with _redis_url_for_command(settings) as url:
+        typer.echo(asyncio.run(mint(url)))
+
+
+@app.command("import")
+def import_csv(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="elders.csv")],
+) -> None:
+    """Register elders and their devices from a CSV file; prints a report per row."""
+    from devices import importer
+
+    settings = _settings()
+    text = file.read_text(encoding="utf-8-sig")
+
+    async def go(url: str) -> importer.ImportReport:
+        redis = async_client(url, process="cli")
+        try:
+            admin = Principal(role=Role.ADMIN, subject="cli")
+            return await importer.import_csv(redis, caller=admin, text=text, clock=SystemClock())
+        finally:
+            await redis.aclose()
+
+    with _redis_url_for_command(settings) as url:
+        report = asyncio.run(go(url))
+    for row in report.rows:
+        if row.status == "created":
+            typer.echo(f"row {row.row}: created elder {row.elder_id}" + (f" with device {row.device_id}" if row.device_id else ""))
+        else:
+            problems = "; ".join(f"{e.column}: {e.message}" for e in row.errors)
+            typer.echo(f"row {row.row}: error: {problems}")
+    typer.echo(f"{report.created} created, {report.failed} failed")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: a bad setting or a taken port is one line on stderr, never a traceback."""
+    try:
+        app()
+    except HomewardError as exc:
+        print(f"homeward: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,56 @@
+"""FastAPI dependencies every domain router uses: the Redis client, clock, settings, caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from locator.core.auth import Principal, resolve_token
+from locator.core.clock import Clock
+from locator.core.errors import Unauthorized
+from locator.core.settings import Settings
+
+
+@dataclass
+class AppContext:
+    """What a running HTTP app holds: set once by the shell at startup."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    clock: Clock
+    mqtt_url: str | None = None
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def get_redis(ctx: Annotated[AppContext, Depends(get_context)]) -> aioredis.Redis:
+    return ctx.redis
+
+
+def get_clock(ctx: Annotated[AppContext, Depends(get_context)]) -> Clock:
+    return ctx.clock
+
+
+_bearer = HTTPBearer(auto_error=False, description="Token from `homeward token create`")
+
+
+async def get_principal(
+    redis: Annotated[aioredis.Redis, Depends(get_redis)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    return await resolve_token(redis, credentials.credentials)
+
+
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+CallerDep = Annotated[Principal, Depends(get_principal)]
+ContextDep = Annotated[AppContext, Depends(get_context)]

@@ -1,0 +1,47 @@
+"""Errors that carry their HTTP status, so one handler turns any of them into a response."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class HomewardError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, detail: Any = "internal error") -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+
+
+class ConfigError(HomewardError):
+    """A setting or the environment makes the process unable to start."""
+
+
+class NotFound(HomewardError):
+    status_code = 404
+
+
+class Forbidden(HomewardError):
+    status_code = 403
+
+
+class Unauthorized(HomewardError):
+    status_code = 401
+
+
+class Conflict(HomewardError):
+    status_code = 409
+
+
+class Unprocessable(HomewardError):
+    """A body that parses but breaks a rule; the detail names the field like FastAPI's own."""
+
+    status_code = 422
+
+    def __init__(self, loc: Sequence[str | int], message: str, kind: str = "value_error") -> None:
+        super().__init__([{"loc": ["body", *loc], "msg": message, "type": kind}])
+        self.loc = list(loc)
+        self.message = message

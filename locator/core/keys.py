@@ -1,0 +1,124 @@
+"""Every Redis key pattern of the service, in one place.
+
+Per-elder keys carry the hash tag ``{e:<elder_id>}`` so a Redis Cluster keeps one elder's
+state in one slot and a script touching one elder touches one slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "hw:"
+
+
+def elder_tag(elder_id: int) -> str:
+    return f"{{e:{elder_id}}}"
+
+
+# --- sequences -------------------------------------------------------------------------
+def sequence(kind: str) -> str:
+    return f"hw:seq:{kind}"
+
+
+# --- elders (devices domain: bracelets and their wearers) -------------------------------
+ELDERS = "hw:elders"  # zset id -> id, every live elder
+
+
+def elder(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:elder"
+
+
+def elder_device(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:device"
+
+
+def owner_elders(owner: str) -> str:
+    return f"hw:owner:{owner}:elders"
+
+
+# --- devices ---------------------------------------------------------------------------
+DEVICES = "hw:devices"  # zset (score 0) of device ids, lexicographic
+
+
+def device(device_id: str) -> str:
+    return f"hw:device:{device_id}"
+
+
+def device_external(protocol: str, external_id: str) -> str:
+    return f"hw:device:ext:{protocol}:{external_id}"
+
+
+def device_state(elder_id: int, device_id: str) -> str:
+    """last_seen, battery, online: written by the ingest in the same commit as the fix."""
+    return f"hw:{elder_tag(elder_id)}:devstate:{device_id}"
+
+
+def track(elder_id: int, device_id: str) -> str:
+    return f"hw:{elder_tag(elder_id)}:track:{device_id}"
+
+
+def last_position(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:pos"
+
+
+# --- geofences -------------------------------------------------------------------------
+def zones(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:zones"
+
+
+def zone_state(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:zonestate"
+
+
+def pause(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:pause"
+
+
+# --- responders (alerts domain) --------------------------------------------------------
+VOLUNTEERS = "hw:volunteers"
+VOLUNTEER_PHONES = "hw:volunteers:phones"  # hash E.164 phone -> volunteer id
+VOLUNTEER_GEO = "hw:volunteers:geo"  # GEO set of shared locations
+
+
+def volunteer(volunteer_id: int) -> str:
+    return f"hw:volunteer:{volunteer_id}"
+
+
+def volunteer_location(volunteer_id: int) -> str:
+    return f"hw:volunteer:{volunteer_id}:loc"
+
+
+def pair(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:pair"
+
+
+def volunteer_pairs(volunteer_id: int) -> str:
+    """Reverse index: elders a volunteer is paired with."""
+    return f"hw:volunteer:{volunteer_id}:pairs"
+
+
+TEAMS = "hw:teams"
+
+
+def team(team_id: int) -> str:
+    return f"hw:team:{team_id}"
+
+
+DISPATCHERS = "hw:dispatchers"
+DISPATCHER_PHONES = "hw:dispatchers:phones"
+
+
+def dispatcher(dispatcher_id: int) -> str:
+    return f"hw:dispatcher:{dispatcher_id}"
+
+
+# --- auth ------------------------------------------------------------------------------
+def token(token_hash: str) -> str:
+    return f"hw:token:{token_hash}"
+
+
+TOKENS = "hw:tokens"  # zset token hash -> created epoch
+BOOTSTRAP_ADMIN = "hw:bootstrap:admin"
+
+
+def elder_readers(elder_id: int) -> str:
+    """Volunteers sent an incident about this elder: they may read the elder (alerts writes)."""
+    return f"hw:{elder_tag(elder_id)}:readers"

@@ -1,0 +1,55 @@
+"""Redis client factory: timeouts, retries with backoff, and a client name per process."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from locator.core.errors import ConfigError
+
+_RETRYABLE: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+
+
+def _client_name(process: str) -> str:
+    return f"homeward-{process}-{os.getpid()}"
+
+
+def async_client(url: str | None, *, process: str) -> aioredis.Redis:
+    """An asyncio Redis client with bounded timeouts and retried connection errors."""
+    if not url:
+        raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+        retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+        retry_on_error=_RETRYABLE,
+        client_name=_client_name(process),
+    )
+
+
+def sync_client(url: str | None, *, process: str) -> redis.Redis:
+    """A blocking Redis client with the same policy, for CLI commands and worker threads."""
+    if not url:
+        raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+        retry_on_error=_RETRYABLE,
+        client_name=_client_name(process),
+    )

@@ -1,0 +1,134 @@
+"""Every HOMEWARD_ environment variable of the design brief, validated once at start."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from locator.core.errors import ConfigError
+
+_TILE_TEMPLATE = re.compile(r"^https?://.*\{z\}.*\{x\}.*\{y\}.*$")
+
+
+class Settings(BaseSettings):
+    """Service configuration; field names map to HOMEWARD_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="HOMEWARD_", extra="ignore", frozen=True)
+
+    redis_url: str | None = None
+    mqtt_url: str | None = None
+    data_dir: Path = Path(".homeward")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str | None = None
+    timezone: str = "Asia/Shanghai"
+    locale: Literal["zh-CN", "en"] = "zh-CN"
+    respond_sla_s: int = Field(default=180, gt=0)
+    onsite_sla_s: int = Field(default=600, gt=0)
+    voice_after_s: int = Field(default=90, gt=0)
+    offline_after_s: int = Field(default=1200, gt=0)
+    track_retention_s: int = Field(default=2_592_000, gt=0)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str | None = None
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = None
+    map_tiles: str = "osm"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("has no host (expected redis://HOST:PORT/DB)")
+        _check_port(parts)
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts", "tcp"}:
+            raise ValueError("must start with mqtt://, mqtts:// or tcp://")
+        if not parts.hostname:
+            raise ValueError("has no host (expected mqtt://HOST:PORT)")
+        _check_port(parts)
+        return value
+
+    @field_validator("public_url", "twilio_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        _check_port(parts)
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (expected e.g. Asia/Shanghai)") from exc
+        return value
+
+    @field_validator("twilio_from")
+    @classmethod
+    def _twilio_from(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+            raise ValueError("must be an E.164 phone number such as +8613800138000")
+        return value or None
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _map_tiles(cls, value: str) -> str:
+        if value in {"osm", "amap"} or _TILE_TEMPLATE.match(value):
+            return value
+        raise ValueError("must be osm, amap, or a URL template with {z}, {x} and {y}")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone for schedules and reports."""
+        return ZoneInfo(self.timezone)
+
+
+def _check_port(parts: object) -> None:
+    try:
+        parts.port  # type: ignore[attr-defined]  # urlsplit raises on a bad port only on access
+    except ValueError as exc:
+        raise ValueError(f"has a bad port ({exc})") from exc
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, turning any error into one ConfigError line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"bad setting HOMEWARD_{field.upper()}: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

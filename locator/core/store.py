@@ -1,0 +1,61 @@
+"""JSON documents in Redis with integer ids and an id-ordered index (the registry's shape)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from locator.core import keys
+from locator.core.errors import Unprocessable
+
+MAX_PAGE = 200
+
+
+async def next_id(redis: aioredis.Redis, kind: str) -> int:
+    """A new id for ``kind`` (1, 2, 3, ...), never reused."""
+    return int(await redis.incr(keys.sequence(kind)))
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+async def get_doc(redis: aioredis.Redis, key: str) -> dict[str, Any] | None:
+    raw = await redis.get(key)
+    if raw is None:
+        return None
+    doc: dict[str, Any] = json.loads(raw)
+    return doc
+
+
+async def get_docs(redis: aioredis.Redis, doc_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The documents that exist among ``doc_keys``, in order."""
+    if not doc_keys:
+        return []
+    raws = await redis.mget(list(doc_keys))
+    return [json.loads(raw) for raw in raws if raw is not None]
+
+
+def parse_cursor(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return 0
+    if not cursor.isdigit():
+        raise Unprocessable(["cursor"], "must be the `next` value of a previous page")
+    return int(cursor)
+
+
+async def page_ids(
+    redis: aioredis.Redis, index: str, *, cursor: str | None, limit: int
+) -> tuple[list[int], str | None]:
+    """Ids after ``cursor`` in an id-scored sorted set, and the cursor of the next page."""
+    after = parse_cursor(cursor)
+    limit = max(1, min(limit, MAX_PAGE))
+    raw = await redis.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit + 1)
+    ids = [int(member) for member in raw]
+    if len(ids) > limit:
+        ids = ids[:limit]
+        return ids, str(ids[-1])
+    return ids, None
