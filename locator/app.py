@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from alerts.responders.endpoints import router as responders_router
@@ -21,7 +22,7 @@ from locator.core.settings import Settings
 
 log = get_logger(__name__)
 
-API_PREFIX = "/api/v1"
+API_PREFIX = ops.API_PREFIX
 
 
 async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
@@ -30,6 +31,16 @@ async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("request_failed", path=request.url.path, detail=str(exc.detail))
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field; the rejected input is not echoed (it may be NaN or private)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(err["loc"]), "msg": str(err["msg"]), "type": str(err["type"])}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def create_app(
@@ -59,6 +70,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_exception_handler(HomewardError, _homeward_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
     app.include_router(ops.router)
     for router in (elders_router, devices_router, responders_router, endpoints.router):

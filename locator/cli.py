@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -113,10 +114,17 @@ def _http_url(settings: Settings) -> str:
     return f"http://{settings.http_host}:{settings.http_port}"
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def run() -> None:
     """API + ingest + ticker in one process, on an embedded Redis and broker unless URLs are set."""
     settings = _settings()
+    # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit
+    # lets the finally below stop the embedded servers and remove runtime.json.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = embedded.DataDirLock(settings.data_dir)
     lock.acquire()
@@ -146,7 +154,7 @@ def run() -> None:
         embedded.write_runtime(
             settings.data_dir,
             embedded.Runtime(
-                pid=__import__("os").getpid(),
+                pid=os.getpid(),
                 redis_url=redis_url,
                 mqtt_url=mqtt_url,
                 http_url=_http_url(settings),

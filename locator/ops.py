@@ -18,6 +18,8 @@ from locator.core.deps import CallerDep, ContextDep
 
 router = APIRouter(tags=["operations"])
 
+API_PREFIX = "/api/v1"
+
 HTTP_REQUESTS = Counter(
     "homeward_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
@@ -114,6 +116,9 @@ async def account_request(
     response = await call_next(request)
     route = request.scope.get("route")
     template = getattr(route, "path", "unmatched")
+    # Recent FastAPI keeps included routers un-flattened: the route knows only its own prefix.
+    if request.url.path.startswith(API_PREFIX) and not template.startswith(API_PREFIX):
+        template = API_PREFIX + template
     HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
     HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
     return response

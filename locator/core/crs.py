@@ -76,10 +76,18 @@ def gcj02_to_bd09(lat: float, lon: float) -> tuple[float, float]:
 
 
 def bd09_to_gcj02(lat: float, lon: float) -> tuple[float, float]:
+    """Baidu's published inverse is off by centimetres; refine it against the forward map."""
     x, y = lon - 0.0065, lat - 0.006
     z = math.sqrt(x * x + y * y) - 0.00002 * math.sin(y * _X_PI)
     theta = math.atan2(y, x) - 0.000003 * math.cos(x * _X_PI)
-    return z * math.sin(theta), z * math.cos(theta)
+    glat, glon = z * math.sin(theta), z * math.cos(theta)
+    for _ in range(10):
+        blat, blon = gcj02_to_bd09(glat, glon)
+        dlat, dlon = blat - lat, blon - lon
+        glat, glon = glat - dlat, glon - dlon
+        if abs(dlat) < 1e-10 and abs(dlon) < 1e-10:
+            break
+    return glat, glon
 
 
 def to_wgs84(lat: float, lon: float, crs: Crs) -> tuple[float, float]:

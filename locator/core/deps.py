@@ -25,16 +25,16 @@ class AppContext:
     mqtt_url: str | None = None
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-def get_redis(ctx: Annotated[AppContext, Depends(get_context)]) -> aioredis.Redis:
+async def get_redis(ctx: Annotated[AppContext, Depends(get_context)]) -> aioredis.Redis:
     return ctx.redis
 
 
-def get_clock(ctx: Annotated[AppContext, Depends(get_context)]) -> Clock:
+async def get_clock(ctx: Annotated[AppContext, Depends(get_context)]) -> Clock:
     return ctx.clock
 
 

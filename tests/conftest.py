@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from locator.app import create_app
+from locator.core.auth import Role, create_token
+from locator.core.clock import ManualClock
+from locator.core.deps import AppContext
+from locator.core.redis import async_client
+from locator.core.settings import load_settings
+from tests.servers import clean_homeward_keys, mqtt_broker, redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mqtt_broker(tmp_path_factory.mktemp("mqtt")) as url:
+        yield url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    clean_homeward_keys(redis_url)
+    client = async_client(redis_url, process="test")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@dataclass
+class Api:
+    """An HTTP client on the real app plus a token per role."""
+
+    http: httpx.AsyncClient
+    redis: aioredis.Redis
+    tokens: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def token(self, role: Role, subject: str | None = None) -> str:
+        token, _ = await create_token(self.redis, role=role, subject=subject, created_at=0.0)
+        return token
+
+
+@pytest.fixture
+async def api(
+    redis: aioredis.Redis, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Api]:
+    settings = load_settings(data_dir=tmp_path)
+    app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
+    # ASGITransport does not run the lifespan: hand the app its context directly.
+    app.state.ctx = AppContext(settings=settings, redis=redis, clock=clock, mqtt_url=mqtt_url)
+    tokens = {}
+    for who, role, subject in [
+        ("admin", Role.ADMIN, None),
+        ("dispatcher", Role.DISPATCHER, None),
+        ("guardian_a", Role.GUARDIAN, "fam-a"),
+        ("guardian_b", Role.GUARDIAN, "fam-b"),
+    ]:
+        tokens[who], _ = await create_token(redis, role=role, subject=subject, created_at=0.0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://homeward.test") as http:
+        yield Api(http=http, redis=redis, tokens=tokens)

