@@ -120,15 +120,29 @@ async def import_csv(
     if missing or unknown:
         errors = [RowError(column=c, message="required column is missing") for c in missing]
         errors += [RowError(column=c, message="unknown column") for c in unknown]
-        return ImportReport(created=0, failed=1, rows=[RowResult(row=1, status="error", errors=errors)])
+        return ImportReport(
+            created=0, failed=1, rows=[RowResult(row=1, status="error", errors=errors)]
+        )
     results: list[RowResult] = []
     seen_devices: dict[str, int] = {}
     for number, raw in enumerate(reader, start=2):
         if number - 1 > MAX_ROWS:
-            results.append(RowResult(row=number, status="error", errors=[RowError(column="row", message=f"more than {MAX_ROWS} rows; split the file")]))
+            results.append(
+                RowResult(
+                    row=number,
+                    status="error",
+                    errors=[
+                        RowError(column="row", message=f"more than {MAX_ROWS} rows; split the file")
+                    ],
+                )
+            )
             break
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        results.append(await _import_row(redis, caller=caller, row=row, number=number, seen=seen_devices, clock=clock))
+        results.append(
+            await _import_row(
+                redis, caller=caller, row=row, number=number, seen=seen_devices, clock=clock
+            )
+        )
     created = sum(1 for r in results if r.status == "created")
     return ImportReport(created=created, failed=len(results) - created, rows=results)
 
@@ -181,6 +195,8 @@ async def _import_row(
         # would look registered but never be located.
         await elders.mark_deleted(redis, caller=caller, elder_id=elder.id, clock=clock)
         return RowResult(
-            row=number, status="error", errors=[RowError(column="device_id", message=str(exc.detail))]
+            row=number,
+            status="error",
+            errors=[RowError(column="device_id", message=str(exc.detail))],
         )
     return RowResult(row=number, status="created", elder_id=elder.id, device_id=device.device_id)

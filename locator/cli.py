@@ -92,7 +92,9 @@ async def _bootstrap_admin(redis_url: str) -> str | None:
     try:
         if not await redis.set(keys.BOOTSTRAP_ADMIN, str(time.time()), nx=True):
             return None
-        token, _ = await create_token(redis, role=Role.ADMIN, subject="bootstrap", created_at=time.time())
+        token, _ = await create_token(
+            redis, role=Role.ADMIN, subject="bootstrap", created_at=time.time()
+        )
         return token
     finally:
         await redis.aclose()
@@ -167,14 +169,24 @@ def run() -> None:
         for name in ("ingest", "ticker"):
             thread = threading.Thread(
                 target=processes.idle_loop,
-                kwargs={"name": name, "redis_url": redis_url, "data_dir": settings.data_dir, "stop": stop},
+                kwargs={
+                    "name": name,
+                    "redis_url": redis_url,
+                    "data_dir": settings.data_dir,
+                    "stop": stop,
+                },
                 name=name,
                 daemon=True,
             )
             thread.start()
             workers.append(thread)
-        print(f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)", flush=True)
-        print(f"Redis {redis_url}   MQTT {mqtt_url}   data {settings.data_dir.resolve()}", flush=True)
+        print(
+            f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)",
+            flush=True,
+        )
+        print(
+            f"Redis {redis_url}   MQTT {mqtt_url}   data {settings.data_dir.resolve()}", flush=True
+        )
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
         _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
@@ -251,7 +263,9 @@ def token_create(
     async def mint(url: str) -> str:
         redis = async_client(url, process="cli")
         try:
-            token, _ = await create_token(redis, role=Role(role.value), subject=subject, created_at=time.time())
+            token, _ = await create_token(
+                redis, role=Role(role.value), subject=subject, created_at=time.time()
+            )
             return token
         finally:
             await redis.aclose()
@@ -262,7 +276,9 @@ def token_create(
 
 @app.command("import")
 def import_csv(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="elders.csv")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="elders.csv")
+    ],
 ) -> None:
     """Register elders and their devices from a CSV file; prints a report per row."""
     from devices import importer
@@ -282,7 +298,10 @@ def import_csv(
         report = asyncio.run(go(url))
     for row in report.rows:
         if row.status == "created":
-            typer.echo(f"row {row.row}: created elder {row.elder_id}" + (f" with device {row.device_id}" if row.device_id else ""))
+            typer.echo(
+                f"row {row.row}: created elder {row.elder_id}"
+                + (f" with device {row.device_id}" if row.device_id else "")
+            )
         else:
             problems = "; ".join(f"{e.column}: {e.message}" for e in row.errors)
             typer.echo(f"row {row.row}: error: {problems}")

@@ -109,7 +109,10 @@ def read_runtime(data_dir: Path) -> Runtime | None:
 
 # --- the data-dir lock -------------------------------------------------------------------
 class DataDirLock:
-    """One `run` (or one temporary embedded Redis) per data dir: two servers on one AOF corrupt it."""
+    """One `run` (or one temporary embedded Redis) per data dir.
+
+    Two Redis servers appending to one AOF would corrupt it.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "run.lock"
@@ -253,7 +256,9 @@ class EmbeddedBroker:
         )
         self._thread.start()
         if not ready.wait(timeout) or self._error is not None:
-            raise ConfigError(f"embedded MQTT broker did not start on port {self.port}: {self._error}")
+            raise ConfigError(
+                f"embedded MQTT broker did not start on port {self.port}: {self._error}"
+            )
         return self.url
 
     def _serve(self, ready: threading.Event) -> None:
@@ -264,7 +269,9 @@ class EmbeddedBroker:
         self._loop = loop
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         try:
             self._broker = Broker(config, loop=loop)

@@ -27,11 +27,13 @@ HTTP_LATENCY = Histogram(
     "homeward_http_request_seconds", "HTTP request latency", ["method", "route"]
 )
 HEALTH_CHECKS = Counter(
-    "homeward_health_checks_total", "Health probes by dependency and result", ["dependency", "result"]
+    "homeward_health_checks_total",
+    "Health probes by dependency and result",
+    ["dependency", "result"],
 )
 
 
-async def probe_mqtt(url: str, *, timeout: float = 2.0) -> None:
+async def probe_mqtt(url: str, *, within_s: float = 2.0) -> None:
     """Open an MQTT 3.1.1 session and close it; raises if the broker does not accept us."""
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -53,12 +55,12 @@ async def probe_mqtt(url: str, *, timeout: float = 2.0) -> None:
     packet = b"\x10" + _remaining_length(len(body)) + body
     context = ssl.create_default_context() if tls else None
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context), timeout
+        asyncio.open_connection(host, port, ssl=context), within_s
     )
     try:
         writer.write(packet)
         await writer.drain()
-        connack = await asyncio.wait_for(reader.readexactly(4), timeout)
+        connack = await asyncio.wait_for(reader.readexactly(4), within_s)
         if connack[0] != 0x20 or connack[3] != 0:
             raise ConnectionError(f"broker refused the connection (code {connack[3]})")
         writer.write(b"\xe0\x00")

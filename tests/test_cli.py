@@ -27,9 +27,15 @@ def _env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _homeward(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _homeward(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "locator", *args], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, "-m", "locator", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -47,7 +53,11 @@ def homeward_run(data_dir: Path, port: int, *, kill: bool = False) -> Iterator[R
     env = _env(HOMEWARD_DATA_DIR=str(data_dir), HOMEWARD_HTTP_PORT=str(port))
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "locator", "run"], stdout=sink, stderr=subprocess.STDOUT, text=True, env=env
+            [sys.executable, "-m", "locator", "run"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
     running = Running(process, f"http://127.0.0.1:{port}", log)
     try:
@@ -88,7 +98,9 @@ def test_run_twice_keeps_what_was_registered(tmp_path: Path) -> None:
         runtime = json.loads((data / "runtime.json").read_text())
         assert runtime["embedded_redis"] and runtime["embedded_mqtt"]
         # Another command finds the running Redis through runtime.json.
-        minted = _homeward("token", "create", "--role", "dispatcher", env=_env(HOMEWARD_DATA_DIR=str(data)))
+        minted = _homeward(
+            "token", "create", "--role", "dispatcher", env=_env(HOMEWARD_DATA_DIR=str(data))
+        )
         assert minted.returncode == 0, minted.stderr
         dispatcher_token = minted.stdout.strip()
         assert re.fullmatch(r"hw_[\w-]+", dispatcher_token)
@@ -108,8 +120,14 @@ def test_run_survives_kill_9_without_orphans_or_loss(tmp_path: Path) -> None:
     with homeward_run(data, port, kill=True) as first:
         token = _admin_token(first.output())
         headers = {"Authorization": f"Bearer {token}"}
-        httpx.post(f"{first.url}/api/v1/elders", json=elder_body(), headers=headers).raise_for_status()
-        redis_port = int(json.loads((data / "runtime.json").read_text())["redis_url"].rsplit(":", 1)[1].split("/")[0])
+        httpx.post(
+            f"{first.url}/api/v1/elders", json=elder_body(), headers=headers
+        ).raise_for_status()
+        redis_port = int(
+            json.loads((data / "runtime.json").read_text())["redis_url"]
+            .rsplit(":", 1)[1]
+            .split("/")[0]
+        )
         time.sleep(1.5)  # appendfsync everysec: what is a second old is on disk
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -130,14 +148,18 @@ def test_token_create_without_a_running_service_uses_the_data_dir(tmp_path: Path
     assert minted.returncode == 0, minted.stderr
     token = minted.stdout.strip()
     with homeward_run(data, free_port()) as running:
-        listed = httpx.get(f"{running.url}/api/v1/elders", headers={"Authorization": f"Bearer {token}"})
+        listed = httpx.get(
+            f"{running.url}/api/v1/elders", headers={"Authorization": f"Bearer {token}"}
+        )
         assert listed.status_code == 200
 
 
 def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with homeward_run(data, free_port()) as running:
-        second = _homeward("run", env=_env(HOMEWARD_DATA_DIR=str(data), HOMEWARD_HTTP_PORT=str(free_port())))
+        second = _homeward(
+            "run", env=_env(HOMEWARD_DATA_DIR=str(data), HOMEWARD_HTTP_PORT=str(free_port()))
+        )
         assert second.returncode == 2
         assert second.stderr.strip().count("\n") == 0, second.stderr
         assert f"pid {running.process.pid}" in second.stderr
@@ -146,8 +168,16 @@ def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("HOMEWARD_REDIS_URL", "localhost:6379", "bad setting HOMEWARD_REDIS_URL: must start with redis://"),
-        ("HOMEWARD_REDIS_URL", "redis://localhost:99999", "bad setting HOMEWARD_REDIS_URL: has a bad port"),
+        (
+            "HOMEWARD_REDIS_URL",
+            "localhost:6379",
+            "bad setting HOMEWARD_REDIS_URL: must start with redis://",
+        ),
+        (
+            "HOMEWARD_REDIS_URL",
+            "redis://localhost:99999",
+            "bad setting HOMEWARD_REDIS_URL: has a bad port",
+        ),
         ("HOMEWARD_MQTT_URL", "http://broker", "bad setting HOMEWARD_MQTT_URL"),
         ("HOMEWARD_HTTP_PORT", "eighty", "bad setting HOMEWARD_HTTP_PORT"),
         ("HOMEWARD_TIMEZONE", "Mars/Olympus", "bad setting HOMEWARD_TIMEZONE: unknown time zone"),
@@ -156,7 +186,9 @@ def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         ("HOMEWARD_TWILIO_FROM", "12345", "bad setting HOMEWARD_TWILIO_FROM"),
     ],
 )
-def test_a_bad_setting_is_one_clear_line(tmp_path: Path, variable: str, value: str, message: str) -> None:
+def test_a_bad_setting_is_one_clear_line(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
     result = _homeward("api", env=_env(HOMEWARD_DATA_DIR=str(tmp_path), **{variable: value}))
     assert result.returncode == 2
     assert result.stderr.startswith(f"homeward: {message}"), result.stderr
@@ -169,7 +201,9 @@ def test_a_taken_http_port_is_one_clear_line(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = _homeward("run", env=_env(HOMEWARD_DATA_DIR=str(tmp_path), HOMEWARD_HTTP_PORT=str(port)))
+        result = _homeward(
+            "run", env=_env(HOMEWARD_DATA_DIR=str(tmp_path), HOMEWARD_HTTP_PORT=str(port))
+        )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"homeward: HTTP port 127.0.0.1:{port} is in use; set HOMEWARD_HTTP_PORT to a free port"
@@ -182,7 +216,9 @@ def test_a_taken_http_port_is_one_clear_line(tmp_path: Path) -> None:
 def test_ingest_and_ticker_beat_their_heartbeat(redis_url: str, tmp_path: Path) -> None:
     env = _env(HOMEWARD_REDIS_URL=redis_url, HOMEWARD_DATA_DIR=str(tmp_path))
     assert _homeward("health", "--process", "ingest", env=env).returncode == 1
-    process = subprocess.Popen([sys.executable, "-m", "locator", "ingest"], env=env, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "locator", "ingest"], env=env, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 20
         while _homeward("health", "--process", "ingest", env=env).returncode != 0:

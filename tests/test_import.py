@@ -39,27 +39,44 @@ async def test_import_reports_every_row_and_registers_the_good_ones(api: Api) ->
     assert [e["column"] for e in by_row[7]["errors"]] == ["external_id"]
     assert by_row[8]["status"] == "created" and by_row[8]["device_id"] is None
 
-    elder = (await api.http.get(f"/api/v1/elders/{by_row[2]['elder_id']}", headers=api.auth("guardian_a"))).json()
+    elder = (
+        await api.http.get(
+            f"/api/v1/elders/{by_row[2]['elder_id']}", headers=api.auth("guardian_a")
+        )
+    ).json()
     assert elder["device_id"] == "bracelet-1"
     assert [g["name"] for g in elder["guardians"]] == ["李明", "李红"]
-    names = [e["name"] for e in (await api.http.get("/api/v1/elders", headers=api.auth("admin"))).json()["items"]]
+    names = [
+        e["name"]
+        for e in (await api.http.get("/api/v1/elders", headers=api.auth("admin"))).json()["items"]
+    ]
     assert names == ["张阿婆", "王阿公", "无设备"]
 
     # Importing the same file again registers nothing twice.
-    again = (await api.http.post(
-        "/api/v1/import/elders", content=csv_text.encode(), headers={**api.auth("admin"), "Content-Type": "text/csv"}
-    )).json()
+    again = (
+        await api.http.post(
+            "/api/v1/import/elders",
+            content=csv_text.encode(),
+            headers={**api.auth("admin"), "Content-Type": "text/csv"},
+        )
+    ).json()
     assert [r["status"] for r in again["rows"]][:2] == ["error", "error"]
 
 
 async def test_import_rejects_unknown_columns_and_non_admins(api: Api) -> None:
     bad = "name,home_lat,home_lon,guardian_name,guardian_phone,shoe\nx,1,1,a,+8613800138000,42\n"
-    report = (await api.http.post(
-        "/api/v1/import/elders", content=bad.encode(), headers={**api.auth("admin"), "Content-Type": "text/csv"}
-    )).json()
+    report = (
+        await api.http.post(
+            "/api/v1/import/elders",
+            content=bad.encode(),
+            headers={**api.auth("admin"), "Content-Type": "text/csv"},
+        )
+    ).json()
     assert report["rows"][0]["errors"] == [{"column": "shoe", "message": "unknown column"}]
     denied = await api.http.post(
-        "/api/v1/import/elders", content=bad.encode(), headers={**api.auth("dispatcher"), "Content-Type": "text/csv"}
+        "/api/v1/import/elders",
+        content=bad.encode(),
+        headers={**api.auth("dispatcher"), "Content-Type": "text/csv"},
     )
     assert denied.status_code == 403
 
@@ -70,9 +87,17 @@ def test_cli_import_uses_the_configured_redis(redis_url: str, tmp_path: Path) ->
     clean_homeward_keys(redis_url)
     path = tmp_path / "elders.csv"
     path.write_text(HEADER + ROWS[0] + "\n" + ROWS[2] + "\n", encoding="utf-8")
-    env = {"HOMEWARD_REDIS_URL": redis_url, "HOMEWARD_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "HOMEWARD_REDIS_URL": redis_url,
+        "HOMEWARD_DATA_DIR": str(tmp_path / "data"),
+        "PATH": "/usr/bin:/bin",
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "locator", "import", str(path)], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "locator", "import", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 1, result.stderr
     assert "row 2: created elder 1 with device bracelet-1" in result.stdout

@@ -21,7 +21,9 @@ def field_of(response: Any) -> list[Any]:
 
 
 async def create_elder(api: Api, who: str = "guardian_a", **extra: Any) -> dict[str, Any]:
-    response = await api.http.post("/api/v1/elders", json=elder_body(**extra), headers=api.auth(who))
+    response = await api.http.post(
+        "/api/v1/elders", json=elder_body(**extra), headers=api.auth(who)
+    )
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -43,7 +45,9 @@ async def test_guardian_registers_reads_updates_and_lists_own_elder(api: Api) ->
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["address"] == "新地址"
-    assert patched.json()["guardians"] == [{"name": "王红", "phone": "+8613900000001", "relation": ""}]
+    assert patched.json()["guardians"] == [
+        {"name": "王红", "phone": "+8613900000001", "relation": ""}
+    ]
     assert patched.json()["name"] == "张阿婆"
 
     await create_elder(api, who="guardian_b", name="别家老人")
@@ -132,7 +136,12 @@ async def test_patch_cannot_remove_required_fields(api: Api) -> None:
 
 
 async def test_unknown_ids_are_404(api: Api) -> None:
-    for path in ("/api/v1/elders/999", "/api/v1/devices/nope", "/api/v1/volunteers/999", "/api/v1/teams/999"):
+    for path in (
+        "/api/v1/elders/999",
+        "/api/v1/devices/nope",
+        "/api/v1/volunteers/999",
+        "/api/v1/teams/999",
+    ):
         response = await api.http.get(path, headers=api.auth("admin"))
         assert response.status_code == 404, path
         assert "not found" in response.json()["detail"]
@@ -151,7 +160,9 @@ async def test_elder_list_pages_with_a_cursor(api: Api) -> None:
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await api.http.get("/api/v1/elders", params=params, headers=api.auth("admin"))).json()
+        page = (
+            await api.http.get("/api/v1/elders", params=params, headers=api.auth("admin"))
+        ).json()
         seen += [e["name"] for e in page["items"]]
         cursor = page["next"]
         if cursor is None:
@@ -182,11 +193,15 @@ async def test_device_registration_rules(api: Api) -> None:
     )
     assert twice.status_code == 409
     second = await api.http.post(
-        "/api/v1/devices", json={"device_id": "bracelet-2", "elder_id": elder["id"]}, headers=api.auth("guardian_a")
+        "/api/v1/devices",
+        json={"device_id": "bracelet-2", "elder_id": elder["id"]},
+        headers=api.auth("guardian_a"),
     )
     assert second.status_code == 409
     assert "already wears device bracelet-1" in second.json()["detail"]
-    shown = (await api.http.get(f"/api/v1/elders/{elder['id']}", headers=api.auth("guardian_a"))).json()
+    shown = (
+        await api.http.get(f"/api/v1/elders/{elder['id']}", headers=api.auth("guardian_a"))
+    ).json()
     assert shown["device_id"] == "bracelet-1"
 
     await api.redis.hset(
@@ -198,9 +213,13 @@ async def test_device_registration_rules(api: Api) -> None:
 
     gone = await api.http.delete("/api/v1/devices/bracelet-1", headers=api.auth("guardian_a"))
     assert gone.status_code == 204
-    assert (await api.http.get("/api/v1/devices/bracelet-1", headers=api.auth("admin"))).status_code == 404
+    assert (
+        await api.http.get("/api/v1/devices/bracelet-1", headers=api.auth("admin"))
+    ).status_code == 404
     again = await api.http.post(
-        "/api/v1/devices", json={"device_id": "bracelet-2", "elder_id": elder["id"]}, headers=api.auth("guardian_a")
+        "/api/v1/devices",
+        json={"device_id": "bracelet-2", "elder_id": elder["id"]},
+        headers=api.auth("guardian_a"),
     )
     assert again.status_code == 201
 
@@ -228,11 +247,15 @@ async def test_owntracks_external_ids_are_unique(api: Api) -> None:
     first, second = await create_elder(api), await create_elder(api, name="李阿公")
     body = {"protocol": "owntracks", "external_id": "li/phone"}
     ok = await api.http.post(
-        "/api/v1/devices", json={"device_id": "ot-1", "elder_id": first["id"], **body}, headers=api.auth("admin")
+        "/api/v1/devices",
+        json={"device_id": "ot-1", "elder_id": first["id"], **body},
+        headers=api.auth("admin"),
     )
     assert ok.status_code == 201
     clash = await api.http.post(
-        "/api/v1/devices", json={"device_id": "ot-2", "elder_id": second["id"], **body}, headers=api.auth("admin")
+        "/api/v1/devices",
+        json={"device_id": "ot-2", "elder_id": second["id"], **body},
+        headers=api.auth("admin"),
     )
     assert clash.status_code == 409
 
@@ -242,7 +265,9 @@ async def test_device_list_is_scoped_to_the_guardian(api: Api) -> None:
     theirs = await create_elder(api, who="guardian_b")
     for device_id, elder in (("d-mine", mine), ("d-theirs", theirs)):
         await api.http.post(
-            "/api/v1/devices", json={"device_id": device_id, "elder_id": elder["id"]}, headers=api.auth("admin")
+            "/api/v1/devices",
+            json={"device_id": device_id, "elder_id": elder["id"]},
+            headers=api.auth("admin"),
         )
     listed = (await api.http.get("/api/v1/devices", headers=api.auth("guardian_a"))).json()
     assert [d["device_id"] for d in listed["items"]] == ["d-mine"]
@@ -254,14 +279,24 @@ async def test_device_list_is_scoped_to_the_guardian(api: Api) -> None:
 async def test_deleting_an_elder_removes_binding_zones_and_pair_but_keeps_history(api: Api) -> None:
     elder = await create_elder(api)
     eid = elder["id"]
-    await api.http.post("/api/v1/devices", json={"device_id": "b-1", "elder_id": eid}, headers=api.auth("admin"))
-    volunteer = (await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))).json()
-    await api.http.put(f"/api/v1/elders/{eid}/pair", json={"volunteer_ids": [volunteer["id"]]}, headers=api.auth("admin"))
+    await api.http.post(
+        "/api/v1/devices", json={"device_id": "b-1", "elder_id": eid}, headers=api.auth("admin")
+    )
+    volunteer = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    await api.http.put(
+        f"/api/v1/elders/{eid}/pair",
+        json={"volunteer_ids": [volunteer["id"]]},
+        headers=api.auth("admin"),
+    )
     await api.redis.set(keys.zones(eid), "{}")
 
     response = await api.http.delete(f"/api/v1/elders/{eid}", headers=api.auth("guardian_a"))
     assert response.status_code == 204
-    assert (await api.http.get(f"/api/v1/elders/{eid}", headers=api.auth("admin"))).status_code == 404
+    assert (
+        await api.http.get(f"/api/v1/elders/{eid}", headers=api.auth("admin"))
+    ).status_code == 404
     assert (await api.http.get("/api/v1/devices/b-1", headers=api.auth("admin"))).status_code == 404
     assert not await api.redis.exists(keys.zones(eid), keys.pair(eid), keys.elder_device(eid))
     assert not await api.redis.sismember(keys.volunteer_pairs(volunteer["id"]), str(eid))
@@ -271,70 +306,117 @@ async def test_deleting_an_elder_removes_binding_zones_and_pair_but_keeps_histor
     assert listed["items"] == []
     # The device id is free again for a new bracelet.
     new = await create_elder(api)
-    reuse = await api.http.post("/api/v1/devices", json={"device_id": "b-1", "elder_id": new["id"]}, headers=api.auth("admin"))
+    reuse = await api.http.post(
+        "/api/v1/devices",
+        json={"device_id": "b-1", "elder_id": new["id"]},
+        headers=api.auth("admin"),
+    )
     assert reuse.status_code == 201
 
 
 # --- volunteers, pairs, teams, dispatchers --------------------------------------------------
 async def test_volunteer_phone_is_unique_and_normalised(api: Api) -> None:
     first = await api.http.post(
-        "/api/v1/volunteers", json=volunteer_body(1, phone="+86 139 0000 0001"), headers=api.auth("admin")
+        "/api/v1/volunteers",
+        json=volunteer_body(1, phone="+86 139 0000 0001"),
+        headers=api.auth("admin"),
     )
     assert first.status_code == 201
     assert first.json()["phone"] == "+8613900000001"
-    clash = await api.http.post("/api/v1/volunteers", json=volunteer_body(2, phone="+8613900000001"), headers=api.auth("admin"))
+    clash = await api.http.post(
+        "/api/v1/volunteers",
+        json=volunteer_body(2, phone="+8613900000001"),
+        headers=api.auth("admin"),
+    )
     assert clash.status_code == 409
-    second = (await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))).json()
+    second = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))
+    ).json()
     steal = await api.http.patch(
-        f"/api/v1/volunteers/{second['id']}", json={"phone": "+8613900000001"}, headers=api.auth("admin")
+        f"/api/v1/volunteers/{second['id']}",
+        json={"phone": "+8613900000001"},
+        headers=api.auth("admin"),
     )
     assert steal.status_code == 409
     moved = await api.http.patch(
-        f"/api/v1/volunteers/{first.json()['id']}", json={"phone": "+8613900009999"}, headers=api.auth("admin")
+        f"/api/v1/volunteers/{first.json()['id']}",
+        json={"phone": "+8613900009999"},
+        headers=api.auth("admin"),
     )
     assert moved.status_code == 200
     # The old number is free once its owner moved away from it.
     reuse = await api.http.patch(
-        f"/api/v1/volunteers/{second['id']}", json={"phone": "+8613900000001"}, headers=api.auth("admin")
+        f"/api/v1/volunteers/{second['id']}",
+        json={"phone": "+8613900000001"},
+        headers=api.auth("admin"),
     )
     assert reuse.status_code == 200
 
 
 async def test_volunteer_manages_only_their_own_duty_quiet_hours_and_location(api: Api) -> None:
-    me = (await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))).json()
-    other = (await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))).json()
+    me = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    other = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))
+    ).json()
     api.tokens["me"] = await api.token(Role.VOLUNTEER, str(me["id"]))
     url = f"/api/v1/volunteers/{me['id']}"
     assert (await api.http.get(url, headers=api.auth("me"))).status_code == 200
     duty = await api.http.patch(
-        url, json={"on_duty": False, "quiet_hours": {"start": "22:00", "end": "07:00"}}, headers=api.auth("me")
+        url,
+        json={"on_duty": False, "quiet_hours": {"start": "22:00", "end": "07:00"}},
+        headers=api.auth("me"),
     )
     assert duty.status_code == 200
     assert duty.json()["quiet_hours"] == {"start": "22:00", "end": "07:00"}
-    assert (await api.http.patch(url, json={"phone": "+8613900000077"}, headers=api.auth("me"))).status_code == 403
-    bad_hours = await api.http.patch(url, json={"quiet_hours": {"start": "25:00", "end": "07:00"}}, headers=api.auth("me"))
+    assert (
+        await api.http.patch(url, json={"phone": "+8613900000077"}, headers=api.auth("me"))
+    ).status_code == 403
+    bad_hours = await api.http.patch(
+        url, json={"quiet_hours": {"start": "25:00", "end": "07:00"}}, headers=api.auth("me")
+    )
     assert bad_hours.status_code == 422
     assert field_of(bad_hours) == ["quiet_hours", "start"]
-    shared = await api.http.post(f"{url}/location", json={"lat": 30.51, "lon": 120.68, "acc": 12}, headers=api.auth("me"))
+    shared = await api.http.post(
+        f"{url}/location", json={"lat": 30.51, "lon": 120.68, "acc": 12}, headers=api.auth("me")
+    )
     assert shared.status_code == 200
     assert (await api.http.get(url, headers=api.auth("me"))).json()["location"]["acc"] == 12
-    near = await api.redis.geosearch(keys.VOLUNTEER_GEO, longitude=120.68, latitude=30.51, radius=50, unit="m")
+    near = await api.redis.geosearch(
+        keys.VOLUNTEER_GEO, longitude=120.68, latitude=30.51, radius=50, unit="m"
+    )
     assert near == [str(me["id"])]
     other_url = f"/api/v1/volunteers/{other['id']}"
     assert (await api.http.get(other_url, headers=api.auth("me"))).status_code == 403
-    assert (await api.http.post(f"{other_url}/location", json={"lat": 1, "lon": 1}, headers=api.auth("me"))).status_code == 403
+    assert (
+        await api.http.post(
+            f"{other_url}/location", json={"lat": 1, "lon": 1}, headers=api.auth("me")
+        )
+    ).status_code == 403
     assert (await api.http.get("/api/v1/volunteers", headers=api.auth("me"))).status_code == 403
 
 
 async def test_pairs_hold_one_or_two_distinct_existing_volunteers(api: Api) -> None:
     elder = await create_elder(api)
     ids = [
-        (await api.http.post("/api/v1/volunteers", json=volunteer_body(n), headers=api.auth("admin"))).json()["id"]
+        (
+            await api.http.post(
+                "/api/v1/volunteers", json=volunteer_body(n), headers=api.auth("admin")
+            )
+        ).json()["id"]
         for n in range(1, 4)
     ]
     url = f"/api/v1/elders/{elder['id']}/pair"
-    for bad, loc in (([], ["volunteer_ids"]), (ids, ["volunteer_ids"]), ([ids[0], ids[0]], ["volunteer_ids"]), ([ids[0], 999], ["volunteer_ids", 1])):
-        response = await api.http.put(url, json={"volunteer_ids": bad}, headers=api.auth("dispatcher"))
+    for bad, loc in (
+        ([], ["volunteer_ids"]),
+        (ids, ["volunteer_ids"]),
+        ([ids[0], ids[0]], ["volunteer_ids"]),
+        ([ids[0], 999], ["volunteer_ids", 1]),
+    ):
+        response = await api.http.put(
+            url, json={"volunteer_ids": bad}, headers=api.auth("dispatcher")
+        )
         assert response.status_code == 422, bad
         assert field_of(response) == loc
     ok = await api.http.put(url, json={"volunteer_ids": ids[:2]}, headers=api.auth("dispatcher"))
@@ -342,42 +424,67 @@ async def test_pairs_hold_one_or_two_distinct_existing_volunteers(api: Api) -> N
     assert ok.json()["volunteer_ids"] == ids[:2]
     family_view = (await api.http.get(url, headers=api.auth("guardian_a"))).json()
     assert family_view["volunteer_ids"] is None
-    assert family_view["volunteers"] == [{"id": None, "name": "志愿者1", "phone": None}, {"id": None, "name": "志愿者2", "phone": None}]
-    assert (await api.http.put(url, json={"volunteer_ids": ids[:1]}, headers=api.auth("guardian_a"))).status_code == 403
+    assert family_view["volunteers"] == [
+        {"id": None, "name": "志愿者1", "phone": None},
+        {"id": None, "name": "志愿者2", "phone": None},
+    ]
+    assert (
+        await api.http.put(url, json={"volunteer_ids": ids[:1]}, headers=api.auth("guardian_a"))
+    ).status_code == 403
     repaired = await api.http.put(url, json={"volunteer_ids": [ids[2]]}, headers=api.auth("admin"))
     assert repaired.json()["volunteer_ids"] == [ids[2]]
     assert not await api.redis.sismember(keys.volunteer_pairs(ids[0]), str(elder["id"]))
 
 
 async def test_teams_are_made_of_existing_volunteers(api: Api) -> None:
-    lead = (await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))).json()
-    member = (await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))).json()
-    body = {"name": "西山救援队", "members": [{"volunteer_id": lead["id"], "role": "lead"}, {"volunteer_id": 999}]}
+    lead = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    member = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))
+    ).json()
+    body = {
+        "name": "西山救援队",
+        "members": [{"volunteer_id": lead["id"], "role": "lead"}, {"volunteer_id": 999}],
+    }
     missing = await api.http.post("/api/v1/teams", json=body, headers=api.auth("dispatcher"))
     assert missing.status_code == 422
     assert field_of(missing) == ["members", 1]
     body["members"][1] = {"volunteer_id": member["id"]}
     team = await api.http.post("/api/v1/teams", json=body, headers=api.auth("dispatcher"))
     assert team.status_code == 201, team.text
-    assert [(m["name"], m["role"]) for m in team.json()["members"]] == [("志愿者1", "lead"), ("志愿者2", "member")]
+    assert [(m["name"], m["role"]) for m in team.json()["members"]] == [
+        ("志愿者1", "lead"),
+        ("志愿者2", "member"),
+    ]
     twice = await api.http.patch(
         f"/api/v1/teams/{team.json()['id']}",
         json={"members": [{"volunteer_id": lead["id"]}, {"volunteer_id": lead["id"]}]},
         headers=api.auth("dispatcher"),
     )
     assert twice.status_code == 422
-    off = await api.http.patch(f"/api/v1/teams/{team.json()['id']}", json={"on_duty": False}, headers=api.auth("dispatcher"))
+    off = await api.http.patch(
+        f"/api/v1/teams/{team.json()['id']}",
+        json={"on_duty": False},
+        headers=api.auth("dispatcher"),
+    )
     assert off.json()["on_duty"] is False
-    assert len((await api.http.get("/api/v1/teams", headers=api.auth("admin"))).json()["items"]) == 1
+    assert (
+        len((await api.http.get("/api/v1/teams", headers=api.auth("admin"))).json()["items"]) == 1
+    )
 
 
 async def test_dispatcher_roster(api: Api) -> None:
     body = {"name": "值班员甲", "phone": "+8657387000001", "on_call": True}
     created = await api.http.post("/api/v1/dispatchers", json=body, headers=api.auth("admin"))
     assert created.status_code == 201, created.text
-    assert (await api.http.post("/api/v1/dispatchers", json=body, headers=api.auth("admin"))).status_code == 409
+    assert (
+        await api.http.post("/api/v1/dispatchers", json=body, headers=api.auth("admin"))
+    ).status_code == 409
     off = await api.http.patch(
-        f"/api/v1/dispatchers/{created.json()['id']}", json={"on_call": False}, headers=api.auth("dispatcher")
+        f"/api/v1/dispatchers/{created.json()['id']}",
+        json={"on_call": False},
+        headers=api.auth("dispatcher"),
     )
     assert off.json()["on_call"] is False
     roster = (await api.http.get("/api/v1/dispatchers", headers=api.auth("dispatcher"))).json()
@@ -385,14 +492,20 @@ async def test_dispatcher_roster(api: Api) -> None:
 
 
 async def test_token_minting_through_the_api(api: Api) -> None:
-    minted = await api.http.post("/api/v1/tokens", json={"role": "guardian"}, headers=api.auth("dispatcher"))
+    minted = await api.http.post(
+        "/api/v1/tokens", json={"role": "guardian"}, headers=api.auth("dispatcher")
+    )
     assert minted.status_code == 201
     family = {"Authorization": f"Bearer {minted.json()['token']}"}
     elder = await api.http.post("/api/v1/elders", json=elder_body(), headers=family)
     assert elder.json()["owner"] == minted.json()["subject"]
-    staff = await api.http.post("/api/v1/tokens", json={"role": "admin"}, headers=api.auth("dispatcher"))
+    staff = await api.http.post(
+        "/api/v1/tokens", json={"role": "admin"}, headers=api.auth("dispatcher")
+    )
     assert staff.status_code == 403
-    ghost = await api.http.post("/api/v1/tokens", json={"role": "volunteer", "subject": "42"}, headers=api.auth("admin"))
+    ghost = await api.http.post(
+        "/api/v1/tokens", json={"role": "volunteer", "subject": "42"}, headers=api.auth("admin")
+    )
     assert ghost.status_code == 422
     # Only the hash is stored.
     stored = [k async for k in api.redis.scan_iter(match="hw:token:*")]

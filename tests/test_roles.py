@@ -31,7 +31,9 @@ Call = Callable[[World, dict[str, str]], Awaitable[httpx.Response]]
 
 async def _new_elder_device(w: World, h: dict[str, str]) -> httpx.Response:
     # A fresh elder per call keeps "one device per elder" from answering 409 instead.
-    elder = await w.api.http.post("/api/v1/elders", json=elder_body(), headers=w.api.auth("guardian_a"))
+    elder = await w.api.http.post(
+        "/api/v1/elders", json=elder_body(), headers=w.api.auth("guardian_a")
+    )
     body = {"device_id": f"dev-{next(_unique)}", "elder_id": elder.json()["id"]}
     return await w.api.http.post("/api/v1/devices", json=body, headers=h)
 
@@ -90,12 +92,20 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
 
 @pytest.fixture
 async def world(api: Api) -> World:
-    elder = (await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("guardian_a"))).json()
+    elder = (
+        await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("guardian_a"))
+    ).json()
     await api.http.post(
-        "/api/v1/devices", json={"device_id": "dev-own", "elder_id": elder["id"]}, headers=api.auth("admin")
+        "/api/v1/devices",
+        json={"device_id": "dev-own", "elder_id": elder["id"]},
+        headers=api.auth("admin"),
     )
-    me = (await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))).json()
-    other = (await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))).json()
+    me = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    other = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(2), headers=api.auth("admin"))
+    ).json()
     volunteer_token = await api.token(Role.VOLUNTEER, str(me["id"]))
     headers = {
         "admin": api.auth("admin"),
@@ -119,7 +129,11 @@ async def test_roles_table(world: World, resource: str, action: str, role: str) 
 
 async def test_guardian_lists_only_own_and_volunteer_lists_nothing(world: World) -> None:
     api = world.api
-    await api.http.post("/api/v1/elders", json=elder_body(name="别家"), headers=api.auth("guardian_b"))
+    await api.http.post(
+        "/api/v1/elders", json=elder_body(name="别家"), headers=api.auth("guardian_b")
+    )
     own: Any = (await api.http.get("/api/v1/elders", headers=world.headers["guardian_own"])).json()
     assert [e["id"] for e in own["items"]] == [world.elder_id]
-    assert (await api.http.get("/api/v1/elders", headers=world.headers["volunteer"])).status_code == 403
+    assert (
+        await api.http.get("/api/v1/elders", headers=world.headers["volunteer"])
+    ).status_code == 403

@@ -9,7 +9,9 @@ from locator.core.errors import ConfigError
 from locator.core.settings import load_settings
 
 
-@pytest.mark.parametrize(("lat", "lon"), [(30.5112, 120.6853), (39.9087, 116.3975), (22.5431, 114.0579)])
+@pytest.mark.parametrize(
+    ("lat", "lon"), [(30.5112, 120.6853), (39.9087, 116.3975), (22.5431, 114.0579)]
+)
 def test_gcj02_and_bd09_round_trip_to_wgs84_within_a_centimetre(lat: float, lon: float) -> None:
     for system in ("gcj02", "bd09"):
         shown = crs.from_wgs84(lat, lon, system)  # type: ignore[arg-type]
@@ -32,7 +34,13 @@ def test_haversine_one_degree_of_latitude() -> None:
 
 
 def test_per_elder_keys_share_one_hash_tag() -> None:
-    elder_keys = [keys.elder(7), keys.elder_device(7), keys.track(7, "b-1"), keys.zones(7), keys.pair(7)]
+    elder_keys = [
+        keys.elder(7),
+        keys.elder_device(7),
+        keys.track(7, "b-1"),
+        keys.zones(7),
+        keys.pair(7),
+    ]
     assert all("{e:7}" in key for key in elder_keys)
     assert keys.track(7, "b-1") == "hw:{e:7}:track:b-1"
 
@@ -41,8 +49,18 @@ def test_settings_defaults_match_the_brief(monkeypatch: pytest.MonkeyPatch) -> N
     for name in ("HOMEWARD_REDIS_URL", "HOMEWARD_HTTP_PORT", "HOMEWARD_RESPOND_SLA_S"):
         monkeypatch.delenv(name, raising=False)
     s = load_settings()
-    assert (s.http_host, s.http_port, s.timezone, s.locale) == ("127.0.0.1", 8000, "Asia/Shanghai", "zh-CN")
-    assert (s.respond_sla_s, s.onsite_sla_s, s.voice_after_s, s.offline_after_s) == (180, 600, 90, 1200)
+    assert (s.http_host, s.http_port, s.timezone, s.locale) == (
+        "127.0.0.1",
+        8000,
+        "Asia/Shanghai",
+        "zh-CN",
+    )
+    assert (s.respond_sla_s, s.onsite_sla_s, s.voice_after_s, s.offline_after_s) == (
+        180,
+        600,
+        90,
+        1200,
+    )
     assert s.track_retention_s == 2_592_000
     assert s.map_tiles == "osm"
 

@@ -54,10 +54,10 @@ async def _save_with_unique_phone(
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(phones_key)
-            holder = await pipe.hget(phones_key, phone)
+            holder = store.text(await pipe.hget(phones_key, phone))
             if holder is not None and int(holder) != doc["id"]:
                 raise Conflict(f"phone {phone} already belongs to {kind} {holder}")
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]
             if previous_phone and previous_phone != phone:
                 pipe.hdel(phones_key, previous_phone)
             pipe.hset(phones_key, phone, doc["id"])
@@ -95,7 +95,7 @@ async def create_volunteer(
     """Register a volunteer; the phone must be unique."""
     _require_staff(caller)
     if await redis.hexists(keys.VOLUNTEER_PHONES, body.phone):
-        holder = await redis.hget(keys.VOLUNTEER_PHONES, body.phone)
+        holder = store.text(await redis.hget(keys.VOLUNTEER_PHONES, body.phone))
         raise Conflict(f"phone {body.phone} already belongs to volunteer {holder}")
     now = isoformat(clock.now())
     doc = body.model_dump(mode="json")
@@ -242,9 +242,14 @@ async def remove_pair(redis: aioredis.Redis, *, elder_id: int) -> None:
 # --- teams -----------------------------------------------------------------------------
 async def _team_read(redis: aioredis.Redis, doc: dict[str, Any]) -> TeamRead:
     member_ids = [m["volunteer_id"] for m in doc["members"]]
-    names = {d["id"]: d["name"] for d in await store.get_docs(redis, [keys.volunteer(i) for i in member_ids])}
+    names = {
+        d["id"]: d["name"]
+        for d in await store.get_docs(redis, [keys.volunteer(i) for i in member_ids])
+    }
     members = [
-        TeamMemberRead(volunteer_id=m["volunteer_id"], role=m["role"], name=names.get(m["volunteer_id"]))
+        TeamMemberRead(
+            volunteer_id=m["volunteer_id"], role=m["role"], name=names.get(m["volunteer_id"])
+        )
         for m in doc["members"]
     ]
     return TeamRead.model_validate({**doc, "members": members})
@@ -255,9 +260,7 @@ async def create_team(
 ) -> TeamRead:
     """Create a rescue team of existing volunteers."""
     _require_staff(caller)
-    await _require_volunteers(
-        redis, [m.volunteer_id for m in body.members], ["members"]
-    )
+    await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
     now = isoformat(clock.now())
     doc = body.model_dump(mode="json")
     doc.update(id=await store.next_id(redis, "team"), created_at=now, updated_at=now)
@@ -317,7 +320,7 @@ async def create_dispatcher(
     now = isoformat(clock.now())
     doc = body.model_dump(mode="json")
     if await redis.hexists(keys.DISPATCHER_PHONES, body.phone):
-        holder = await redis.hget(keys.DISPATCHER_PHONES, body.phone)
+        holder = store.text(await redis.hget(keys.DISPATCHER_PHONES, body.phone))
         raise Conflict(f"phone {body.phone} already belongs to dispatcher {holder}")
     doc.update(id=await store.next_id(redis, "dispatcher"), created_at=now, updated_at=now)
     await _save_with_unique_phone(

@@ -27,7 +27,9 @@ class ElderCreate(Strict):
     medical_notes: Text = ""
     guardians: Annotated[list[Guardian], Field(min_length=1, max_length=5)]
     crs: CrsName = "wgs84"
-    owner: Annotated[str | None, Field(max_length=64, description="guardian subject; staff only")] = None
+    owner: Annotated[
+        str | None, Field(max_length=64, description="guardian subject; staff only")
+    ] = None
 
     @model_validator(mode="after")
     def _home_in_wgs84(self) -> ElderCreate:

@@ -32,9 +32,12 @@ async def authorize(
         return doc
     if caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject:
         return doc
-    if caller.role is Role.VOLUNTEER and not write:
-        if await redis.sismember(keys.elder_readers(elder_id), caller.subject or ""):
-            return doc
+    if (
+        caller.role is Role.VOLUNTEER
+        and not write
+        and await redis.sismember(keys.elder_readers(elder_id), caller.subject or "")
+    ):
+        return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
 
 
@@ -69,7 +72,7 @@ async def create(
 async def get(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> ElderRead:
     """One elder, with its bound device id."""
     doc = await authorize(redis, caller=caller, elder_id=elder_id, write=False)
-    return _read(doc, await redis.get(keys.elder_device(elder_id)))
+    return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
 
 
 async def list_page(
@@ -84,7 +87,7 @@ async def list_page(
         raise Forbidden("volunteers read an elder only through an incident they were sent")
     ids, next_cursor = await store.page_ids(redis, index, cursor=cursor, limit=limit)
     docs = await store.get_docs(redis, [keys.elder(i) for i in ids])
-    devices = await redis.mget([keys.elder_device(i) for i in ids]) if ids else []
+    devices = store.texts(await redis.mget([keys.elder_device(i) for i in ids])) if ids else []
     by_id = dict(zip(ids, devices, strict=True))
     items = [_read(d, by_id.get(d["id"])) for d in docs if not d.get("deleted_at")]
     return Page[ElderRead](items=items, next=next_cursor)
@@ -101,7 +104,7 @@ async def update(
             raise Unprocessable([field], "may be changed but not removed")
     doc.update(changes, updated_at=isoformat(clock.now()))
     await redis.set(keys.elder(elder_id), store.dump(doc))
-    return _read(doc, await redis.get(keys.elder_device(elder_id)))
+    return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
 
 
 async def mark_deleted(

@@ -47,14 +47,14 @@ async def register(
             await pipe.watch(*watched)
             if await pipe.exists(device_key):
                 raise Conflict(f"device {body.device_id} is already registered")
-            bound = await pipe.get(binding_key)
+            bound = store.text(await pipe.get(binding_key))
             if bound:
                 raise Conflict(
                     f"elder {body.elder_id} already wears device {bound}; delete it first"
                 )
             if external_key and await pipe.exists(external_key):
                 raise Conflict(f"external_id {body.external_id} is already registered")
-            pipe.multi()
+            pipe.multi()  # type: ignore[no-untyped-call]
             pipe.set(device_key, store.dump(doc))
             pipe.set(binding_key, body.device_id)
             if external_key:
@@ -87,7 +87,7 @@ async def list_page(
     if caller.is_staff:
         start = f"({cursor}" if cursor else "-"
         limit = max(1, min(limit, store.MAX_PAGE))
-        ids = await redis.zrangebylex(keys.DEVICES, start, "+", start=0, num=limit + 1)
+        ids = store.texts(await redis.zrangebylex(keys.DEVICES, start, "+", start=0, num=limit + 1))
         next_cursor = None
         if len(ids) > limit:
             ids = ids[:limit]
@@ -95,8 +95,12 @@ async def list_page(
         docs = await store.get_docs(redis, [keys.device(i) for i in ids])
         return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=next_cursor)
     if caller.role is Role.GUARDIAN and caller.subject:
-        elder_ids = await redis.zrange(keys.owner_elders(caller.subject), 0, -1)
-        bound = await redis.mget([keys.elder_device(int(e)) for e in elder_ids]) if elder_ids else []
+        elder_ids = store.texts(await redis.zrange(keys.owner_elders(caller.subject), 0, -1))
+        bound = (
+            store.texts(await redis.mget([keys.elder_device(int(e)) for e in elder_ids]))
+            if elder_ids
+            else []
+        )
         docs = await store.get_docs(redis, [keys.device(d) for d in bound if d])
         return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=None)
     raise Forbidden("volunteers cannot list devices")
@@ -116,7 +120,7 @@ async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
         await pipe.execute()
     # Only clear the elder's binding if it still points at this device.
     binding = keys.elder_device(doc["elder_id"])
-    if await redis.get(binding) == device_id:
+    if store.text(await redis.get(binding)) == device_id:
         await redis.delete(binding)
 
 
@@ -129,6 +133,6 @@ async def delete(redis: aioredis.Redis, *, caller: Principal, device_id: str) ->
 
 async def unbind_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
     """Remove whatever device an elder wears (used when the elder is deleted)."""
-    device_id = await redis.get(keys.elder_device(elder_id))
+    device_id = store.text(await redis.get(keys.elder_device(elder_id)))
     if device_id:
         await unbind(redis, device_id=device_id)

@@ -62,9 +62,9 @@ async def create_token(
         subject = "g_" + secrets.token_hex(6)
     token = "hw_" + secrets.token_urlsafe(32)
     digest = hash_token(token)
-    record = {"role": role.value, "subject": subject or "", "created_at": str(created_at)}
+    record = ["role", role.value, "subject", subject or "", "created_at", str(created_at)]
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.token(digest), mapping=record)
+        pipe.hset(keys.token(digest), items=record)
         pipe.zadd(keys.TOKENS, {digest: created_at})
         await pipe.execute()
     return token, subject
@@ -72,7 +72,7 @@ async def create_token(
 
 async def resolve_token(redis: aioredis.Redis, token: str) -> Principal:
     """The principal of a bearer token, or 401."""
-    record = await redis.hgetall(keys.token(hash_token(token)))
+    record: dict[str, str] = await redis.hgetall(keys.token(hash_token(token)))  # type: ignore[assignment]
     if not record or record.get("revoked"):
         raise Unauthorized("invalid or revoked token")
     return Principal(role=Role(record["role"]), subject=record.get("subject") or None)

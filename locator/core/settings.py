@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
 def _check_port(parts: object) -> None:
     try:
-        parts.port  # type: ignore[attr-defined]  # urlsplit raises on a bad port only on access
+        _ = parts.port  # type: ignore[attr-defined]  # urlsplit raises only when .port is read
     except ValueError as exc:
         raise ValueError(f"has a bad port ({exc})") from exc
 

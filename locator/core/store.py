@@ -14,6 +14,17 @@ from locator.core.errors import Unprocessable
 MAX_PAGE = 200
 
 
+def text(value: object) -> str | None:
+    """A reply of a decode_responses client as str (redis-py types it as bytes | str)."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: object) -> list[str]:
+    return [str(text(v)) for v in values or []]  # type: ignore[attr-defined]
+
+
 async def next_id(redis: aioredis.Redis, kind: str) -> int:
     """A new id for ``kind`` (1, 2, 3, ...), never reused."""
     return int(await redis.incr(keys.sequence(kind)))
@@ -54,7 +65,7 @@ async def page_ids(
     after = parse_cursor(cursor)
     limit = max(1, min(limit, MAX_PAGE))
     raw = await redis.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit + 1)
-    ids = [int(member) for member in raw]
+    ids = [int(member) for member in texts(raw)]
     if len(ids) > limit:
         ids = ids[:limit]
         return ids, str(ids[-1])
