@@ -9,9 +9,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/homeward
 WORKDIR /src
 COPY . .
-# tzdata: zoneinfo needs a time-zone database (HOMEWARD_TIMEZONE, Asia/Shanghai), and
-# newer slim images no longer carry /usr/share/zoneinfo.
-RUN /opt/homeward/bin/pip install . tzdata
+# The project depends on tzdata: slim images may carry no /usr/share/zoneinfo.
+RUN /opt/homeward/bin/pip install .
 
 # --- runtime: the venv only, run as an unprivileged user --------------------------------
 FROM python:3.11-slim
