@@ -144,10 +144,11 @@ def run() -> None:
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:
             broker = embedded.EmbeddedBroker()
-            port, fell_back = broker.choose_port()
+            port, fell_back = broker.choose_port(embedded.remembered_mqtt_port(settings.data_dir))
             broker.port = port
             mqtt_url = broker.start()
             if fell_back:
+                embedded.remember_mqtt_port(settings.data_dir, port)
                 embedded.announce(
                     f"port {embedded.PREFERRED_MQTT_PORT} is taken: the embedded MQTT broker "
                     f"listens on {mqtt_url} (bracelets and `homeward simulate` must use it)"

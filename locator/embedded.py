@@ -240,12 +240,17 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
-    def choose_port(self) -> tuple[int, bool]:
-        """1883 when free, else a free port; returns (port, fell_back)."""
+    def choose_port(self, remembered: int | None = None) -> tuple[int, bool]:
+        """1883 when free, else the port used last time, else any; returns (port, fell_back).
+
+        Reusing the last fallback port spares bracelets a reconfiguration after a restart.
+        """
         if self.port is not None:
             return self.port, False
         if port_is_free(self.host, PREFERRED_MQTT_PORT):
             return PREFERRED_MQTT_PORT, False
+        if remembered and port_is_free(self.host, remembered):
+            return remembered, True
         return free_port(self.host), True
 
     def start(self, timeout: float = 10.0) -> str:
@@ -293,6 +298,17 @@ class EmbeddedBroker:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def remembered_mqtt_port(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "mqtt_port").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def remember_mqtt_port(data_dir: Path, port: int) -> None:
+    (data_dir / "mqtt_port").write_text(str(port))
 
 
 def announce(message: str) -> None:

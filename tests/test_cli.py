@@ -109,6 +109,8 @@ def test_run_twice_keeps_what_was_registered(tmp_path: Path) -> None:
 
     with homeward_run(data, port) as second:
         assert "Admin token" not in second.output()
+        # A broker that had to leave 1883 comes back on the same port for the bracelets.
+        assert json.loads((data / "runtime.json").read_text())["mqtt_url"] == runtime["mqtt_url"]
         headers = {"Authorization": f"Bearer {dispatcher_token}"}
         elders = httpx.get(f"{second.url}/api/v1/elders", headers=headers).json()
         assert [e["name"] for e in elders["items"]] == ["张阿婆"]

@@ -510,3 +510,19 @@ async def test_token_minting_through_the_api(api: Api) -> None:
     # Only the hash is stored.
     stored = [k async for k in api.redis.scan_iter(match="hw:token:*")]
     assert all(minted.json()["token"] not in k for k in stored)
+
+
+async def test_a_volunteer_reads_only_elders_of_incidents_they_were_sent(api: Api) -> None:
+    elder = await create_elder(api)
+    me = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    api.tokens["me"] = await api.token(Role.VOLUNTEER, str(me["id"]))
+    url = f"/api/v1/elders/{elder['id']}"
+    assert (await api.http.get(url, headers=api.auth("me"))).status_code == 403
+    # Dispatch (alerts) records who was sent the incident; that is what opens the elder.
+    await api.redis.sadd(keys.elder_readers(elder["id"]), str(me["id"]))
+    assert (await api.http.get(url, headers=api.auth("me"))).json()["name"] == "张阿婆"
+    assert (
+        await api.http.patch(url, json={"name": "x"}, headers=api.auth("me"))
+    ).status_code == 403

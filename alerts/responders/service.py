@@ -125,8 +125,9 @@ async def list_volunteers(
 ) -> Page[VolunteerRead]:
     """Every volunteer (staff only)."""
     _require_staff(caller)
-    ids, next_cursor = await store.page_ids(redis, keys.VOLUNTEERS, cursor=cursor, limit=limit)
-    docs = await store.get_docs(redis, [keys.volunteer(i) for i in ids])
+    docs, next_cursor = await store.page_docs(
+        redis, keys.VOLUNTEERS, keys.volunteer, cursor=cursor, limit=limit
+    )
     return Page[VolunteerRead](
         items=[await _volunteer_read(redis, d) for d in docs], next=next_cursor
     )
@@ -142,13 +143,10 @@ async def update_volunteer(
 ) -> VolunteerRead:
     """Change a volunteer; a volunteer may change only their own duty and quiet hours."""
     _authorize_volunteer(caller, volunteer_id)
-    changes = body.model_dump(mode="json", exclude_unset=True)
+    changes = store.patch_changes(body, required=("name", "phone", "on_duty"))
     if not caller.is_staff and set(changes) - _VOLUNTEER_SELF_FIELDS:
         extra = sorted(set(changes) - _VOLUNTEER_SELF_FIELDS)
         raise Forbidden(f"a volunteer may change only on_duty and quiet_hours, not {extra}")
-    for field in ("name", "phone", "on_duty"):
-        if field in changes and changes[field] is None:
-            raise Unprocessable([field], "may be changed but not removed")
     doc = await _load_volunteer(redis, volunteer_id)
     previous_phone = doc["phone"]
     doc.update(changes, updated_at=isoformat(clock.now()))
@@ -289,8 +287,9 @@ async def list_teams(
 ) -> Page[TeamRead]:
     """Every team (staff only)."""
     _require_staff(caller)
-    ids, next_cursor = await store.page_ids(redis, keys.TEAMS, cursor=cursor, limit=limit)
-    docs = await store.get_docs(redis, [keys.team(i) for i in ids])
+    docs, next_cursor = await store.page_docs(
+        redis, keys.TEAMS, keys.team, cursor=cursor, limit=limit
+    )
     return Page[TeamRead](items=[await _team_read(redis, d) for d in docs], next=next_cursor)
 
 
@@ -300,10 +299,7 @@ async def update_team(
     """Rename a team, replace its members or change its duty."""
     _require_staff(caller)
     doc = await _load_team(redis, team_id)
-    changes = body.model_dump(mode="json", exclude_unset=True)
-    for field in ("name", "members", "on_duty"):
-        if field in changes and changes[field] is None:
-            raise Unprocessable([field], "may be changed but not removed")
+    changes = store.patch_changes(body, required=("name", "members", "on_duty"))
     if body.members is not None:
         await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
     doc.update(changes, updated_at=isoformat(clock.now()))
@@ -340,8 +336,9 @@ async def list_dispatchers(
 ) -> Page[DispatcherRead]:
     """The dispatcher roster (staff only)."""
     _require_staff(caller)
-    ids, next_cursor = await store.page_ids(redis, keys.DISPATCHERS, cursor=cursor, limit=limit)
-    docs = await store.get_docs(redis, [keys.dispatcher(i) for i in ids])
+    docs, next_cursor = await store.page_docs(
+        redis, keys.DISPATCHERS, keys.dispatcher, cursor=cursor, limit=limit
+    )
     return Page[DispatcherRead](
         items=[DispatcherRead.model_validate(d) for d in docs], next=next_cursor
     )
@@ -360,10 +357,7 @@ async def update_dispatcher(
     doc = await store.get_doc(redis, keys.dispatcher(dispatcher_id))
     if doc is None:
         raise NotFound(f"dispatcher {dispatcher_id} not found")
-    changes = body.model_dump(mode="json", exclude_unset=True)
-    for field in ("name", "phone", "on_call"):
-        if field in changes and changes[field] is None:
-            raise Unprocessable([field], "may be changed but not removed")
+    changes = store.patch_changes(body, required=("name", "phone", "on_call"))
     previous_phone = doc["phone"]
     doc.update(changes, updated_at=isoformat(clock.now()))
     await _save_with_unique_phone(

@@ -10,7 +10,7 @@ from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
-from locator.core.errors import Forbidden, NotFound, Unprocessable
+from locator.core.errors import Forbidden, NotFound
 from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
@@ -85,8 +85,8 @@ async def list_page(
         index = keys.owner_elders(caller.subject)
     else:
         raise Forbidden("volunteers read an elder only through an incident they were sent")
-    ids, next_cursor = await store.page_ids(redis, index, cursor=cursor, limit=limit)
-    docs = await store.get_docs(redis, [keys.elder(i) for i in ids])
+    docs, next_cursor = await store.page_docs(redis, index, keys.elder, cursor=cursor, limit=limit)
+    ids = [d["id"] for d in docs]
     devices = store.texts(await redis.mget([keys.elder_device(i) for i in ids])) if ids else []
     by_id = dict(zip(ids, devices, strict=True))
     items = [_read(d, by_id.get(d["id"])) for d in docs if not d.get("deleted_at")]
@@ -98,10 +98,7 @@ async def update(
 ) -> ElderRead:
     """Change some fields of an elder (absent fields stay as they are)."""
     doc = await authorize(redis, caller=caller, elder_id=elder_id, write=True)
-    changes = body.model_dump(mode="json", exclude_unset=True, exclude={"crs"})
-    for field in _REQUIRED_ON_PATCH:
-        if field in changes and changes[field] is None:
-            raise Unprocessable([field], "may be changed but not removed")
+    changes = store.patch_changes(body, required=_REQUIRED_ON_PATCH)
     doc.update(changes, updated_at=isoformat(clock.now()))
     await redis.set(keys.elder(elder_id), store.dump(doc))
     return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -19,22 +20,26 @@ def _client_name(process: str) -> str:
     return f"homeward-{process}-{os.getpid()}"
 
 
+def _policy(process: str) -> dict[str, Any]:
+    """Bounded timeouts for both clients: a stuck Redis must surface, not hang a request."""
+    return {
+        "decode_responses": True,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 3,
+        "health_check_interval": 30,
+        "retry_on_error": _RETRYABLE,
+        "client_name": _client_name(process),
+    }
+
+
 def async_client(url: str | None, *, process: str) -> aioredis.Redis:
     """An asyncio Redis client with bounded timeouts and retried connection errors."""
     if not url:
         raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
     from redis.asyncio.retry import Retry as AsyncRetry
 
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-        retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
-        retry_on_error=_RETRYABLE,
-        client_name=_client_name(process),
-    )
+    retry = AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
+    return aioredis.Redis.from_url(url, retry=retry, **_policy(process))
 
 
 def sync_client(url: str | None, *, process: str) -> redis.Redis:
@@ -43,13 +48,5 @@ def sync_client(url: str | None, *, process: str) -> redis.Redis:
         raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
     from redis.retry import Retry
 
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
-        retry_on_error=_RETRYABLE,
-        client_name=_client_name(process),
-    )
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
+    return redis.Redis.from_url(url, retry=retry, **_policy(process))

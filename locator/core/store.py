@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 
 from locator.core import keys
 from locator.core.errors import Unprocessable
@@ -70,3 +71,25 @@ async def page_ids(
         ids = ids[:limit]
         return ids, str(ids[-1])
     return ids, None
+
+
+async def page_docs(
+    redis: aioredis.Redis,
+    index: str,
+    doc_key: Callable[[int], str],
+    *,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of documents from an id-scored index, and the cursor of the next page."""
+    ids, next_cursor = await page_ids(redis, index, cursor=cursor, limit=limit)
+    return await get_docs(redis, [doc_key(i) for i in ids]), next_cursor
+
+
+def patch_changes(body: BaseModel, *, required: Sequence[str]) -> dict[str, Any]:
+    """The fields a PATCH body sets; a required field may change but never become null."""
+    changes = body.model_dump(mode="json", exclude_unset=True, exclude={"crs"})
+    for field in required:
+        if field in changes and changes[field] is None:
+            raise Unprocessable([field], "may be changed but not removed")
+    return changes
