@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,11 +14,13 @@ from fastapi.responses import JSONResponse
 from alerts.responders.endpoints import router as responders_router
 from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
+from devices.telemetry.endpoints import router as telemetry_router
 from locator import endpoints, ops
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
 from locator.core.logging import get_logger
+from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client
 from locator.core.settings import Settings
 
@@ -55,12 +59,23 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(redis_url, process="api")
+        publisher = (
+            MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
+            if mqtt_url
+            else None
+        )
         app.state.ctx = AppContext(
-            settings=settings, redis=redis, clock=clock or SystemClock(), mqtt_url=mqtt_url
+            settings=settings,
+            redis=redis,
+            clock=clock or SystemClock(),
+            mqtt_url=mqtt_url,
+            publisher=publisher,
         )
         try:
             yield
         finally:
+            if publisher is not None:
+                publisher.close()
             await redis.aclose()
 
     app = FastAPI(
@@ -73,6 +88,12 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
     app.include_router(ops.router)
-    for router in (elders_router, devices_router, responders_router, endpoints.router):
+    for router in (
+        elders_router,
+        devices_router,
+        telemetry_router,
+        responders_router,
+        endpoints.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -24,6 +24,7 @@ from locator.core.errors import ConfigError, HomewardError
 from locator.core.logging import configure_logging, get_logger
 from locator.core.redis import async_client
 from locator.core.settings import Settings, get_settings
+from locator.ingest_loop import IngestLoop
 
 app = typer.Typer(
     help="Homeward: elderly wandering alert and locator service.",
@@ -167,20 +168,23 @@ def run() -> None:
             ),
         )
         admin_token = asyncio.run(_bootstrap_admin(redis_url))
-        for name in ("ingest", "ticker"):
-            thread = threading.Thread(
+        ingest_loop = _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+        workers.append(threading.Thread(target=ingest_loop.run, args=(stop,), name="ingest"))
+        workers.append(
+            threading.Thread(
                 target=processes.idle_loop,
                 kwargs={
-                    "name": name,
+                    "name": "ticker",
                     "redis_url": redis_url,
                     "data_dir": settings.data_dir,
                     "stop": stop,
                 },
-                name=name,
-                daemon=True,
+                name="ticker",
             )
+        )
+        for thread in workers:
+            thread.daemon = True
             thread.start()
-            workers.append(thread)
         print(
             f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)",
             flush=True,
@@ -225,10 +229,31 @@ def _standalone_loop(name: str) -> None:
     processes.idle_loop(name, redis_url=redis_url, data_dir=settings.data_dir, stop=stop)
 
 
+def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> IngestLoop:
+    return IngestLoop(
+        mqtt_url=mqtt_url,
+        redis_url=redis_url,
+        data_dir=settings.data_dir,
+        clock=SystemClock(),
+        retention_s=settings.track_retention_s,
+        client_id=settings.mqtt_client_id,
+    )
+
+
 @app.command()
 def ingest() -> None:
-    """The MQTT ingest loop (decode, validate, store). Not built yet: an idle loop."""
-    _standalone_loop("ingest")
+    """The MQTT ingest loop: decode, validate, filter and store bracelet uplinks."""
+    settings = _settings()
+    redis_url, mqtt_url = _resolve_urls(settings)
+    if not redis_url or not mqtt_url:
+        raise ConfigError(
+            "set HOMEWARD_REDIS_URL and HOMEWARD_MQTT_URL "
+            "(or start `homeward run` on this data dir)"
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url).run(stop)
 
 
 @app.command()

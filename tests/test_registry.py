@@ -206,10 +206,10 @@ async def test_device_registration_rules(api: Api) -> None:
 
     await api.redis.hset(
         keys.device_state(elder["id"], "bracelet-1"),
-        mapping={"last_seen": "2026-11-23T08:00:00Z", "battery": "76", "online": "1"},
+        mapping={"last_seen_ms": "1795392000000", "battery": "76", "online": "1"},
     )
     got = (await api.http.get("/api/v1/devices/bracelet-1", headers=api.auth("guardian_a"))).json()
-    assert (got["last_seen"], got["battery"], got["online"]) == ("2026-11-23T08:00:00Z", 76, True)
+    assert (got["last_seen"], got["battery"], got["online"]) == ("2026-11-23T00:00:00Z", 76, True)
 
     gone = await api.http.delete("/api/v1/devices/bracelet-1", headers=api.auth("guardian_a"))
     assert gone.status_code == 204

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from devices.registry import service
+from devices.registry import commands, service
 from devices.registry.schemas import DeviceCreate, DeviceRead
-from locator.core.deps import CallerDep, ClockDep, RedisDep
+from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep
 from locator.core.schemas import Page
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -40,3 +40,21 @@ async def get_device(device_id: str, redis: RedisDep, caller: CallerDep) -> Devi
 async def delete_device(device_id: str, redis: RedisDep, caller: CallerDep) -> Response:
     await service.delete(redis, caller=caller, device_id=device_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{device_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+async def send_command(
+    device_id: str,
+    body: commands.CommandBody,
+    ctx: ContextDep,
+    caller: CallerDep,
+) -> commands.CommandSent:
+    """reportLocation (any device) or setInterval (native bracelets) over MQTT."""
+    return await commands.command(
+        ctx.redis,
+        caller=caller,
+        device_id=device_id,
+        body=body,
+        publisher=ctx.publisher,
+        clock=ctx.clock,
+    )

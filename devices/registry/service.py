@@ -11,18 +11,21 @@ from devices.elders import service as elders
 from devices.registry.schemas import DeviceCreate, DeviceRead
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
-from locator.core.clock import Clock, isoformat
+from locator.core.clock import Clock, isoformat, ms_to_iso
 from locator.core.errors import Conflict, Forbidden, NotFound
 from locator.core.schemas import Page
 
 
 async def _read(redis: aioredis.Redis, doc: dict[str, Any]) -> DeviceRead:
-    state = await redis.hgetall(keys.device_state(doc["elder_id"], doc["device_id"]))
+    state: dict[str, str] = await redis.hgetall(  # type: ignore[assignment]
+        keys.device_state(doc["elder_id"], doc["device_id"])
+    )
     battery = state.get("battery")
+    last_seen_ms = state.get("last_seen_ms")
     return DeviceRead.model_validate(
         {
             **doc,
-            "last_seen": state.get("last_seen"),
+            "last_seen": ms_to_iso(int(last_seen_ms)) if last_seen_ms else None,
             "battery": int(battery) if battery not in (None, "") else None,
             "online": state.get("online") == "1",
         }
@@ -60,6 +63,8 @@ async def register(
             if external_key:
                 pipe.set(external_key, body.device_id)
             pipe.zadd(keys.DEVICES, {body.device_id: 0})
+            pipe.incr(keys.DEVICES_VERSION)
+            pipe.sadd(keys.elder_track_devices(body.elder_id), body.device_id)
             await pipe.execute()
         except WatchError:
             raise Conflict("the device or elder changed meanwhile; try again") from None
@@ -117,6 +122,7 @@ async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
             pipe.delete(keys.device_external(doc["protocol"], doc["external_id"]))
         pipe.zrem(keys.DEVICES, device_id)
         pipe.delete(keys.device_state(doc["elder_id"], device_id))
+        pipe.incr(keys.DEVICES_VERSION)
         await pipe.execute()
     # Only clear the elder's binding if it still points at this device.
     binding = keys.elder_device(doc["elder_id"])

@@ -47,3 +47,14 @@ class ManualClock:
 def isoformat(moment: datetime) -> str:
     """ISO-8601 UTC with a Z suffix, the format of every time in the HTTP contract."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def ms_to_iso(epoch_ms: float) -> str:
+    """Epoch milliseconds as ISO-8601 UTC."""
+    return isoformat(datetime.fromtimestamp(epoch_ms / 1000, UTC))
+
+
+def parse_iso(text: str) -> datetime:
+    """ISO-8601 to an aware UTC datetime; a naive time is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from locator.core.auth import Principal, resolve_token
 from locator.core.clock import Clock
 from locator.core.errors import Unauthorized
+from locator.core.mqtt import Publisher
 from locator.core.settings import Settings
 
 
@@ -23,6 +24,7 @@ class AppContext:
     redis: aioredis.Redis
     clock: Clock
     mqtt_url: str | None = None
+    publisher: Publisher | None = None
 
 
 async def get_context(request: Request) -> AppContext:

@@ -122,3 +122,27 @@ BOOTSTRAP_ADMIN = "hw:bootstrap:admin"
 def elder_readers(elder_id: int) -> str:
     """Volunteers sent an incident about this elder: they may read the elder (alerts writes)."""
     return f"hw:{elder_tag(elder_id)}:readers"
+
+
+# --- ingest ------------------------------------------------------------------------------
+def fix_dedupe(elder_id: int, device_id: str) -> str:
+    """Recent fix ids of a device (zset by fix time), so a redelivered fix is not stored twice."""
+    return f"hw:{elder_tag(elder_id)}:dedupe:{device_id}"
+
+
+def elder_events(elder_id: int) -> str:
+    """The elder's own capped stream of device events (alarms, low battery, last will)."""
+    return f"hw:{elder_tag(elder_id)}:events"
+
+
+# Global streams. A cluster would need them sharded per slot: the ingest script writes them
+# beside the elder's keys, which is safe only on a single Redis (embedded or compose).
+DEVICE_EVENTS = "hw:stream:device-events"  # consumed by the alerts stage
+REJECTED = "hw:stream:rejected"  # dead-lettered uplinks, capped
+REJECTED_COUNTS = "hw:stats:rejected"  # hash reason -> count since the store was created
+DEVICES_VERSION = "hw:devices:version"  # bumped on every (un)registration: ingest cache check
+
+
+def elder_track_devices(elder_id: int) -> str:
+    """Every device that ever reported for this elder (their tracks outlive the binding)."""
+    return f"hw:{elder_tag(elder_id)}:trackdevices"

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     vapid_subject: str | None = None
     map_tiles: str = "osm"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     @field_validator("redis_url")
     @classmethod

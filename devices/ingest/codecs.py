@@ -1,0 +1,241 @@
+"""Uplink codecs (pure): MQTT topic + payload bytes → a typed uplink, or a DecodeError.
+
+Two formats share OwnTracks field names and units: the native JSON on
+``homeward/devices/{device_id}/up`` and the OwnTracks app's own JSON on
+``owntracks/{user}/{device}``. No I/O and no clock here: the caller passes the receive time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_PAYLOAD_BYTES = 4096
+FUTURE_TOLERANCE_S = 300.0
+SOURCES = frozenset({"gps", "wifi", "cell"})
+ALARMS = frozenset({"sos", "fall", "removed", "low_battery"})
+# OwnTracks message types that are not about where the wearer is: acknowledged and skipped.
+OWNTRACKS_IGNORED = frozenset(
+    {"waypoint", "waypoints", "card", "cmd", "beacon", "steps", "configuration", "status"}
+)
+
+Protocol = Literal["native", "owntracks"]
+
+
+class DecodeError(ValueError):
+    """A rejected uplink; ``reason`` is a stable metric label, ``detail`` is for humans."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which registered device a topic speaks for: a device id (native) or an external id."""
+
+    protocol: Protocol
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A decoded location, not yet attributed to a device and elder."""
+
+    tst: float
+    lat: float
+    lon: float
+    acc: float | None
+    src: str
+    vel: float | None
+    cog: float | None
+    batt: int | None
+    alarm: str | None
+    named_device: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A status message: the device is alive; maybe a battery level or an alarm."""
+
+    tst: float | None
+    batt: int | None
+    alarm: str | None
+    named_device: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LastWill:
+    """OwnTracks' `lwt`: the broker says the phone's connection died."""
+
+    tst: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed message that carries nothing for us (e.g. an OwnTracks waypoint)."""
+
+    kind: str
+
+
+Uplink = Fix | Heartbeat | LastWill | Ignored
+
+
+def route_of(topic: str) -> Route:
+    """The device a topic belongs to; raises for a topic we do not ingest."""
+    parts = topic.split("/")
+    if len(parts) == 4 and parts[:2] == ["homeward", "devices"] and parts[3] == "up" and parts[2]:
+        return Route("native", parts[2])
+    if len(parts) == 3 and parts[0] == "owntracks" and parts[1] and parts[2]:
+        return Route("owntracks", f"{parts[1]}/{parts[2]}")
+    raise DecodeError("unsupported_topic", f"not an uplink topic: {topic[:120]}")
+
+
+def _reject_constant(name: str) -> float:
+    raise DecodeError("not_finite", f"{name} is not a number")
+
+
+def parse_json(payload: bytes) -> dict[str, Any]:
+    """A JSON object from a payload; NaN/Infinity, non-objects and oversize are errors."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise DecodeError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        data = json.loads(payload, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("invalid_json", str(exc)[:200]) from None
+    if not isinstance(data, dict):
+        raise DecodeError("not_an_object", f"payload is a JSON {type(data).__name__}")
+    return data
+
+
+def _number(
+    data: dict[str, Any],
+    field: str,
+    *,
+    required: bool,
+    lo: float,
+    hi: float,
+    strings_ok: bool,
+) -> float | None:
+    value = data.get(field)
+    if value is None:
+        if required:
+            raise DecodeError("missing_field", f"{field} is required")
+        return None
+    if isinstance(value, bool):
+        raise DecodeError("wrong_type", f"{field} must be a number, not a boolean")
+    if isinstance(value, str) and strings_ok:
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise DecodeError("wrong_type", f"{field} must be a number") from None
+    if not isinstance(value, int | float):
+        raise DecodeError("wrong_type", f"{field} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise DecodeError("not_finite", f"{field} is not finite")
+    if not lo <= number <= hi:
+        raise DecodeError("out_of_range", f"{field}={number:g} outside [{lo:g}, {hi:g}]")
+    return number
+
+
+def _text(data: dict[str, Any], field: str, allowed: frozenset[str] | None) -> str | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError("wrong_type", f"{field} must be a string")
+    if allowed is not None and value not in allowed:
+        raise DecodeError("out_of_range", f"{field}={value[:40]!r} not one of {sorted(allowed)}")
+    return value
+
+
+def _battery(data: dict[str, Any], strings_ok: bool) -> int | None:
+    batt = _number(data, "batt", required=False, lo=0, hi=100, strings_ok=strings_ok)
+    return None if batt is None else round(batt)
+
+
+def _fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
+    lat = _number(data, "lat", required=True, lo=-90, hi=90, strings_ok=strings_ok)
+    lon = _number(data, "lon", required=True, lo=-180, hi=180, strings_ok=strings_ok)
+    tst = _number(data, "tst", required=True, lo=0, hi=4_102_444_800, strings_ok=strings_ok)
+    assert lat is not None and lon is not None and tst is not None
+    if lat == 0.0 and lon == 0.0:
+        raise DecodeError("null_island", "lat and lon are both 0 (no fix)")
+    return Fix(
+        tst=tst,
+        lat=lat,
+        lon=lon,
+        acc=_number(data, "acc", required=False, lo=0, hi=1_000_000, strings_ok=strings_ok),
+        src=src or _text(data, "src", SOURCES) or "gps",
+        vel=_number(data, "vel", required=False, lo=0, hi=2000, strings_ok=strings_ok),
+        cog=_number(data, "cog", required=False, lo=0, hi=360, strings_ok=strings_ok),
+        batt=_battery(data, strings_ok),
+        alarm=_text(data, "alarm", ALARMS),
+        named_device=_text(data, "device_id", None),
+    )
+
+
+def decode_native(payload: bytes) -> Uplink:
+    """The native bracelet format: `location` and `status` (heartbeat)."""
+    data = parse_json(payload)
+    kind = data.get("_type")
+    if kind == "location":
+        return _fix(data, strings_ok=False, src=None)
+    if kind == "status":
+        return Heartbeat(
+            tst=_number(data, "tst", required=False, lo=0, hi=4_102_444_800, strings_ok=False),
+            batt=_battery(data, False),
+            alarm=_text(data, "alarm", ALARMS),
+            named_device=_text(data, "device_id", None),
+        )
+    if kind is None:
+        raise DecodeError("missing_field", "_type is required")
+    raise DecodeError("unknown_type", f"_type={str(kind)[:40]!r} is not location or status")
+
+
+def decode_owntracks(payload: bytes, *, topic: str) -> Uplink:
+    """The OwnTracks app's JSON: `location`, `transition`, `lwt`; numbers may be strings."""
+    data = parse_json(payload)
+    kind = data.get("_type")
+    # In HTTP mode and in some versions the app repeats its topic; a different one is a lie.
+    named_topic = data.get("topic")
+    if isinstance(named_topic, str) and named_topic and named_topic != topic:
+        raise DecodeError("spoofed", f"payload names topic {named_topic[:80]!r}, sent on {topic}")
+    if kind in ("location", "transition"):
+        # A phone's fix is fused GPS/Wi-Fi/cell; trust its claimed accuracy, not a source.
+        return _fix(data, strings_ok=True, src="gps")
+    if kind == "lwt":
+        return LastWill(
+            tst=_number(data, "tst", required=False, lo=0, hi=4_102_444_800, strings_ok=True)
+        )
+    if kind == "encrypted":
+        raise DecodeError("encrypted", "OwnTracks payload encryption is not supported")
+    if isinstance(kind, str) and kind in OWNTRACKS_IGNORED:
+        return Ignored(kind)
+    if kind is None:
+        raise DecodeError("missing_field", "_type is required")
+    raise DecodeError("unknown_type", f"_type={str(kind)[:40]!r} is not an OwnTracks type")
+
+
+def decode(route: Route, payload: bytes, *, topic: str) -> Uplink:
+    """Decode a payload by the protocol its topic implies."""
+    if route.protocol == "native":
+        return decode_native(payload)
+    return decode_owntracks(payload, topic=topic)
+
+
+def check_fix_time(tst: float, *, received_at: float) -> None:
+    """A fix from the future (beyond clock skew) never happened yet."""
+    if tst > received_at + FUTURE_TOLERANCE_S:
+        raise DecodeError("future_fix", f"fix time is {tst - received_at:.0f} s in the future")
+
+
+def is_low_quality(fix: Fix, *, max_accuracy_m: float = 100.0) -> bool:
+    """Cell-only, unknown or > 100 m accuracy: stored and shown, never counted for zones."""
+    return fix.src == "cell" or fix.acc is None or fix.acc > max_accuracy_m

@@ -1,0 +1,385 @@
+"""The ingest stage: a batch of MQTT messages → decoded, validated, stored in one round trip.
+
+Decoding and validation are pure (codecs); storage is one Lua script per uplink, all of a
+batch's calls pipelined, so a batch costs one Redis round trip (plus one to resolve devices
+the cache has not seen). The script is idempotent: a redelivered fix is a duplicate, not a
+second fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from devices.ingest.codecs import (
+    DecodeError,
+    Fix,
+    Heartbeat,
+    Ignored,
+    LastWill,
+    Route,
+    Uplink,
+    check_fix_time,
+    decode,
+    is_low_quality,
+    route_of,
+)
+from devices.ingest.position import Position
+from locator.core import keys
+from locator.core.clock import Clock
+from locator.core.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_SPEED_KMH = 200.0
+LOW_BATTERY_PCT = 20
+DEAD_LETTER_PAYLOAD_CHARS = 1024
+NEGATIVE_CACHE_S = 30.0
+
+MESSAGES = PromCounter("homeward_ingest_messages_total", "Uplink messages by outcome", ["outcome"])
+REJECTED = PromCounter(
+    "homeward_ingest_rejected_total", "Rejected uplink messages by reason", ["reason"]
+)
+BATCH_SECONDS = Histogram(
+    "homeward_ingest_batch_seconds",
+    "Time to decode and store one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_SIZE = Histogram(
+    "homeward_ingest_batch_size", "Messages per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
+)
+
+_SCRIPT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message as received; ``received_at`` is stamped on arrival by the clock."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    device_id: str
+    elder_id: int
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did: counts by outcome and the positions stored (for later stages)."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    positions: list[tuple[Position, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    message: Message
+    route: Route
+    uplink: Uplink
+    target: Target
+
+
+class DeviceRoutes:
+    """Topic → (device, elder), cached in process; the store script re-checks the binding."""
+
+    def __init__(self, client: redis.Redis, clock: Clock) -> None:
+        self._redis = client
+        self._clock = clock
+        self._known: dict[Route, Target] = {}
+        self._unknown: dict[Route, tuple[float, int]] = {}  # route -> (until, version)
+
+    def forget(self, route: Route) -> None:
+        self._known.pop(route, None)
+        self._unknown.pop(route, None)
+
+    def resolve(self, routes: set[Route]) -> dict[Route, Target | None]:
+        """Targets for routes; unknown routes map to None."""
+        now = self._clock.time()
+        answer: dict[Route, Target | None] = {}
+        misses: list[Route] = []
+        negatives: list[Route] = []
+        for route in routes:
+            if route in self._known:
+                answer[route] = self._known[route]
+            elif route in self._unknown and self._unknown[route][0] > now:
+                negatives.append(route)
+            else:
+                misses.append(route)
+        if negatives:
+            # A registration since the miss was cached makes the cached "unknown" wrong.
+            version = int(self._redis.get(keys.DEVICES_VERSION) or 0)
+            for route in negatives:
+                if self._unknown[route][1] == version:
+                    answer[route] = None
+                else:
+                    misses.append(route)
+        if misses:
+            answer.update(self._load(misses, now))
+        return answer
+
+    def _load(self, routes: list[Route], now: float) -> dict[Route, Target | None]:
+        version = int(self._redis.get(keys.DEVICES_VERSION) or 0)
+        device_ids: dict[Route, str | None] = {}
+        external = [r for r in routes if r.protocol != "native"]
+        if external:
+            found = self._redis.mget([keys.device_external(r.protocol, r.ref) for r in external])
+            device_ids.update(zip(external, found, strict=True))  # type: ignore[arg-type]
+        for route in routes:
+            if route.protocol == "native":
+                device_ids[route] = route.ref
+        wanted = [(r, d) for r, d in device_ids.items() if d]
+        docs = self._redis.mget([keys.device(d) for _, d in wanted]) if wanted else []
+        answer: dict[Route, Target | None] = dict.fromkeys(routes)
+        for (route, device_id), raw in zip(wanted, docs, strict=True):
+            if raw is None:
+                continue
+            doc: dict[str, Any] = json.loads(raw)
+            if doc.get("protocol", "native") != route.protocol:
+                continue
+            found_target = Target(device_id=str(device_id), elder_id=int(doc["elder_id"]))
+            self._known[route] = found_target
+            self._unknown.pop(route, None)
+            answer[route] = found_target
+        for route, maybe in answer.items():
+            if maybe is None:
+                self._unknown[route] = (now + NEGATIVE_CACHE_S, version)
+        return answer
+
+
+def fix_id(device_id: str, fix: Fix) -> str:
+    """The identity of a fix: the same device, time and place is the same fix."""
+    raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}".encode()
+    return hashlib.blake2b(raw, digest_size=10).hexdigest()
+
+
+def _arg(value: float | int | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class UplinkStore:
+    """Turns batches of messages into stored fixes, device state, events and dead letters."""
+
+    def __init__(self, client: redis.Redis, *, clock: Clock, retention_s: int) -> None:
+        self._redis = client
+        self._clock = clock
+        self._retention_ms = retention_s * 1000
+        self.routes = DeviceRoutes(client, clock)
+        self._sha = client.script_load(_SCRIPT)
+
+    def process(self, batch: list[Message]) -> BatchOutcome:
+        """Decode, validate and store a batch; raises only if Redis is unreachable."""
+        started = time.perf_counter()
+        outcome = BatchOutcome()
+        rejects: list[tuple[Message, str, str, Target | None]] = []
+        decoded: list[tuple[Message, Route, Uplink]] = []
+        for message in batch:
+            try:
+                route = route_of(message.topic)
+                uplink = decode(route, message.payload, topic=message.topic)
+            except DecodeError as exc:
+                rejects.append((message, exc.reason, exc.detail, None))
+                continue
+            if isinstance(uplink, Ignored):
+                outcome.outcomes["ignored"] += 1
+                continue
+            decoded.append((message, route, uplink))
+        pending = self._attribute(decoded, rejects)
+        stale = self._write(pending, rejects, outcome)
+        if stale:
+            # The cache named a binding the store no longer has: look again, once.
+            for item in stale:
+                self.routes.forget(item.route)
+            retry_rejects: list[tuple[Message, str, str, Target | None]] = []
+            again = self._attribute([(p.message, p.route, p.uplink) for p in stale], retry_rejects)
+            for item in self._write(again, retry_rejects, outcome):
+                self._count_reject(outcome, "unknown_device")
+                log.warning("ingest_route_unstable", device_id=item.target.device_id)
+        MESSAGES.labels("batch").inc(0)  # keep the family visible before the first message
+        BATCH_SIZE.observe(len(batch))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    def _attribute(
+        self,
+        decoded: list[tuple[Message, Route, Uplink]],
+        rejects: list[tuple[Message, str, str, Target | None]],
+    ) -> list[_Pending]:
+        targets = self.routes.resolve({route for _, route, _ in decoded}) if decoded else {}
+        pending: list[_Pending] = []
+        for message, route, uplink in decoded:
+            target = targets.get(route)
+            if target is None:
+                rejects.append(
+                    (
+                        message,
+                        "unknown_device",
+                        f"no device registered for {route.protocol} {route.ref}",
+                        None,
+                    )
+                )
+                continue
+            named = getattr(uplink, "named_device", None)
+            if named is not None and named != target.device_id:
+                rejects.append((message, "spoofed", f"payload names device {named[:64]!r}", target))
+                continue
+            if isinstance(uplink, Fix):
+                try:
+                    check_fix_time(uplink.tst, received_at=message.received_at)
+                except DecodeError as exc:
+                    rejects.append((message, exc.reason, exc.detail, target))
+                    continue
+            pending.append(_Pending(message, route, uplink, target))
+        return pending
+
+    def _count_reject(self, outcome: BatchOutcome, reason: str) -> None:
+        outcome.outcomes["rejected"] += 1
+        outcome.outcomes[f"rejected:{reason}"] += 1
+        MESSAGES.labels("rejected").inc()
+        REJECTED.labels(reason).inc()
+
+    def _write(
+        self,
+        pending: list[_Pending],
+        rejects: list[tuple[Message, str, str, Target | None]],
+        outcome: BatchOutcome,
+    ) -> list[_Pending]:
+        """One pipeline for the batch; returns the uplinks whose device binding moved."""
+        pipe = self._redis.pipeline(transaction=False)
+        for message, reason, detail, target in rejects:
+            pipe.xadd(
+                keys.REJECTED,
+                {
+                    "reason": reason,
+                    "detail": detail,
+                    "topic": message.topic[:200],
+                    "payload": message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode(
+                        "utf-8", "replace"
+                    ),
+                    "device_id": target.device_id if target else "",
+                    "elder_id": str(target.elder_id) if target else "",
+                    "received_ms": str(round(message.received_at * 1000)),
+                },
+                maxlen=10_000,
+                approximate=True,
+            )
+            pipe.hincrby(keys.REJECTED_COUNTS, reason, 1)
+        for item in pending:
+            keys_, args = self._script_call(item)
+            pipe.evalsha(self._sha, len(keys_), *keys_, *args)
+        results = pipe.execute(raise_on_error=False)
+        for _, reason, _, _ in rejects:
+            self._count_reject(outcome, reason)
+        script_results = results[2 * len(rejects) :]
+        stale: list[_Pending] = []
+        retry: list[_Pending] = []
+        for item, result in zip(pending, script_results, strict=True):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                retry.append(item)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            self._record(item, result, outcome, stale)
+        if retry:
+            # Redis restarted and lost its script cache: load it again and redo those.
+            self._sha = self._redis.script_load(_SCRIPT)
+            stale += self._write(retry, [], outcome)
+        return stale
+
+    def _record(
+        self, item: _Pending, result: Any, outcome: BatchOutcome, stale: list[_Pending]
+    ) -> None:
+        verdict = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        if verdict == "stale_route":
+            stale.append(item)
+            return
+        if verdict in ("duplicate", "too_fast"):
+            self._count_reject(outcome, verdict)
+            return
+        outcome.outcomes[verdict] += 1
+        MESSAGES.labels(verdict).inc()
+        if isinstance(item.uplink, Fix):
+            position = Position.from_fix(
+                item.uplink,
+                device_id=item.target.device_id,
+                elder_id=item.target.elder_id,
+                received_at=item.message.received_at,
+            )
+            outcome.positions.append((position, verdict))
+
+    def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
+        target, uplink, message = item.target, item.uplink, item.message
+        elder, device = target.elder_id, target.device_id
+        script_keys = [
+            keys.elder_device(elder),
+            keys.last_position(elder),
+            keys.track(elder, device),
+            keys.device_state(elder, device),
+            keys.fix_dedupe(elder, device),
+            keys.elder_events(elder),
+            keys.DEVICE_EVENTS,
+            keys.REJECTED,
+            keys.REJECTED_COUNTS,
+        ]
+        common = [
+            device,
+            str(elder),
+            str(round(message.received_at * 1000)),
+            str(self._retention_ms),
+            _arg(MAX_SPEED_KMH),
+        ]
+        if isinstance(uplink, Fix):
+            kind = "location"
+            fields = [
+                fix_id(device, uplink),
+                _arg(uplink.tst),
+                _arg(uplink.lat),
+                _arg(uplink.lon),
+                _arg(uplink.acc),
+                uplink.src,
+                _arg(uplink.vel),
+                _arg(uplink.cog),
+                _arg(uplink.batt),
+                uplink.alarm or "",
+                "1" if is_low_quality(uplink) else "0",
+            ]
+        elif isinstance(uplink, Heartbeat):
+            kind = "heartbeat"
+            fields = [
+                "",
+                _arg(uplink.tst),
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                _arg(uplink.batt),
+                uplink.alarm or "",
+                "0",
+            ]
+        else:
+            assert isinstance(uplink, LastWill)
+            kind = "lastwill"
+            fields = ["", _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
+        payload = message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace")
+        tail = [str(LOW_BATTERY_PCT), message.topic[:200], payload]
+        return script_keys, [kind, *common, *fields, *tail]

@@ -1,0 +1,207 @@
+"""Reads of ingested data: last position, tracks, device events, dead-lettered uplinks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from devices.elders import service as elders
+from devices.telemetry.schemas import (
+    DeviceEventRead,
+    PositionRead,
+    RejectedRead,
+    TrackCollection,
+)
+from locator.core import keys, store
+from locator.core.auth import Principal, Role
+from locator.core.clock import Clock, ms_to_iso
+from locator.core.errors import Forbidden, NotFound, Unprocessable
+from locator.core.schemas import LatLon, Page
+
+# A fix older than this is shown as stale: twice the 10-minute fast-reporting window is
+# long enough that "where she is now" must not be read from it.
+STALE_AFTER_S = 600
+MAX_TRACK_POINTS = 10_000
+# Bracelets upload fixes they buffered while out of coverage; look this far back in arrival
+# order for fixes whose own time falls in the window asked for.
+LATE_ARRIVAL_SLACK = timedelta(days=1)
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _epoch_iso(value: str) -> str:
+    return ms_to_iso(float(value) * 1000)
+
+
+async def position(
+    redis: aioredis.Redis, *, caller: Principal, elder_id: int, clock: Clock
+) -> PositionRead:
+    """Where an elder was last seen (never moved by a late, stale or rejected fix)."""
+    await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
+    pos: dict[str, str] = await redis.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
+    if not pos.get("tst"):
+        raise NotFound(f"no position yet for elder {elder_id}")
+    battery = pos.get("battery")
+    return PositionRead(
+        lat=float(pos["lat"]),
+        lon=float(pos["lon"]),
+        acc=_float(pos.get("acc")),
+        src=pos.get("src") or "gps",
+        tst=_epoch_iso(pos["tst"]),
+        received_at=ms_to_iso(float(pos["received_ms"])),
+        battery=int(battery) if battery else None,
+        stale=clock.time() - float(pos["tst"]) > STALE_AFTER_S,
+        device_id=pos.get("device_id", ""),
+        speed_kmh=_float(pos.get("vel")),
+        course=_float(pos.get("cog")),
+        flags=[f for f in pos.get("flags", "").split(",") if f],
+    )
+
+
+async def track(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    elder_id: int,
+    since: datetime | None,
+    until: datetime | None,
+    clock: Clock,
+) -> TrackCollection:
+    """The elder's fixes between two fix times, oldest first, as GeoJSON points."""
+    await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
+    until = until or clock.now()
+    since = since or until - timedelta(hours=24)
+    if since > until:
+        raise Unprocessable(["since"], "must not be after until")
+    devices = store.texts(await redis.smembers(keys.elder_track_devices(elder_id)))
+    start = str(int((since - LATE_ARRIVAL_SLACK).timestamp() * 1000))
+    lo, hi = since.timestamp(), until.timestamp()
+    features: list[tuple[float, dict[str, Any]]] = []
+    for device_id in sorted(devices):
+        entries: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+            keys.track(elder_id, device_id), start, "+", count=MAX_TRACK_POINTS
+        )
+        for entry_id, fields in entries:
+            tst = float(fields["tst"])
+            if lo <= tst <= hi:
+                features.append((tst, _feature(entry_id, device_id, fields)))
+    features.sort(key=lambda item: item[0])
+    return TrackCollection(features=[f for _, f in features[:MAX_TRACK_POINTS]])
+
+
+def _feature(entry_id: str, device_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "Feature",
+        "id": entry_id,
+        "geometry": {"type": "Point", "coordinates": [float(fields["lon"]), float(fields["lat"])]},
+        "properties": {
+            "device_id": device_id,
+            "tst": _epoch_iso(fields["tst"]),
+            "received_at": ms_to_iso(float(fields["received_ms"])),
+            "acc": _float(fields.get("acc")),
+            "src": fields.get("src"),
+            "speed_kmh": _float(fields.get("vel")),
+            "course": _float(fields.get("cog")),
+            "battery": int(fields["batt"]) if fields.get("batt") else None,
+            "alarm": fields.get("alarm") or None,
+            "flags": [f for f in fields.get("flags", "").split(",") if f],
+        },
+    }
+
+
+async def device_events(
+    redis: aioredis.Redis, *, caller: Principal, elder_id: int, cursor: str | None, limit: int
+) -> Page[DeviceEventRead]:
+    """Alarms, low battery and last-will events of an elder's devices, newest first."""
+    await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
+    entries, next_cursor = await _newest_first(redis, keys.elder_events(elder_id), cursor, limit)
+    items = []
+    for entry_id, f in entries:
+        at = LatLon(lat=float(f["lat"]), lon=float(f["lon"])) if f.get("lat") else None
+        items.append(
+            DeviceEventRead(
+                id=entry_id,
+                type=f["type"],
+                device_id=f["device_id"],
+                tst=_epoch_iso(f["tst"]) if f.get("tst") else None,
+                at=at,
+                acc=_float(f.get("acc")),
+                received_at=ms_to_iso(float(f["received_ms"])),
+                detail=f.get("detail", ""),
+            )
+        )
+    return Page[DeviceEventRead](items=items, next=next_cursor)
+
+
+async def _newest_first(
+    redis: aioredis.Redis, stream: str, cursor: str | None, limit: int
+) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
+    limit = max(1, min(limit, store.MAX_PAGE))
+    end = f"({cursor}" if cursor else "+"
+    try:
+        entries: list[tuple[str, dict[str, str]]] = await redis.xrevrange(  # type: ignore[assignment]
+            stream, end, "-", count=limit + 1
+        )
+    except aioredis.ResponseError:
+        raise Unprocessable(["cursor"], "must be the `next` value of a previous page") from None
+    if len(entries) > limit:
+        return entries[:limit], entries[limit - 1][0]
+    return entries, None
+
+
+async def rejected(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    cursor: str | None,
+    limit: int,
+    reason: str | None,
+    device_id: str | None,
+) -> Page[RejectedRead]:
+    """Dead-lettered uplinks, newest first; a guardian sees only their own elders' devices."""
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("volunteers cannot read rejected uplinks")
+    own: set[str] | None = None
+    if caller.role is Role.GUARDIAN:
+        own = set(store.texts(await redis.zrange(keys.owner_elders(caller.subject or ""), 0, -1)))
+    items: list[RejectedRead] = []
+    next_cursor = cursor
+    # Filters are applied while scanning; stop after a bounded number of pages.
+    for _ in range(20):
+        entries, next_cursor = await _newest_first(redis, keys.REJECTED, next_cursor, limit)
+        for entry_id, f in entries:
+            if reason and f.get("reason") != reason:
+                continue
+            if device_id and f.get("device_id") != device_id:
+                continue
+            if own is not None and f.get("elder_id") not in own:
+                continue
+            items.append(_rejected(entry_id, f))
+        if len(items) >= limit or next_cursor is None:
+            break
+    return Page[RejectedRead](items=items[:limit], next=next_cursor)
+
+
+def _rejected(entry_id: str, f: dict[str, str]) -> RejectedRead:
+    return RejectedRead(
+        id=entry_id,
+        reason=f.get("reason", ""),
+        detail=f.get("detail", ""),
+        topic=f.get("topic", ""),
+        payload=f.get("payload", ""),
+        device_id=f.get("device_id") or None,
+        elder_id=int(f["elder_id"]) if f.get("elder_id") else None,
+        received_at=ms_to_iso(float(f.get("received_ms") or 0)),
+    )
+
+
+async def rejected_counts(redis: aioredis.Redis, *, caller: Principal) -> dict[str, int]:
+    """Rejected uplinks by reason since the store was created (staff)."""
+    if not caller.is_staff:
+        raise Forbidden("only staff see the rejection totals")
+    counts: dict[str, str] = await redis.hgetall(keys.REJECTED_COUNTS)  # type: ignore[assignment]
+    return {reason: int(n) for reason, n in sorted(counts.items())}

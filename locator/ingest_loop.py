@@ -1,0 +1,215 @@
+"""The ingest process: paho on its network thread, batches stored by a worker thread.
+
+paho's callback only queues the message; a worker drains the queue in batches (up to
+BATCH_MAX messages or FLUSH_S after the first), stores each batch in Redis, and only then
+acknowledges it (manual QoS 1 acks). While Redis is unreachable the worker retries the same
+batch with backoff and acknowledges nothing, so the broker keeps every message for us.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import redis
+from prometheus_client import Gauge
+
+from devices.ingest.pipeline import BatchOutcome, Message, UplinkStore
+from locator import processes
+from locator.core import keys
+from locator.core.clock import Clock
+from locator.core.logging import get_logger
+from locator.core.mqtt import address, make_client
+from locator.core.redis import sync_client
+
+log = get_logger(__name__)
+
+UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+")
+# Must stay within the broker's in-flight window (deploy/mosquitto/mosquitto.conf: 100):
+# the broker sends no more until we acknowledge, and we acknowledge only whole batches.
+BATCH_MAX = 100
+FLUSH_S = 0.005
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+REDIS_UP = Gauge("homeward_ingest_redis_up", "1 while the ingest can write to Redis")
+MQTT_UP = Gauge("homeward_ingest_mqtt_connected", "1 while the ingest is connected to the broker")
+
+
+def default_client_id() -> str:
+    """Stable per host, so a restarted ingest resumes its persistent session."""
+    return f"homeward-ingest-{socket.gethostname()}"
+
+
+class IngestLoop:
+    def __init__(
+        self,
+        *,
+        mqtt_url: str,
+        redis_url: str,
+        data_dir: Path,
+        clock: Clock,
+        retention_s: int,
+        client_id: str | None = None,
+        on_batch: Callable[[BatchOutcome], None] | None = None,
+    ) -> None:
+        self._mqtt_url = mqtt_url
+        self._redis = sync_client(redis_url, process="ingest")
+        self._data_dir = data_dir
+        self._clock = clock
+        self._retention_s = retention_s
+        self._on_batch = on_batch
+        self._queue: queue.Queue[Message] = queue.Queue()
+        self.client_id = client_id or default_client_id()
+        self._client = make_client(
+            mqtt_url, client_id=self.client_id, persistent=True, manual_ack=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self.redis_ok = True
+        self.connected = threading.Event()
+
+    # --- paho's network thread: no Redis here ---------------------------------------------
+    def _on_connect(
+        self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("ingest_connect_refused", reason=str(reason))
+            return
+        # Subscribing on every connect restores the subscriptions if the broker lost the session.
+        client.subscribe([(topic, 1) for topic in UPLINK_TOPICS])
+        MQTT_UP.set(1)
+        self.connected.set()
+        log.info(
+            "ingest_connected",
+            client_id=self.client_id,
+            session_present=getattr(flags, "session_present", None),
+        )
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        MQTT_UP.set(0)
+        self.connected.clear()
+        log.warning("ingest_disconnected", reason=str(reason))
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        self._queue.put(
+            Message(msg.topic, bytes(msg.payload), self._clock.time(), msg.mid, msg.qos)
+        )
+
+    # --- the worker ----------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then store batches until ``stop`` is set."""
+        store = self._store_with_retry(stop)
+        if store is None:
+            return
+        host, port = address(self._mqtt_url)
+        self._client.connect_async(host, port, keepalive=30)
+        self._client.loop_start()
+        last_beat = 0.0
+        try:
+            while not stop.is_set():
+                batch = self._next_batch(stop)
+                if batch:
+                    if not self._store_batch(store, batch, stop):
+                        return  # stopping with an unstored batch: unacknowledged, redelivered
+                    for message in batch:
+                        if message.qos > 0:
+                            self._client.ack(message.mid, message.qos)
+                if time.monotonic() - last_beat > 1.0:
+                    processes.beat(self._data_dir, "ingest")
+                    last_beat = time.monotonic()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._redis.close()
+
+    def _store_with_retry(self, stop: threading.Event) -> UplinkStore | None:
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                store = UplinkStore(self._redis, clock=self._clock, retention_s=self._retention_s)
+                self._set_redis(True)
+                return store
+            except _REDIS_DOWN as exc:
+                self._set_redis(False, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+        return None
+
+    def _next_batch(self, stop: threading.Event) -> list[Message]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + FLUSH_S
+        while len(batch) < BATCH_MAX:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _store_batch(self, store: UplinkStore, batch: list[Message], stop: threading.Event) -> bool:
+        """Store a batch, retrying while Redis is down; False only if asked to stop first."""
+        delay = 0.1
+        while True:
+            try:
+                outcome = store.process(batch)
+                self._set_redis(True)
+                break
+            except _REDIS_DOWN as exc:
+                self._set_redis(False, exc)
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("ingest_batch_failed", size=len(batch))
+                outcome = self._isolate(store, batch)
+                break
+        if self._on_batch is not None:
+            self._on_batch(outcome)
+        return True
+
+    def _isolate(self, store: UplinkStore, batch: list[Message]) -> BatchOutcome:
+        """A bug must not wedge the queue: store message by message, dead-letter what fails."""
+        total = BatchOutcome()
+        for message in batch:
+            try:
+                total.outcomes.update(store.process([message]).outcomes)
+            except _REDIS_DOWN:
+                raise
+            except Exception as exc:
+                log.exception("ingest_message_failed", topic=message.topic)
+                self._redis.xadd(
+                    keys.REJECTED,
+                    {
+                        "reason": "internal_error",
+                        "detail": f"{type(exc).__name__}: {exc}"[:300],
+                        "topic": message.topic[:200],
+                        "payload": message.payload[:1024].decode("utf-8", "replace"),
+                        "received_ms": str(round(message.received_at * 1000)),
+                    },
+                    maxlen=10_000,
+                    approximate=True,
+                )
+                self._redis.hincrby(keys.REJECTED_COUNTS, "internal_error", 1)
+        return total
+
+    def _set_redis(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok != self.redis_ok:
+            log.warning("ingest_redis_state", up=ok, error=str(exc) if exc else None)
+        self.redis_ok = ok
+        REDIS_UP.set(1 if ok else 0)
