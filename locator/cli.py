@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -14,13 +16,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 
 from locator import embedded, processes
 from locator.core import keys
-from locator.core.auth import Principal, Role, create_token
+from locator.core.auth import Principal, Role, create_token, revoke_token
 from locator.core.clock import SystemClock
-from locator.core.errors import ConfigError, HomewardError
+from locator.core.errors import ConfigError, HomewardError, Unprocessable
 from locator.core.logging import configure_logging, get_logger
 from locator.core.redis import async_client
 from locator.core.settings import Settings, get_settings
@@ -81,10 +84,19 @@ def _redis_url_for_command(settings: Settings) -> Iterator[str]:
 
 
 def _require_port(host: str, port: int) -> None:
-    if not embedded.port_is_free(host, port):
-        raise ConfigError(
-            f"HTTP port {host}:{port} is in use; set HOMEWARD_HTTP_PORT to a free port"
-        )
+    """Fail before starting anything if the API could not listen where configured."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror:
+            raise ConfigError(f"HOMEWARD_HTTP_HOST {host!r} does not resolve") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"HTTP port {host}:{port} is in use; set HOMEWARD_HTTP_PORT to a free port"
+                ) from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 async def _bootstrap_admin(redis_url: str) -> str | None:
@@ -300,6 +312,25 @@ def token_create(
         typer.echo(asyncio.run(mint(url)))
 
 
+@token_app.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="the token to revoke")]) -> None:
+    """Revoke a token (a lost phone's, a volunteer who left)."""
+    settings = _settings()
+
+    async def revoke(url: str) -> bool:
+        redis = async_client(url, process="cli")
+        try:
+            return await revoke_token(redis, token)
+        finally:
+            await redis.aclose()
+
+    with _redis_url_for_command(settings) as url:
+        if not asyncio.run(revoke(url)):
+            typer.echo("no such token", err=True)
+            raise typer.Exit(1)
+    typer.echo("revoked")
+
+
 @app.command("import")
 def import_csv(
     file: Annotated[
@@ -341,6 +372,13 @@ def main() -> None:
     try:
         app()
     except HomewardError as exc:
+        message = exc.message if isinstance(exc, Unprocessable) else str(exc)
+        print(f"homeward: {message}", file=sys.stderr)
+        sys.exit(2)
+    except redis.RedisError as exc:
+        print(f"homeward: Redis is unreachable or refused us: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
         print(f"homeward: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import ctypes
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -81,8 +82,11 @@ def runtime_path(data_dir: Path) -> Path:
 
 
 def write_runtime(data_dir: Path, runtime: Runtime) -> None:
+    """Atomically, readable by the owner only: it holds the embedded Redis password."""
     path = runtime_path(data_dir)
     tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(mode=0o600)
     tmp.write_text(json.dumps(asdict(runtime), indent=2))
     tmp.replace(path)
 
@@ -98,13 +102,19 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_runtime(data_dir: Path) -> Runtime | None:
-    """What a live `homeward run` on this data dir started, or None."""
+    """What a live `homeward run` on this data dir started, or None.
+
+    Live means the run still holds the data-dir lock: a pid alone can be reused after a
+    kill -9, and a stale runtime.json would point commands at a dead Redis.
+    """
     path = runtime_path(data_dir)
     try:
         runtime = Runtime(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return runtime if pid_alive(runtime.pid) else None
+    if not pid_alive(runtime.pid) or not DataDirLock(data_dir).is_held():
+        return None
+    return runtime
 
 
 # --- the data-dir lock -------------------------------------------------------------------
@@ -119,7 +129,7 @@ class DataDirLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,6 +147,20 @@ class DataDirLock:
         handle.flush()
         self._handle = handle
 
+    def is_held(self) -> bool:
+        """True while some process holds the lock (checked without taking it for long)."""
+        try:
+            handle = self.path.open("a+")
+        except OSError:
+            return False
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            handle.close()
+        return False
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
@@ -152,10 +176,19 @@ class EmbeddedRedis:
         self.dir = (data_dir / "redis").resolve()
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.password = ""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def _password(self) -> str:
+        """A per-data-dir secret: without it any local user could write an admin token."""
+        path = self.dir / "password"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24))
+        return path.read_text().strip()
 
     def config_text(self) -> str:
         return "\n".join(
@@ -168,6 +201,8 @@ class EmbeddedRedis:
                 'appendfilename "appendonly.aof"',
                 "maxmemory-policy noeviction",
                 'save ""',
+                f'requirepass "{self.password}"',
+                f'pidfile "{self.dir / "redis.pid"}"',
                 "daemonize no",
                 "protected-mode yes",
                 f'logfile "{self.dir / "redis.log"}"',
@@ -176,8 +211,11 @@ class EmbeddedRedis:
         )
 
     def start(self, timeout: float = 15.0) -> str:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.chmod(0o700)
+        self.password = self._password()
         conf = self.dir / "redis.conf"
+        conf.touch(mode=0o600)
         conf.write_text(self.config_text())
         self.process = subprocess.Popen(  # noqa: S603 - our own bundled binary and config
             [redis_executable(), str(conf)],
@@ -186,7 +224,9 @@ class EmbeddedRedis:
             preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

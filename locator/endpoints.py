@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from devices import importer
 from locator import flows
-from locator.core.auth import Principal, Role, create_token
+from locator.core.auth import Principal, Role, create_token, revoke_token
 from locator.core.deps import CallerDep, ClockDep, RedisDep
-from locator.core.errors import Forbidden, Unprocessable
+from locator.core.errors import Forbidden, NotFound, Unprocessable
 from locator.core.schemas import Strict
 
 router = APIRouter()
@@ -46,6 +46,19 @@ async def mint_token(
         redis, role=body.role, subject=body.subject, created_at=clock.time()
     )
     return TokenRead(token=token, role=body.role, subject=subject)
+
+
+class TokenRevoke(Strict):
+    token: Annotated[str, Field(min_length=8, max_length=200)]
+
+
+@router.post("/tokens/revoke", status_code=status.HTTP_204_NO_CONTENT, tags=["tokens"])
+async def revoke(body: TokenRevoke, redis: RedisDep, caller: CallerDep) -> Response:
+    """Revoke a token (admin), e.g. a lost phone's; 404 if it was not a live token."""
+    caller.require(Role.ADMIN)
+    if not await revoke_token(redis, body.token):
+        raise NotFound("no such token")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/elders/{elder_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["elders"])

@@ -115,12 +115,20 @@ async def account_request(
 ) -> Response:
     """Middleware: count and time every request by its route template (bounded labels)."""
     started = time.perf_counter()
-    response = await call_next(request)
+    status = 500  # what the client gets if the route raises past every handler
+    try:
+        response = await call_next(request)
+        status = response.status_code
+    finally:
+        _account(request, status, time.perf_counter() - started)
+    return response
+
+
+def _account(request: Request, status: int, seconds: float) -> None:
     route = request.scope.get("route")
     template = getattr(route, "path", "unmatched")
     # Recent FastAPI keeps included routers un-flattened: the route knows only its own prefix.
     if request.url.path.startswith(API_PREFIX) and not template.startswith(API_PREFIX):
         template = API_PREFIX + template
-    HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-    HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
-    return response
+    HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
+    HTTP_LATENCY.labels(request.method, template).observe(seconds)

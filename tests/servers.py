@@ -21,6 +21,7 @@ def redis_server(tmp: Path) -> Iterator[str]:
     """HOMEWARD_TEST_REDIS_URL if set, else our own 6.2 server on a free port."""
     url = os.environ.get("HOMEWARD_TEST_REDIS_URL")
     if url:
+        claim_test_database(url)
         yield url
         return
     server = EmbeddedRedis(tmp)
@@ -28,6 +29,29 @@ def redis_server(tmp: Path) -> Iterator[str]:
         yield server.start()
     finally:
         server.stop()
+
+
+TEST_DB_MARKER = "homeward:test-database"
+
+
+def claim_test_database(url: str) -> None:
+    """Use a given Redis only if it is 6.2 and its database is empty or already ours.
+
+    The tests delete keys between cases; on someone else's data that would be a disaster.
+    """
+    client = redis.Redis.from_url(url)
+    try:
+        version = str(client.info("server")["redis_version"])
+        if not version.startswith("6.2."):
+            raise RuntimeError(f"HOMEWARD_TEST_REDIS_URL is Redis {version}; the tests need 6.2")
+        if client.dbsize() and not client.exists(TEST_DB_MARKER):
+            raise RuntimeError(
+                "HOMEWARD_TEST_REDIS_URL points at a database with data in it; "
+                "give the tests an empty database number"
+            )
+        client.set(TEST_DB_MARKER, "1")
+    finally:
+        client.close()
 
 
 def clean_homeward_keys(url: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from locator.embedded import free_port, pid_alive
 from tests.factories import elder_body
@@ -125,20 +126,18 @@ def test_run_survives_kill_9_without_orphans_or_loss(tmp_path: Path) -> None:
         httpx.post(
             f"{first.url}/api/v1/elders", json=elder_body(), headers=headers
         ).raise_for_status()
-        redis_port = int(
-            json.loads((data / "runtime.json").read_text())["redis_url"]
-            .rsplit(":", 1)[1]
-            .split("/")[0]
-        )
+        redis_pid = int((data / "redis" / "redis.pid").read_text())
+        assert pid_alive(redis_pid)
         time.sleep(1.5)  # appendfsync everysec: what is a second old is on disk
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", redis_port)) != 0:
-                break
+    while pid_alive(redis_pid):
+        # A zombie still "exists" until reaped by init; count it as gone once it is defunct.
+        status = Path(f"/proc/{redis_pid}/status")
+        if status.exists() and "zombie" in status.read_text():
+            break
+        if time.monotonic() > deadline:
+            pytest.fail("the embedded Redis outlived a killed `homeward run`")
         time.sleep(0.1)
-    else:
-        pytest.fail("the embedded Redis outlived a killed `homeward run`")
     with homeward_run(data, port) as second:
         elders = httpx.get(f"{second.url}/api/v1/elders", headers=headers).json()
         assert [e["name"] for e in elders["items"]] == ["张阿婆"]
@@ -210,13 +209,16 @@ def test_a_taken_http_port_is_one_clear_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         f"homeward: HTTP port 127.0.0.1:{port} is in use; set HOMEWARD_HTTP_PORT to a free port"
     )
-    assert not (tmp_path / "redis").exists() or not any(
-        pid_alive(int(p.read_text())) for p in tmp_path.glob("redis/*.pid")
+    # Nothing was started before the port check failed.
+    assert not (tmp_path / "redis").exists()
+
+
+def test_ingest_and_ticker_beat_their_heartbeat(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    env = _env(
+        HOMEWARD_REDIS_URL=redis_url, HOMEWARD_MQTT_URL=mqtt_url, HOMEWARD_DATA_DIR=str(tmp_path)
     )
-
-
-def test_ingest_and_ticker_beat_their_heartbeat(redis_url: str, tmp_path: Path) -> None:
-    env = _env(HOMEWARD_REDIS_URL=redis_url, HOMEWARD_DATA_DIR=str(tmp_path))
     assert _homeward("health", "--process", "ingest", env=env).returncode == 1
     process = subprocess.Popen(
         [sys.executable, "-m", "locator", "ingest"], env=env, stderr=subprocess.PIPE
@@ -229,3 +231,57 @@ def test_ingest_and_ticker_beat_their_heartbeat(redis_url: str, tmp_path: Path) 
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+def test_embedded_redis_needs_its_password_and_secrets_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with homeward_run(data, free_port()):
+        runtime = json.loads((data / "runtime.json").read_text())
+        port = int(runtime["redis_url"].rsplit(":", 1)[1].split("/")[0])
+        anonymous = redis.Redis(port=port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.set("hw:token:forged", "admin")
+        anonymous.close()
+        for secret in (data / "runtime.json", data / "redis" / "password"):
+            assert secret.stat().st_mode & 0o077 == 0, secret
+        assert (data / "redis").stat().st_mode & 0o077 == 0
+
+
+def test_a_stale_runtime_file_is_ignored(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    # What a kill -9 leaves behind, with a pid that is alive (ours) but no lock held.
+    (data / "runtime.json").write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "redis_url": "redis://127.0.0.1:1/0",
+                "mqtt_url": "mqtt://127.0.0.1:1",
+                "http_url": "http://x",
+                "embedded_redis": True,
+                "embedded_mqtt": True,
+                "started_at": 0,
+            }
+        )
+    )
+    minted = _homeward("token", "create", "--role", "admin", env=_env(HOMEWARD_DATA_DIR=str(data)))
+    assert minted.returncode == 0, minted.stderr
+    assert minted.stdout.startswith("hw_")
+
+
+def test_token_revoke(tmp_path: Path) -> None:
+    env = _env(HOMEWARD_DATA_DIR=str(tmp_path / "data"))
+    token = _homeward("token", "create", "--role", "dispatcher", env=env).stdout.strip()
+    assert _homeward("token", "revoke", token, env=env).stdout.strip() == "revoked"
+    again = _homeward("token", "revoke", token, env=env)
+    assert again.returncode == 1
+
+
+def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    env = _env(
+        HOMEWARD_DATA_DIR=str(tmp_path), HOMEWARD_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    result = _homeward("token", "create", "--role", "admin", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("homeward: Redis is unreachable")
+    assert result.stderr.strip().count("\n") == 0

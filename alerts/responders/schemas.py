@@ -43,9 +43,20 @@ class VolunteerRead(BaseModel):
     updated_at: str
 
 
+# Redis GEO (Web Mercator) cannot index the polar caps.
+GEO_MAX_LAT = 85.05112878
+
+
 class LocationReport(LatLon):
     acc: Annotated[float | None, Field(ge=0, le=100_000)] = None
     crs: CrsName = "wgs84"
+
+    @field_validator("lat")
+    @classmethod
+    def _indexable(cls, lat: float) -> float:
+        if abs(lat) > GEO_MAX_LAT:
+            raise ValueError(f"must be within ±{GEO_MAX_LAT} to be searchable")
+        return lat
 
 
 class TeamMember(Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,30 +44,54 @@ def _require_staff(caller: Principal) -> None:
 async def _save_with_unique_phone(
     redis: aioredis.Redis,
     *,
-    doc: dict[str, Any],
     doc_key: str,
+    change: Callable[[dict[str, Any] | None], dict[str, Any]],
     index_key: str,
     phones_key: str,
-    previous_phone: str | None,
     kind: str,
-) -> None:
-    """Store a document whose phone must be unique; 409 names the holder of the phone."""
-    phone = doc["phone"]
-    async with redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(phones_key)
-            holder = store.text(await pipe.hget(phones_key, phone))
-            if holder is not None and int(holder) != doc["id"]:
-                raise Conflict(f"phone {phone} already belongs to {kind} {holder}")
-            pipe.multi()  # type: ignore[no-untyped-call]
-            if previous_phone and previous_phone != phone:
-                pipe.hdel(phones_key, previous_phone)
-            pipe.hset(phones_key, phone, doc["id"])
-            pipe.set(doc_key, store.dump(doc))
-            pipe.zadd(index_key, {str(doc["id"]): doc["id"]})
-            await pipe.execute()
-        except WatchError:
-            raise Conflict(f"another {kind} took that phone meanwhile; try again") from None
+) -> dict[str, Any]:
+    """Create or change a document whose phone must be unique; 409 names the phone's holder.
+
+    The document and the phone index are watched together, so neither a concurrent edit
+    of the same person nor another person taking the number is lost.
+    """
+    for _ in range(20):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(doc_key, phones_key)
+                raw = await pipe.get(doc_key)
+                current = json.loads(raw) if raw is not None else None
+                doc = change(current)
+                phone = doc["phone"]
+                holder = store.text(await pipe.hget(phones_key, phone))
+                if holder is not None and int(holder) != doc["id"]:
+                    raise Conflict(f"phone {phone} already belongs to {kind} {holder}")
+                pipe.multi()  # type: ignore[no-untyped-call]
+                if current is not None and current["phone"] != phone:
+                    pipe.hdel(phones_key, current["phone"])
+                pipe.hset(phones_key, phone, doc["id"])
+                pipe.set(doc_key, store.dump(doc))
+                pipe.zadd(index_key, {str(doc["id"]): doc["id"]})
+                await pipe.execute()
+                return doc
+            except WatchError:
+                continue
+    raise Conflict(f"that {kind} kept changing meanwhile; try again")
+
+
+def _patched(
+    changes: dict[str, Any], clock: Clock, missing: str
+) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        if current is None:
+            raise NotFound(missing)
+        return {**current, **changes, "updated_at": isoformat(clock.now())}
+
+    return apply
+
+
+def _created(doc: dict[str, Any]) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+    return lambda current: doc
 
 
 # --- volunteers ------------------------------------------------------------------------
@@ -102,11 +128,10 @@ async def create_volunteer(
     doc.update(id=await store.next_id(redis, "volunteer"), created_at=now, updated_at=now)
     await _save_with_unique_phone(
         redis,
-        doc=doc,
         doc_key=keys.volunteer(doc["id"]),
+        change=_created(doc),
         index_key=keys.VOLUNTEERS,
         phones_key=keys.VOLUNTEER_PHONES,
-        previous_phone=None,
         kind="volunteer",
     )
     return await _volunteer_read(redis, doc)
@@ -147,16 +172,12 @@ async def update_volunteer(
     if not caller.is_staff and set(changes) - _VOLUNTEER_SELF_FIELDS:
         extra = sorted(set(changes) - _VOLUNTEER_SELF_FIELDS)
         raise Forbidden(f"a volunteer may change only on_duty and quiet_hours, not {extra}")
-    doc = await _load_volunteer(redis, volunteer_id)
-    previous_phone = doc["phone"]
-    doc.update(changes, updated_at=isoformat(clock.now()))
-    await _save_with_unique_phone(
+    doc = await _save_with_unique_phone(
         redis,
-        doc=doc,
         doc_key=keys.volunteer(volunteer_id),
+        change=_patched(changes, clock, f"volunteer {volunteer_id} not found"),
         index_key=keys.VOLUNTEERS,
         phones_key=keys.VOLUNTEER_PHONES,
-        previous_phone=previous_phone,
         kind="volunteer",
     )
     return await _volunteer_read(redis, doc)
@@ -201,14 +222,22 @@ async def set_pair(
     _require_staff(caller)
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=True)
     await _require_volunteers(redis, body.volunteer_ids, ["volunteer_ids"])
-    previous = await store.get_doc(redis, keys.pair(elder_id))
     async with redis.pipeline(transaction=True) as pipe:
-        for old in (previous or {}).get("volunteer_ids", []):
-            pipe.srem(keys.volunteer_pairs(old), str(elder_id))
-        for new in body.volunteer_ids:
-            pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
-        pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
-        await pipe.execute()
+        try:
+            # Watched: a delete of the elder racing this must not leave a pair behind.
+            await pipe.watch(keys.elder(elder_id), keys.pair(elder_id))
+            await elders.require_live(pipe, elder_id=elder_id)
+            raw = await pipe.get(keys.pair(elder_id))
+            previous: list[int] = json.loads(raw)["volunteer_ids"] if raw else []
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for old in previous:
+                pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+            for new in body.volunteer_ids:
+                pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
+            pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
+            await pipe.execute()
+        except WatchError:
+            raise Conflict("the elder or pair changed meanwhile; try again") from None
     return await get_pair(redis, caller=caller, elder_id=elder_id)
 
 
@@ -298,12 +327,11 @@ async def update_team(
 ) -> TeamRead:
     """Rename a team, replace its members or change its duty."""
     _require_staff(caller)
-    doc = await _load_team(redis, team_id)
     changes = store.patch_changes(body, required=("name", "members", "on_duty"))
     if body.members is not None:
         await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
-    doc.update(changes, updated_at=isoformat(clock.now()))
-    await redis.set(keys.team(team_id), store.dump(doc))
+    apply = _patched(changes, clock, f"team {team_id} not found")
+    doc = await store.update_doc(redis, keys.team(team_id), apply)
     return await _team_read(redis, doc)
 
 
@@ -321,11 +349,10 @@ async def create_dispatcher(
     doc.update(id=await store.next_id(redis, "dispatcher"), created_at=now, updated_at=now)
     await _save_with_unique_phone(
         redis,
-        doc=doc,
         doc_key=keys.dispatcher(doc["id"]),
+        change=_created(doc),
         index_key=keys.DISPATCHERS,
         phones_key=keys.DISPATCHER_PHONES,
-        previous_phone=None,
         kind="dispatcher",
     )
     return DispatcherRead.model_validate(doc)
@@ -354,19 +381,13 @@ async def update_dispatcher(
 ) -> DispatcherRead:
     """Change a dispatcher's name, phone or on-call flag."""
     _require_staff(caller)
-    doc = await store.get_doc(redis, keys.dispatcher(dispatcher_id))
-    if doc is None:
-        raise NotFound(f"dispatcher {dispatcher_id} not found")
     changes = store.patch_changes(body, required=("name", "phone", "on_call"))
-    previous_phone = doc["phone"]
-    doc.update(changes, updated_at=isoformat(clock.now()))
-    await _save_with_unique_phone(
+    doc = await _save_with_unique_phone(
         redis,
-        doc=doc,
         doc_key=keys.dispatcher(dispatcher_id),
+        change=_patched(changes, clock, f"dispatcher {dispatcher_id} not found"),
         index_key=keys.DISPATCHERS,
         phones_key=keys.DISPATCHER_PHONES,
-        previous_phone=previous_phone,
         kind="dispatcher",
     )
     return DispatcherRead.model_validate(doc)

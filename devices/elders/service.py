@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,20 +15,37 @@ from locator.core.errors import Forbidden, NotFound
 from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
+_CLEARABLE_TEXT = ("address", "description", "medical_notes")
 
 
-async def _load(redis: aioredis.Redis, elder_id: int) -> dict[str, Any]:
-    doc = await store.get_doc(redis, keys.elder(elder_id))
+def _live(doc: dict[str, Any] | None, elder_id: int) -> dict[str, Any]:
+    """The document of an elder that exists and is not deleted, else 404."""
     if doc is None or doc.get("deleted_at"):
         raise NotFound(f"elder {elder_id} not found")
     return doc
+
+
+async def _load(redis: aioredis.Redis, elder_id: int) -> dict[str, Any]:
+    return _live(await store.get_doc(redis, keys.elder(elder_id)), elder_id)
+
+
+async def require_live(pipe: Any, *, elder_id: int) -> None:
+    """Inside a WATCH on the elder's key: 404 unless the elder exists and is not deleted."""
+    raw = await pipe.get(keys.elder(elder_id))
+    _live(json.loads(raw) if raw is not None else None, elder_id)
 
 
 async def authorize(
     redis: aioredis.Redis, *, caller: Principal, elder_id: int, write: bool
 ) -> dict[str, Any]:
     """The elder's document if ``caller`` may read (or write) it; 404 or 403 otherwise."""
-    doc = await _load(redis, elder_id)
+    return await _authorize_doc(redis, await _load(redis, elder_id), caller, write=write)
+
+
+async def _authorize_doc(
+    redis: aioredis.Redis, doc: dict[str, Any], caller: Principal, *, write: bool
+) -> dict[str, Any]:
+    elder_id = doc["id"]
     if caller.is_staff:
         return doc
     if caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject:
@@ -87,7 +105,9 @@ async def list_page(
         raise Forbidden("volunteers read an elder only through an incident they were sent")
     docs, next_cursor = await store.page_docs(redis, index, keys.elder, cursor=cursor, limit=limit)
     ids = [d["id"] for d in docs]
-    devices = store.texts(await redis.mget([keys.elder_device(i) for i in ids])) if ids else []
+    devices = (
+        store.maybe_texts(await redis.mget([keys.elder_device(i) for i in ids])) if ids else []
+    )
     by_id = dict(zip(ids, devices, strict=True))
     items = [_read(d, by_id.get(d["id"])) for d in docs if not d.get("deleted_at")]
     return Page[ElderRead](items=items, next=next_cursor)
@@ -97,22 +117,40 @@ async def update(
     redis: aioredis.Redis, *, caller: Principal, elder_id: int, body: ElderUpdate, clock: Clock
 ) -> ElderRead:
     """Change some fields of an elder (absent fields stay as they are)."""
-    doc = await authorize(redis, caller=caller, elder_id=elder_id, write=True)
+    await authorize(redis, caller=caller, elder_id=elder_id, write=True)
     changes = store.patch_changes(body, required=_REQUIRED_ON_PATCH)
-    doc.update(changes, updated_at=isoformat(clock.now()))
-    await redis.set(keys.elder(elder_id), store.dump(doc))
+    for optional_text in _CLEARABLE_TEXT:
+        if optional_text in changes and changes[optional_text] is None:
+            changes[optional_text] = ""
+
+    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        live = _live(current, elder_id)
+        return {**live, **changes, "updated_at": isoformat(clock.now())}
+
+    doc = await store.update_doc(redis, keys.elder(elder_id), apply)
     return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
 
 
 async def mark_deleted(
     redis: aioredis.Redis, *, caller: Principal, elder_id: int, clock: Clock
 ) -> None:
-    """Take an elder out of every index; the document stays as a tombstone for history."""
-    doc = await authorize(redis, caller=caller, elder_id=elder_id, write=True)
-    doc["deleted_at"] = isoformat(clock.now())
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.elder(elder_id), store.dump(doc))
+    """Take an elder out of every index; the document stays as a tombstone for history.
+
+    Idempotent: deleting a deleted elder again is allowed (to finish an interrupted delete).
+    """
+    existing = await store.get_doc(redis, keys.elder(elder_id))
+    if existing is None:
+        raise NotFound(f"elder {elder_id} not found")
+    await _authorize_doc(redis, existing, caller, write=True)
+
+    def tombstone(current: dict[str, Any] | None) -> dict[str, Any]:
+        if current is None:
+            raise NotFound(f"elder {elder_id} not found")
+        return {"deleted_at": isoformat(clock.now()), **current}
+
+    def unindex(pipe: Any, doc: dict[str, Any]) -> None:
         pipe.zrem(keys.ELDERS, str(elder_id))
         if doc.get("owner"):
             pipe.zrem(keys.owner_elders(doc["owner"]), str(elder_id))
-        await pipe.execute()
+
+    await store.update_doc(redis, keys.elder(elder_id), tombstone, extra=unindex)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from locator.core.schemas import Strict
 
@@ -17,20 +17,20 @@ class DeviceCreate(Strict):
     device_id: DeviceId
     elder_id: int = Field(gt=0)
     protocol: Protocol = "native"
-    external_id: Annotated[str | None, Field(max_length=128)] = None
+    external_id: Annotated[str | None, Field(max_length=128, validate_default=True)] = None
     offline_after_s: Annotated[int | None, Field(gt=0, le=7 * 86400)] = None
 
-    @model_validator(mode="after")
-    def _owntracks_needs_topic_id(self) -> DeviceCreate:
-        if self.protocol == "owntracks":
-            ext = self.external_id or ""
-            parts = ext.split("/")
-            if len(parts) != 2 or not all(parts) or any(c in ext for c in "+# "):
+    @field_validator("external_id")
+    @classmethod
+    def _owntracks_needs_topic_id(cls, ext: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("protocol") == "owntracks":
+            parts = (ext or "").split("/")
+            if len(parts) != 2 or not all(parts) or any(c in (ext or "") for c in "+# "):
                 raise ValueError(
-                    "external_id: an owntracks device needs external_id 'user/device' "
+                    "an owntracks device needs external_id 'user/device' "
                     "(its topic owntracks/user/device)"
                 )
-        return self
+        return ext
 
 
 class DeviceRead(BaseModel):

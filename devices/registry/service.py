@@ -44,10 +44,13 @@ async def register(
     external_key = (
         keys.device_external(body.protocol, body.external_id) if body.external_id else None
     )
-    watched = [k for k in (device_key, binding_key, external_key) if k]
+    # The elder's document is watched too: a delete racing this registration must win
+    # cleanly, not leave a device bound to a tombstone.
+    watched = [k for k in (keys.elder(body.elder_id), device_key, binding_key, external_key) if k]
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(*watched)
+            await elders.require_live(pipe, elder_id=body.elder_id)
             if await pipe.exists(device_key):
                 raise Conflict(f"device {body.device_id} is already registered")
             bound = store.text(await pipe.get(binding_key))
@@ -102,11 +105,11 @@ async def list_page(
     if caller.role is Role.GUARDIAN and caller.subject:
         elder_ids = store.texts(await redis.zrange(keys.owner_elders(caller.subject), 0, -1))
         bound = (
-            store.texts(await redis.mget([keys.elder_device(int(e)) for e in elder_ids]))
+            store.maybe_texts(await redis.mget([keys.elder_device(int(e)) for e in elder_ids]))
             if elder_ids
             else []
         )
-        docs = await store.get_docs(redis, [keys.device(d) for d in bound if d])
+        docs = await store.get_docs(redis, [keys.device(d) for d in bound if d is not None])
         return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=None)
     raise Forbidden("volunteers cannot list devices")
 

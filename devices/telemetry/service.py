@@ -76,7 +76,7 @@ async def track(
     until = until or clock.now()
     since = since or until - timedelta(hours=24)
     if since > until:
-        raise Unprocessable(["since"], "must not be after until")
+        raise Unprocessable(["since"], "must not be after until", where="query")
     devices = store.texts(await redis.smembers(keys.elder_track_devices(elder_id)))
     start = str(int((since - LATE_ARRIVAL_SLACK).timestamp() * 1000))
     lo, hi = since.timestamp(), until.timestamp()
@@ -147,7 +147,9 @@ async def _newest_first(
             stream, end, "-", count=limit + 1
         )
     except aioredis.ResponseError:
-        raise Unprocessable(["cursor"], "must be the `next` value of a previous page") from None
+        raise Unprocessable(
+            ["cursor"], "must be the `next` value of a previous page", where="query"
+        ) from None
     if len(entries) > limit:
         return entries[:limit], entries[limit - 1][0]
     return entries, None

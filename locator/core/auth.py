@@ -73,6 +73,16 @@ async def create_token(
 async def resolve_token(redis: aioredis.Redis, token: str) -> Principal:
     """The principal of a bearer token, or 401."""
     record: dict[str, str] = await redis.hgetall(keys.token(hash_token(token)))  # type: ignore[assignment]
-    if not record or record.get("revoked"):
+    if not record:
         raise Unauthorized("invalid or revoked token")
     return Principal(role=Role(record["role"]), subject=record.get("subject") or None)
+
+
+async def revoke_token(redis: aioredis.Redis, token: str) -> bool:
+    """Forget a token; True if it existed."""
+    digest = hash_token(token)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.token(digest))
+        pipe.zrem(keys.TOKENS, digest)
+        deleted, _ = await pipe.execute()
+    return bool(deleted)

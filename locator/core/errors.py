@@ -41,7 +41,14 @@ class Unprocessable(HomewardError):
 
     status_code = 422
 
-    def __init__(self, loc: Sequence[str | int], message: str, kind: str = "value_error") -> None:
-        super().__init__([{"loc": ["body", *loc], "msg": message, "type": kind}])
+    def __init__(
+        self,
+        loc: Sequence[str | int],
+        message: str,
+        kind: str = "value_error",
+        *,
+        where: str = "body",
+    ) -> None:
+        super().__init__([{"loc": [where, *loc], "msg": message, "type": kind}])
         self.loc = list(loc)
         self.message = message

@@ -8,9 +8,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.exceptions import WatchError
 
 from locator.core import keys
-from locator.core.errors import Unprocessable
+from locator.core.errors import Conflict, Unprocessable
 
 MAX_PAGE = 200
 
@@ -23,7 +24,45 @@ def text(value: object) -> str | None:
 
 
 def texts(values: object) -> list[str]:
+    """Members of a set, sorted set or list reply (never contain null)."""
     return [str(text(v)) for v in values or []]  # type: ignore[attr-defined]
+
+
+def maybe_texts(values: object) -> list[str | None]:
+    """An MGET-style reply, where a missing key stays None (not the string "None")."""
+    return [text(v) for v in values or []]  # type: ignore[attr-defined]
+
+
+async def update_doc(
+    redis: aioredis.Redis,
+    key: str,
+    mutate: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    also_watch: Sequence[str] = (),
+    extra: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Read-modify-write of one document under WATCH, retried on a concurrent change.
+
+    ``mutate`` gets the current document (or raises, e.g. NotFound for a tombstone) and
+    returns the new one; ``extra`` may queue more commands in the same transaction.
+    """
+    watched = [key, *also_watch]
+    for _ in range(20):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*watched)
+                raw = await pipe.get(key)
+                current = json.loads(raw) if raw is not None else None
+                doc = mutate(current)  # type: ignore[arg-type]
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.set(key, dump(doc))
+                if extra is not None:
+                    extra(pipe, doc)
+                await pipe.execute()
+                return doc
+            except WatchError:
+                continue
+    raise Conflict("the record kept changing meanwhile; try again")
 
 
 async def next_id(redis: aioredis.Redis, kind: str) -> int:
@@ -55,7 +94,9 @@ def parse_cursor(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
     if not cursor.isdigit():
-        raise Unprocessable(["cursor"], "must be the `next` value of a previous page")
+        raise Unprocessable(
+            ["cursor"], "must be the `next` value of a previous page", where="query"
+        )
     return int(cursor)
 
 
