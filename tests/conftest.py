@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from locator.app import create_app
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.deps import AppContext
+from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client
 from locator.core.settings import load_settings
 from tests.servers import clean_homeward_keys, mqtt_broker, redis_server
@@ -65,7 +67,10 @@ async def api(
     settings = load_settings(data_dir=tmp_path)
     app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
     # ASGITransport does not run the lifespan: hand the app its context directly.
-    app.state.ctx = AppContext(settings=settings, redis=redis, clock=clock, mqtt_url=mqtt_url)
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-api-{uuid.uuid4().hex[:8]}")
+    app.state.ctx = AppContext(
+        settings=settings, redis=redis, clock=clock, mqtt_url=mqtt_url, publisher=publisher
+    )
     tokens = {}
     for who, role, subject in [
         ("admin", Role.ADMIN, None),
@@ -77,3 +82,4 @@ async def api(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://homeward.test") as http:
         yield Api(http=http, redis=redis, tokens=tokens)
+    publisher.close()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -92,6 +93,26 @@ class _Pending:
     route: Route
     uplink: Uplink
     target: Target
+
+
+@dataclass
+class _Reject:
+    message: Message
+    reason: str
+    detail: str
+    target: Target | None
+
+    def fields(self) -> dict[str, str]:
+        """The dead-letter entry: enough to see what the device sent and why we refused."""
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "topic": self.message.topic[:200],
+            "payload": self.message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
+            "device_id": self.target.device_id if self.target else "",
+            "elder_id": str(self.target.elder_id) if self.target else "",
+            "received_ms": str(round(self.message.received_at * 1000)),
+        }
 
 
 class DeviceRoutes:
@@ -189,66 +210,69 @@ class UplinkStore:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
         started = time.perf_counter()
         outcome = BatchOutcome()
-        rejects: list[tuple[Message, str, str, Target | None]] = []
-        decoded: list[tuple[Message, Route, Uplink]] = []
+        # One slot per message, in arrival order, so dead letters read chronologically.
+        slots: list[_Pending | _Reject | None] = []
+        decoded: list[tuple[int, Message, Route, Uplink | DecodeError]] = []
         for message in batch:
             try:
                 route = route_of(message.topic)
-                uplink = decode(route, message.payload, topic=message.topic)
             except DecodeError as exc:
-                rejects.append((message, exc.reason, exc.detail, None))
+                slots.append(_Reject(message, exc.reason, exc.detail, None))
                 continue
+            try:
+                uplink: Uplink | DecodeError = decode(route, message.payload, topic=message.topic)
+            except DecodeError as exc:
+                uplink = exc  # still attributed below, so the family sees their device's errors
             if isinstance(uplink, Ignored):
                 outcome.outcomes["ignored"] += 1
+                MESSAGES.labels("ignored").inc()
+                slots.append(None)
                 continue
-            decoded.append((message, route, uplink))
-        pending = self._attribute(decoded, rejects)
-        stale = self._write(pending, rejects, outcome)
+            decoded.append((len(slots), message, route, uplink))
+            slots.append(None)
+        for index, verdict in self._attribute([(m, r, u) for _, m, r, u in decoded]):
+            slots[decoded[index][0]] = verdict
+        stale = self._write([slot for slot in slots if slot is not None], outcome)
         if stale:
             # The cache named a binding the store no longer has: look again, once.
             for item in stale:
                 self.routes.forget(item.route)
-            retry_rejects: list[tuple[Message, str, str, Target | None]] = []
-            again = self._attribute([(p.message, p.route, p.uplink) for p in stale], retry_rejects)
-            for item in self._write(again, retry_rejects, outcome):
+            again = [v for _, v in self._attribute([(p.message, p.route, p.uplink) for p in stale])]
+            for item in self._write(again, outcome):
                 self._count_reject(outcome, "unknown_device")
                 log.warning("ingest_route_unstable", device_id=item.target.device_id)
-        MESSAGES.labels("batch").inc(0)  # keep the family visible before the first message
         BATCH_SIZE.observe(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return outcome
 
     def _attribute(
-        self,
-        decoded: list[tuple[Message, Route, Uplink]],
-        rejects: list[tuple[Message, str, str, Target | None]],
-    ) -> list[_Pending]:
+        self, decoded: Sequence[tuple[Message, Route, Uplink | DecodeError]]
+    ) -> list[tuple[int, _Pending | _Reject]]:
+        """Attach each decoded uplink to its device and elder, or reject it."""
         targets = self.routes.resolve({route for _, route, _ in decoded}) if decoded else {}
-        pending: list[_Pending] = []
-        for message, route, uplink in decoded:
+        out: list[tuple[int, _Pending | _Reject]] = []
+        for index, (message, route, uplink) in enumerate(decoded):
             target = targets.get(route)
+            if isinstance(uplink, DecodeError):
+                out.append((index, _Reject(message, uplink.reason, uplink.detail, target)))
+                continue
             if target is None:
-                rejects.append(
-                    (
-                        message,
-                        "unknown_device",
-                        f"no device registered for {route.protocol} {route.ref}",
-                        None,
-                    )
-                )
+                detail = f"no device registered for {route.protocol} {route.ref}"
+                out.append((index, _Reject(message, "unknown_device", detail, None)))
                 continue
             named = getattr(uplink, "named_device", None)
             if named is not None and named != target.device_id:
-                rejects.append((message, "spoofed", f"payload names device {named[:64]!r}", target))
+                detail = f"payload names device {named[:64]!r}"
+                out.append((index, _Reject(message, "spoofed", detail, target)))
                 continue
             if isinstance(uplink, Fix):
                 try:
                     check_fix_time(uplink.tst, received_at=message.received_at)
                 except DecodeError as exc:
-                    rejects.append((message, exc.reason, exc.detail, target))
+                    out.append((index, _Reject(message, exc.reason, exc.detail, target)))
                     continue
-            pending.append(_Pending(message, route, uplink, target))
-        return pending
+            out.append((index, _Pending(message, route, uplink, target)))
+        return out
 
     def _count_reject(self, outcome: BatchOutcome, reason: str) -> None:
         outcome.outcomes["rejected"] += 1
@@ -256,52 +280,35 @@ class UplinkStore:
         MESSAGES.labels("rejected").inc()
         REJECTED.labels(reason).inc()
 
-    def _write(
-        self,
-        pending: list[_Pending],
-        rejects: list[tuple[Message, str, str, Target | None]],
-        outcome: BatchOutcome,
-    ) -> list[_Pending]:
-        """One pipeline for the batch; returns the uplinks whose device binding moved."""
+    def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
+        """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
         pipe = self._redis.pipeline(transaction=False)
-        for message, reason, detail, target in rejects:
-            pipe.xadd(
-                keys.REJECTED,
-                {
-                    "reason": reason,
-                    "detail": detail,
-                    "topic": message.topic[:200],
-                    "payload": message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode(
-                        "utf-8", "replace"
-                    ),
-                    "device_id": target.device_id if target else "",
-                    "elder_id": str(target.elder_id) if target else "",
-                    "received_ms": str(round(message.received_at * 1000)),
-                },
-                maxlen=10_000,
-                approximate=True,
-            )
-            pipe.hincrby(keys.REJECTED_COUNTS, reason, 1)
-        for item in pending:
-            keys_, args = self._script_call(item)
-            pipe.evalsha(self._sha, len(keys_), *keys_, *args)
-        results = pipe.execute(raise_on_error=False)
-        for _, reason, _, _ in rejects:
-            self._count_reject(outcome, reason)
-        script_results = results[2 * len(rejects) :]
+        for item in items:
+            if isinstance(item, _Reject):
+                pipe.xadd(keys.REJECTED, item.fields(), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+                pipe.hincrby(keys.REJECTED_COUNTS, item.reason, 1)
+            else:
+                script_keys, args = self._script_call(item)
+                pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
+        results = iter(pipe.execute(raise_on_error=False))
         stale: list[_Pending] = []
-        retry: list[_Pending] = []
-        for item, result in zip(pending, script_results, strict=True):
+        retry: list[_Pending | _Reject] = []
+        for item in items:
+            if isinstance(item, _Reject):
+                next(results), next(results)
+                self._count_reject(outcome, item.reason)
+                continue
+            result = next(results)
             if isinstance(result, redis.exceptions.NoScriptError):
                 retry.append(item)
-                continue
-            if isinstance(result, Exception):
+            elif isinstance(result, Exception):
                 raise result
-            self._record(item, result, outcome, stale)
+            else:
+                self._record(item, result, outcome, stale)
         if retry:
             # Redis restarted and lost its script cache: load it again and redo those.
             self._sha = self._redis.script_load(_SCRIPT)
-            stale += self._write(retry, [], outcome)
+            stale += self._write(retry, outcome)
         return stale
 
     def _record(
