@@ -28,6 +28,7 @@ from locator.core.logging import configure_logging, get_logger
 from locator.core.redis import async_client
 from locator.core.settings import Settings, get_settings
 from locator.ingest_loop import IngestLoop
+from locator.ticker import run_ticker
 
 app = typer.Typer(
     help="Homeward: elderly wandering alert and locator service.",
@@ -184,10 +185,11 @@ def run() -> None:
         workers.append(threading.Thread(target=ingest_loop.run, args=(stop,), name="ingest"))
         workers.append(
             threading.Thread(
-                target=processes.idle_loop,
+                target=run_ticker,
                 kwargs={
-                    "name": "ticker",
                     "redis_url": redis_url,
+                    "clock": SystemClock(),
+                    "offline_after_s": settings.offline_after_s,
                     "data_dir": settings.data_dir,
                     "stop": stop,
                 },
@@ -230,17 +232,6 @@ def api() -> None:
     _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
 
 
-def _standalone_loop(name: str) -> None:
-    settings = _settings()
-    redis_url, _ = _resolve_urls(settings)
-    if not redis_url:
-        raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    processes.idle_loop(name, redis_url=redis_url, data_dir=settings.data_dir, stop=stop)
-
-
 def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> IngestLoop:
     return IngestLoop(
         mqtt_url=mqtt_url,
@@ -248,6 +239,7 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
         data_dir=settings.data_dir,
         clock=SystemClock(),
         retention_s=settings.track_retention_s,
+        offline_after_s=settings.offline_after_s,
         client_id=settings.mqtt_client_id,
     )
 
@@ -270,8 +262,21 @@ def ingest() -> None:
 
 @app.command()
 def ticker() -> None:
-    """The timer loop (SLA steps, offline checks). Not built yet: an idle loop."""
-    _standalone_loop("ticker")
+    """The timer loop: fires due jobs (offline checks; SLA steps once alerts exist)."""
+    settings = _settings()
+    redis_url, _ = _resolve_urls(settings)
+    if not redis_url:
+        raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_ticker(
+        redis_url,
+        clock=SystemClock(),
+        offline_after_s=settings.offline_after_s,
+        data_dir=settings.data_dir,
+        stop=stop,
+    )
 
 
 @app.command()

@@ -54,6 +54,7 @@ class IngestLoop:
         data_dir: Path,
         clock: Clock,
         retention_s: int,
+        offline_after_s: int = 1200,
         client_id: str | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
     ) -> None:
@@ -62,6 +63,7 @@ class IngestLoop:
         self._data_dir = data_dir
         self._clock = clock
         self._retention_s = retention_s
+        self._offline_after_s = offline_after_s
         self._on_batch = on_batch
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client_id = client_id or default_client_id()
@@ -134,7 +136,12 @@ class IngestLoop:
         delay = 0.1
         while not stop.is_set():
             try:
-                store = UplinkStore(self._redis, clock=self._clock, retention_s=self._retention_s)
+                store = UplinkStore(
+                    self._redis,
+                    clock=self._clock,
+                    retention_s=self._retention_s,
+                    offline_after_s=self._offline_after_s,
+                )
                 self._set_redis(True)
                 return store
             except _REDIS_DOWN as exc:

@@ -77,6 +77,7 @@ class Message:
 class Target:
     device_id: str
     elder_id: int
+    offline_after_s: int | None = None
 
 
 @dataclass
@@ -172,7 +173,11 @@ class DeviceRoutes:
             doc: dict[str, Any] = json.loads(raw)
             if doc.get("protocol", "native") != route.protocol:
                 continue
-            found_target = Target(device_id=str(device_id), elder_id=int(doc["elder_id"]))
+            found_target = Target(
+                device_id=str(device_id),
+                elder_id=int(doc["elder_id"]),
+                offline_after_s=doc.get("offline_after_s"),
+            )
             self._known[route] = found_target
             self._unknown.pop(route, None)
             answer[route] = found_target
@@ -199,10 +204,13 @@ def _arg(value: float | int | str | None) -> str:
 class UplinkStore:
     """Turns batches of messages into stored fixes, device state, events and dead letters."""
 
-    def __init__(self, client: redis.Redis, *, clock: Clock, retention_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, *, clock: Clock, retention_s: int, offline_after_s: int = 1200
+    ) -> None:
         self._redis = client
         self._clock = clock
         self._retention_ms = retention_s * 1000
+        self._offline_after_s = offline_after_s
         self.routes = DeviceRoutes(client, clock)
         self._sha = client.script_load(_SCRIPT)
 
@@ -345,6 +353,7 @@ class UplinkStore:
             keys.DEVICE_EVENTS,
             keys.REJECTED,
             keys.REJECTED_COUNTS,
+            keys.TIMERS,
         ]
         common = [
             device,
@@ -388,5 +397,6 @@ class UplinkStore:
             kind = "lastwill"
             fields = ["", _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
         payload = message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace")
-        tail = [str(LOW_BATTERY_PCT), message.topic[:200], payload]
+        offline_after_s = target.offline_after_s or self._offline_after_s
+        tail = [str(LOW_BATTERY_PCT), message.topic[:200], payload, str(offline_after_s * 1000)]
         return script_keys, [kind, *common, *fields, *tail]

@@ -3,10 +3,11 @@
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
 --       4 device state (hash)      5 recent fix ids (zset)  6 elder's events (stream)
 --       7 device events (stream)   8 rejected (stream)      9 rejected counts (hash)
+--       10 timers (zset)
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
 --       5 retention_ms  6 max_speed_kmh  7 fix_id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
---       19 topic  20 payload (truncated, for the dead letter)
+--       19 topic  20 payload (truncated, for the dead letter)  21 offline_after_ms
 -- Returns {verdict, detail}; verdict is stored | stored_late | stored_flagged | seen |
 -- duplicate | too_fast | stale_route.
 
@@ -40,9 +41,21 @@ local function last_known()
   return p[1] or '', p[2] or '', p[3] or '', p[4] or ''
 end
 
--- Device state: last seen, battery, and the low-battery notice once per state change.
-local function seen(batt, reported_low, tst, lat, lon, acc)
+-- Any message proves the device alive: note it, announce a return from offline (state
+-- changes only), and push its offline check out to OFFLINE_AFTER_S from now.
+local function alive()
+  local was = redis.call('HGET', KEYS[4], 'online')
   redis.call('HSET', KEYS[4], 'last_seen_ms', received_ms, 'online', '1')
+  redis.call('ZADD', KEYS[10], (tonumber(received_ms) + tonumber(ARGV[21])) / 1000,
+    'offline|' .. elder .. '|' .. device)
+  if was == '0' then
+    local p = redis.call('HMGET', KEYS[2], 'tst', 'lat', 'lon', 'acc')
+    emit('device_online', p[1] or '', p[2] or '', p[3] or '', p[4] or '', '')
+  end
+end
+
+-- Battery level, and the low-battery notice once per state change.
+local function seen(batt, reported_low, tst, lat, lon, acc)
   if batt ~= '' then redis.call('HSET', KEYS[4], 'battery', batt) end
   local level, threshold = tonumber(batt), tonumber(ARGV[18])
   local low = redis.call('HGET', KEYS[4], 'low_battery')
@@ -74,6 +87,7 @@ if kind == 'lastwill' then
 end
 
 if kind == 'heartbeat' then
+  alive()
   local t, la, lo, ac = last_known()
   seen(ARGV[15], alarm == 'low_battery', ARGV[8], la, lo, ac)
   if device_alarms[alarm] then emit(alarm, ARGV[8], la, lo, ac, 'status') end
@@ -82,7 +96,7 @@ end
 
 -- kind == 'location'
 -- Even a fix we reject below proves the device is alive.
-redis.call('HSET', KEYS[4], 'last_seen_ms', received_ms, 'online', '1')
+alive()
 local fix_id = ARGV[7]
 if redis.call('ZSCORE', KEYS[5], fix_id) then
   return reject('duplicate', 'this fix is already stored')

@@ -146,3 +146,12 @@ DEVICES_VERSION = "hw:devices:version"  # bumped on every (un)registration: inge
 def elder_track_devices(elder_id: int) -> str:
     """Every device that ever reported for this elder (their tracks outlive the binding)."""
     return f"hw:{elder_tag(elder_id)}:trackdevices"
+
+
+# --- timers (delayed jobs: a sorted set scored by due time, as in arq) --------------------
+TIMERS = "hw:timers"  # zset member = job id ("kind|arg|arg"), score = due epoch seconds
+
+
+def timer(job_id: str) -> str:
+    """A job's token and payload; absent for jobs that need neither."""
+    return f"hw:timer:{job_id}"

@@ -1,0 +1,61 @@
+"""Offline detection: the ticker's handler for ``offline|<elder>|<device>`` jobs.
+
+The ingest script pushes a device's job to ``last message + OFFLINE_AFTER_S`` on every
+message. When the job comes due, this handler re-checks under a script (a message may have
+arrived since the claim) and flips the device offline once, emitting ``device_offline``.
+Running it twice is harmless: the second run finds the device already offline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from prometheus_client import Counter
+
+from locator.core import keys
+from locator.core.timers import Job
+
+OFFLINE = Counter("homeward_devices_offline_total", "Devices that went silent")
+
+_MARK_OFFLINE = """
+local state = redis.call('HMGET', KEYS[1], 'online', 'last_seen_ms')
+if state[1] == '0' or not state[2] then return 'unchanged' end
+if tonumber(ARGV[1]) - tonumber(state[2]) < tonumber(ARGV[2]) then return 'alive' end
+redis.call('HSET', KEYS[1], 'online', '0', 'offline_since_ms', ARGV[1])
+local p = redis.call('HMGET', KEYS[2], 'tst', 'lat', 'lon', 'acc')
+local fields = {'type', 'device_offline', 'elder_id', ARGV[3], 'device_id', ARGV[4],
+  'tst', p[1] or '', 'lat', p[2] or '', 'lon', p[3] or '', 'acc', p[4] or '',
+  'received_ms', ARGV[1], 'detail', 'silent since ' .. state[2]}
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 500, '*', unpack(fields))
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', unpack(fields))
+return 'offline'
+"""
+
+
+def handle_offline(client: redis.Redis, job: Job, *, now: float, default_after_s: int) -> str:
+    """Mark the job's device offline if it has really been silent; returns what happened."""
+    elder, device_id = job.args
+    raw = client.get(keys.device(device_id))
+    if raw is None:
+        return "gone"  # unregistered since: nothing to watch
+    doc = json.loads(raw)
+    if int(doc["elder_id"]) != int(elder):
+        return "gone"  # re-bound to another elder: that binding has its own job
+    after_s = doc.get("offline_after_s") or default_after_s
+    result = client.eval(
+        _MARK_OFFLINE,
+        4,
+        keys.device_state(int(elder), device_id),
+        keys.last_position(int(elder)),
+        keys.elder_events(int(elder)),
+        keys.DEVICE_EVENTS,
+        str(round(now * 1000)),
+        str(after_s * 1000),
+        elder,
+        device_id,
+    )
+    outcome = result.decode() if isinstance(result, bytes) else str(result)
+    if outcome == "offline":
+        OFFLINE.inc()
+    return outcome

@@ -1,0 +1,84 @@
+"""The ticker process: fires due timers (offline checks now; SLA steps later)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from prometheus_client import Counter
+
+from devices import liveness
+from locator import processes
+from locator.core.clock import Clock
+from locator.core.logging import get_logger
+from locator.core.timers import Job, TimerQueue
+
+log = get_logger(__name__)
+
+FIRED = Counter("homeward_timers_fired_total", "Timer jobs handled", ["kind", "result"])
+POLL_S = 0.5
+
+Handler = Callable[[Job, float], str]
+
+
+class Ticker:
+    def __init__(self, client: redis.Redis, *, clock: Clock, offline_after_s: int) -> None:
+        self._redis = client
+        self._clock = clock
+        self._queue = TimerQueue(client)
+        self.handlers: dict[str, Handler] = {
+            "offline": lambda job, now: liveness.handle_offline(
+                client, job, now=now, default_after_s=offline_after_s
+            ),
+        }
+
+    def run_once(self, *, limit: int = 100) -> list[tuple[Job, str]]:
+        """Claim what is due now, run it, complete it; a failing job is retried after its lease."""
+        now = self._clock.time()
+        done: list[tuple[Job, str]] = []
+        for job in self._queue.claim(now=now, limit=limit):
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                log.error("timer_kind_unknown", job=job.id)
+                self._queue.complete(job)
+                FIRED.labels(job.kind, "unknown").inc()
+                continue
+            try:
+                result = handler(job, now)
+            except redis.RedisError:
+                raise
+            except Exception:
+                log.exception("timer_failed", job=job.id)
+                FIRED.labels(job.kind, "error").inc()
+                continue
+            self._queue.complete(job)
+            FIRED.labels(job.kind, result).inc()
+            done.append((job, result))
+        return done
+
+    def run(self, stop: threading.Event, *, data_dir: Path) -> None:
+        """Poll for due jobs until ``stop``; survives a Redis outage by retrying."""
+        delay = POLL_S
+        while not stop.is_set():
+            try:
+                fired = self.run_once()
+                delay = POLL_S if len(fired) < 100 else 0.0
+                processes.beat(data_dir, "ticker")
+            except redis.RedisError as exc:
+                log.warning("ticker_redis_unreachable", error=str(exc))
+                delay = min(max(delay * 2, POLL_S), 5.0)
+            stop.wait(delay)
+
+
+def run_ticker(
+    redis_url: str, *, clock: Clock, offline_after_s: int, data_dir: Path, stop: threading.Event
+) -> None:
+    from locator.core.redis import sync_client
+
+    client = sync_client(redis_url, process="ticker")
+    try:
+        Ticker(client, clock=clock, offline_after_s=offline_after_s).run(stop, data_dir=data_dir)
+    finally:
+        client.close()
