@@ -53,6 +53,7 @@ def create_app(
     redis_url: str | None,
     mqtt_url: str | None,
     clock: Clock | None = None,
+    local_loops: tuple[str, ...] = (),
 ) -> FastAPI:
     """Build the app; Redis is connected in the lifespan so the app can be built anywhere."""
 
@@ -70,6 +71,7 @@ def create_app(
             clock=clock or SystemClock(),
             mqtt_url=mqtt_url,
             publisher=publisher,
+            local_loops=local_loops,
         )
         try:
             yield

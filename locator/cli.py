@@ -114,12 +114,18 @@ async def _bootstrap_admin(redis_url: str) -> str | None:
         await redis.aclose()
 
 
-def _serve_http(settings: Settings, *, redis_url: str, mqtt_url: str | None) -> None:
+def _serve_http(
+    settings: Settings,
+    *,
+    redis_url: str,
+    mqtt_url: str | None,
+    local_loops: tuple[str, ...] = (),
+) -> None:
     import uvicorn
 
     from locator.app import create_app
 
-    api = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+    api = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, local_loops=local_loops)
     config = uvicorn.Config(
         api, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
     )
@@ -208,7 +214,9 @@ def run() -> None:
         )
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
-        _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
+        _serve_http(
+            settings, redis_url=redis_url, mqtt_url=mqtt_url, local_loops=("ingest", "ticker")
+        )
     finally:
         stop.set()
         for thread in workers:
@@ -286,11 +294,12 @@ def health(
 ) -> None:
     """Exit 0 if a loop beat its heartbeat recently (for container health checks)."""
     settings = get_settings()
-    age = processes.heartbeat_age(settings.data_dir, process.value)
-    if age is None or age > max_age:
-        typer.echo(f"{process.value}: no heartbeat within {max_age:.0f} s", err=True)
+    heartbeat = processes.read_heartbeat(settings.data_dir, process.value)
+    problem = "never started" if heartbeat is None else heartbeat.problem(max_age)
+    if problem or heartbeat is None:
+        typer.echo(f"{process.value}: {problem}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{process.value}: ok ({age:.1f} s ago)")
+    typer.echo(f"{process.value}: ok ({heartbeat.age_s:.1f} s ago)")
 
 
 @token_app.command("create")

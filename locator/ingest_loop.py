@@ -125,7 +125,7 @@ class IngestLoop:
                         if message.qos > 0:
                             self._client.ack(message.mid, message.qos)
                 if time.monotonic() - last_beat > 1.0:
-                    processes.beat(self._data_dir, "ingest")
+                    self._beat()
                     last_beat = time.monotonic()
         finally:
             self._client.disconnect()
@@ -146,6 +146,7 @@ class IngestLoop:
                 return store
             except _REDIS_DOWN as exc:
                 self._set_redis(False, exc)
+                self._beat(error=str(exc))
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         return None
@@ -179,6 +180,7 @@ class IngestLoop:
                 break
             except _REDIS_DOWN as exc:
                 self._set_redis(False, exc)
+                self._beat(error=str(exc))
                 if stop.wait(delay):
                     return False
                 delay = min(delay * 2, 5.0)
@@ -214,6 +216,10 @@ class IngestLoop:
                 )
                 self._redis.hincrby(keys.REJECTED_COUNTS, "internal_error", 1)
         return total
+
+    def _beat(self, error: str | None = None) -> None:
+        status = {"redis_ok": self.redis_ok, "mqtt_ok": self.connected.is_set()}
+        processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
 
     def _set_redis(self, ok: bool, exc: Exception | None = None) -> None:
         if ok != self.redis_ok:

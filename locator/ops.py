@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from locator.core.auth import Role
 from locator.core.deps import CallerDep, ContextDep
+from locator.processes import read_heartbeat
 
 router = APIRouter(tags=["operations"])
 
@@ -96,6 +97,10 @@ async def healthz(ctx: ContextDep) -> JSONResponse:
             checks["mqtt"] = f"down: {type(exc).__name__}: {exc}"
     else:
         checks["mqtt"] = "not configured"
+    for loop in ctx.local_loops:
+        heartbeat = read_heartbeat(ctx.settings.data_dir, loop)
+        problem = "no heartbeat yet" if heartbeat is None else heartbeat.problem()
+        checks[loop] = f"down: {problem}" if problem else "ok"
     for name, result in checks.items():
         HEALTH_CHECKS.labels(name, "ok" if result == "ok" else "down").inc()
     healthy = all(v in ("ok", "not configured") for v in checks.values())

@@ -65,9 +65,10 @@ class Ticker:
             try:
                 fired = self.run_once()
                 delay = POLL_S if len(fired) < 100 else 0.0
-                processes.beat(data_dir, "ticker")
+                processes.beat(data_dir, "ticker", redis_ok=True)
             except redis.RedisError as exc:
                 log.warning("ticker_redis_unreachable", error=str(exc))
+                processes.beat(data_dir, "ticker", redis_ok=False, error=str(exc))
                 delay = min(max(delay * 2, POLL_S), 5.0)
             stop.wait(delay)
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +10,7 @@ from pathlib import Path
 import redis
 
 from locator.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from locator.mosquitto import LocalMosquitto, mosquitto_binary
 
 
 @contextmanager
@@ -65,16 +62,6 @@ def clean_homeward_keys(url: str) -> None:
         client.close()
 
 
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"broker did not listen on {port}")
-
-
 @contextmanager
 def mqtt_broker(tmp: Path) -> Iterator[str]:
     """HOMEWARD_TEST_MQTT_URL if set, else a mosquitto binary on a free port, else amqtt."""
@@ -82,22 +69,13 @@ def mqtt_broker(tmp: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
     port = free_port()
-    if binary:
-        conf = tmp / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        process = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    if mosquitto_binary():
+        broker_process = LocalMosquitto(tmp / "mosquitto", port)
         try:
-            _wait_port(port)
-            yield f"mqtt://127.0.0.1:{port}"
+            yield broker_process.start()
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            broker_process.stop()
         return
     broker = EmbeddedBroker(port=port)
     try:

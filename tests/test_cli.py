@@ -92,7 +92,13 @@ def test_run_twice_keeps_what_was_registered(tmp_path: Path) -> None:
         token = _admin_token(first.output())
         headers = {"Authorization": f"Bearer {token}"}
         health = httpx.get(f"{first.url}/healthz").json()
-        assert health == {"status": "ok", "redis": "ok", "mqtt": "ok"}
+        assert health == {
+            "status": "ok",
+            "redis": "ok",
+            "mqtt": "ok",
+            "ingest": "ok",
+            "ticker": "ok",
+        }
         assert httpx.get(f"{first.url}/docs").status_code == 200
         created = httpx.post(f"{first.url}/api/v1/elders", json=elder_body(), headers=headers)
         assert created.status_code == 201

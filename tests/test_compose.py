@@ -523,3 +523,15 @@ def test_mosquitto_acl_confines_each_device(tmp_path: Path) -> None:
         finally:
             for client in clients:
                 client.close()
+
+
+def test_tests_and_benchmarks_use_the_production_delivery_limits() -> None:
+    from locator.mosquitto import DELIVERY_LIMITS
+
+    conf = {}
+    for line in (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#"):
+            conf[parts[0]] = parts[1]
+    for key, value in DELIVERY_LIMITS.items():
+        assert conf.get(key) == value, key

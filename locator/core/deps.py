@@ -25,6 +25,7 @@ class AppContext:
     clock: Clock
     mqtt_url: str | None = None
     publisher: Publisher | None = None
+    local_loops: tuple[str, ...] = ()  # loops running in this process (`homeward run`)
 
 
 async def get_context(request: Request) -> AppContext:
