@@ -38,6 +38,11 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+bench_app = typer.Typer(
+    help="Benchmarks that measure ours against a baseline in one run, on loopback.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
 log = get_logger("homeward.cli")
 
 
@@ -379,6 +384,31 @@ def import_csv(
     typer.echo(f"{report.created} created, {report.failed} failed")
     if report.failed:
         raise typer.Exit(1)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    devices: Annotated[int, typer.Option(help="devices registered")] = 10_000,
+    fixes: Annotated[int, typer.Option(help="fixes queued per drain (<= 100000)")] = 50_000,
+    publishers: Annotated[int, typer.Option(help="publisher processes filling the queue")] = 4,
+    rate: Annotated[float, typer.Option(help="offered fixes/s for the latency run")] = 2000.0,
+    seconds: Annotated[float, typer.Option(help="length of the latency run")] = 10.0,
+) -> None:
+    """Full ingest vs a bare paho subscriber on the same Mosquitto queue; latency at a rate."""
+    from locator.bench import ingest as bench
+
+    configure_logging("warning")
+    if not 1 <= fixes <= 100_000:
+        raise ConfigError("--fixes must be 1..100000 (the broker queue holds 100000)")
+    result = bench.run(
+        devices=devices,
+        fixes=fixes,
+        publishers=publishers,
+        rate=rate,
+        latency_s=seconds,
+        workdir=None,
+    )
+    typer.echo(bench.report(result))
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from locator.embedded import free_port, pid_alive
+from locator.mosquitto import mosquitto_binary
 from tests.factories import elder_body
 
 
@@ -291,3 +292,25 @@ def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("homeward: Redis is unreachable")
     assert result.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmark drives a real Mosquitto")
+def test_bench_ingest_runs_end_to_end_and_loses_nothing(tmp_path: Path) -> None:
+    result = _homeward(
+        "bench",
+        "ingest",
+        "--devices",
+        "50",
+        "--fixes",
+        "600",
+        "--rate",
+        "200",
+        "--seconds",
+        "1",
+        env=_env(HOMEWARD_DATA_DIR=str(tmp_path)),
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ratio ingest/bare:" in result.stdout
+    match = re.search(r"track entries stored: ([\d,]+) \(expected ([\d,]+)\)", result.stdout)
+    assert match and match.group(1) == match.group(2) == "800", result.stdout

@@ -233,7 +233,6 @@ class UplinkStore:
                 uplink = exc  # still attributed below, so the family sees their device's errors
             if isinstance(uplink, Ignored):
                 outcome.outcomes["ignored"] += 1
-                MESSAGES.labels("ignored").inc()
                 slots.append(None)
                 continue
             decoded.append((len(slots), message, route, uplink))
@@ -249,6 +248,12 @@ class UplinkStore:
             for item in self._write(again, outcome):
                 self._count_reject(outcome, "unknown_device")
                 log.warning("ingest_route_unstable", device_id=item.target.device_id)
+        # Metrics once per batch, not per message: label lookups cost as much as decoding.
+        for key, count in outcome.outcomes.items():
+            if key.startswith("rejected:"):
+                REJECTED.labels(key.removeprefix("rejected:")).inc(count)
+            else:
+                MESSAGES.labels(key).inc(count)
         BATCH_SIZE.observe(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return outcome
@@ -285,8 +290,6 @@ class UplinkStore:
     def _count_reject(self, outcome: BatchOutcome, reason: str) -> None:
         outcome.outcomes["rejected"] += 1
         outcome.outcomes[f"rejected:{reason}"] += 1
-        MESSAGES.labels("rejected").inc()
-        REJECTED.labels(reason).inc()
 
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
         """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
@@ -330,7 +333,6 @@ class UplinkStore:
             self._count_reject(outcome, verdict)
             return
         outcome.outcomes[verdict] += 1
-        MESSAGES.labels(verdict).inc()
         if isinstance(item.uplink, Fix):
             position = Position.from_fix(
                 item.uplink,
