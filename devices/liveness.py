@@ -21,7 +21,12 @@ OFFLINE = Counter("homeward_devices_offline_total", "Devices that went silent")
 _MARK_OFFLINE = """
 local state = redis.call('HMGET', KEYS[1], 'online', 'last_seen_ms')
 if state[1] == '0' or not state[2] then return 'unchanged' end
-if tonumber(ARGV[1]) - tonumber(state[2]) < tonumber(ARGV[2]) then return 'alive' end
+if tonumber(ARGV[1]) - tonumber(state[2]) < tonumber(ARGV[2]) then
+  -- Heard from since (or its own offline_after_s is longer than the job assumed): check
+  -- again when this device's silence would really be too long.
+  redis.call('ZADD', KEYS[5], (tonumber(state[2]) + tonumber(ARGV[2])) / 1000, ARGV[5])
+  return 'alive'
+end
 redis.call('HSET', KEYS[1], 'online', '0', 'offline_since_ms', ARGV[1])
 local p = redis.call('HMGET', KEYS[2], 'tst', 'lat', 'lon', 'acc')
 local fields = {'type', 'device_offline', 'elder_id', ARGV[3], 'device_id', ARGV[4],
@@ -45,15 +50,17 @@ def handle_offline(client: redis.Redis, job: Job, *, now: float, default_after_s
     after_s = doc.get("offline_after_s") or default_after_s
     result = client.eval(
         _MARK_OFFLINE,
-        4,
+        5,
         keys.device_state(int(elder), device_id),
         keys.last_position(int(elder)),
         keys.elder_events(int(elder)),
         keys.DEVICE_EVENTS,
+        keys.TIMERS,
         str(round(now * 1000)),
         str(after_s * 1000),
         elder,
         device_id,
+        job.id,
     )
     outcome = result.decode() if isinstance(result, bytes) else str(result)
     if outcome == "offline":

@@ -29,12 +29,27 @@ from locator.core.redis import sync_client
 
 log = get_logger(__name__)
 
-UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+")
+UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+", "owntracks/+/+/event")
 # Must stay within the broker's in-flight window (deploy/mosquitto/mosquitto.conf: 100):
 # the broker sends no more until we acknowledge, and we acknowledge only whole batches.
 BATCH_MAX = 100
 FLUSH_S = 0.005
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+_REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.ReadOnlyError,
+)
+# Errors that mean "Redis cannot take writes right now", not "this message is bad".
+_OUTAGE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS", "READONLY", "BUSY")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when storing must wait (hold acks, retry) rather than give up on the batch."""
+    if isinstance(exc, _REDIS_DOWN):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_OUTAGE_REPLIES)
+
 
 REDIS_UP = Gauge("homeward_ingest_redis_up", "1 while the ingest can write to Redis")
 MQTT_UP = Gauge("homeward_ingest_mqtt_connected", "1 while the ingest is connected to the broker")
@@ -75,6 +90,10 @@ class IngestLoop:
         self._client.on_message = self._on_message
         self.redis_ok = True
         self.connected = threading.Event()
+        # Bumped on every CONNACK. A message id is only meaningful on the connection that
+        # delivered it: after a reconnect the broker may reuse ids for new messages, so an
+        # old message is acknowledged never (the broker redelivers it if it still has it).
+        self._generation = 0
 
     # --- paho's network thread: no Redis here ---------------------------------------------
     def _on_connect(
@@ -83,6 +102,7 @@ class IngestLoop:
         if getattr(reason, "is_failure", False):
             log.warning("ingest_connect_refused", reason=str(reason))
             return
+        self._generation += 1
         # Subscribing on every connect restores the subscriptions if the broker lost the session.
         client.subscribe([(topic, 1) for topic in UPLINK_TOPICS])
         MQTT_UP.set(1)
@@ -102,7 +122,15 @@ class IngestLoop:
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         self._queue.put(
-            Message(msg.topic, bytes(msg.payload), self._clock.time(), msg.mid, msg.qos)
+            Message(
+                msg.topic,
+                bytes(msg.payload),
+                self._clock.time(),
+                msg.mid,
+                msg.qos,
+                bool(msg.retain),
+                self._generation,
+            )
         )
 
     # --- the worker ----------------------------------------------------------------------
@@ -122,7 +150,7 @@ class IngestLoop:
                     if not self._store_batch(store, batch, stop):
                         return  # stopping with an unstored batch: unacknowledged, redelivered
                     for message in batch:
-                        if message.qos > 0:
+                        if message.qos > 0 and message.generation == self._generation:
                             self._client.ack(message.mid, message.qos)
                 if time.monotonic() - last_beat > 1.0:
                     self._beat()
@@ -144,7 +172,7 @@ class IngestLoop:
                 )
                 self._set_redis(True)
                 return store
-            except _REDIS_DOWN as exc:
+            except redis.RedisError as exc:
                 self._set_redis(False, exc)
                 self._beat(error=str(exc))
                 stop.wait(delay)
@@ -171,38 +199,50 @@ class IngestLoop:
         return batch
 
     def _store_batch(self, store: UplinkStore, batch: list[Message], stop: threading.Event) -> bool:
-        """Store a batch, retrying while Redis is down; False only if asked to stop first."""
+        """Store a batch, retrying while Redis cannot write; False only if asked to stop first.
+
+        Storage is idempotent (message ids in the store script, dead letters marked once),
+        so retrying a batch that was partly written stores nothing twice.
+        """
         delay = 0.1
         while True:
             try:
-                outcome = store.process(batch)
+                try:
+                    outcome = store.process(batch)
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    log.exception("ingest_batch_failed", size=len(batch))
+                    outcome = self._isolate(store, batch)
                 self._set_redis(True)
                 break
-            except _REDIS_DOWN as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 self._set_redis(False, exc)
                 self._beat(error=str(exc))
                 if stop.wait(delay):
                     return False
                 delay = min(delay * 2, 5.0)
-            except Exception:
-                log.exception("ingest_batch_failed", size=len(batch))
-                outcome = self._isolate(store, batch)
-                break
         if self._on_batch is not None:
             self._on_batch(outcome)
         return True
 
     def _isolate(self, store: UplinkStore, batch: list[Message]) -> BatchOutcome:
-        """A bug must not wedge the queue: store message by message, dead-letter what fails."""
+        """A bug must not wedge the queue: store message by message, dead-letter what fails.
+
+        An outage met here propagates, and the caller retries the whole batch.
+        """
         total = BatchOutcome()
         for message in batch:
             try:
-                total.outcomes.update(store.process([message]).outcomes)
-            except _REDIS_DOWN:
-                raise
+                one = store.process([message])
             except Exception as exc:
+                if is_outage(exc):
+                    raise
                 log.exception("ingest_message_failed", topic=message.topic)
-                self._redis.xadd(
+                pipe = self._redis.pipeline(transaction=True)
+                pipe.xadd(
                     keys.REJECTED,
                     {
                         "reason": "internal_error",
@@ -214,7 +254,13 @@ class IngestLoop:
                     maxlen=10_000,
                     approximate=True,
                 )
-                self._redis.hincrby(keys.REJECTED_COUNTS, "internal_error", 1)
+                pipe.hincrby(keys.REJECTED_COUNTS, "internal_error", 1)
+                pipe.execute()
+                total.outcomes["rejected"] += 1
+                total.outcomes["rejected:internal_error"] += 1
+                continue
+            total.outcomes.update(one.outcomes)
+            total.positions += one.positions
         return total
 
     def _beat(self, error: str | None = None) -> None:

@@ -7,6 +7,8 @@ and the queue must hold what arrives while the ingest is restarting or Redis is 
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -23,6 +25,18 @@ DELIVERY_LIMITS = {
     "queue_qos0_messages": "false",
     "persistent_client_expiration": "1d",
 }
+
+
+def _let_mosquitto_write(data_dir: Path) -> None:
+    """Started as root, mosquitto drops to its own user: it must own its persistence dir,
+    or it silently keeps sessions in memory only."""
+    if os.geteuid() != 0:
+        return
+    try:
+        account = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    os.chown(data_dir, account.pw_uid, account.pw_gid)
 
 
 def mosquitto_binary() -> str | None:
@@ -63,6 +77,7 @@ class LocalMosquitto:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(self.config_text())
+        _let_mosquitto_write(self.data_dir)
         self.process = subprocess.Popen(  # noqa: S603 - the system's mosquitto, our config
             [self.binary, "-c", str(conf)],
             stdout=subprocess.DEVNULL,

@@ -29,11 +29,12 @@ def raw(obj: object) -> bytes:
 def test_routes_of_both_uplink_topics() -> None:
     assert route_of("homeward/devices/b-1/up") == Route("native", "b-1")
     assert route_of("owntracks/li/phone") == Route("owntracks", "li/phone")
+    assert route_of("owntracks/li/phone/event") == Route("owntracks", "li/phone")
     for topic in (
         "homeward/devices//up",
         "homeward/devices/b-1/cmd",
         "owntracks/li",
-        "owntracks/li/phone/event",
+        "owntracks/li/phone/info",
         "x",
     ):
         with pytest.raises(DecodeError) as err:
@@ -241,3 +242,21 @@ def test_low_quality_rules() -> None:
     assert not is_low_quality(base)
     assert is_low_quality(Fix(1, 1, 1, 150, "gps", None, None, None, None))
     assert is_low_quality(Fix(1, 1, 1, 30, "cell", None, None, None, None))
+
+
+def test_a_huge_integer_is_out_of_range_not_a_crash() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_native(b'{"_type":"location","lat":1' + b"0" * 400 + b',"lon":1,"tst":1}')
+    assert err.value.reason == "out_of_range"
+
+
+def test_an_unusable_fix_with_an_alarm_salvages_the_alarm() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_native(
+            raw({"_type": "location", "lat": 0, "lon": 0, "tst": 1, "alarm": "sos", "batt": 40})
+        )
+    assert err.value.reason == "null_island"
+    assert err.value.salvage == Heartbeat(tst=None, batt=40, alarm="sos")
+    with pytest.raises(DecodeError) as plain:
+        decode_native(raw({"_type": "location", "lat": 0, "lon": 0, "tst": 1}))
+    assert plain.value.salvage is None

@@ -25,12 +25,17 @@ Protocol = Literal["native", "owntracks"]
 
 
 class DecodeError(ValueError):
-    """A rejected uplink; ``reason`` is a stable metric label, ``detail`` is for humans."""
+    """A rejected uplink; ``reason`` is a stable metric label, ``detail`` is for humans.
+
+    ``salvage`` is the alarm a rejected fix carried: an SOS pressed indoors comes with a
+    0,0 fix, and the alarm must still go out even though the position cannot be used.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.salvage: Heartbeat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,9 @@ def route_of(topic: str) -> Route:
     parts = topic.split("/")
     if len(parts) == 4 and parts[:2] == ["homeward", "devices"] and parts[3] == "up" and parts[2]:
         return Route("native", parts[2])
-    if len(parts) == 3 and parts[0] == "owntracks" and parts[1] and parts[2]:
+    # OwnTracks publishes locations on owntracks/user/device and transitions on .../event.
+    owntracks = len(parts) == 3 or (len(parts) == 4 and parts[3] == "event")
+    if owntracks and parts[0] == "owntracks" and parts[1] and parts[2]:
         return Route("owntracks", f"{parts[1]}/{parts[2]}")
     raise DecodeError("unsupported_topic", f"not an uplink topic: {topic[:120]}")
 
@@ -136,7 +143,10 @@ def _number(
             raise DecodeError("wrong_type", f"{field} must be a number") from None
     if not isinstance(value, int | float):
         raise DecodeError("wrong_type", f"{field} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise DecodeError("out_of_range", f"{field} is too large") from None
     if not math.isfinite(number):
         raise DecodeError("not_finite", f"{field} is not finite")
     if not lo <= number <= hi:
@@ -158,6 +168,26 @@ def _text(data: dict[str, Any], field: str, allowed: frozenset[str] | None) -> s
 def _battery(data: dict[str, Any], strings_ok: bool) -> int | None:
     batt = _number(data, "batt", required=False, lo=0, hi=100, strings_ok=strings_ok)
     return None if batt is None else round(batt)
+
+
+def _location(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
+    """A fix; if the fix is unusable but carries an alarm, the error salvages the alarm."""
+    try:
+        return _fix(data, strings_ok=strings_ok, src=src)
+    except DecodeError as exc:
+        exc.salvage = _alarm_only(data, strings_ok)
+        raise
+
+
+def _alarm_only(data: dict[str, Any], strings_ok: bool) -> Heartbeat | None:
+    alarm = data.get("alarm")
+    if not isinstance(alarm, str) or alarm not in ALARMS:
+        return None
+    try:
+        batt = _battery(data, strings_ok)
+    except DecodeError:
+        batt = None
+    return Heartbeat(tst=None, batt=batt, alarm=alarm)
 
 
 def _fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
@@ -186,7 +216,7 @@ def decode_native(payload: bytes) -> Uplink:
     data = parse_json(payload)
     kind = data.get("_type")
     if kind == "location":
-        return _fix(data, strings_ok=False, src=None)
+        return _location(data, strings_ok=False, src=None)
     if kind == "status":
         return Heartbeat(
             tst=_number(data, "tst", required=False, lo=0, hi=4_102_444_800, strings_ok=False),
@@ -209,7 +239,7 @@ def decode_owntracks(payload: bytes, *, topic: str) -> Uplink:
         raise DecodeError("spoofed", f"payload names topic {named_topic[:80]!r}, sent on {topic}")
     if kind in ("location", "transition"):
         # A phone's fix is fused GPS/Wi-Fi/cell; trust its claimed accuracy, not a source.
-        return _fix(data, strings_ok=True, src="gps")
+        return _location(data, strings_ok=True, src="gps")
     if kind == "lwt":
         return LastWill(
             tst=_number(data, "tst", required=False, lo=0, hi=4_102_444_800, strings_ok=True)

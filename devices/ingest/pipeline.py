@@ -60,6 +60,13 @@ BATCH_SIZE = Histogram(
 )
 
 _SCRIPT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text()
+# A rejected message is dead-lettered once, even if the broker delivers it again.
+_DEAD_LETTER = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 3600) then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', 10000, '*', unpack(ARGV))
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,8 @@ class Message:
     received_at: float
     mid: int = 0
     qos: int = 0
+    retain: bool = False  # replayed by the broker from its retained store on subscribe
+    generation: int = 0  # which MQTT connection delivered it (acks go back on that one only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,7 @@ class _Pending:
     route: Route
     uplink: Uplink
     target: Target
+    salvaged: bool = False  # an alarm rescued from a fix that could not be used
 
 
 @dataclass
@@ -102,6 +112,10 @@ class _Reject:
     reason: str
     detail: str
     target: Target | None
+
+    def identity(self) -> str:
+        raw = self.message.topic.encode() + b"\0" + self.message.payload
+        return hashlib.blake2b(raw, digest_size=12).hexdigest()
 
     def fields(self) -> dict[str, str]:
         """The dead-letter entry: enough to see what the device sent and why we refused."""
@@ -124,6 +138,14 @@ class DeviceRoutes:
         self._clock = clock
         self._known: dict[Route, Target] = {}
         self._unknown: dict[Route, tuple[float, int]] = {}  # route -> (until, version)
+        self.version: int | None = None
+
+    def observe_version(self, version: int) -> None:
+        """Forget every cached route once any device was (un)registered since we looked."""
+        if self.version is not None and version != self.version:
+            self._known.clear()
+            self._unknown.clear()
+        self.version = version
 
     def forget(self, route: Route) -> None:
         self._known.pop(route, None)
@@ -156,6 +178,7 @@ class DeviceRoutes:
 
     def _load(self, routes: list[Route], now: float) -> dict[Route, Target | None]:
         version = int(self._redis.get(keys.DEVICES_VERSION) or 0)
+        self.observe_version(version)
         device_ids: dict[Route, str | None] = {}
         external = [r for r in routes if r.protocol != "native"]
         if external:
@@ -188,9 +211,15 @@ class DeviceRoutes:
 
 
 def fix_id(device_id: str, fix: Fix) -> str:
-    """The identity of a fix: the same device, time and place is the same fix."""
-    raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}".encode()
+    """The identity of a fix: the same device, time, place and alarm is the same fix."""
+    raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}|{fix.alarm}".encode()
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
+
+
+def message_id(device_id: str, payload: bytes, suffix: str = "") -> str:
+    """The identity of any other message: its device and exact bytes."""
+    raw = device_id.encode() + b"\0" + payload
+    return hashlib.blake2b(raw, digest_size=10).hexdigest() + suffix
 
 
 def _arg(value: float | int | str | None) -> str:
@@ -212,42 +241,47 @@ class UplinkStore:
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
         self.routes = DeviceRoutes(client, clock)
-        self._sha = client.script_load(_SCRIPT)
+        self._load_scripts()
+
+    def _load_scripts(self) -> None:
+        self._sha = self._redis.script_load(_SCRIPT)
+        self._dead_letter_sha = self._redis.script_load(_DEAD_LETTER)
 
     def process(self, batch: list[Message]) -> BatchOutcome:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
         started = time.perf_counter()
         outcome = BatchOutcome()
         # One slot per message, in arrival order, so dead letters read chronologically.
-        slots: list[_Pending | _Reject | None] = []
+        slots: list[list[_Pending | _Reject]] = []
         decoded: list[tuple[int, Message, Route, Uplink | DecodeError]] = []
         for message in batch:
             try:
                 route = route_of(message.topic)
             except DecodeError as exc:
-                slots.append(_Reject(message, exc.reason, exc.detail, None))
+                slots.append([_Reject(message, exc.reason, exc.detail, None)])
                 continue
             try:
                 uplink: Uplink | DecodeError = decode(route, message.payload, topic=message.topic)
             except DecodeError as exc:
                 uplink = exc  # still attributed below, so the family sees their device's errors
+            slots.append([])
             if isinstance(uplink, Ignored):
                 outcome.outcomes["ignored"] += 1
-                slots.append(None)
                 continue
-            decoded.append((len(slots), message, route, uplink))
-            slots.append(None)
-        for index, verdict in self._attribute([(m, r, u) for _, m, r, u in decoded]):
-            slots[decoded[index][0]] = verdict
-        stale = self._write([slot for slot in slots if slot is not None], outcome)
+            decoded.append((len(slots) - 1, message, route, uplink))
+        for index, item in self._attribute([(m, r, u) for _, m, r, u in decoded]):
+            slots[decoded[index][0]].append(item)
+        stale = self._write([item for slot in slots for item in slot], outcome)
         if stale:
             # The cache named a binding the store no longer has: look again, once.
-            for item in stale:
-                self.routes.forget(item.route)
-            again = [v for _, v in self._attribute([(p.message, p.route, p.uplink) for p in stale])]
-            for item in self._write(again, outcome):
+            for pending in stale:
+                self.routes.forget(pending.route)
+            again = [
+                item for _, item in self._attribute([(p.message, p.route, p.uplink) for p in stale])
+            ]
+            for pending in self._write(again, outcome):
                 self._count_reject(outcome, "unknown_device")
-                log.warning("ingest_route_unstable", device_id=item.target.device_id)
+                log.warning("ingest_route_unstable", device_id=pending.target.device_id)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
         for key, count in outcome.outcomes.items():
             if key.startswith("rejected:"):
@@ -268,6 +302,8 @@ class UplinkStore:
             target = targets.get(route)
             if isinstance(uplink, DecodeError):
                 out.append((index, _Reject(message, uplink.reason, uplink.detail, target)))
+                if uplink.salvage is not None and target is not None:
+                    out.append((index, _Pending(message, route, uplink.salvage, target, True)))
                 continue
             if target is None:
                 detail = f"no device registered for {route.protocol} {route.ref}"
@@ -283,6 +319,9 @@ class UplinkStore:
                     check_fix_time(uplink.tst, received_at=message.received_at)
                 except DecodeError as exc:
                     out.append((index, _Reject(message, exc.reason, exc.detail, target)))
+                    if uplink.alarm is not None:
+                        salvage = Heartbeat(tst=None, batt=uplink.batt, alarm=uplink.alarm)
+                        out.append((index, _Pending(message, route, salvage, target, True)))
                     continue
             out.append((index, _Pending(message, route, uplink, target)))
         return out
@@ -294,31 +333,47 @@ class UplinkStore:
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
         """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
         pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.DEVICES_VERSION)
         for item in items:
             if isinstance(item, _Reject):
-                pipe.xadd(keys.REJECTED, item.fields(), maxlen=10_000, approximate=True)  # type: ignore[arg-type]
-                pipe.hincrby(keys.REJECTED_COUNTS, item.reason, 1)
+                fields = item.fields()
+                pipe.evalsha(
+                    self._dead_letter_sha,
+                    3,
+                    keys.REJECTED,
+                    keys.REJECTED_COUNTS,
+                    keys.rejected_seen(item.identity()),
+                    *[x for pair in fields.items() for x in pair],
+                )
             else:
                 script_keys, args = self._script_call(item)
                 pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
         results = iter(pipe.execute(raise_on_error=False))
+        version = next(results)
+        if isinstance(version, Exception):
+            raise version
+        # Registrations change rarely; a change seen here refreshes the cache for the next batch.
+        self.routes.observe_version(int(version or 0))
         stale: list[_Pending] = []
         retry: list[_Pending | _Reject] = []
         for item in items:
-            if isinstance(item, _Reject):
-                next(results), next(results)
-                self._count_reject(outcome, item.reason)
-                continue
             result = next(results)
             if isinstance(result, redis.exceptions.NoScriptError):
                 retry.append(item)
+                continue
+            if isinstance(item, _Reject):
+                if isinstance(result, Exception):
+                    raise result
+                if result:  # 0: the same rejected message again (a redelivery), not counted twice
+                    self._count_reject(outcome, item.reason)
+                continue
             elif isinstance(result, Exception):
                 raise result
             else:
                 self._record(item, result, outcome, stale)
         if retry:
             # Redis restarted and lost its script cache: load it again and redo those.
-            self._sha = self._redis.script_load(_SCRIPT)
+            self._load_scripts()
             stale += self._write(retry, outcome)
         return stale
 
@@ -381,24 +436,23 @@ class UplinkStore:
             ]
         elif isinstance(uplink, Heartbeat):
             kind = "heartbeat"
-            fields = [
-                "",
-                _arg(uplink.tst),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                _arg(uplink.batt),
-                uplink.alarm or "",
-                "0",
-            ]
+            # A salvaged alarm gets its own id: the rejected fix it came with is not it.
+            own_id = message_id(device, message.payload, ":alarm" if item.salvaged else "")
+            blanks = ["", "", "", "", "", ""]
+            fields = [own_id, _arg(uplink.tst), *blanks, _arg(uplink.batt), uplink.alarm or ""]
+            fields.append("1" if item.salvaged else "0")
         else:
             assert isinstance(uplink, LastWill)
             kind = "lastwill"
-            fields = ["", _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
+            own_id = message_id(device, message.payload)
+            fields = [own_id, _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
         payload = message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace")
         offline_after_s = target.offline_after_s or self._offline_after_s
-        tail = [str(LOW_BATTERY_PCT), message.topic[:200], payload, str(offline_after_s * 1000)]
+        tail = [
+            str(LOW_BATTERY_PCT),
+            message.topic[:200],
+            payload,
+            str(offline_after_s * 1000),
+            "1" if message.retain else "0",
+        ]
         return script_keys, [kind, *common, *fields, *tail]

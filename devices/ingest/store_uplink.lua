@@ -1,26 +1,44 @@
 -- Store one decoded uplink for one elder, atomically (Redis 6.2, Lua 5.1).
 --
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
---       4 device state (hash)      5 recent fix ids (zset)  6 elder's events (stream)
---       7 device events (stream)   8 rejected (stream)      9 rejected counts (hash)
---       10 timers (zset)
+--       4 device state (hash)      5 recent message ids (zset by arrival)
+--       6 elder's events (stream)  7 device events (stream) 8 rejected (stream)
+--       9 rejected counts (hash)   10 timers (zset)
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
---       5 retention_ms  6 max_speed_kmh  7 fix_id  8 tst  9 lat  10 lon  11 acc  12 src
+--       5 retention_ms  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
 --       19 topic  20 payload (truncated, for the dead letter)  21 offline_after_ms
+--       22 retained (1|0: the broker replayed a stored message on subscribe)
 -- Returns {verdict, detail}; verdict is stored | stored_late | stored_flagged | seen |
--- duplicate | too_fast | stale_route.
+-- retained | duplicate | too_fast | stale_route.
 --
--- It runs once per fix at province scale, so every hash is read once and written once.
+-- It runs once per message at province scale: every hash is read once and written once.
 
 local kind, device, elder = ARGV[1], ARGV[2], ARGV[3]
 local received_ms = ARGV[4]
 local alarm, batt = ARGV[16], ARGV[15]
+local retained = ARGV[22] == '1'
 
 -- The binding is checked here so a deleted or re-bound device never writes into an elder
 -- it no longer belongs to, whatever the caller's registry cache believes.
 if redis.call('GET', KEYS[1]) ~= device then
   return {'stale_route', ''}
+end
+
+-- Every message is processed once: a QoS 1 redelivery, or a bracelet repeating itself, finds
+-- its id among the last 64 arrivals (scored by arrival, so a burst of buffered fixes stays).
+local message_id = ARGV[7]
+if redis.call('ZSCORE', KEYS[5], message_id) then
+  if retained then return {'retained', ''} end
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*',
+    'reason', 'duplicate', 'detail', 'this message was already processed', 'topic', ARGV[19],
+    'payload', ARGV[20], 'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
+  redis.call('HINCRBY', KEYS[9], 'duplicate', 1)
+  return {'duplicate', ''}
+end
+redis.call('ZADD', KEYS[5], received_ms, message_id)
+if redis.call('ZCARD', KEYS[5]) > 96 then
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -65)
 end
 
 local function emit(event_type, tst, lat, lon, acc, detail)
@@ -31,23 +49,26 @@ local function emit(event_type, tst, lat, lon, acc, detail)
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', 100000, '*', unpack(fields))
 end
 
-local pos = redis.call('HMGET', KEYS[2], 'tst', 'lat', 'lon', 'acc',
-  'good_tst', 'good_lat', 'good_lon', 'good_acc')
+local pos = redis.call('HMGET', KEYS[2], 'order_t', 'lat', 'lon', 'acc',
+  'good_tst', 'good_lat', 'good_lon', 'good_acc', 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc')
 local dev = redis.call('HMGET', KEYS[4], 'online', 'low_battery')
+local device_alarms = {sos = true, fall = true, removed = true}
+local state = {}
 
-if kind == 'lastwill' then
-  redis.call('HSET', KEYS[4], 'online', '0', 'lastwill_ms', received_ms)
-  emit('device_lastwill', ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', '')
-  return {'seen', 'lastwill'}
+-- Any live message proves the device alive (even a fix rejected below): its offline check
+-- moves to OFFLINE_AFTER_S from now, and a return from offline is announced once. A message
+-- the broker replays from its retained store is old news and proves nothing.
+if not retained then
+  state = {'last_seen_ms', received_ms, 'online', '1'}
+  redis.call('ZADD', KEYS[10], (tonumber(received_ms) + tonumber(ARGV[21])) / 1000,
+    'offline|' .. elder .. '|' .. device)
+  if dev[1] == '0' then
+    emit('device_online', '', pos[2] or '', pos[3] or '', pos[4] or '', '')
+  end
 end
 
--- Any message proves the device alive (even a fix rejected below): its offline check moves
--- to OFFLINE_AFTER_S from now, and a return from offline is announced (state changes only).
-local state = {'last_seen_ms', received_ms, 'online', '1'}
-redis.call('ZADD', KEYS[10], (tonumber(received_ms) + tonumber(ARGV[21])) / 1000,
-  'offline|' .. elder .. '|' .. device)
-if dev[1] == '0' then
-  emit('device_online', pos[1] or '', pos[2] or '', pos[3] or '', pos[4] or '', '')
+local function save_state()
+  if #state > 0 then redis.call('HSET', KEYS[4], unpack(state)) end
 end
 
 -- Battery: the low-battery notice once per state change, 5 points of hysteresis so a level
@@ -66,48 +87,71 @@ local function battery(tst, lat, lon, acc)
   end
 end
 
-local device_alarms = {sos = true, fall = true, removed = true}
+if kind == 'lastwill' then
+  -- The phone's connection died. Whether it is *offline* is the timer's call, so a phone
+  -- that reconnects at once is not reported; the last will is kept as an event.
+  if not retained then
+    table.insert(state, 'lastwill_ms'); table.insert(state, received_ms)
+    emit('device_lastwill', ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', '')
+  end
+  save_state()
+  return {'seen', 'lastwill'}
+end
 
 if kind == 'heartbeat' then
   battery(ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '')
-  redis.call('HSET', KEYS[4], unpack(state))
-  if device_alarms[alarm] then emit(alarm, ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', 'status') end
+  save_state()
+  if device_alarms[alarm] then
+    emit(alarm, ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', ARGV[17] == '1' and 'fix unusable' or 'status')
+  end
   return {'seen', ''}
 end
 
 -- kind == 'location'
-local function reject(reason, detail)
-  redis.call('HSET', KEYS[4], unpack(state))
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*',
-    'reason', reason, 'detail', detail, 'topic', ARGV[19], 'payload', ARGV[20],
-    'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
-  redis.call('HINCRBY', KEYS[9], reason, 1)
-  return {reason, detail}
-end
-
-local fix_id = ARGV[7]
-if redis.call('ZSCORE', KEYS[5], fix_id) then
-  return reject('duplicate', 'this fix is already stored')
-end
 local tst, lat, lon = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local acc = tonumber(ARGV[11])
 local low_quality = ARGV[17] == '1'
-local late = tst < (tonumber(pos[1]) or -1)
+-- Order by the fix time, but never past the receive time: a clock running ahead must not
+-- make every later real fix look late.
+local order_t = math.min(tst, tonumber(received_ms) / 1000)
+local late = order_t < (tonumber(pos[1]) or -1)
 
-if not late and pos[5] then
-  local dt = tst - tonumber(pos[5])
+-- Times here are order times (fix time capped at receive time), like the lateness rule.
+local function kmh_between(lat0, lon0, acc0, t0)
+  local dt = order_t - t0
   if dt < 1 then dt = 1 end
   -- Both fixes may be off by their accuracy: only distance beyond that is travel.
   local rad = math.pi / 180
-  local lat0, lon0 = tonumber(pos[6]), tonumber(pos[7])
   local h = math.sin((lat - lat0) * rad / 2) ^ 2
     + math.cos(lat0 * rad) * math.cos(lat * rad) * math.sin((lon - lon0) * rad / 2) ^ 2
-  local travel = 2 * 6371008.8 * math.asin(math.sqrt(h)) - (acc or 0) - (tonumber(pos[8]) or 0)
+  local travel = 2 * 6371008.8 * math.asin(math.sqrt(h)) - (acc or 0) - (acc0 or 0)
   if travel < 0 then travel = 0 end
-  local kmh = travel / dt * 3.6
-  if kmh > tonumber(ARGV[6]) then
-    return reject('too_fast', string.format('%.0f km/h from the last good fix (%.0f m in %.0f s)',
-      kmh, travel, dt))
+  return travel / dt * 3.6, travel, dt
+end
+
+local max_kmh = tonumber(ARGV[6])
+local reanchored = false
+if not late and pos[5] then
+  local kmh, travel, dt = kmh_between(tonumber(pos[6]), tonumber(pos[7]), tonumber(pos[8]), tonumber(pos[5]))
+  if kmh > max_kmh then
+    -- Impossible from the last good fix. Either this is a one-fix jump, or the last good
+    -- fix was itself the outlier: two consecutive fixes that agree with each other but not
+    -- with it re-anchor the elder instead of freezing them on a wrong place.
+    local agrees = pos[9] and kmh_between(tonumber(pos[10]), tonumber(pos[11]), tonumber(pos[12]), tonumber(pos[9])) <= max_kmh
+    if not agrees then
+      redis.call('HSET', KEYS[2], 'jump_tst', tostring(order_t), 'jump_lat', ARGV[9], 'jump_lon', ARGV[10], 'jump_acc', ARGV[11])
+      save_state()
+      if device_alarms[alarm] then
+        emit(alarm, ARGV[8], pos[6] or '', pos[7] or '', pos[8] or '', 'fix rejected: too_fast')
+      end
+      local detail = string.format('%.0f km/h from the last good fix (%.0f m in %.0f s)', kmh, travel, dt)
+      redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*',
+        'reason', 'too_fast', 'detail', detail, 'topic', ARGV[19], 'payload', ARGV[20],
+        'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
+      redis.call('HINCRBY', KEYS[9], 'too_fast', 1)
+      return {'too_fast', detail}
+    end
+    reanchored = true
   end
 end
 
@@ -115,32 +159,32 @@ local flag_text = ''
 if late and low_quality then flag_text = 'late,low_quality'
 elseif late then flag_text = 'late'
 elseif low_quality then flag_text = 'low_quality' end
+if reanchored then flag_text = flag_text == '' and 'reanchored' or flag_text .. ',reanchored' end
 
 redis.call('XADD', KEYS[3], 'MINID', '~', tostring(tonumber(received_ms) - tonumber(ARGV[5])), '*',
   'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'src', ARGV[12],
   'vel', ARGV[13], 'cog', ARGV[14], 'batt', batt, 'alarm', alarm, 'flags', flag_text,
   'received_ms', received_ms)
-redis.call('ZADD', KEYS[5], tst, fix_id)
-if redis.call('ZCARD', KEYS[5]) > 96 then
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -65)  -- keep the 64 newest fix ids
-end
 
 if not late then
-  local p = {'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'src', ARGV[12],
-    'vel', ARGV[13], 'cog', ARGV[14], 'received_ms', received_ms, 'device_id', device,
-    'flags', flag_text}
+  local p = {'order_t', tostring(order_t), 'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10],
+    'acc', ARGV[11], 'src', ARGV[12], 'vel', ARGV[13], 'cog', ARGV[14],
+    'received_ms', received_ms, 'device_id', device, 'flags', flag_text}
   if batt ~= '' then table.insert(p, 'battery'); table.insert(p, batt) end
   if not low_quality then
-    table.insert(p, 'good_tst'); table.insert(p, ARGV[8])
+    table.insert(p, 'good_tst'); table.insert(p, tostring(order_t))
     table.insert(p, 'good_lat'); table.insert(p, ARGV[9])
     table.insert(p, 'good_lon'); table.insert(p, ARGV[10])
     table.insert(p, 'good_acc'); table.insert(p, ARGV[11])
   end
   redis.call('HSET', KEYS[2], unpack(p))
+  if pos[9] then redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc') end
 end
 battery(ARGV[8], ARGV[9], ARGV[10], ARGV[11])
-table.insert(state, 'last_fix_ms'); table.insert(state, received_ms)
-redis.call('HSET', KEYS[4], unpack(state))
+if not retained then
+  table.insert(state, 'last_fix_ms'); table.insert(state, received_ms)
+end
+save_state()
 if device_alarms[alarm] then emit(alarm, ARGV[8], ARGV[9], ARGV[10], ARGV[11], '') end
 
 if late then return {'stored_late', ''} end

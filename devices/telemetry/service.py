@@ -82,15 +82,16 @@ async def track(
     lo, hi = since.timestamp(), until.timestamp()
     features: list[tuple[float, dict[str, Any]]] = []
     for device_id in sorted(devices):
-        entries: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
-            keys.track(elder_id, device_id), start, "+", count=MAX_TRACK_POINTS
+        # Newest arrivals first, so a window with more fixes than the cap keeps its latest.
+        entries: list[tuple[str, dict[str, str]]] = await redis.xrevrange(  # type: ignore[assignment]
+            keys.track(elder_id, device_id), "+", start, count=MAX_TRACK_POINTS
         )
         for entry_id, fields in entries:
             tst = float(fields["tst"])
             if lo <= tst <= hi:
                 features.append((tst, _feature(entry_id, device_id, fields)))
     features.sort(key=lambda item: item[0])
-    return TrackCollection(features=[f for _, f in features[:MAX_TRACK_POINTS]])
+    return TrackCollection(features=[f for _, f in features[-MAX_TRACK_POINTS:]])
 
 
 def _feature(entry_id: str, device_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -171,10 +172,10 @@ async def rejected(
     if caller.role is Role.GUARDIAN:
         own = set(store.texts(await redis.zrange(keys.owner_elders(caller.subject or ""), 0, -1)))
     items: list[RejectedRead] = []
-    next_cursor = cursor
-    # Filters are applied while scanning; stop after a bounded number of pages.
+    scan_cursor = cursor
+    # Filters are applied while scanning newest first; stop after a bounded number of pages.
     for _ in range(20):
-        entries, next_cursor = await _newest_first(redis, keys.REJECTED, next_cursor, limit)
+        entries, scan_cursor = await _newest_first(redis, keys.REJECTED, scan_cursor, limit)
         for entry_id, f in entries:
             if reason and f.get("reason") != reason:
                 continue
@@ -183,9 +184,12 @@ async def rejected(
             if own is not None and f.get("elder_id") not in own:
                 continue
             items.append(_rejected(entry_id, f))
-        if len(items) >= limit or next_cursor is None:
+            if len(items) == limit:
+                # The next page starts after the last item shown, not after what was scanned.
+                return Page[RejectedRead](items=items, next=entry_id)
+        if scan_cursor is None:
             break
-    return Page[RejectedRead](items=items[:limit], next=next_cursor)
+    return Page[RejectedRead](items=items, next=scan_cursor)
 
 
 def _rejected(entry_id: str, f: dict[str, str]) -> RejectedRead:

@@ -249,7 +249,8 @@ def run(
         mqtt_url = broker.start()
         try:
             asyncio.run(_register(redis_url, devices))
-            base = time.time() - 86_000
+            # Two queues of fixes in the past, one second apart per device, none in the future.
+            base = time.time() - 2 * fixes / devices - 600
 
             _open_session(mqtt_url, "bench-bare")
             _fill(mqtt_url, devices=devices, fixes=fixes, publishers=publishers, base_tst=base)
@@ -257,7 +258,11 @@ def run(
 
             _open_session(mqtt_url, "bench-ingest")
             _fill(
-                mqtt_url, devices=devices, fixes=fixes, publishers=publishers, base_tst=base + fixes
+                mqtt_url,
+                devices=devices,
+                fixes=fixes,
+                publishers=publishers,
+                base_tst=base + fixes / devices + 1,
             )
             counter = _Counter()
             counter.target = fixes

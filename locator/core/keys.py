@@ -155,3 +155,8 @@ TIMERS = "hw:timers"  # zset member = job id ("kind|arg|arg"), score = due epoch
 def timer(job_id: str) -> str:
     """A job's token and payload; absent for jobs that need neither."""
     return f"hw:timer:{job_id}"
+
+
+def rejected_seen(identity: str) -> str:
+    """Marks a rejected message as dead-lettered for an hour, so a redelivery is not counted."""
+    return f"hw:rejected:seen:{identity}"
