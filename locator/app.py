@@ -15,6 +15,7 @@ from alerts.responders.endpoints import router as responders_router
 from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
+from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
@@ -94,6 +95,7 @@ def create_app(
         elders_router,
         devices_router,
         telemetry_router,
+        zones_router,
         responders_router,
         endpoints.router,
     ):

@@ -253,6 +253,7 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
         clock=SystemClock(),
         retention_s=settings.track_retention_s,
         offline_after_s=settings.offline_after_s,
+        timezone=settings.zone,
         client_id=settings.mqtt_client_id,
     )
 

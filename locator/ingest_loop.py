@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 import redis
 from prometheus_client import Gauge
 
 from devices.ingest.pipeline import BatchOutcome, Message, UplinkStore
+from geofences.evaluator import ZoneEvaluator
 from locator import processes
 from locator.core import keys
 from locator.core.clock import Clock
@@ -70,6 +72,7 @@ class IngestLoop:
         clock: Clock,
         retention_s: int,
         offline_after_s: int = 1200,
+        timezone: ZoneInfo | None = None,
         client_id: str | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
     ) -> None:
@@ -79,6 +82,7 @@ class IngestLoop:
         self._clock = clock
         self._retention_s = retention_s
         self._offline_after_s = offline_after_s
+        self._timezone = timezone or ZoneInfo("Asia/Shanghai")
         self._on_batch = on_batch
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client_id = client_id or default_client_id()
@@ -169,6 +173,7 @@ class IngestLoop:
                     clock=self._clock,
                     retention_s=self._retention_s,
                     offline_after_s=self._offline_after_s,
+                    evaluator=ZoneEvaluator(self._redis, timezone=self._timezone),
                 )
                 self._set_redis(True)
                 return store

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from prometheus_client import Counter as PromCounter
@@ -69,6 +69,25 @@ return 1
 """
 
 
+class FixEvaluator(Protocol):
+    """A later stage that evaluates fixes inside the store's commit (the zone engine).
+
+    Injected by the shell: the devices domain cannot import geofences.
+    """
+
+    version_key: str
+
+    def observe_version(self, version: int) -> None: ...
+
+    def ensure_loaded(self, elder_ids: set[int]) -> None: ...
+
+    def prepare(self, position: Position, *, low_quality: bool) -> tuple[str, str] | None: ...
+
+    def settle(self, elder_id: int, *, applied: bool) -> None: ...
+
+    def forget(self, elder_id: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One MQTT message as received; ``received_at`` is stamped on arrival by the clock."""
@@ -104,6 +123,7 @@ class _Pending:
     uplink: Uplink
     target: Target
     salvaged: bool = False  # an alarm rescued from a fix that could not be used
+    zone_update: tuple[str, str] | None = None  # (expected zone-state version, update JSON)
 
 
 @dataclass
@@ -234,9 +254,16 @@ class UplinkStore:
     """Turns batches of messages into stored fixes, device state, events and dead letters."""
 
     def __init__(
-        self, client: redis.Redis, *, clock: Clock, retention_s: int, offline_after_s: int = 1200
+        self,
+        client: redis.Redis,
+        *,
+        clock: Clock,
+        retention_s: int,
+        offline_after_s: int = 1200,
+        evaluator: FixEvaluator | None = None,
     ) -> None:
         self._redis = client
+        self.evaluator = evaluator
         self._clock = clock
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
@@ -332,8 +359,17 @@ class UplinkStore:
 
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
         """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
+        if self.evaluator is not None:
+            self.evaluator.ensure_loaded(
+                {
+                    i.target.elder_id
+                    for i in items
+                    if isinstance(i, _Pending) and isinstance(i.uplink, Fix)
+                }
+            )
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(keys.DEVICES_VERSION)
+        pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
         for item in items:
             if isinstance(item, _Reject):
                 fields = item.fields()
@@ -354,6 +390,9 @@ class UplinkStore:
             raise version
         # Registrations change rarely; a change seen here refreshes the cache for the next batch.
         self.routes.observe_version(int(version or 0))
+        zones_version = next(results)
+        if self.evaluator is not None and not isinstance(zones_version, Exception):
+            self.evaluator.observe_version(int(zones_version or 0))
         stale: list[_Pending] = []
         retry: list[_Pending | _Reject] = []
         for item in items:
@@ -381,7 +420,14 @@ class UplinkStore:
         self, item: _Pending, result: Any, outcome: BatchOutcome, stale: list[_Pending]
     ) -> None:
         verdict = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        detail = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         if verdict == "stale_route":
+            stale.append(item)
+            return
+        if self.evaluator is not None and item.zone_update is not None:
+            self.evaluator.settle(item.target.elder_id, applied=detail == "zones")
+        if verdict == "zone_conflict":
+            # Someone else moved this elder's zone state: reload and evaluate again.
             stale.append(item)
             return
         if verdict in ("duplicate", "too_fast"):
@@ -411,6 +457,9 @@ class UplinkStore:
             keys.REJECTED,
             keys.REJECTED_COUNTS,
             keys.TIMERS,
+            keys.zone_state(elder),
+            keys.elder_transitions(elder),
+            keys.TRANSITIONS,
         ]
         common = [
             device,
@@ -419,6 +468,12 @@ class UplinkStore:
             str(self._retention_ms),
             _arg(MAX_SPEED_KMH),
         ]
+        item.zone_update = None
+        if isinstance(uplink, Fix) and self.evaluator is not None and not message.retain:
+            position = Position.from_fix(
+                uplink, device_id=device, elder_id=elder, received_at=message.received_at
+            )
+            item.zone_update = self.evaluator.prepare(position, low_quality=is_low_quality(uplink))
         if isinstance(uplink, Fix):
             kind = "location"
             fields = [
@@ -454,5 +509,6 @@ class UplinkStore:
             payload,
             str(offline_after_s * 1000),
             "1" if message.retain else "0",
+            *(item.zone_update or ("", "")),
         ]
         return script_keys, [kind, *common, *fields, *tail]

@@ -3,14 +3,17 @@
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
 --       4 device state (hash)      5 recent message ids (zset by arrival)
 --       6 elder's events (stream)  7 device events (stream) 8 rejected (stream)
---       9 rejected counts (hash)   10 timers (zset)
+--       9 rejected counts (hash)   10 timers (zset)          11 zone state (hash, with v)
+--       12 elder's transitions (stream)                      13 transitions (stream)
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
 --       5 retention_ms  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
 --       19 topic  20 payload (truncated, for the dead letter)  21 offline_after_ms
 --       22 retained (1|0: the broker replayed a stored message on subscribe)
+--       23 expected zone-state version ('' = no zone update)  24 zone update (JSON)
 -- Returns {verdict, detail}; verdict is stored | stored_late | stored_flagged | seen |
--- retained | duplicate | too_fast | stale_route.
+-- retained | duplicate | too_fast | stale_route | zone_conflict; detail 'zones' when the
+-- zone update was applied with the fix.
 --
 -- It runs once per message at province scale: every hash is read once and written once.
 
@@ -35,6 +38,11 @@ if redis.call('ZSCORE', KEYS[5], message_id) then
     'payload', ARGV[20], 'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
   redis.call('HINCRBY', KEYS[9], 'duplicate', 1)
   return {'duplicate', ''}
+end
+-- The zone engine evaluated this fix against a version of the zone state; if that is not
+-- the stored version any more, nothing is written and the caller evaluates again.
+if ARGV[23] ~= '' and (redis.call('HGET', KEYS[11], 'v') or '0') ~= ARGV[23] then
+  return {'zone_conflict', ''}
 end
 redis.call('ZADD', KEYS[5], received_ms, message_id)
 if redis.call('ZCARD', KEYS[5]) > 96 then
@@ -180,6 +188,24 @@ if not late then
   redis.call('HSET', KEYS[2], unpack(p))
   if pos[9] then redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc') end
 end
+local zones_applied = ''
+if ARGV[23] ~= '' and not late then
+  -- Zone state moves in the same commit as the fix it was computed from.
+  local update = cjson.decode(ARGV[24])
+  local fields = {'v', tostring(tonumber(ARGV[23]) + 1)}
+  for zone_id, zone_state in pairs(update.states) do
+    table.insert(fields, zone_id); table.insert(fields, cjson.encode(zone_state))
+  end
+  redis.call('HSET', KEYS[11], unpack(fields))
+  for _, t in ipairs(update.transitions) do
+    local tf = {'zone_id', t.zone_id, 'kind', t.kind, 'outside_all_safe', t.outside_all_safe and '1' or '0',
+      'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
+      'device_id', device, 'received_ms', received_ms}
+    redis.call('XADD', KEYS[12], 'MAXLEN', '~', 1000, '*', unpack(tf))
+    redis.call('XADD', KEYS[13], 'MAXLEN', '~', 100000, '*', unpack(tf))
+  end
+  zones_applied = 'zones'
+end
 battery(ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 if not retained then
   table.insert(state, 'last_fix_ms'); table.insert(state, received_ms)
@@ -187,6 +213,6 @@ end
 save_state()
 if device_alarms[alarm] then emit(alarm, ARGV[8], ARGV[9], ARGV[10], ARGV[11], '') end
 
-if late then return {'stored_late', ''} end
-if low_quality then return {'stored_flagged', ''} end
-return {'stored', ''}
+if late then return {'stored_late', zones_applied} end
+if low_quality then return {'stored_flagged', zones_applied} end
+return {'stored', zones_applied}

@@ -160,3 +160,12 @@ def timer(job_id: str) -> str:
 def rejected_seen(identity: str) -> str:
     """Marks a rejected message as dead-lettered for an hour, so a redelivery is not counted."""
     return f"hw:rejected:seen:{identity}"
+
+
+def elder_transitions(elder_id: int) -> str:
+    """The elder's capped stream of zone transitions (zone_exit, zone_enter, danger_enter)."""
+    return f"hw:{elder_tag(elder_id)}:transitions"
+
+
+ZONES_VERSION = "hw:zones:version"  # bumped on every zone or pause change: evaluator cache
+TRANSITIONS = "hw:stream:transitions"  # consumed by the alerts stage
