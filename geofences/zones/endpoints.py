@@ -56,8 +56,10 @@ async def set_pause(
 
 
 @router.get("/elders/{elder_id}/pause", tags=["pause"])
-async def get_pause(elder_id: int, redis: RedisDep, caller: CallerDep) -> PauseRead:
-    return await service.get_pause(redis, caller=caller, elder_id=elder_id)
+async def get_pause(
+    elder_id: int, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> PauseRead:
+    return await service.get_pause(redis, caller=caller, elder_id=elder_id, clock=clock)
 
 
 @router.delete("/elders/{elder_id}/pause", status_code=status.HTTP_204_NO_CONTENT, tags=["pause"])

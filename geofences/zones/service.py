@@ -22,7 +22,7 @@ from geofences.zones.schemas import (
 from locator.core import crs as crs_mod
 from locator.core import keys, store
 from locator.core.auth import Principal
-from locator.core.clock import Clock, isoformat, ms_to_iso
+from locator.core.clock import Clock, isoformat, ms_to_iso, parse_iso
 from locator.core.errors import NotFound, Unprocessable
 from locator.core.schemas import LatLon, Page
 
@@ -217,18 +217,23 @@ async def set_pause(
         raise _bad(["until"], "a pause lasts at most 24 hours")
     pause = PauseRead(until=isoformat(until), reason=body.reason, set_at=isoformat(now))
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.pause(elder_id), pause.model_dump_json(), exat=int(until.timestamp()) + 1)
+        # No Redis expiry: "until" is compared with the fix time (the clock), not Redis time.
+        pipe.set(keys.pause(elder_id), pause.model_dump_json())
         pipe.incr(keys.ZONES_VERSION)
         await pipe.execute()
     return pause
 
 
-async def get_pause(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> PauseRead:
+async def get_pause(
+    redis: aioredis.Redis, *, caller: Principal, elder_id: int, clock: Clock
+) -> PauseRead:
+    """The pause in force, or 404."""
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
     raw = store.text(await redis.get(keys.pause(elder_id)))
-    if raw is None:
+    pause = PauseRead.model_validate_json(raw) if raw else None
+    if pause is None or parse_iso(pause.until) <= clock.now():
         raise NotFound(f"elder {elder_id} is not paused")
-    return PauseRead.model_validate_json(raw)
+    return pause
 
 
 async def end_pause(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> None:
