@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
-
 from geofences.geometry import LocalFrame, Shape
 from geofences.schedule import is_active
 
@@ -127,7 +125,7 @@ def evaluate(
         x, y = frame.xy(fix.lat, fix.lon)
         needed = 1 if fix.alarm in BYPASS_ALARMS else CONFIRMING_FIXES
         for zone in zones:
-            distance = float(zone.shape.signed_distance(np.atleast_1d(x), np.atleast_1d(y))[0])
+            distance = zone.shape.signed_distance_one(float(x), float(y))
             before = vars(new_states[zone.id]).copy()
             step(new_states[zone.id], evidence(distance, fix.accuracy_m or 0.0), needed=needed)
             result.changed |= before != vars(new_states[zone.id])

@@ -48,6 +48,16 @@ class Shape:
     circle: tuple[float, float, float] | None = None  # centre x, centre y, radius (m)
     area: Polygon | MultiPolygon | None = None
 
+    def signed_distance_one(self, x: float, y: float) -> float:
+        """The scalar path the ingest takes per fix: no array allocation."""
+        if self.circle is not None:
+            cx, cy, r = self.circle
+            return math.hypot(x - cx, y - cy) - r
+        assert self.area is not None
+        point = shapely.Point(x, y)
+        to_boundary = float(shapely.distance(self.area.boundary, point))
+        return -to_boundary if shapely.contains_xy(self.area, x, y) else to_boundary
+
     def signed_distance(self, xs: Floats, ys: Floats) -> Floats:
         """Metres to the boundary: negative inside, positive outside."""
         if self.circle is not None:
