@@ -412,6 +412,27 @@ def bench_ingest(
     typer.echo(bench.report(result))
 
 
+@bench_app.command("fences")
+def bench_fences(
+    elders: Annotated[int, typer.Option(help="elders, two zones each")] = 10_000,
+    fixes: Annotated[int, typer.Option(help="fixes evaluated by the batch engine")] = 200_000,
+    loop_fixes: Annotated[int, typer.Option(help="fixes for the per-point loop")] = 40_000,
+    pipeline_fixes: Annotated[int, typer.Option(help="fixes through the whole ingest")] = 20_000,
+) -> None:
+    """Zone engine (batch) vs a per-point shapely loop (and PostGIS), plus the whole path."""
+    from locator.bench import fences
+
+    configure_logging("warning")
+    typer.echo(
+        fences.run(
+            elders=elders,
+            fixes=fixes,
+            loop_fixes=loop_fixes,
+            pipeline_fixes=pipeline_fixes,
+        )
+    )
+
+
 def main() -> None:
     """Entry point: a bad setting or a taken port is one line on stderr, never a traceback."""
     try:

@@ -314,3 +314,28 @@ def test_bench_ingest_runs_end_to_end_and_loses_nothing(tmp_path: Path) -> None:
     assert "ratio ingest/bare:" in result.stdout
     match = re.search(r"track entries stored: ([\d,]+) \(expected ([\d,]+)\)", result.stdout)
     assert match and match.group(1) == match.group(2) == "800", result.stdout
+
+
+def test_bench_fences_runs_end_to_end(tmp_path: Path) -> None:
+    result = _homeward(
+        "bench",
+        "fences",
+        "--elders",
+        "200",
+        "--fixes",
+        "4000",
+        "--loop-fixes",
+        "1000",
+        "--pipeline-fixes",
+        "400",
+        env=_env(HOMEWARD_DATA_DIR=str(tmp_path)),
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    for label in (
+        "(a) engine batch path",
+        "(b) prepared shapely loop",
+        "(a)/(b) =",
+        "(d) whole ingest path",
+    ):
+        assert label in result.stdout, result.stdout
