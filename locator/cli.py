@@ -418,6 +418,10 @@ def bench_fences(
     fixes: Annotated[int, typer.Option(help="fixes evaluated by the batch engine")] = 200_000,
     loop_fixes: Annotated[int, typer.Option(help="fixes for the per-point loop")] = 40_000,
     pipeline_fixes: Annotated[int, typer.Option(help="fixes through the whole ingest")] = 20_000,
+    postgis_dsn: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL server with PostGIS available ('' to skip)"),
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
 ) -> None:
     """Zone engine (batch) vs a per-point shapely loop (and PostGIS), plus the whole path."""
     from locator.bench import fences
@@ -429,6 +433,7 @@ def bench_fences(
             fixes=fixes,
             loop_fixes=loop_fixes,
             pipeline_fixes=pipeline_fixes,
+            postgis_dsn=postgis_dsn or None,
         )
     )
 

@@ -328,6 +328,8 @@ def test_bench_fences_runs_end_to_end(tmp_path: Path) -> None:
         "1000",
         "--pipeline-fixes",
         "400",
+        "--postgis-dsn",
+        "",
         env=_env(HOMEWARD_DATA_DIR=str(tmp_path)),
         timeout=180,
     )
