@@ -42,6 +42,7 @@ class ZoneStates:
     streak: NDArray[np.int16]
     streak_to: NDArray[np.int8]
     reported: NDArray[np.int8]
+    said: NDArray[np.int8]
 
     @classmethod
     def fresh(cls, zones: int) -> ZoneStates:
@@ -50,6 +51,7 @@ class ZoneStates:
             streak=np.zeros(zones, np.int16),
             streak_to=np.zeros(zones, np.int8),
             reported=np.full(zones, NEW, np.int8),
+            said=np.zeros(zones, np.int8),
         )
 
 
@@ -134,13 +136,15 @@ def evaluate_batch(
         report = (tracked != UNKNOWN) & (tracked != reported)
         silent = report & (reported == NEW)
         danger = zones.danger[z]
+        said = states.said[z]
         kind = np.where(
             danger,
             np.where(tracked == INSIDE, DANGER_ENTER, 0),
-            np.where(tracked == OUTSIDE, EXIT, ENTER),
+            np.where(tracked == OUTSIDE, EXIT, np.where(said == OUTSIDE, ENTER, 0)),
         )
         emit = report & ~silent & (kind != 0)
         states.reported[z] = np.where(report, tracked, reported)
+        states.said[z] = np.where(emit, tracked, said)
         for i in np.flatnonzero(emit):
             transitions.append((int(fix_index[sel[i]]), int(z[i]), int(kind[i])))
     return transitions

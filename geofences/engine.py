@@ -25,6 +25,9 @@ BUFFER_M = 20.0
 CONFIRMING_FIXES = 2
 MAX_COUNTING_ACCURACY_M = 100.0
 BYPASS_ALARMS = frozenset({"sos", "fall", "removed"})
+# A zone drawn while the family is out with her learns where she is silently, but only for
+# this long: after it, a first "outside" is an exit like any other.
+NEW_ZONE_GRACE_S = 600.0
 
 Side = Literal["inside", "outside", "unknown"]
 # "new": a zone just drawn, its first determination is silent (the family drawing a zone
@@ -38,6 +41,7 @@ class Zone:
     kind: Literal["safe", "danger"]
     shape: Shape
     schedule: list[dict[str, Any]] | None = None
+    created: float = 0.0  # epoch seconds the zone was drawn
 
 
 @dataclass
@@ -46,13 +50,26 @@ class ZoneState:
     streak: int = 0
     streak_to: Side | None = None
     reported: Reported = "new"
+    said: Side | None = None  # the last side a transition announced (survives pauses)
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": self.tracked, "s": self.streak, "to": self.streak_to, "r": self.reported}
+        return {
+            "t": self.tracked,
+            "s": self.streak,
+            "to": self.streak_to,
+            "r": self.reported,
+            "said": self.said,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ZoneState:
-        return cls(tracked=data["t"], streak=data["s"], streak_to=data["to"], reported=data["r"])
+        return cls(
+            tracked=data["t"],
+            streak=data["s"],
+            streak_to=data["to"],
+            reported=data["r"],
+            said=data.get("said"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +138,21 @@ def evaluate(
         and fix.accuracy_m is not None
         and fix.accuracy_m <= MAX_COUNTING_ACCURACY_M
     )
+    seen: dict[str, Side] = {}
     if counting and zones:
         x, y = frame.xy(fix.lat, fix.lon)
         needed = 1 if fix.alarm in BYPASS_ALARMS else CONFIRMING_FIXES
         for zone in zones:
             distance = zone.shape.signed_distance_one(float(x), float(y))
+            seen[zone.id] = evidence(distance, fix.accuracy_m or 0.0)
             before = vars(new_states[zone.id]).copy()
-            step(new_states[zone.id], evidence(distance, fix.accuracy_m or 0.0), needed=needed)
+            step(new_states[zone.id], seen[zone.id], needed=needed)
             result.changed |= before != vars(new_states[zone.id])
+    now = local_time.timestamp()
     active = {z.id: is_active(z.schedule, local_time) and not paused for z in zones}
     safe_active = [z for z in zones if z.kind == "safe" and active[z.id]]
     outside_all_safe = bool(safe_active) and all(
-        new_states[z.id].tracked == "outside" for z in safe_active
+        new_states[z.id].tracked != "inside" for z in safe_active
     )
     for zone in zones:
         state = new_states[zone.id]
@@ -140,17 +160,31 @@ def evaluate(
             if state.reported not in (None, "new"):
                 state.reported, result.changed = None, True
             continue
+        if state.reported == "new" and now - zone.created > NEW_ZONE_GRACE_S:
+            state.reported, result.changed = None, True
         if state.tracked == "unknown" or state.tracked == state.reported:
             continue
-        previous, state.reported, result.changed = state.reported, state.tracked, True
+        previous = state.reported
+        if previous is None and seen.get(zone.id) != state.tracked:
+            # Back from a pause or a closed window: speak only on a fix that itself shows
+            # where she is now, not on a side recorded hours ago.
+            continue
+        state.reported, result.changed = state.tracked, True
         if previous == "new":
             continue  # a freshly drawn zone learns where she is without raising anything
-        if zone.kind == "safe":
-            kind: Literal["zone_exit", "zone_enter", "danger_enter"] | None = (
-                "zone_exit" if state.tracked == "outside" else "zone_enter" if previous else None
-            )
-        else:
-            kind = "danger_enter" if state.tracked == "inside" else None
+        kind = _transition(zone.kind, state.tracked, previous, state.said)
         if kind is not None:
+            state.said = state.tracked
             result.transitions.append(Transition(zone.id, kind, outside_all_safe))
     return result
+
+
+def _transition(
+    kind: str, side: Side, previous: Reported, said: Side | None
+) -> Literal["zone_exit", "zone_enter", "danger_enter"] | None:
+    if kind == "danger":
+        return "danger_enter" if side == "inside" else None
+    if side == "outside":
+        return "zone_exit"
+    # Inside a safe zone: news only if her exit was announced (now or before a pause).
+    return "zone_enter" if said == "outside" else None

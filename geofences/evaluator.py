@@ -20,6 +20,7 @@ from devices.ingest.position import Position
 from geofences.engine import FixInput, Zone, ZoneState, evaluate
 from geofences.geometry import LocalFrame, project_geometry
 from locator.core import keys
+from locator.core.clock import parse_iso
 
 
 @dataclass
@@ -29,12 +30,27 @@ class _ElderZones:
     states: dict[str, ZoneState]
     version: int
     pause_until: float | None
+    order_t: float = 0.0  # order time of the last stored fix: older fixes are late
 
 
 def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class PreparedUpdate:
+    """A zone update riding with one fix: applied by the store script, or not at all."""
+
+    elder_id: int
+    expected: str
+    payload: str
+    states: dict[str, ZoneState]
+    order_t: float
+
+    def args(self) -> tuple[str, str]:
+        return self.expected, self.payload
 
 
 class ZoneEvaluator:
@@ -44,7 +60,13 @@ class ZoneEvaluator:
         self._redis = client
         self._tz = timezone
         self._cache: dict[int, _ElderZones | None] = {}
+        # What this attempt's earlier fixes would make of an elder, until the script confirms.
+        self._overlay: dict[int, tuple[dict[str, ZoneState], int, float]] = {}
         self._version: int | None = None
+
+    def begin(self) -> None:
+        """A new write attempt: guesses of an attempt that did not land are discarded."""
+        self._overlay.clear()
 
     def observe_version(self, version: int) -> None:
         """A zone or pause changed somewhere: reload elders as their fixes come in."""
@@ -54,6 +76,7 @@ class ZoneEvaluator:
 
     def forget(self, elder_id: int) -> None:
         self._cache.pop(elder_id, None)
+        self._overlay.pop(elder_id, None)
 
     def ensure_loaded(self, elder_ids: set[int]) -> None:
         """Load the elders not cached yet, all in one round trip."""
@@ -67,11 +90,15 @@ class ZoneEvaluator:
             pipe.hgetall(keys.zones(elder_id))
             pipe.hgetall(keys.zone_state(elder_id))
             pipe.get(keys.pause(elder_id))
+            pipe.hget(keys.last_position(elder_id), "order_t")
         results = pipe.execute()
         self.observe_version(int(results[0] or 0))
         for n, elder_id in enumerate(missing):
-            elder_raw, zones_raw, states_raw, pause_raw = results[1 + 4 * n : 5 + 4 * n]
-            self._cache[elder_id] = self._build(elder_raw, zones_raw, states_raw, pause_raw)
+            elder_raw, zones_raw, states_raw, pause_raw, order_t = results[1 + 5 * n : 6 + 5 * n]
+            built = self._build(elder_raw, zones_raw, states_raw, pause_raw)
+            if built is not None:
+                built.order_t = float(order_t or 0)
+            self._cache[elder_id] = built
 
     def _build(
         self, elder_raw: Any, zones_raw: Any, states_raw: Any, pause_raw: Any
@@ -85,7 +112,9 @@ class ZoneEvaluator:
             doc = json.loads(raw)
             props = doc["properties"]
             shape = project_geometry(doc["geometry"], frame, props.get("radius_m"))
-            zones.append(Zone(doc["id"], props["kind"], shape, props.get("schedule")))
+            created = props.get("created_at")
+            created_t = parse_iso(created).timestamp() if created else 0.0
+            zones.append(Zone(doc["id"], props["kind"], shape, props.get("schedule"), created_t))
         states = {
             _text(k) or "": ZoneState.from_json(json.loads(v))
             for k, v in states_raw.items()
@@ -93,23 +122,24 @@ class ZoneEvaluator:
         }
         pause_until = None
         if pause_raw:
-            from datetime import datetime
-
-            pause_until = datetime.fromisoformat(
-                json.loads(pause_raw)["until"].replace("Z", "+00:00")
-            ).timestamp()
+            pause_until = parse_iso(json.loads(pause_raw)["until"]).timestamp()
         return _ElderZones(frame, zones, states, int(states_raw.get("v", 0) or 0), pause_until)
 
-    def prepare(self, position: Position, *, low_quality: bool) -> tuple[str, str] | None:
-        """Evaluate a fix; the (expected version, update) the store script applies with it."""
+    def prepare(self, position: Position, *, low_quality: bool) -> PreparedUpdate | None:
+        """Evaluate a fix; the update the store script applies with it (if it stores the fix)."""
         cached = self._cache.get(position.elder_id)
         if cached is None:
             return None
+        states, version, last_order_t = self._overlay.get(
+            position.elder_id, (cached.states, cached.version, cached.order_t)
+        )
         moment = min(position.fix_time, position.received_at)
+        if moment.timestamp() < last_order_t:
+            return None  # a late fix: stored in the track, never moves the elder or a zone
         paused = cached.pause_until is not None and moment.timestamp() < cached.pause_until
         result = evaluate(
             cached.zones,
-            cached.states,
+            states,
             cached.frame,
             FixInput(position.lat, position.lon, position.accuracy_m, low_quality, position.alarm),
             local_time=moment.astimezone(self._tz),
@@ -117,7 +147,6 @@ class ZoneEvaluator:
         )
         if not result.changed:
             return None
-        expected = cached.version
         update = {
             "states": {zone_id: state.to_json() for zone_id, state in result.states.items()},
             "transitions": [
@@ -125,11 +154,21 @@ class ZoneEvaluator:
                 for t in result.transitions
             ],
         }
-        # Speculative: the next fix of this elder in the same batch builds on this one.
-        cached.states, cached.version = result.states, expected + 1
-        return str(expected), json.dumps(update, separators=(",", ":"))
+        self._overlay[position.elder_id] = (result.states, version + 1, moment.timestamp())
+        return PreparedUpdate(
+            elder_id=position.elder_id,
+            expected=str(version),
+            payload=json.dumps(update, separators=(",", ":")),
+            states=result.states,
+            order_t=moment.timestamp(),
+        )
 
-    def settle(self, elder_id: int, *, applied: bool) -> None:
-        """The script stored the fix without its zone update (late, rejected): reload."""
-        if not applied:
-            self.forget(elder_id)
+    def settle(self, update: PreparedUpdate, *, applied: bool) -> None:
+        """Make a confirmed update the cached truth; anything else means reload."""
+        cached = self._cache.get(update.elder_id)
+        if not applied or cached is None:
+            self.forget(update.elder_id)
+            return
+        cached.states = update.states
+        cached.version = int(update.expected) + 1
+        cached.order_t = max(cached.order_t, update.order_t)

@@ -39,13 +39,20 @@ def test_batch_matches_the_per_fix_engine_on_noisy_walks() -> None:
             [frame.lon0 + d, frame.lat0 + d],
             [frame.lon0 + d, frame.lat0 - d],
         ]
+        # Drawn just now: the batch path assumes zones inside their first-learning grace or
+        # already settled, and always on (no schedule, no pause).
+        drawn = NOON.timestamp()
         zones_per_elder.append(
             [
-                Zone(f"c{e}", "safe", project_geometry(home, frame, 150 + 10 * (e % 5))),
+                Zone(
+                    f"c{e}", "safe", project_geometry(home, frame, 150 + 10 * (e % 5)), None, drawn
+                ),
                 Zone(
                     f"p{e}",
                     "danger" if e % 2 else "safe",
                     project_geometry({"type": "Polygon", "coordinates": [ring]}, frame, None),
+                    None,
+                    drawn,
                 ),
             ]
         )

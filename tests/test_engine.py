@@ -119,11 +119,38 @@ def test_danger_zone_entry() -> None:
     assert walk.fixes(fix) == ["danger_enter"]
 
 
+def fresh_circle() -> Zone:
+    zone = circle()
+    return Zone(zone.id, zone.kind, zone.shape, zone.schedule, created=NOON.timestamp() - 60)
+
+
 def test_a_newly_drawn_zone_learns_silently() -> None:
-    walk = Walk(circle(), settled_inside=False)
+    walk = Walk(fresh_circle(), settled_inside=False)
     assert walk.fixes(at(500), at(500)) == []  # drawn while out with the family
-    assert walk.fixes(at(0), at(0)) == ["zone_enter"]
+    assert walk.fixes(at(0), at(0)) == []  # home: nothing was announced, nothing to undo
     assert walk.fixes(at(500), at(500)) == ["zone_exit"]
+
+
+def test_a_zone_that_never_proved_inside_still_reports_the_exit_after_its_grace() -> None:
+    # A 150 m circle with indoor Wi-Fi fixes of 140 m accuracy never proves "inside".
+    walk = Walk(circle(), settled_inside=False)
+    assert walk.fixes(*(at(0, acc=95) for _ in range(10))) == []
+    assert walk.fixes(at(400), at(450)) == ["zone_exit"]
+
+
+def test_coming_back_on_speaks_only_on_a_fix_that_counts() -> None:
+    walk = Walk(circle())
+    walk.fixes(at(600), at(600), paused=True)  # driven out by the family
+    walk.fixes(at(0, acc=150), paused=True)  # brought home; a vague fix does not count
+    assert walk.fixes(at(0, acc=150)) == []  # pause over: a vague fix says nothing
+    assert walk.fixes(at(0), at(0)) == []  # she is home: no exit, no enter (never announced)
+
+
+def test_return_home_after_a_reported_exit_and_a_pause_is_announced() -> None:
+    walk = Walk(circle())
+    assert walk.fixes(at(600), at(600)) == ["zone_exit"]
+    walk.fixes(at(0), at(0), paused=True)  # "he is with me" while bringing her back
+    assert walk.fixes(at(0)) == ["zone_enter"]
 
 
 NIGHT = [{"days": [1, 2, 3, 4, 5, 6, 7], "start": "20:00", "end": "07:00"}]

@@ -369,3 +369,70 @@ def client_stream(redis_url: str) -> list[tuple[str, dict[str, str]]]:
         return sync.xrange(keys.TRANSITIONS)  # type: ignore[return-value]
     finally:
         sync.close()
+
+
+async def test_a_batch_retried_after_redis_lost_its_scripts_loses_no_exit(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    elder_id = await with_device(api)
+    await add_zone(api, elder_id, circle())
+    pipeline = store(client, clock)
+    for metres in (0, 0, 400):
+        clock.advance(30)
+        pipeline.process([fix_message(clock, metres)])
+    client.script_flush()  # what a Redis restart does to the script cache
+    for metres in (420, 440, 460, 480):
+        clock.advance(30)
+        pipeline.process([fix_message(clock, metres)])
+    assert await transitions(api, elder_id) == ["zone_exit"]
+    assert json.loads(client.hget(keys.zone_state(elder_id), "z1") or "{}")["t"] == "outside"
+
+
+async def test_late_fixes_in_a_batch_do_not_drop_the_live_ones(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    elder_id = await with_device(api)
+    await add_zone(api, elder_id, circle())
+    pipeline = store(client, clock)
+    clock.advance(600)
+    now = clock.time()
+    batch = []
+    for offset, metres in ((-100, 0), (-400, 400), (-380, 420), (-60, 0), (-30, 0)):
+        payload = {
+            "_type": "location",
+            "lat": north(metres),
+            "lon": LON,
+            "tst": now + offset,
+            "acc": 10,
+        }
+        batch.append(Message("homeward/devices/b-1/up", json.dumps(payload).encode(), now))
+    outcome = pipeline.process(batch)
+    assert outcome.outcomes["rejected"] == 0
+    assert client.xlen(keys.track(elder_id, "b-1")) == 5
+
+
+async def test_more_zone_validation(api: Api) -> None:
+    elder_id = await new_elder(api)
+    huge = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [10**400, LAT]},
+        "properties": {"kind": "safe", "radius_m": 200},
+    }
+    assert (
+        await api.http.post(
+            f"/api/v1/elders/{elder_id}/zones",
+            content=json.dumps(huge),
+            headers={**api.auth("guardian_a"), "Content-Type": "application/json"},
+        )
+    ).status_code == 422
+    canal = square(d=0.0001, kind="danger")  # about 20 m across
+    response = await add_zone(api, elder_id, canal)
+    assert response.status_code == 201 and "across" in response.json()["warnings"][0]
+    sliver = square(d=0.00001, kind="danger")
+    assert (await add_zone(api, elder_id, sliver)).status_code == 422
+    bad_cursor = await api.http.get(
+        f"/api/v1/elders/{elder_id}/transitions",
+        params={"cursor": "x"},
+        headers=api.auth("guardian_a"),
+    )
+    assert bad_cursor.status_code == 422

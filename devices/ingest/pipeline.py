@@ -69,6 +69,12 @@ return 1
 """
 
 
+class PreparedUpdate(Protocol):
+    def args(self) -> tuple[str, str]:
+        """(expected state version, update JSON) for the store script."""
+        ...
+
+
 class FixEvaluator(Protocol):
     """A later stage that evaluates fixes inside the store's commit (the zone engine).
 
@@ -77,13 +83,15 @@ class FixEvaluator(Protocol):
 
     version_key: str
 
+    def begin(self) -> None: ...
+
     def observe_version(self, version: int) -> None: ...
 
     def ensure_loaded(self, elder_ids: set[int]) -> None: ...
 
-    def prepare(self, position: Position, *, low_quality: bool) -> tuple[str, str] | None: ...
+    def prepare(self, position: Position, *, low_quality: bool) -> Any: ...
 
-    def settle(self, elder_id: int, *, applied: bool) -> None: ...
+    def settle(self, update: Any, *, applied: bool) -> None: ...
 
     def forget(self, elder_id: int) -> None: ...
 
@@ -123,7 +131,8 @@ class _Pending:
     uplink: Uplink
     target: Target
     salvaged: bool = False  # an alarm rescued from a fix that could not be used
-    zone_update: tuple[str, str] | None = None  # (expected zone-state version, update JSON)
+    zone_update: PreparedUpdate | None = None  # the zone stage's update riding with the fix
+    skip_zones: bool = False  # a last attempt stores the fix without a zone update
 
 
 @dataclass
@@ -299,16 +308,25 @@ class UplinkStore:
         for index, item in self._attribute([(m, r, u) for _, m, r, u in decoded]):
             slots[decoded[index][0]].append(item)
         stale = self._write([item for slot in slots for item in slot], outcome)
-        if stale:
-            # The cache named a binding the store no longer has: look again, once.
+        for attempt in (2, 3):
+            if not stale:
+                break
+            # A moved device binding or zone state: look again. The last attempt stores the
+            # fix without its zone update rather than lose it.
             for pending in stale:
                 self.routes.forget(pending.route)
+                if self.evaluator is not None:
+                    self.evaluator.forget(pending.target.elder_id)
             again = [
                 item for _, item in self._attribute([(p.message, p.route, p.uplink) for p in stale])
             ]
-            for pending in self._write(again, outcome):
-                self._count_reject(outcome, "unknown_device")
-                log.warning("ingest_route_unstable", device_id=pending.target.device_id)
+            for item in again:
+                if isinstance(item, _Pending):
+                    item.skip_zones = attempt == 3
+            stale = self._write(again, outcome)
+        for pending in stale:
+            self._count_reject(outcome, "unknown_device")
+            log.warning("ingest_route_unstable", device_id=pending.target.device_id)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
         for key, count in outcome.outcomes.items():
             if key.startswith("rejected:"):
@@ -360,6 +378,7 @@ class UplinkStore:
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
         """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
         if self.evaluator is not None:
+            self.evaluator.begin()
             self.evaluator.ensure_loaded(
                 {
                     i.target.elder_id
@@ -425,7 +444,7 @@ class UplinkStore:
             stale.append(item)
             return
         if self.evaluator is not None and item.zone_update is not None:
-            self.evaluator.settle(item.target.elder_id, applied=detail == "zones")
+            self.evaluator.settle(item.zone_update, applied=detail == "zones")
         if verdict == "zone_conflict":
             # Someone else moved this elder's zone state: reload and evaluate again.
             stale.append(item)
@@ -469,7 +488,8 @@ class UplinkStore:
             _arg(MAX_SPEED_KMH),
         ]
         item.zone_update = None
-        if isinstance(uplink, Fix) and self.evaluator is not None and not message.retain:
+        zones_wanted = not message.retain and not item.skip_zones
+        if isinstance(uplink, Fix) and self.evaluator is not None and zones_wanted:
             position = Position.from_fix(
                 uplink, device_id=device, elder_id=elder, received_at=message.received_at
             )
@@ -509,6 +529,6 @@ class UplinkStore:
             payload,
             str(offline_after_s * 1000),
             "1" if message.retain else "0",
-            *(item.zone_update or ("", "")),
+            *(item.zone_update.args() if item.zone_update else ("", "")),
         ]
         return script_keys, [kind, *common, *fields, *tail]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, timedelta
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
+import shapely
 from shapely.geometry import shape
 from shapely.validation import explain_validity
 
 from devices.elders import service as elders
+from geofences.geometry import LocalFrame
 from geofences.zones.schemas import (
     PauseBody,
     PauseRead,
@@ -32,6 +36,17 @@ MAX_RADIUS_M = 5000.0
 MAX_FROM_HOME_M = 20_000.0
 MAX_VERTICES = 2000
 MAX_PAUSE = timedelta(hours=24)
+MAX_ZONES_PER_ELDER = 50
+MIN_INSCRIBED_M = 5.0
+QUIET_INSCRIBED_M = 50.0
+
+
+def _inscribed_radius_m(area: Any, home: LatLon) -> float:
+    """Radius of the largest circle inside the polygon, in metres."""
+    frame = LocalFrame(home.lat, home.lon)
+    metric = shapely.transform(area, lambda c: np.column_stack(frame.xy(c[:, 1], c[:, 0])))
+    line = shapely.maximum_inscribed_circle(metric, tolerance=1.0)
+    return float(line.length)
 
 
 def _bad(loc: list[str | int], message: str) -> Unprocessable:
@@ -45,7 +60,10 @@ def _position(value: Any, loc: list[str | int], system: crs_mod.Crs) -> list[flo
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value[:2])
     ):
         raise _bad(loc, "a position is [lon, lat]")
-    lon, lat = float(value[0]), float(value[1])
+    try:
+        lon, lat = float(value[0]), float(value[1])
+    except OverflowError:
+        raise _bad(loc, "a position is [lon, lat] in degrees") from None
     if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
         raise _bad(loc, "lon must be within ±180 and lat within ±90")
     wlat, wlon = crs_mod.to_wgs84(lat, lon, system)
@@ -111,6 +129,14 @@ def validate(
             raise _bad(loc, f"invalid geometry: {explain_validity(area)}")
         if area.area == 0:
             raise _bad(loc, "the polygon has no area")
+        narrowest = _inscribed_radius_m(area, home)
+        if narrowest < MIN_INSCRIBED_M:
+            raise _bad(loc, f"the zone is only {2 * narrowest:.0f} m across at its widest point")
+        if narrowest < QUIET_INSCRIBED_M:
+            warnings.append(
+                f"the zone is only {2 * narrowest:.0f} m across: with fixes 20–50 m off, the "
+                "engine cannot confirm she is inside it (it needs 20 m beyond the accuracy)"
+            )
         far = max(crs_mod.haversine_m(home.lat, home.lon, lat, lon) for lon, lat in vertices)
     if far > MAX_FROM_HOME_M:
         raise _bad(loc, f"the zone reaches {far / 1000:.1f} km from home (at most 20 km)")
@@ -120,6 +146,13 @@ def validate(
     if props.schedule:
         properties["schedule"] = [w.model_dump() for w in props.schedule]
     return {"type": geom.type, "coordinates": coordinates}, properties, warnings
+
+
+def _invalidate(pipe: Any, elder_id: int) -> None:
+    """Zones or pause changed: bumping the state version makes any zone update already in
+    flight conflict (and be evaluated again), and the global version reloads caches."""
+    pipe.hincrby(keys.zone_state(elder_id), "v", 1)
+    pipe.incr(keys.ZONES_VERSION)
 
 
 def _display(geometry: dict[str, Any], system: crs_mod.Crs) -> dict[str, Any]:
@@ -156,6 +189,8 @@ async def create(
     """Draw a zone for an elder."""
     elder = await elders.authorize(redis, caller=caller, elder_id=elder_id, write=True)
     geometry, properties, warnings = validate(feature, home=LatLon.model_validate(elder["home"]))
+    if await redis.hlen(keys.zones(elder_id)) >= MAX_ZONES_PER_ELDER:
+        raise _bad(["geometry"], f"an elder has at most {MAX_ZONES_PER_ELDER} zones")
     zone_id = f"z{await store.next_id(redis, 'zone')}"
     doc = {
         "id": zone_id,
@@ -164,7 +199,7 @@ async def create(
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(keys.zones(elder_id), zone_id, store.dump(doc))
-        pipe.incr(keys.ZONES_VERSION)
+        _invalidate(pipe, elder_id)
         await pipe.execute()
     return _read(doc, warnings=warnings)
 
@@ -198,8 +233,8 @@ async def delete_zone(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hdel(keys.zones(elder_id), zone_id)
         pipe.hdel(keys.zone_state(elder_id), zone_id)
-        pipe.incr(keys.ZONES_VERSION)
-        removed, _, _ = await pipe.execute()
+        _invalidate(pipe, elder_id)
+        removed, *_ = await pipe.execute()
     if not removed:
         raise NotFound(f"zone {zone_id} not found for elder {elder_id}")
 
@@ -219,7 +254,7 @@ async def set_pause(
     async with redis.pipeline(transaction=True) as pipe:
         # No Redis expiry: "until" is compared with the fix time (the clock), not Redis time.
         pipe.set(keys.pause(elder_id), pause.model_dump_json())
-        pipe.incr(keys.ZONES_VERSION)
+        _invalidate(pipe, elder_id)
         await pipe.execute()
     return pause
 
@@ -240,7 +275,7 @@ async def end_pause(redis: aioredis.Redis, *, caller: Principal, elder_id: int) 
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=True)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.pause(elder_id))
-        pipe.incr(keys.ZONES_VERSION)
+        _invalidate(pipe, elder_id)
         await pipe.execute()
 
 
@@ -250,6 +285,10 @@ async def transitions(
     """Zone transitions of an elder, newest first."""
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
     limit = max(1, min(limit, store.MAX_PAGE))
+    if cursor is not None and not re.fullmatch(r"\d+-\d+", cursor):
+        raise Unprocessable(
+            ["cursor"], "must be the `next` value of a previous page", where="query"
+        )
     end = f"({cursor}" if cursor else "+"
     entries: list[tuple[str, dict[str, str]]] = await redis.xrevrange(  # type: ignore[assignment]
         keys.elder_transitions(elder_id), end, "-", count=limit + 1
