@@ -93,6 +93,9 @@ class Evaluation:
     states: dict[str, ZoneState]
     transitions: list[Transition] = field(default_factory=list)
     changed: bool = False
+    # This fix shows her on the wrong side of an active zone she was not yet confirmed on:
+    # the moment to ask the bracelet for fixes fast.
+    leaving: bool = False
 
 
 def evidence(signed_distance_m: float, accuracy_m: float, buffer_m: float = BUFFER_M) -> Side:
@@ -154,6 +157,10 @@ def evaluate(
     outside_all_safe = bool(safe_active) and all(
         new_states[z.id].tracked != "inside" for z in safe_active
     )
+    for zone in zones:
+        wrong_side = "outside" if zone.kind == "safe" else "inside"
+        if active[zone.id] and seen.get(zone.id) == wrong_side:
+            result.leaving |= states.get(zone.id, ZoneState()).tracked != wrong_side
     for zone in zones:
         state = new_states[zone.id]
         if not active[zone.id]:

@@ -48,6 +48,7 @@ class PreparedUpdate:
     payload: str
     states: dict[str, ZoneState]
     order_t: float
+    leaving: bool = False
 
     def args(self) -> tuple[str, str]:
         return self.expected, self.payload
@@ -161,6 +162,7 @@ class ZoneEvaluator:
             payload=json.dumps(update, separators=(",", ":")),
             states=result.states,
             order_t=moment.timestamp(),
+            leaving=result.leaving,
         )
 
     def settle(self, update: PreparedUpdate, *, applied: bool) -> None:

@@ -203,6 +203,7 @@ def run() -> None:
                     "offline_after_s": settings.offline_after_s,
                     "data_dir": settings.data_dir,
                     "stop": stop,
+                    "mqtt_url": mqtt_url,
                 },
                 name="ticker",
             )
@@ -278,7 +279,7 @@ def ingest() -> None:
 def ticker() -> None:
     """The timer loop: fires due jobs (offline checks; SLA steps once alerts exist)."""
     settings = _settings()
-    redis_url, _ = _resolve_urls(settings)
+    redis_url, mqtt_url = _resolve_urls(settings)
     if not redis_url:
         raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
     stop = threading.Event()
@@ -290,6 +291,7 @@ def ticker() -> None:
         offline_after_s=settings.offline_after_s,
         data_dir=settings.data_dir,
         stop=stop,
+        mqtt_url=mqtt_url,
     )
 
 

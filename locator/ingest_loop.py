@@ -20,6 +20,7 @@ import paho.mqtt.client as paho
 import redis
 from prometheus_client import Gauge
 
+from devices import reporting
 from devices.ingest.pipeline import BatchOutcome, Message, UplinkStore
 from geofences.evaluator import ZoneEvaluator
 from locator import processes
@@ -229,9 +230,29 @@ class IngestLoop:
                 if stop.wait(delay):
                     return False
                 delay = min(delay * 2, 5.0)
+        self._go_fast(outcome)
         if self._on_batch is not None:
             self._on_batch(outcome)
         return True
+
+    def _go_fast(self, outcome: BatchOutcome) -> None:
+        """Adaptive reporting: a first fix outside asks the bracelet for fast fixes."""
+        for elder_id, device_id in outcome.leaving:
+            try:
+                reporting.start_fast_mode(
+                    self._redis,
+                    self,
+                    elder_id=elder_id,
+                    device_id=device_id,
+                    now=self._clock.time(),
+                )
+            except Exception:  # a command that cannot go out must not stop the ingest
+                log.exception("fast_mode_failed", elder_id=elder_id, device_id=device_id)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Downlink on the ingest's own connection (the Publisher protocol)."""
+        info = self._client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=5)
 
     def _isolate(self, store: UplinkStore, batch: list[Message]) -> BatchOutcome:
         """A bug must not wedge the queue: store message by message, dead-letter what fails.

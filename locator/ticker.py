@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +11,11 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter
 
-from devices import liveness
+from devices import liveness, reporting
 from locator import processes
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
+from locator.core.mqtt import MqttPublisher, Publisher
 from locator.core.timers import Job, TimerQueue
 
 log = get_logger(__name__)
@@ -24,15 +27,29 @@ Handler = Callable[[Job, float], str]
 
 
 class Ticker:
-    def __init__(self, client: redis.Redis, *, clock: Clock, offline_after_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        clock: Clock,
+        offline_after_s: int,
+        publisher: Publisher | None = None,
+    ) -> None:
         self._redis = client
         self._clock = clock
         self._queue = TimerQueue(client)
+        self._publisher = publisher
         self.handlers: dict[str, Handler] = {
             "offline": lambda job, now: liveness.handle_offline(
                 client, job, now=now, default_after_s=offline_after_s
             ),
+            "fastmode": self._restore_interval,
         }
+
+    def _restore_interval(self, job: Job, now: float) -> str:
+        if self._publisher is None:
+            raise RuntimeError("no MQTT broker: cannot restore the reporting interval yet")
+        return reporting.restore(self._redis, self._publisher, job, now=now)
 
     def run_once(self, *, limit: int = 100) -> list[tuple[Job, str]]:
         """Claim what is due now, run it, complete it; a failing job is retried after its lease."""
@@ -74,12 +91,26 @@ class Ticker:
 
 
 def run_ticker(
-    redis_url: str, *, clock: Clock, offline_after_s: int, data_dir: Path, stop: threading.Event
+    redis_url: str,
+    *,
+    clock: Clock,
+    offline_after_s: int,
+    data_dir: Path,
+    stop: threading.Event,
+    mqtt_url: str | None = None,
 ) -> None:
     from locator.core.redis import sync_client
 
     client = sync_client(redis_url, process="ticker")
+    publisher = (
+        MqttPublisher(mqtt_url, client_id=f"homeward-ticker-{socket.gethostname()}-{os.getpid()}")
+        if mqtt_url
+        else None
+    )
     try:
-        Ticker(client, clock=clock, offline_after_s=offline_after_s).run(stop, data_dir=data_dir)
+        ticker = Ticker(client, clock=clock, offline_after_s=offline_after_s, publisher=publisher)
+        ticker.run(stop, data_dir=data_dir)
     finally:
+        if publisher is not None:
+            publisher.close()
         client.close()

@@ -183,6 +183,7 @@ async def test_device_registration_rules(api: Api) -> None:
         "protocol": "native",
         "external_id": None,
         "offline_after_s": None,
+        "report_interval_s": None,
         "created_at": None,
         "last_seen": None,
         "battery": None,

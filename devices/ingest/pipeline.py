@@ -122,6 +122,7 @@ class BatchOutcome:
 
     outcomes: Counter[str] = field(default_factory=Counter)
     positions: list[tuple[Position, str]] = field(default_factory=list)
+    leaving: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): go fast
 
 
 @dataclass
@@ -444,7 +445,10 @@ class UplinkStore:
             stale.append(item)
             return
         if self.evaluator is not None and item.zone_update is not None:
-            self.evaluator.settle(item.zone_update, applied=detail == "zones")
+            applied = detail == "zones"
+            self.evaluator.settle(item.zone_update, applied=applied)
+            if applied and getattr(item.zone_update, "leaving", False):
+                outcome.leaving.append((item.target.elder_id, item.target.device_id))
         if verdict == "zone_conflict":
             # Someone else moved this elder's zone state: reload and evaluate again.
             stale.append(item)

@@ -19,6 +19,9 @@ class DeviceCreate(Strict):
     protocol: Protocol = "native"
     external_id: Annotated[str | None, Field(max_length=128, validate_default=True)] = None
     offline_after_s: Annotated[int | None, Field(gt=0, le=7 * 86400)] = None
+    report_interval_s: Annotated[
+        int | None, Field(ge=5, le=3600, description="base reporting interval (default 60 s)")
+    ] = None
 
     @field_validator("external_id")
     @classmethod
@@ -39,6 +42,7 @@ class DeviceRead(BaseModel):
     protocol: Protocol
     external_id: str | None
     offline_after_s: int | None
+    report_interval_s: int | None = None
     created_at: str
     last_seen: str | None = None
     battery: int | None = None

@@ -169,3 +169,13 @@ def elder_transitions(elder_id: int) -> str:
 
 ZONES_VERSION = "hw:zones:version"  # bumped on every zone or pause change: evaluator cache
 TRANSITIONS = "hw:stream:transitions"  # consumed by the alerts stage
+
+
+def fast_mode(elder_id: int) -> str:
+    """Set while an elder's bracelet reports fast after a first fix outside (one window)."""
+    return f"hw:{elder_tag(elder_id)}:fastmode"
+
+
+def open_incident(elder_id: int) -> str:
+    """Set by the alerts stage while an incident is open: fast reporting then stays on."""
+    return f"hw:{elder_tag(elder_id)}:incident"

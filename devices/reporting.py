@@ -1,0 +1,65 @@
+"""Adaptive reporting: on the first fix outside, ask the bracelet for fixes fast.
+
+With 60 s fixes and a two-fix debounce, detection alone would eat most of the 3-minute
+promise. So the first fix showing her outside a safe zone (or inside a danger zone) sends
+``reportLocation`` and, to a native bracelet, ``setInterval 15``; ten minutes later the base
+interval is restored unless an incident is open for the elder. One window per elder at a
+time. OwnTracks phones only understand ``reportLocation``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from devices.registry.commands import send_command
+from locator.core import keys, timers
+from locator.core.logging import get_logger
+from locator.core.mqtt import Publisher
+from locator.core.timers import Job
+
+log = get_logger(__name__)
+
+FAST_INTERVAL_S = 15
+WINDOW_S = 600
+DEFAULT_BASE_INTERVAL_S = 60
+# A safety net in Redis' own time, should the restore job be lost with its store.
+STUCK_AFTER_S = 3 * WINDOW_S
+
+
+def _device(client: redis.Redis, device_id: str) -> dict[str, object] | None:
+    raw = client.get(keys.device(device_id))
+    return json.loads(raw) if raw else None
+
+
+def start_fast_mode(
+    client: redis.Redis, publisher: Publisher, *, elder_id: int, device_id: str, now: float
+) -> bool:
+    """Open a fast-reporting window for the elder unless one is open; True if it opened."""
+    if not client.set(keys.fast_mode(elder_id), device_id, nx=True, ex=STUCK_AFTER_S):
+        return False
+    timers.schedule(client, timers.job_id("fastmode", elder_id, device_id), due=now + WINDOW_S)
+    device = _device(client, device_id)
+    if device is None:
+        return False
+    send_command(publisher, device, action="reportLocation")
+    if device["protocol"] == "native":
+        send_command(publisher, device, action="setInterval", seconds=FAST_INTERVAL_S)
+    log.info("fast_mode_started", elder_id=elder_id, device_id=device_id)
+    return True
+
+
+def restore(client: redis.Redis, publisher: Publisher, job: Job, *, now: float) -> str:
+    """The window is over: back to the base interval, unless an incident keeps it fast."""
+    elder, device_id = job.args
+    elder_id = int(elder)
+    if client.exists(keys.open_incident(elder_id)):
+        timers.schedule(client, job.id, due=now + WINDOW_S)
+        return "extended"
+    device = _device(client, device_id)
+    if device is not None and device["protocol"] == "native":
+        base = device.get("report_interval_s") or DEFAULT_BASE_INTERVAL_S
+        send_command(publisher, device, action="setInterval", seconds=int(base))  # type: ignore[call-overload]
+    client.delete(keys.fast_mode(elder_id))
+    return "restored"

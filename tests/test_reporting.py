@@ -1,0 +1,140 @@
+"""Adaptive reporting under a controlled clock, through the real ingest and a real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+
+from geofences.geometry import LocalFrame
+from locator.core import keys
+from locator.core.clock import ManualClock
+from locator.core.mqtt import MqttPublisher
+from locator.core.redis import sync_client
+from locator.ticker import Ticker
+from tests.conftest import Api
+from tests.factories import HAINING, elder_body
+from tests.ingest_harness import Publisher, RunningIngest
+from tests.test_ingest import Listener
+
+LAT, LON = HAINING["lat"], HAINING["lon"]
+FRAME = LocalFrame(LAT, LON)
+
+
+async def setup(api: Api, **device: Any) -> int:
+    elder = (
+        await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("guardian_a"))
+    ).json()
+    body = {"device_id": "b-1", "elder_id": elder["id"], **device}
+    assert (
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+    ).status_code == 201
+    zone = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [LON, LAT]},
+        "properties": {"kind": "safe", "radius_m": 150},
+    }
+    assert (
+        await api.http.post(
+            f"/api/v1/elders/{elder['id']}/zones", json=zone, headers=api.auth("guardian_a")
+        )
+    ).status_code == 201
+    return int(elder["id"])
+
+
+def walk(
+    bracelet: Publisher,
+    ingest: RunningIngest,
+    clock: ManualClock,
+    metres: list[float],
+    topic: str = "homeward/devices/b-1/up",
+) -> None:
+    for n, m in enumerate(metres, start=ingest.processed + 1):
+        clock.advance(20)
+        lat, lon = FRAME.latlon(0, m)
+        bracelet.send(
+            topic, {"_type": "location", "lat": lat, "lon": lon, "tst": clock.time(), "acc": 10}
+        )
+        ingest.wait_processed(n)
+
+
+def drain(listener: Listener, seconds: float = 0.5) -> list[tuple[str, dict[str, Any]]]:
+    time.sleep(seconds)
+    got, listener.messages[:] = list(listener.messages), []
+    return got
+
+
+async def test_first_fix_outside_goes_fast_once_then_restores(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    elder_id = await setup(api, report_interval_s=30)
+    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    client = sync_client(redis_url, process="test")
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-ticker-{uuid.uuid4().hex[:6]}")
+    try:
+        walk(bracelet, ingest, clock, [0, 0, 0])
+        assert drain(listener) == []  # at home: nothing to ask
+        walk(bracelet, ingest, clock, [400])  # first fix outside
+        assert [m["action"] + str(m.get("seconds", "")) for _, m in drain(listener)] == [
+            "reportLocation",
+            "setInterval15",
+        ]
+        walk(bracelet, ingest, clock, [420, 440, 0, 500])  # one window at a time
+        assert drain(listener) == []
+        ticker = Ticker(client, clock=clock, offline_after_s=1200, publisher=publisher)
+        clock.advance(600)
+        results = [r for job, r in ticker.run_once() if job.kind == "fastmode"]
+        assert results == ["restored"]
+        assert [m.get("seconds") for _, m in drain(listener)] == [30]  # the device's own base
+        assert not client.exists(keys.fast_mode(elder_id))
+    finally:
+        publisher.close()
+        client.close()
+        bracelet.close()
+        ingest.close()
+        listener.close()
+
+
+async def test_an_open_incident_keeps_the_bracelet_fast(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    elder_id = await setup(api)
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    client: redis_lib.Redis = sync_client(redis_url, process="test")
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-ticker-{uuid.uuid4().hex[:6]}")
+    try:
+        walk(bracelet, ingest, clock, [0, 0, 400])
+        client.set(keys.open_incident(elder_id), "1")
+        clock.advance(600)
+        ticker = Ticker(client, clock=clock, offline_after_s=1200, publisher=publisher)
+        assert [r for job, r in ticker.run_once() if job.kind == "fastmode"] == ["extended"]
+        assert client.exists(keys.fast_mode(elder_id))
+    finally:
+        publisher.close()
+        client.close()
+        bracelet.close()
+        ingest.close()
+
+
+async def test_an_owntracks_phone_only_gets_report_location(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    await setup(api, protocol="owntracks", external_id="li/phone")
+    listener = Listener(mqtt_url, "owntracks/+/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    phone = Publisher(mqtt_url)
+    try:
+        walk(phone, ingest, clock, [0, 0, 400], topic="owntracks/li/phone")
+        assert [(t, m["action"]) for t, m in drain(listener)] == [
+            ("owntracks/li/phone/cmd", "reportLocation")
+        ]
+    finally:
+        phone.close()
+        ingest.close()
+        listener.close()
