@@ -27,7 +27,7 @@ from locator import processes
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
-from locator.core.mqtt import address, make_client
+from locator.core.mqtt import address, connect_options, make_client
 from locator.core.redis import sync_client
 
 log = get_logger(__name__)
@@ -145,7 +145,9 @@ class IngestLoop:
         if store is None:
             return
         host, port = address(self._mqtt_url)
-        self._client.connect_async(host, port, keepalive=30)
+        self._client.connect_async(
+            host, port, keepalive=30, **connect_options(self._mqtt_url, persistent=True)
+        )
         self._client.loop_start()
         last_beat = 0.0
         try:

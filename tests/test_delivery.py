@@ -211,3 +211,49 @@ async def test_a_redis_outage_holds_acks_and_loses_nothing(
         publisher.close()
         sync.close()
         server.stop()
+
+
+async def test_mqtt5_session_with_expiry_keeps_what_arrives_while_the_ingest_is_down(
+    api: Api, redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    if os.environ.get("HOMEWARD_TEST_MQTT_URL"):
+        pytest.skip("needs the local Mosquitto (MQTT 5)")
+    elder_ids = await register_devices(api)
+    sync = redis.Redis.from_url(redis_url)
+    url = mqtt_url + "?protocol=5"
+    client_id = f"v5-test-{uuid.uuid4().hex[:6]}"
+
+    def run_ingest() -> tuple[IngestLoop, threading.Event, threading.Thread]:
+        loop = IngestLoop(
+            mqtt_url=url,
+            redis_url=redis_url,
+            data_dir=tmp_path,
+            clock=SystemClock(),
+            retention_s=86400 * 30,
+            client_id=client_id,
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+        thread.start()
+        assert loop.connected.wait(10)
+        time.sleep(0.3)
+        return loop, stop, thread
+
+    publisher = Publisher(mqtt_url)
+    try:
+        stream = list(fixes(200))
+        _, stop, thread = run_ingest()
+        for topic, payload in stream[:100]:
+            publisher.send(topic, payload)
+        wait_for(lambda: stored(sync, elder_ids) == 100, timeout=20)
+        stop.set()
+        thread.join(timeout=10)
+        for topic, payload in stream[100:]:
+            publisher.send(topic, payload)  # nobody is connected: the v5 session queues them
+        _, stop, thread = run_ingest()
+        wait_for(lambda: stored(sync, elder_ids) == 200, timeout=20)
+        stop.set()
+        thread.join(timeout=10)
+    finally:
+        publisher.close()
+        sync.close()

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.ingest.pipeline import BatchOutcome
 from locator.core import keys
 from locator.core.clock import SystemClock
-from locator.core.mqtt import address, make_client
+from locator.core.mqtt import address, connect_options, make_client
 from locator.core.redis import async_client, sync_client
 from locator.embedded import EmbeddedRedis, free_port
 from locator.ingest_loop import UPLINK_TOPICS, IngestLoop
@@ -162,7 +162,7 @@ def _open_session(mqtt_url: str, client_id: str) -> None:
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_connect = lambda c, *args: c.subscribe([(t, 1) for t in UPLINK_TOPICS])
     host, port = address(mqtt_url)
-    client.connect(host, port)
+    client.connect(host, port, **connect_options(mqtt_url, persistent=True))
     client.loop_start()
     if not subscribed.wait(10):
         raise RuntimeError("broker did not confirm the subscription")
@@ -203,7 +203,7 @@ def _drain_bare(mqtt_url: str, client_id: str, expected: int) -> float:
     client.on_message = on_message
     host, port = address(mqtt_url)
     started = time.perf_counter()
-    client.connect(host, port)
+    client.connect(host, port, **connect_options(mqtt_url, persistent=True))
     client.loop_start()
     if not done.wait(600):
         raise RuntimeError(f"bare drain received {count} of {expected}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from locator.core.errors import HomewardError
 
@@ -25,18 +27,20 @@ class Publisher(Protocol):
 def make_client(
     url: str, *, client_id: str, persistent: bool, manual_ack: bool = False
 ) -> paho.Client:
-    """A paho v2-callback client for ``url`` (not yet connected).
+    """A paho v2-callback client for ``url`` (not yet connected; see ``connect_options``).
 
-    ``persistent`` keeps the session on the broker across disconnects (MQTT 3.1.1
-    clean_session=False: the one session mode both Mosquitto and amqtt honour), so QoS 1
-    messages published while we are away are queued for us, not dropped.
+    ``persistent`` keeps the session on the broker across disconnects, so QoS 1 messages
+    published while we are away are queued for us, not dropped. MQTT 3.1.1 (the default,
+    and all the embedded amqtt speaks) does it with clean_session=False and the broker's
+    expiry; ``?protocol=5`` on the URL uses MQTT 5: clean_start=False plus a session expiry.
     """
     parts = urlsplit(url)
+    v5 = is_v5(url)
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=not persistent,
-        protocol=paho.MQTTv311,
+        clean_session=None if v5 else not persistent,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
         manual_ack=manual_ack,
     )
     if parts.username:
@@ -47,6 +51,24 @@ def make_client(
         client.tls_set()
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+SESSION_EXPIRY_S = 86_400  # a day: longer than any restart or outage we plan to ride out
+
+
+def is_v5(url: str) -> bool:
+    return "protocol=5" in (urlsplit(url).query or "")
+
+
+def connect_options(url: str, *, persistent: bool) -> dict[str, Any]:
+    """Extra arguments of connect()/connect_async() for the session the URL asks for."""
+    if not is_v5(url):
+        return {}
+    if not persistent:
+        return {"clean_start": True}
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    return {"clean_start": False, "properties": properties}
 
 
 def address(url: str) -> tuple[str, int]:
@@ -64,7 +86,9 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         host, port = address(url)
-        self._client.connect_async(host, port, keepalive=30)
+        self._client.connect_async(
+            host, port, keepalive=30, **connect_options(url, persistent=False)
+        )
         self._client.loop_start()
 
     def _on_connect(

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in {"mqtt", "mqtts", "tcp"}:
             raise ValueError("must start with mqtt://, mqtts:// or tcp://")
+        if parts.query and parts.query not in {"protocol=5", "protocol=3.1.1"}:
+            raise ValueError("takes only ?protocol=5 or ?protocol=3.1.1")
         if not parts.hostname:
             raise ValueError("has no host (expected mqtt://HOST:PORT)")
         _check_port(parts)
