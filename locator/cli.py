@@ -463,15 +463,32 @@ def bench_fences(
     fixes: Annotated[int, typer.Option(help="fixes evaluated by the batch engine")] = 200_000,
     loop_fixes: Annotated[int, typer.Option(help="fixes for the per-point loop")] = 40_000,
     pipeline_fixes: Annotated[int, typer.Option(help="fixes through the whole ingest")] = 20_000,
+    detection: Annotated[
+        bool, typer.Option("--detection", help="replay elder-days: false alarms, misses, latency")
+    ] = False,
+    elder_days: Annotated[int, typer.Option(help="with --detection: per configuration")] = 100,
+    intervals: Annotated[
+        str, typer.Option(help="with --detection: base intervals, s")
+    ] = "60,180,600",
     postgis_dsn: Annotated[
         str | None,
         typer.Option(help="PostgreSQL server with PostGIS available ('' to skip)"),
     ] = "postgresql://postgres@127.0.0.1:5432/postgres",
 ) -> None:
-    """Zone engine (batch) vs a per-point shapely loop (and PostGIS), plus the whole path."""
+    """Zone engine (batch) vs a per-point shapely loop (and PostGIS), plus the whole path.
+
+    With --detection: simulated elder-days (half with a wandering walk) through the real
+    pipeline, each base interval with and without adaptive reporting.
+    """
     from locator.bench import fences
 
     configure_logging("warning")
+    if detection:
+        from locator.bench import detection as replay
+
+        chosen = [float(v) for v in intervals.split(",") if v.strip()]
+        typer.echo(replay.run(elders=elder_days, intervals=chosen, seed=1))
+        return
     typer.echo(
         fences.run(
             elders=elders,

@@ -76,6 +76,7 @@ class IngestLoop:
         timezone: ZoneInfo | None = None,
         client_id: str | None = None,
         on_batch: Callable[[BatchOutcome], None] | None = None,
+        adaptive_reporting: bool = True,
     ) -> None:
         self._mqtt_url = mqtt_url
         self._redis = sync_client(redis_url, process="ingest")
@@ -85,6 +86,8 @@ class IngestLoop:
         self._offline_after_s = offline_after_s
         self._timezone = timezone or ZoneInfo("Asia/Shanghai")
         self._on_batch = on_batch
+        self._adaptive = adaptive_reporting
+        self.commands_sent = 0
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client_id = client_id or default_client_id()
         self._client = make_client(
@@ -239,6 +242,8 @@ class IngestLoop:
 
     def _go_fast(self, outcome: BatchOutcome) -> None:
         """Adaptive reporting: a first fix outside asks the bracelet for fast fixes."""
+        if not self._adaptive:
+            return
         for elder_id, device_id in outcome.leaving:
             try:
                 reporting.start_fast_mode(
@@ -255,6 +260,7 @@ class IngestLoop:
         """Downlink on the ingest's own connection (the Publisher protocol)."""
         info = self._client.publish(topic, payload, qos=qos)
         info.wait_for_publish(timeout=5)
+        self.commands_sent += 1
 
     def _isolate(self, store: UplinkStore, batch: list[Message]) -> BatchOutcome:
         """A bug must not wedge the queue: store message by message, dead-letter what fails.

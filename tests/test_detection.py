@@ -1,0 +1,20 @@
+"""A short detection replay in the suite, with the benchmark's own assertions at small scale."""
+
+from __future__ import annotations
+
+import pytest
+
+from locator.bench import detection
+from locator.mosquitto import mosquitto_binary
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="the replay drives a real Mosquitto")
+def test_a_small_replay_has_no_false_alarm_no_miss_and_adaptive_reporting_helps() -> None:
+    slow = detection.run_config(interval_s=180, adaptive=False, elders=4, seed=3)
+    fast = detection.run_config(interval_s=180, adaptive=True, elders=4, seed=3)
+    for result in (slow, fast):
+        assert result.false_alarms == 0
+        assert result.misses == 0
+        assert len(result.latencies) == 2  # half of the elders wandered
+    assert slow.commands == 0 and fast.commands > 0
+    assert max(fast.latencies) < max(slow.latencies)
