@@ -72,6 +72,23 @@ def _resolve_urls(settings: Settings) -> tuple[str | None, str | None]:
     return redis_url, mqtt_url
 
 
+def _require_urls(settings: Settings, *, mqtt: bool) -> tuple[str, str | None]:
+    """The Redis (and broker) a long-running command needs, or one clear line."""
+    redis_url, mqtt_url = _resolve_urls(settings)
+    if not redis_url or (mqtt and not mqtt_url):
+        needed = "HOMEWARD_REDIS_URL and HOMEWARD_MQTT_URL" if mqtt else "HOMEWARD_REDIS_URL"
+        raise ConfigError(f"set {needed} (or start `homeward run` on this data dir)")
+    return redis_url, mqtt_url
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, for loops that finish their batch and exit."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 @contextmanager
 def _redis_url_for_command(settings: Settings) -> Iterator[str]:
     """A Redis for a one-shot command: configured, a live run's, or the data dir's own, briefly."""
@@ -263,28 +280,17 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
 def ingest() -> None:
     """The MQTT ingest loop: decode, validate, filter and store bracelet uplinks."""
     settings = _settings()
-    redis_url, mqtt_url = _resolve_urls(settings)
-    if not redis_url or not mqtt_url:
-        raise ConfigError(
-            "set HOMEWARD_REDIS_URL and HOMEWARD_MQTT_URL "
-            "(or start `homeward run` on this data dir)"
-        )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url).run(stop)
+    redis_url, mqtt_url = _require_urls(settings, mqtt=True)
+    assert mqtt_url is not None
+    _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url).run(_stop_on_signals())
 
 
 @app.command()
 def ticker() -> None:
     """The timer loop: fires due jobs (offline checks; SLA steps once alerts exist)."""
     settings = _settings()
-    redis_url, mqtt_url = _resolve_urls(settings)
-    if not redis_url:
-        raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    redis_url, mqtt_url = _require_urls(settings, mqtt=False)
+    stop = _stop_on_signals()
     run_ticker(
         redis_url,
         clock=SystemClock(),
@@ -411,13 +417,9 @@ def simulate(
     from locator.simulate import driver
 
     settings = _settings()
-    redis_url, mqtt_url = _resolve_urls(settings)
-    if not redis_url or not mqtt_url:
-        raise ConfigError(
-            "start `homeward run` first (or set HOMEWARD_REDIS_URL and HOMEWARD_MQTT_URL)"
-        )
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    redis_url, mqtt_url = _require_urls(settings, mqtt=True)
+    assert mqtt_url is not None
+    stop = _stop_on_signals()
     report = driver.run(
         redis_url=redis_url,
         mqtt_url=mqtt_url,
