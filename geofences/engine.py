@@ -93,8 +93,8 @@ class Evaluation:
     states: dict[str, ZoneState]
     transitions: list[Transition] = field(default_factory=list)
     changed: bool = False
-    # This fix shows her on the wrong side of an active zone she was not yet confirmed on:
-    # the moment to ask the bracelet for fixes fast.
+    # This counting fix puts her past the line of an active zone she is not yet confirmed on
+    # the wrong side of: the moment to ask the bracelet for fixes fast.
     leaving: bool = False
 
 
@@ -142,12 +142,16 @@ def evaluate(
         and fix.accuracy_m <= MAX_COUNTING_ACCURACY_M
     )
     seen: dict[str, Side] = {}
+    beyond: dict[str, bool] = {}
     if counting and zones:
         x, y = frame.xy(fix.lat, fix.lon)
         needed = 1 if fix.alarm in BYPASS_ALARMS else CONFIRMING_FIXES
         for zone in zones:
             distance = zone.shape.signed_distance_one(float(x), float(y))
             seen[zone.id] = evidence(distance, fix.accuracy_m or 0.0)
+            # Past the line at all (not yet beyond buffer + accuracy): worth fast fixes now,
+            # so the two confirming fixes come 15 s apart instead of a base interval apart.
+            beyond[zone.id] = distance > 0 if zone.kind == "safe" else distance < 0
             before = vars(new_states[zone.id]).copy()
             step(new_states[zone.id], seen[zone.id], needed=needed)
             result.changed |= before != vars(new_states[zone.id])
@@ -159,7 +163,7 @@ def evaluate(
     )
     for zone in zones:
         wrong_side = "outside" if zone.kind == "safe" else "inside"
-        if active[zone.id] and seen.get(zone.id) == wrong_side:
+        if active[zone.id] and beyond.get(zone.id):
             result.leaving |= states.get(zone.id, ZoneState()).tracked != wrong_side
     for zone in zones:
         state = new_states[zone.id]

@@ -146,7 +146,7 @@ class ZoneEvaluator:
             local_time=moment.astimezone(self._tz),
             paused=paused,
         )
-        if not result.changed:
+        if not result.changed and not result.leaving:
             return None
         update = {
             "states": {zone_id: state.to_json() for zone_id, state in result.states.items()},
