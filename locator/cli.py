@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import signal
 import socket
 import sys
@@ -154,6 +155,11 @@ def _serve_http(
     uvicorn.Server(config).run()
 
 
+def _masked(url: str) -> str:
+    """A URL fit for a terminal: the password stays in DATA_DIR/runtime.json (0600)."""
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
 def _http_url(settings: Settings) -> str:
     return f"http://{settings.http_host}:{settings.http_port}"
 
@@ -233,7 +239,9 @@ def run() -> None:
             flush=True,
         )
         print(
-            f"Redis {redis_url}   MQTT {mqtt_url}   data {settings.data_dir.resolve()}", flush=True
+            f"Redis {_masked(redis_url)}   MQTT {_masked(mqtt_url)}   "
+            f"data {settings.data_dir.resolve()}",
+            flush=True,
         )
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
