@@ -98,6 +98,8 @@ class IngestLoop:
         self._client.on_message = self._on_message
         self.redis_ok = True
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker confirmed the uplink subscriptions
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
         # Bumped on every CONNACK. A message id is only meaningful on the connection that
         # delivered it: after a reconnect the broker may reuse ids for new messages, so an
         # old message is acknowledged never (the broker redelivers it if it still has it).
@@ -112,6 +114,7 @@ class IngestLoop:
             return
         self._generation += 1
         # Subscribing on every connect restores the subscriptions if the broker lost the session.
+        self.subscribed.clear()
         client.subscribe([(topic, 1) for topic in UPLINK_TOPICS])
         MQTT_UP.set(1)
         self.connected.set()
@@ -298,7 +301,11 @@ class IngestLoop:
         return total
 
     def _beat(self, error: str | None = None) -> None:
-        status = {"redis_ok": self.redis_ok, "mqtt_ok": self.connected.is_set()}
+        status = {
+            "redis_ok": self.redis_ok,
+            "mqtt_ok": self.connected.is_set(),
+            "subscribed": self.subscribed.is_set(),
+        }
         processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
 
     def _set_redis(self, ok: bool, exc: Exception | None = None) -> None:

@@ -65,8 +65,7 @@ class RunningIngest:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop.run, args=(self.stop,), daemon=True)
         self.thread.start()
-        assert self.loop.connected.wait(10), "ingest did not connect"
-        time.sleep(0.1)  # let the SUBACK land before tests publish
+        assert self.loop.subscribed.wait(10), "ingest did not subscribe"
 
     def _count(self, outcome: BatchOutcome) -> None:
         with self._lock:

@@ -92,10 +92,9 @@ def start_ingest(env: dict[str, str]) -> subprocess.Popen[bytes]:
 def wait_subscribed(data_dir: Path) -> None:
     def ready() -> bool:
         heartbeat = read_heartbeat(data_dir, "ingest")
-        return heartbeat is not None and heartbeat.status.get("mqtt_ok") is True
+        return heartbeat is not None and heartbeat.status.get("subscribed") is True
 
     wait_for(ready, timeout=20)
-    time.sleep(0.3)  # the SUBACK follows the CONNACK
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
@@ -115,10 +114,13 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
     total = 3000
     publisher = Publisher(mqtt_url)
     done = threading.Event()
+    sent = 0
 
     def publish_all() -> None:
+        nonlocal sent
         for topic, payload in fixes(total):
             publisher.send(topic, payload)
+            sent += 1
         done.set()
 
     thread = threading.Thread(target=publish_all, daemon=True)
@@ -129,11 +131,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         ingest.wait(timeout=10)
         killed_at = stored(sync, elder_ids)
         assert 0 < killed_at < total, "the kill did not land mid-stream: nothing was tested"
-        time.sleep(0.5)  # fixes keep arriving at the broker while no ingest runs
+        sent_at_kill = sent
+        # Fixes keep arriving at the broker while no ingest runs.
+        wait_for(lambda: sent >= min(total, sent_at_kill + 200), timeout=30)
         ingest = start_ingest(env)
         assert done.wait(60)
+        # The broker redelivers in order, so once the last fix published is stored, every
+        # redelivered one before it has been processed too.
         wait_for(lambda: stored(sync, elder_ids) >= total, timeout=60)
-        time.sleep(0.5)
         assert stored(sync, elder_ids) == total  # exactly once: redelivery made no second fix
     finally:
         ingest.send_signal(signal.SIGTERM)
@@ -181,8 +186,7 @@ async def test_a_redis_outage_holds_acks_and_loses_nothing(
     sync = redis.Redis.from_url(url)
     publisher = Publisher(mqtt_url)
     try:
-        assert loop.connected.wait(10)
-        time.sleep(0.3)
+        assert loop.subscribed.wait(10)
         stream = list(fixes(600))
         for topic, payload in stream[:300]:
             publisher.send(topic, payload)
@@ -202,7 +206,6 @@ async def test_a_redis_outage_holds_acks_and_loses_nothing(
         server.start()
         sync = redis.Redis.from_url(url)
         wait_for(lambda: stored(sync, elder_ids) >= 600, timeout=60)
-        time.sleep(0.5)
         assert stored(sync, elder_ids) == 600
         assert loop.redis_ok
     finally:
@@ -235,8 +238,7 @@ async def test_mqtt5_session_with_expiry_keeps_what_arrives_while_the_ingest_is_
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
         thread.start()
-        assert loop.connected.wait(10)
-        time.sleep(0.3)
+        assert loop.subscribed.wait(10)
         return loop, stop, thread
 
     publisher = Publisher(mqtt_url)

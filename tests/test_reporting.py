@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from locator.core.redis import sync_client
 from locator.ticker import Ticker
 from tests.conftest import Api
 from tests.factories import HAINING, elder_body
-from tests.ingest_harness import Publisher, RunningIngest
+from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.test_ingest import Listener
 
 LAT, LON = HAINING["lat"], HAINING["lon"]
@@ -61,9 +60,12 @@ def walk(
         ingest.wait_processed(n)
 
 
-def drain(listener: Listener, seconds: float = 0.5) -> list[tuple[str, dict[str, Any]]]:
-    time.sleep(seconds)
+def drain(listener: Listener, sent: int) -> list[tuple[str, dict[str, Any]]]:
+    """The commands received since the last drain, once all ``sent`` so far have arrived."""
+    consumed: int = getattr(listener, "consumed", 0)
+    wait_for(lambda: consumed + len(listener.messages) >= sent, timeout=5)
     got, listener.messages[:] = list(listener.messages), []
+    listener.consumed = consumed + len(got)  # type: ignore[attr-defined]
     return got
 
 
@@ -78,19 +80,24 @@ async def test_first_fix_outside_goes_fast_once_then_restores(
     publisher = MqttPublisher(mqtt_url, client_id=f"test-ticker-{uuid.uuid4().hex[:6]}")
     try:
         walk(bracelet, ingest, clock, [0, 0, 0])
-        assert drain(listener) == []  # at home: nothing to ask
+        assert drain(listener, ingest.loop.commands_sent) == []  # at home: nothing to ask
         walk(bracelet, ingest, clock, [400])  # first fix outside
-        assert [m["action"] + str(m.get("seconds", "")) for _, m in drain(listener)] == [
+        assert [
+            m["action"] + str(m.get("seconds", ""))
+            for _, m in drain(listener, ingest.loop.commands_sent)
+        ] == [
             "reportLocation",
             "setInterval15",
         ]
         walk(bracelet, ingest, clock, [420, 440, 0, 500])  # one window at a time
-        assert drain(listener) == []
+        assert drain(listener, ingest.loop.commands_sent) == []
         ticker = Ticker(client, clock=clock, offline_after_s=1200, publisher=publisher)
         clock.advance(600)
         results = [r for job, r in ticker.run_once() if job.kind == "fastmode"]
         assert results == ["restored"]
-        assert [m.get("seconds") for _, m in drain(listener)] == [30]  # the device's own base
+        assert [m.get("seconds") for _, m in drain(listener, ingest.loop.commands_sent + 1)] == [
+            30
+        ]  # the device's own base
         assert not client.exists(keys.fast_mode(elder_id))
     finally:
         publisher.close()
@@ -131,7 +138,7 @@ async def test_an_owntracks_phone_only_gets_report_location(
     phone = Publisher(mqtt_url)
     try:
         walk(phone, ingest, clock, [0, 0, 400], topic="owntracks/li/phone")
-        assert [(t, m["action"]) for t, m in drain(listener)] == [
+        assert [(t, m["action"]) for t, m in drain(listener, ingest.loop.commands_sent)] == [
             ("owntracks/li/phone/cmd", "reportLocation")
         ]
     finally:

@@ -134,6 +134,19 @@ class _Pending:
     salvaged: bool = False  # an alarm rescued from a fix that could not be used
     zone_update: PreparedUpdate | None = None  # the zone stage's update riding with the fix
     skip_zones: bool = False  # a last attempt stores the fix without a zone update
+    _position: Position | None = None
+
+    def position(self) -> Position:
+        """The fix as a Position, built once for the zone stage and the batch outcome."""
+        if self._position is None:
+            assert isinstance(self.uplink, Fix)
+            self._position = Position.from_fix(
+                self.uplink,
+                device_id=self.target.device_id,
+                elder_id=self.target.elder_id,
+                received_at=self.message.received_at,
+            )
+        return self._position
 
 
 @dataclass
@@ -458,13 +471,7 @@ class UplinkStore:
             return
         outcome.outcomes[verdict] += 1
         if isinstance(item.uplink, Fix):
-            position = Position.from_fix(
-                item.uplink,
-                device_id=item.target.device_id,
-                elder_id=item.target.elder_id,
-                received_at=item.message.received_at,
-            )
-            outcome.positions.append((position, verdict))
+            outcome.positions.append((item.position(), verdict))
 
     def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
         target, uplink, message = item.target, item.uplink, item.message
@@ -494,10 +501,9 @@ class UplinkStore:
         item.zone_update = None
         zones_wanted = not message.retain and not item.skip_zones
         if isinstance(uplink, Fix) and self.evaluator is not None and zones_wanted:
-            position = Position.from_fix(
-                uplink, device_id=device, elder_id=elder, received_at=message.received_at
+            item.zone_update = self.evaluator.prepare(
+                item.position(), low_quality=is_low_quality(uplink)
             )
-            item.zone_update = self.evaluator.prepare(position, low_quality=is_low_quality(uplink))
         if isinstance(uplink, Fix):
             kind = "location"
             fields = [
