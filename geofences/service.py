@@ -1,12 +1,62 @@
-"""Zone storage per elder (the zone API and engine arrive with the geofence issues)."""
+"""Zone storage per elder: deletion, and where she stands now for the alerts stage."""
 
 from __future__ import annotations
 
+import json
+
+import redis
 import redis.asyncio as aioredis
 
+from geofences.geometry import LocalFrame, project_geometry
 from locator.core import keys
 
 
 async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
     """Drop an elder's zones, zone state and pause window."""
     await redis.delete(keys.zones(elder_id), keys.zone_state(elder_id), keys.pause(elder_id))
+
+
+def safe_zone_sides(client: redis.Redis, *, elder_id: int) -> dict[str, str]:
+    """Each safe zone's tracked side (inside, outside, unknown) as the engine last stored it."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.zones(elder_id))
+    pipe.hgetall(keys.zone_state(elder_id))
+    zones_raw, states_raw = pipe.execute()
+    sides: dict[str, str] = {}
+    for zone_id, raw in zones_raw.items():
+        doc = json.loads(raw)
+        if doc["properties"]["kind"] != "safe":
+            continue
+        state = states_raw.get(zone_id)
+        sides[_s(zone_id)] = json.loads(state)["t"] if state else "unknown"
+    return sides
+
+
+def is_inside_safe_zone(client: redis.Redis, *, elder_id: int) -> bool:
+    """True when the engine has her inside at least one safe zone."""
+    return "inside" in safe_zone_sides(client, elder_id=elder_id).values()
+
+
+def home_zone_ids(client: redis.Redis, *, elder_id: int) -> set[str]:
+    """Safe zones that contain the elder's home; every safe zone if none does."""
+    elder_raw = client.get(keys.elder(elder_id))
+    if elder_raw is None:
+        return set()
+    home = json.loads(elder_raw)["home"]
+    frame = LocalFrame(home["lat"], home["lon"])
+    safe: set[str] = set()
+    homes: set[str] = set()
+    for zone_id, raw in client.hgetall(keys.zones(elder_id)).items():
+        doc = json.loads(raw)
+        props = doc["properties"]
+        if props["kind"] != "safe":
+            continue
+        safe.add(_s(zone_id))
+        shape = project_geometry(doc["geometry"], frame, props.get("radius_m"))
+        if shape.signed_distance_one(0.0, 0.0) <= 0:
+            homes.add(_s(zone_id))
+    return homes or safe
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -11,6 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from alerts.feed import router as feed_router
+from alerts.incidents.endpoints import router as incidents_router
+from alerts.notify.endpoints import router as notifications_router
 from alerts.responders.endpoints import router as responders_router
 from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
@@ -22,7 +25,7 @@ from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
-from locator.core.redis import async_client
+from locator.core.redis import async_client, sync_client
 from locator.core.settings import Settings
 
 log = get_logger(__name__)
@@ -61,6 +64,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(redis_url, process="api")
+        sync_redis = sync_client(redis_url, process="api")
         publisher = (
             MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
             if mqtt_url
@@ -73,6 +77,7 @@ def create_app(
             mqtt_url=mqtt_url,
             publisher=publisher,
             local_loops=local_loops,
+            sync_redis=sync_redis,
         )
         try:
             yield
@@ -80,6 +85,7 @@ def create_app(
             if publisher is not None:
                 publisher.close()
             await redis.aclose()
+            sync_redis.close()
 
     app = FastAPI(
         title="Homeward",
@@ -97,6 +103,9 @@ def create_app(
         telemetry_router,
         zones_router,
         responders_router,
+        incidents_router,
+        notifications_router,
+        feed_router,
         endpoints.router,
     ):
         app.include_router(router, prefix=API_PREFIX)

@@ -20,6 +20,7 @@ from typing import Annotated
 import redis
 import typer
 
+from alerts.incidents.service import config_from
 from locator import embedded, processes
 from locator.core import keys
 from locator.core.auth import Principal, Role, create_token, revoke_token
@@ -57,6 +58,8 @@ class RoleChoice(StrEnum):
 class ProcessChoice(StrEnum):
     ingest = "ingest"
     ticker = "ticker"
+    alerts = "alerts"
+    delivery = "delivery"
 
 
 def _settings() -> Settings:
@@ -227,6 +230,7 @@ def run() -> None:
                     "data_dir": settings.data_dir,
                     "stop": stop,
                     "mqtt_url": mqtt_url,
+                    "alerts": config_from(settings, clock=SystemClock(), mqtt_url=mqtt_url),
                 },
                 name="ticker",
             )
@@ -246,7 +250,10 @@ def run() -> None:
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
         _serve_http(
-            settings, redis_url=redis_url, mqtt_url=mqtt_url, local_loops=("ingest", "ticker")
+            settings,
+            redis_url=redis_url,
+            mqtt_url=mqtt_url,
+            local_loops=("ingest", "ticker", "alerts", "delivery", "relay"),
         )
     finally:
         stop.set()
@@ -295,7 +302,7 @@ def ingest() -> None:
 
 @app.command()
 def ticker() -> None:
-    """The timer loop: fires due jobs (offline checks; SLA steps once alerts exist)."""
+    """Timers (SLA steps, offline checks) and the alerts worker (incidents, outbox, relay)."""
     settings = _settings()
     redis_url, mqtt_url = _require_urls(settings, mqtt=False)
     stop = _stop_on_signals()
@@ -306,6 +313,7 @@ def ticker() -> None:
         data_dir=settings.data_dir,
         stop=stop,
         mqtt_url=mqtt_url,
+        alerts=config_from(settings, clock=SystemClock(), mqtt_url=mqtt_url),
     )
 
 

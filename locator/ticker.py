@@ -1,4 +1,5 @@
-"""The ticker process: fires due timers (offline checks now; SLA steps later)."""
+"""The ticker process: fires due timers (SLA steps, offline checks, delivery retries) and
+runs the alerts worker (alarms → incidents, outbox → channels, feed → MQTT)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter
 
+from alerts.incidents import service as incidents
+from alerts.incidents.service import AlertsConfig
+from alerts.notify import outbox
 from devices import liveness, reporting
 from locator import processes
 from locator.core.clock import Clock
@@ -34,6 +38,7 @@ class Ticker:
         clock: Clock,
         offline_after_s: int,
         publisher: Publisher | None = None,
+        alerts: AlertsConfig | None = None,
     ) -> None:
         self._redis = client
         self._clock = clock
@@ -44,7 +49,10 @@ class Ticker:
                 client, job, now=now, default_after_s=offline_after_s
             ),
             "fastmode": self._restore_interval,
+            "deliver": lambda job, now: outbox.requeue(client, job.args[0]),
         }
+        if alerts is not None:
+            self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
 
     def _restore_interval(self, job: Job, now: float) -> str:
         if self._publisher is None:
@@ -98,7 +106,10 @@ def run_ticker(
     data_dir: Path,
     stop: threading.Event,
     mqtt_url: str | None = None,
+    alerts: AlertsConfig | None = None,
 ) -> None:
+    """The ticker loop, and (given ``alerts``) the alerts worker threads beside it."""
+    from locator.alerts_loop import start_workers
     from locator.core.redis import sync_client
 
     client = sync_client(redis_url, process="ticker")
@@ -108,8 +119,21 @@ def run_ticker(
         else None
     )
     try:
-        ticker = Ticker(client, clock=clock, offline_after_s=offline_after_s, publisher=publisher)
+        ticker = Ticker(
+            client,
+            clock=clock,
+            offline_after_s=offline_after_s,
+            publisher=publisher,
+            alerts=alerts,
+        )
+        workers = []
+        if alerts is not None:
+            workers = start_workers(
+                client, alerts, publisher=publisher, stop=stop, data_dir=data_dir
+            )
         ticker.run(stop, data_dir=data_dir)
+        for worker in workers:
+            worker.join(timeout=5)
     finally:
         if publisher is not None:
             publisher.close()

@@ -14,7 +14,7 @@ from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.deps import AppContext
 from locator.core.mqtt import MqttPublisher
-from locator.core.redis import async_client
+from locator.core.redis import async_client, sync_client
 from locator.core.settings import load_settings
 from tests.servers import clean_homeward_keys, mqtt_broker, redis_server
 
@@ -68,8 +68,14 @@ async def api(
     app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
     # ASGITransport does not run the lifespan: hand the app its context directly.
     publisher = MqttPublisher(mqtt_url, client_id=f"test-api-{uuid.uuid4().hex[:8]}")
+    sync_redis = sync_client(redis_url, process="test")
     app.state.ctx = AppContext(
-        settings=settings, redis=redis, clock=clock, mqtt_url=mqtt_url, publisher=publisher
+        settings=settings,
+        redis=redis,
+        clock=clock,
+        mqtt_url=mqtt_url,
+        publisher=publisher,
+        sync_redis=sync_redis,
     )
     tokens = {}
     for who, role, subject in [
@@ -83,3 +89,4 @@ async def api(
     async with httpx.AsyncClient(transport=transport, base_url="http://homeward.test") as http:
         yield Api(http=http, redis=redis, tokens=tokens)
     publisher.close()
+    sync_redis.close()

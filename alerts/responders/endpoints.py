@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Query, status
 
+from alerts.incidents import service as incidents
 from alerts.responders import service
 from alerts.responders.schemas import (
     DispatcherCreate,
@@ -22,7 +24,7 @@ from alerts.responders.schemas import (
     VolunteerRead,
     VolunteerUpdate,
 )
-from locator.core.deps import CallerDep, ClockDep, RedisDep
+from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep, SyncRedisDep
 from locator.core.schemas import Page
 
 router = APIRouter()
@@ -59,11 +61,30 @@ async def update_volunteer(
 
 @router.post("/volunteers/{volunteer_id}/location", tags=["volunteers"])
 async def share_location(
-    volunteer_id: int, body: LocationReport, redis: RedisDep, caller: CallerDep, clock: ClockDep
+    volunteer_id: int,
+    body: LocationReport,
+    redis: RedisDep,
+    caller: CallerDep,
+    clock: ClockDep,
+    ctx: ContextDep,
+    sync_redis: SyncRedisDep,
 ) -> SharedLocation:
-    return await service.share_location(
+    """Share where a volunteer is: feeds nearest-volunteer dispatch and automatic on-site."""
+    shared = await service.share_location(
         redis, caller=caller, volunteer_id=volunteer_id, body=body, clock=clock
     )
+    cfg = incidents.config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url)
+    await anyio.to_thread.run_sync(
+        lambda: incidents.volunteer_moved(
+            sync_redis,
+            cfg,
+            volunteer_id=volunteer_id,
+            lat=shared.lat,
+            lon=shared.lon,
+            acc=shared.acc,
+        )
+    )
+    return shared
 
 
 @router.put("/elders/{elder_id}/pair", tags=["pairs"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
@@ -54,6 +55,23 @@ async def _authorize_doc(
         caller.role is Role.VOLUNTEER
         and not write
         and await redis.sismember(keys.elder_readers(elder_id), caller.subject or "")
+    ):
+        return doc
+    raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
+
+
+def authorize_sync(
+    client: redis.Redis, *, caller: Principal, elder_id: int, write: bool
+) -> dict[str, Any]:
+    """``authorize`` for the synchronous alerts services (same rules)."""
+    raw = client.get(keys.elder(elder_id))
+    doc = _live(json.loads(raw) if raw is not None else None, elder_id)
+    if caller.is_staff or (caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject):
+        return doc
+    if (
+        caller.role is Role.VOLUNTEER
+        and not write
+        and client.sismember(keys.elder_readers(elder_id), caller.subject or "")
     ):
         return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")

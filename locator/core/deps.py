@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import redis as redis_sync
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,6 +27,8 @@ class AppContext:
     mqtt_url: str | None = None
     publisher: Publisher | None = None
     local_loops: tuple[str, ...] = ()  # loops running in this process (`homeward run`)
+    # For the synchronous alerts services, run in FastAPI's worker threads.
+    sync_redis: redis_sync.Redis | None = None
 
 
 async def get_context(request: Request) -> AppContext:
@@ -53,7 +56,13 @@ async def get_principal(
     return await resolve_token(redis, credentials.credentials)
 
 
+async def get_sync_redis(ctx: Annotated[AppContext, Depends(get_context)]) -> redis_sync.Redis:
+    assert ctx.sync_redis is not None, "the app's lifespan sets it"
+    return ctx.sync_redis
+
+
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 CallerDep = Annotated[Principal, Depends(get_principal)]
 ContextDep = Annotated[AppContext, Depends(get_context)]
+SyncRedisDep = Annotated[redis_sync.Redis, Depends(get_sync_redis)]

@@ -179,3 +179,69 @@ def fast_mode(elder_id: int) -> str:
 def open_incident(elder_id: int) -> str:
     """Set by the alerts stage while an incident is open: fast reporting then stays on."""
     return f"hw:{elder_tag(elder_id)}:incident"
+
+
+# --- incidents (alerts domain) -----------------------------------------------------------
+INCIDENTS = "hw:incidents"  # zset id -> id, every incident
+INCIDENTS_OPEN = "hw:incidents:open"  # zset id -> id, incidents not yet resolved or cancelled
+INCIDENT_ELDER = "hw:incidents:elder"  # hash incident id -> elder id (locates the hash tag)
+INCIDENT_CODES = "hw:incidents:codes"  # hash short code -> incident id, open incidents only
+
+
+def incident(elder_id: int, incident_id: int) -> str:
+    """Hash: status, deadlines, timestamps, policy snapshot, version, step and step token."""
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}"
+
+
+def incident_timeline(elder_id: int, incident_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}:timeline"
+
+
+def incident_responders(elder_id: int, incident_id: int) -> str:
+    """Hash volunteer id -> JSON state (notified, accepted, declined, ...)."""
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}:responders"
+
+
+def incident_sources(elder_id: int, incident_id: int) -> str:
+    """Stream ids of the alarms already joined to the incident (a redelivery joins once)."""
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}:sources"
+
+
+def incident_attempts(elder_id: int, incident_id: int) -> str:
+    """Zset of the incident's notification attempt ids, by creation order."""
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}:attempts"
+
+
+def volunteer_incidents(volunteer_id: int) -> str:
+    """Zset incident id -> id: incidents this volunteer was alerted to."""
+    return f"hw:volunteer:{volunteer_id}:incidents"
+
+
+def elder_incidents(elder_id: int) -> str:
+    return f"hw:{elder_tag(elder_id)}:incidents"
+
+
+def elder_notices(elder_id: int) -> str:
+    """Family-first notices (low battery, offline at home, removed at home): a capped list."""
+    return f"hw:{elder_tag(elder_id)}:notices"
+
+
+# --- notifications ------------------------------------------------------------------------
+OUTBOX = "hw:stream:outbox"  # attempt ids to deliver (consumer group "delivery")
+ATTEMPTS = "hw:attempts"  # zset attempt id -> sequence, newest last (GET notifications)
+
+
+def attempt(attempt_id: str) -> str:
+    """Hash: recipient, channel, status, error, tries; created once (at most one attempt)."""
+    return f"hw:attempt:{attempt_id}"
+
+
+# --- live event feed ----------------------------------------------------------------------
+FEED = "hw:stream:feed"  # every incident change and notice, for SSE and MQTT relay
+
+
+def stream_ticket(ticket: str) -> str:
+    return f"hw:ticket:{ticket}"
+
+
+POLICY = "hw:policy"  # the dispatch policy new incidents snapshot (settings when absent)

@@ -50,3 +50,16 @@ def sync_client(url: str | None, *, process: str) -> redis.Redis:
 
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
     return redis.Redis.from_url(url, retry=retry, **_policy(process))
+
+
+StreamEntries = list[tuple[str, dict[str, str]]]
+
+
+def stream_reply(reply: Any) -> list[tuple[str, StreamEntries]]:
+    """An XREAD/XREADGROUP reply of a decode_responses client, typed (None when it timed out)."""
+    return [(str(stream), list(entries)) for stream, entries in (reply or [])]
+
+
+def claimed_entries(reply: Any) -> StreamEntries:
+    """The entries of an XAUTOCLAIM reply (Redis 6.2: [cursor, entries])."""
+    return list(reply[1]) if reply else []

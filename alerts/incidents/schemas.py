@@ -1,0 +1,97 @@
+"""Bodies and answers of the incident API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from locator.core.schemas import CrsName, LatLon, Strict
+
+OutcomeName = Literal[
+    "found_safe", "returned_home", "found_injured", "handed_to_police", "false_alarm", "other"
+]
+Note = Annotated[str, Field(max_length=1000)]
+
+
+class MissingReport(Strict):
+    """A guardian or dispatcher reports the elder missing."""
+
+    elder_id: int = Field(gt=0)
+    note: Note = ""
+    last_seen_at: LatLon | None = None
+    crs: CrsName = "wgs84"
+
+
+class ResolveBody(Strict):
+    outcome: OutcomeName
+    note: Note = ""
+
+
+class FoundBody(Strict):
+    outcome: OutcomeName = "found_safe"
+    note: Note = ""
+
+
+class CancelBody(Strict):
+    note: Note = ""
+
+
+class ResponderRead(BaseModel):
+    volunteer_id: int
+    name: str | None = None
+    kind: str
+    state: str
+    notified_at: str | None = None
+    accepted_at: str | None = None
+    arrived_at: str | None = None
+    distance_m: float | None = None
+
+
+class IncidentRead(BaseModel):
+    id: int
+    code: str
+    elder_id: int
+    elder_name: str | None = None
+    status: Literal["open", "acknowledged", "on_site", "resolved", "cancelled"]
+    trigger: str
+    t0: str
+    respond_deadline: str
+    onsite_deadline: str
+    acknowledged_at: str | None = None
+    on_site_at: str | None = None
+    resolved_at: str | None = None
+    outcome: str | None = None
+    suggested_outcome: str | None = None
+    respond_breached: bool = False
+    onsite_breached: bool = False
+    next_step: str | None = None
+    next_step_at: str | None = None
+    origin: dict[str, float] | None = None
+    note: str = ""
+    policy: dict[str, Any]
+    responders: list[ResponderRead]
+    timeline: list[dict[str, Any]]
+
+
+class NotificationRead(BaseModel):
+    id: str
+    incident_id: int | None
+    elder_id: int
+    step: str
+    recipient: str
+    channel: str
+    template: str
+    text: str
+    status: str
+    error: str
+    tries: int
+    created_at: str
+    sent_at: str | None
+    fallback_of: str | None
+
+
+class TicketRead(BaseModel):
+    ticket: str
+    expires_in: int
+    url: str

@@ -1,0 +1,270 @@
+"""The alerts stage's input: zone transitions and device events become incidents or notices.
+
+Handlers are keyed by event type (as in home-assistant's owntracks); each is idempotent for
+one stream entry: an incident records the entry id it joined, a notice's attempt id
+contains it, so a redelivered entry changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from alerts.incidents import service as incidents
+from alerts.incidents.service import AlertsConfig
+from alerts.notify.channels import chain_for
+from alerts.notify.messages import render
+from alerts.notify.outbox import attempt_id, enqueue
+from geofences import service as geofences
+from locator.core import keys
+from locator.core.logging import get_logger
+from locator.core.redis import StreamEntries, claimed_entries, stream_reply
+
+log = get_logger(__name__)
+
+Handler = Callable[[redis.Redis, AlertsConfig, str, dict[str, str]], str]
+
+
+def _at(fields: dict[str, str]) -> tuple[float, float] | None:
+    if fields.get("lat") and fields.get("lon"):
+        return float(fields["lat"]), float(fields["lon"])
+    return None
+
+
+def _t0(fields: dict[str, str], cfg: AlertsConfig) -> float:
+    """The SLA clock starts when the alarm was confirmed: the confirming message's arrival."""
+    received = fields.get("received_ms")
+    return float(received) / 1000 if received else cfg.clock.time()
+
+
+def _open(
+    client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str], trigger: str
+) -> str:
+    _, opened = incidents.open_or_join(
+        client,
+        cfg,
+        elder_id=int(fields["elder_id"]),
+        trigger=trigger,
+        at=_at(fields),
+        actor="system",
+        channel=(fields.get("device_id") and "device") or "system",
+        source=entry_id,
+        t0=_t0(fields, cfg),
+    )
+    return "opened" if opened else "joined"
+
+
+def notify_family(
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    elder_id: int,
+    template: str,
+    source: str,
+    values: dict[str, Any] | None = None,
+) -> str:
+    """A family-first notice: guardians only, once per source event."""
+    raw = client.get(keys.elder(elder_id))
+    if raw is None:
+        return "gone"
+    elder = json.loads(raw)
+    now = cfg.clock.time()
+    text = render(template, cfg.locale, {"name": elder.get("name", ""), **(values or {})})
+    scope = "n" + source.replace(".", "_")
+    pipe = client.pipeline(transaction=False)
+    for index, guardian in enumerate(elder.get("guardians", [])):
+        recipient = f"guardian:{index}"
+        chain = chain_for(recipient, set(cfg.channels))
+        if not chain:
+            continue
+        aid = attempt_id(
+            elder_id=elder_id, scope=scope, step=template, recipient=recipient, channel=chain[0]
+        )
+        enqueue(
+            pipe,
+            attempt=aid,
+            now=now,
+            fields={
+                "elder_id": elder_id,
+                "incident_id": "",
+                "scope": scope,
+                "step": template,
+                "recipient": recipient,
+                "phone": guardian.get("phone", ""),
+                "channel": chain[0],
+                "template": template,
+                "text": text,
+                "locale": cfg.locale,
+                "data": json.dumps({"elder_id": elder_id, "notice": template}),
+            },
+        )
+    notice = json.dumps(
+        {"type": template, "text": text, "source": source, "at": now}, ensure_ascii=False
+    )
+    pipe.lpush(keys.elder_notices(elder_id), notice)
+    pipe.ltrim(keys.elder_notices(elder_id), 0, 199)
+    pipe.xadd(
+        keys.FEED,
+        {
+            "type": "notice",
+            "incident_id": "",
+            "elder_id": str(elder_id),
+            "version": "",
+            "data": notice,
+        },
+        maxlen=10_000,
+        approximate=True,
+    )
+    pipe.execute()
+    return f"notice:{template}"
+
+
+# --- zone transitions ----------------------------------------------------------------------
+def on_transition(
+    client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str]
+) -> str:
+    kind = fields.get("kind")
+    elder_id = int(fields["elder_id"])
+    if kind == "danger_enter":
+        return _open(client, cfg, entry_id, fields, "danger_enter")
+    if kind == "zone_exit":
+        if fields.get("outside_all_safe") != "1":
+            return "still_inside_another"
+        return _open(client, cfg, entry_id, fields, "zone_exit")
+    if kind == "zone_enter":
+        incident_id = incidents.open_incident_id(client, elder_id)
+        if incident_id is None:
+            return "no_incident"
+        if fields.get("zone_id") not in geofences.home_zone_ids(client, elder_id=elder_id):
+            return "not_home"
+        return "returned_home:" + incidents.returned_home(
+            client, cfg, incident_id=incident_id, source=entry_id
+        )
+    return "ignored"
+
+
+# --- device events ---------------------------------------------------------------------------
+def _join_if_open(
+    client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str], trigger: str
+) -> str | None:
+    incident_id = incidents.open_incident_id(client, int(fields["elder_id"]))
+    if incident_id is None:
+        return None
+    incidents.join(
+        client,
+        cfg,
+        incident_id=incident_id,
+        trigger=trigger,
+        at=_at(fields),
+        actor="system",
+        channel="device",
+        source=entry_id,
+    )
+    return "joined"
+
+
+def on_device_event(
+    client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str]
+) -> str:
+    kind = fields.get("type", "")
+    elder_id = int(fields["elder_id"])
+    if kind in ("sos", "fall"):
+        return _open(client, cfg, entry_id, fields, kind)
+    if kind == "removed":
+        if geofences.is_inside_safe_zone(client, elder_id=elder_id):
+            return _join_if_open(client, cfg, entry_id, fields, kind) or notify_family(
+                client, cfg, elder_id=elder_id, template="removed_home", source=entry_id
+            )
+        return _open(client, cfg, entry_id, fields, "removed")
+    if kind == "device_offline":
+        joined = _join_if_open(client, cfg, entry_id, fields, kind)
+        if joined:
+            return joined
+        if geofences.is_inside_safe_zone(client, elder_id=elder_id):
+            return notify_family(
+                client, cfg, elder_id=elder_id, template="offline_home", source=entry_id
+            )
+        return _open(client, cfg, entry_id, fields, "device_offline")
+    if kind == "low_battery":
+        _join_if_open(client, cfg, entry_id, fields, kind)
+        battery = fields.get("detail", "").split("%")[0] or fields.get("battery", "?")
+        return notify_family(
+            client,
+            cfg,
+            elder_id=elder_id,
+            template="low_battery",
+            source=entry_id,
+            values={"battery": battery},
+        )
+    if kind == "device_online":
+        joined = _join_if_open(client, cfg, entry_id, fields, kind)
+        return joined or notify_family(
+            client, cfg, elder_id=elder_id, template="back_online", source=entry_id
+        )
+    if kind == "device_lastwill":
+        return _join_if_open(client, cfg, entry_id, fields, kind) or "ignored"
+    return "ignored"
+
+
+HANDLERS: dict[str, Handler] = {
+    keys.TRANSITIONS: on_transition,
+    keys.DEVICE_EVENTS: on_device_event,
+}
+GROUP = "alerts"
+
+
+def ensure_groups(client: redis.Redis) -> None:
+    for stream in HANDLERS:
+        try:
+            # "$": an alerts stage starting for the first time does not page for history.
+            client.xgroup_create(stream, GROUP, id="$", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def consume_once(
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    consumer: str,
+    block_ms: int = 200,
+    claim: bool = False,
+) -> int:
+    """Handle one batch of new (or, with ``claim``, abandoned) entries; ack each after it."""
+    batches: list[tuple[str, StreamEntries]] = []
+    if claim:
+        for stream in HANDLERS:
+            claimed = client.xautoclaim(stream, GROUP, consumer, 30_000, "0-0", count=100)
+            batches.append((stream, claimed_entries(claimed)))
+    reply = client.xreadgroup(
+        GROUP, consumer, {s: ">" for s in HANDLERS}, count=100, block=block_ms
+    )
+    batches.extend(stream_reply(reply))
+    handled = 0
+    for stream, entries in batches:
+        stream_name = stream
+        for entry_id, fields in entries:
+            if fields:
+                try:
+                    result = HANDLERS[stream_name](client, cfg, entry_id, fields)
+                except redis.RedisError:
+                    raise  # not acked: handled again after the outage
+                except Exception:
+                    # Not acked: an alarm is never dropped; it is retried when claimed again
+                    # and, meanwhile, later alarms go on being handled.
+                    log.exception("alarm_failed", stream=stream_name, entry=entry_id)
+                    continue
+                log.info(
+                    "alarm",
+                    stream=stream_name,
+                    entry=entry_id,
+                    type=fields.get("type") or fields.get("kind"),
+                    result=result,
+                )
+            client.xack(stream_name, GROUP, entry_id)
+            handled += 1
+    return handled

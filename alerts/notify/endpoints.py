@@ -1,0 +1,96 @@
+"""``GET notifications``: every attempt, its channel, status and error (the outbox log)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from alerts.incidents import service as incidents
+from alerts.incidents.schemas import NotificationRead
+from locator.core import keys
+from locator.core.auth import Role
+from locator.core.clock import isoformat
+from locator.core.deps import CallerDep, SyncRedisDep
+from locator.core.errors import Forbidden
+from locator.core.schemas import Page
+
+router = APIRouter(tags=["notifications"])
+SCAN_LIMIT = 2000
+
+
+def _iso(value: str | None) -> str | None:
+    return isoformat(datetime.fromtimestamp(float(value), tz=UTC)) if value else None
+
+
+def _read(attempt: str, doc: dict[str, str]) -> NotificationRead:
+    return NotificationRead(
+        id=attempt,
+        incident_id=int(doc["incident_id"]) if doc.get("incident_id") else None,
+        elder_id=int(doc["elder_id"]),
+        step=doc.get("step", ""),
+        recipient=doc.get("recipient", ""),
+        channel=doc.get("channel", ""),
+        template=doc.get("template", ""),
+        text=doc.get("text", ""),
+        status=doc.get("status", ""),
+        error=doc.get("error", ""),
+        tries=int(doc.get("tries", "0")),
+        created_at=_iso(doc.get("created")) or "",
+        sent_at=_iso(doc.get("sent_at")),
+        fallback_of=doc.get("fallback_of") or None,
+    )
+
+
+@router.get("/notifications")
+def list_notifications(
+    redis: SyncRedisDep,
+    caller: CallerDep,
+    incident_id: int | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[NotificationRead]:
+    """Attempts, oldest first within an incident, newest first across all (staff, family)."""
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("volunteers do not read the notifications log")
+    if incident_id is not None:
+        snap = incidents.load(redis, incident_id)
+        incidents.authorize(redis, caller=caller, snap=snap)
+        ids = [
+            str(a) for a in redis.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
+        ]
+        own: set[int] | None = None
+    else:
+        ids = [str(a) for a in redis.zrevrange(keys.ATTEMPTS, 0, SCAN_LIMIT - 1)]
+        own = None
+        if not caller.is_staff:
+            own = {
+                int(str(e)) for e in redis.zrange(keys.owner_elders(caller.subject or ""), 0, -1)
+            }
+    start = int(cursor) if cursor and cursor.isdigit() else 0
+    pipe = redis.pipeline(transaction=False)
+    for attempt in ids:
+        pipe.hgetall(keys.attempt(attempt))
+    docs = pipe.execute() if ids else []
+    rows = [
+        _read(a, d)
+        for a, d in zip(ids, docs, strict=True)
+        if d and (own is None or int(d["elder_id"]) in own)
+    ]
+    page = rows[start : start + limit]
+    more = start + limit < len(rows)
+    return Page[NotificationRead](items=page, next=str(start + limit) if more else None)
+
+
+@router.get("/elders/{elder_id}/notices", tags=["elders"])
+def list_notices(elder_id: int, redis: SyncRedisDep, caller: CallerDep) -> dict[str, object]:
+    """Family-first notices (low battery, offline at home, removed at home), newest first."""
+    from devices.elders.service import authorize_sync
+
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("notices are for the family and dispatch")
+    authorize_sync(redis, caller=caller, elder_id=elder_id, write=False)
+    raws = redis.lrange(keys.elder_notices(elder_id), 0, 199)
+    return {"items": [json.loads(r) for r in raws], "next": None}

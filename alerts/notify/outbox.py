@@ -1,0 +1,258 @@
+"""The outbox: notification attempts queued on a Redis stream, delivered by a consumer group.
+
+An attempt id is (scope, step, recipient, channel), created at most once, so a step
+replayed after a crash never pages the same person twice on the same channel. Delivery
+marks an attempt ``sending`` before calling the channel: finding it still ``sending`` on a
+redelivery means the process died between the provider's answer and recording it, and the
+fate of that message is unknown, so the next channel is tried instead of resending.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from prometheus_client import Counter, Gauge
+
+from alerts.notify.channels import Channel, Message, Result, chain_for
+from locator.core import keys, timers
+from locator.core.logging import get_logger
+from locator.core.redis import claimed_entries, stream_reply
+
+log = get_logger(__name__)
+
+GROUP = "delivery"
+MAX_TRIES = 4
+RETRY_BASE_S = 2.0
+CLAIM_IDLE_MS = 30_000
+
+ATTEMPTS_TOTAL = Counter(
+    "homeward_notifications_total", "Notification attempts by outcome", ["channel", "status"]
+)
+OUTBOX_PENDING = Gauge("homeward_outbox_pending", "Outbox entries read but not yet acknowledged")
+
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local seq = redis.call('INCR', KEYS[4])
+local f = {'seq', tostring(seq), 'status', 'queued', 'tries', '0', 'created', ARGV[3]}
+for k, v in pairs(cjson.decode(ARGV[2])) do table.insert(f, k); table.insert(f, tostring(v)) end
+redis.call('HSET', KEYS[1], unpack(f))
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+if KEYS[5] ~= KEYS[3] then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'attempt', ARGV[1])
+return 1
+"""
+
+_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' or status == 'retry' then
+  redis.call('HSET', KEYS[1], 'status', 'sending', 'updated', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'tries', 1)
+  return 'go'
+end
+if status == 'sending' then
+  redis.call('HSET', KEYS[1], 'status', 'unknown', 'updated', ARGV[1],
+    'error', 'interrupted after sending began: fate unknown, not resent')
+  return 'unknown'
+end
+return status or 'missing'
+"""
+
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'provider_id', ARGV[3],
+  'updated', ARGV[4])
+if ARGV[1] == 'sent' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[4]) end
+return 1
+"""
+
+
+def attempt_id(*, elder_id: int, scope: str, step: str, recipient: str, channel: str) -> str:
+    """The one id of (scope, step, recipient, channel); scope is ``i<incident>`` or ``n<id>``."""
+    return f"{elder_id}.{scope}.{step}.{recipient}.{channel}"
+
+
+def enqueue(
+    client: redis.Redis | Any,
+    *,
+    attempt: str,
+    fields: dict[str, Any],
+    now: float,
+    incident_attempts: str | None = None,
+) -> None:
+    """Queue an attempt unless it exists (pipelines welcome)."""
+    client.eval(
+        _ENQUEUE,
+        5,
+        keys.attempt(attempt),
+        keys.OUTBOX,
+        keys.ATTEMPTS,
+        keys.sequence("attempt"),
+        incident_attempts or keys.ATTEMPTS,
+        attempt,
+        json.dumps(fields, ensure_ascii=False),
+        repr(now),
+    )
+
+
+def read_attempt(client: redis.Redis, attempt: str) -> dict[str, str]:
+    doc: dict[str, str] = client.hgetall(keys.attempt(attempt))  # type: ignore[assignment]
+    return doc
+
+
+@dataclass
+class Deliverer:
+    """The delivery side: reads the outbox as one consumer of the ``delivery`` group."""
+
+    client: redis.Redis
+    channels: dict[str, Channel]
+    consumer: str
+
+    def __post_init__(self) -> None:
+        self._begin = self.client.register_script(_BEGIN)
+        self._finish = self.client.register_script(_FINISH)
+        self._claimed_at = 0.0
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(keys.OUTBOX, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run_once(self, *, now: float, block_ms: int = 200) -> int:
+        """Deliver what is queued (and what a dead consumer left behind); returns how many."""
+        entries: list[tuple[str, dict[str, str]]] = []
+        if now - self._claimed_at > CLAIM_IDLE_MS / 1000 / 2:
+            self._claimed_at = now
+            claimed = self.client.xautoclaim(
+                keys.OUTBOX, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=100
+            )
+            entries.extend(claimed_entries(claimed))
+        reply = self.client.xreadgroup(
+            GROUP, self.consumer, {keys.OUTBOX: ">"}, count=50, block=block_ms
+        )
+        for _, batch in stream_reply(reply):
+            entries.extend(batch)
+        for entry_id, fields in entries:
+            if fields and "attempt" in fields:
+                self.deliver(fields["attempt"], now=now)
+            self.client.xack(keys.OUTBOX, GROUP, entry_id)
+        return len(entries)
+
+    def deliver(self, attempt: str, *, now: float) -> str:
+        """One attempt: mark it sending, call its channel, record the result, fall back."""
+        verdict = _s(self._begin(keys=[keys.attempt(attempt)], args=[repr(now)]))
+        if verdict == "unknown":
+            ATTEMPTS_TOTAL.labels(self._channel_of(attempt), "unknown").inc()
+            self.fall_back(attempt, now=now)
+            return verdict
+        if verdict != "go":
+            return verdict  # already delivered, failed or superseded
+        doc = read_attempt(self.client, attempt)
+        channel = self.channels.get(doc["channel"])
+        if channel is None:
+            result = Result("failed", f"channel {doc['channel']} is not configured")
+        else:
+            try:
+                result = channel.send(_message(attempt, doc))
+            except Exception as exc:  # a channel bug must not stop every other page
+                log.exception("channel_crashed", attempt=attempt)
+                result = Result("failed", f"{type(exc).__name__}: {exc}")
+        tries = int(doc.get("tries", "1"))
+        status: str = result.outcome
+        if status == "transient":
+            status = "retry" if tries < MAX_TRIES else "failed"
+        self._finish(
+            keys=[keys.attempt(attempt)],
+            args=[status, result.detail, result.provider_id, repr(now)],
+        )
+        ATTEMPTS_TOTAL.labels(doc["channel"], status).inc()
+        log.info("notification", attempt=attempt, status=status, detail=result.detail)
+        if status == "retry":
+            timers.schedule(
+                self.client,
+                timers.job_id("deliver", attempt),
+                due=now + RETRY_BASE_S * 2 ** (tries - 1),
+            )
+        elif status == "failed":
+            self.fall_back(attempt, now=now)
+        return status
+
+    def fall_back(self, attempt: str, *, now: float) -> str | None:
+        """Queue the same message on the recipient's next channel; None when none is left."""
+        doc = read_attempt(self.client, attempt)
+        chain = chain_for(doc["recipient"], set(self.channels), start=doc["channel"])
+        rest = chain[1:] if chain and chain[0] == doc["channel"] else chain
+        if not rest:
+            log.warning("notification_unreachable", attempt=attempt, recipient=doc["recipient"])
+            return None
+        nxt = rest[0]
+        scope = doc["scope"]
+        new_id = attempt_id(
+            elder_id=int(doc["elder_id"]),
+            scope=scope,
+            step=doc["step"],
+            recipient=doc["recipient"],
+            channel=nxt,
+        )
+        fields = {k: v for k, v in doc.items() if k in _COPIED}
+        fields.update(channel=nxt, fallback_of=attempt)
+        enqueue(
+            self.client,
+            attempt=new_id,
+            fields=fields,
+            now=now,
+            incident_attempts=_incident_attempts(doc),
+        )
+        return new_id
+
+    def _channel_of(self, attempt: str) -> str:
+        return attempt.rsplit(".", 1)[-1]
+
+
+_COPIED = frozenset(
+    {
+        "elder_id",
+        "incident_id",
+        "scope",
+        "step",
+        "recipient",
+        "phone",
+        "template",
+        "text",
+        "data",
+        "locale",
+    }
+)
+
+
+def _incident_attempts(doc: dict[str, str]) -> str | None:
+    if doc.get("incident_id"):
+        return keys.incident_attempts(int(doc["elder_id"]), int(doc["incident_id"]))
+    return None
+
+
+def _message(attempt: str, doc: dict[str, str]) -> Message:
+    return Message(
+        attempt_id=attempt,
+        recipient=doc["recipient"],
+        phone=doc.get("phone") or None,
+        template=doc["template"],
+        text=doc.get("text", ""),
+        data=json.loads(doc.get("data") or "{}"),
+    )
+
+
+def requeue(client: redis.Redis, attempt: str) -> str:
+    """The ticker's ``deliver`` job: a transient failure's backoff is over, try again."""
+    if client.hget(keys.attempt(attempt), "status") != "retry":
+        return "skipped"
+    client.xadd(keys.OUTBOX, {"attempt": attempt}, maxlen=100_000, approximate=True)
+    return "requeued"
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,131 @@
+"""The alerts worker: alarms → incidents, the outbox → channels, the feed → MQTT.
+
+Three loops, each a consumer in its Redis consumer group, so a crash leaves its pending
+entries to be claimed again and nothing is handled twice in a way anyone notices (every
+handler is idempotent per entry). Runs inside `homeward ticker` and `homeward run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from alerts import intake
+from alerts.incidents.service import AlertsConfig
+from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
+from alerts.notify.outbox import Deliverer
+from locator import processes
+from locator.core import keys
+from locator.core.logging import get_logger
+from locator.core.mqtt import BrokerUnavailable, Publisher
+from locator.core.redis import stream_reply
+
+log = get_logger(__name__)
+
+EVENTS_TOPIC = "homeward/events/incidents"
+RELAY_GROUP = "mqtt-events"
+
+
+def consumer_name(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def channels_for(cfg: AlertsConfig, publisher: Publisher | None) -> dict[str, Channel]:
+    """The channel objects behind the configured channel names."""
+    out: dict[str, Channel] = {"log": LogChannel()}
+    if "mqtt" in cfg.channels and publisher is not None:
+        out["mqtt"] = MqttPushChannel(publisher)
+    return out
+
+
+def relay_once(
+    client: redis.Redis, publisher: Publisher, *, consumer: str, block_ms: int = 200
+) -> int:
+    """Publish new incident changes on ``homeward/events/incidents`` (at least once)."""
+    reply = client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: ">"}, count=100, block=block_ms)
+    sent = 0
+    for _, entries in stream_reply(reply):
+        for entry_id, fields in entries:
+            if fields.get("type") == "incident":
+                body = {
+                    "event_id": entry_id,
+                    "incident_id": int(fields["incident_id"]),
+                    "elder_id": int(fields["elder_id"]),
+                    "version": int(fields["version"]),
+                    **json.loads(fields.get("data") or "{}"),
+                }
+                try:
+                    publisher.publish(EVENTS_TOPIC, json.dumps(body, ensure_ascii=False).encode())
+                except BrokerUnavailable:
+                    return sent  # not acked: the pending entry is published after reconnect
+                sent += 1
+            client.xack(keys.FEED, RELAY_GROUP, entry_id)
+    return sent
+
+
+def ensure_groups(client: redis.Redis) -> None:
+    intake.ensure_groups(client)
+    try:
+        client.xgroup_create(keys.FEED, RELAY_GROUP, id="$", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _loop(name: str, stop: threading.Event, data_dir: Path, body: Callable[[], object]) -> None:
+    delay = 0.0
+    while not stop.is_set():
+        try:
+            body()
+            processes.beat(data_dir, name, redis_ok=True)
+            delay = 0.0
+        except redis.RedisError as exc:
+            log.warning("alerts_redis_unreachable", loop=name, error=str(exc))
+            processes.beat(data_dir, name, redis_ok=False, error=str(exc))
+            delay = min(max(delay * 2, 0.5), 5.0)
+        if delay:
+            stop.wait(delay)
+
+
+def start_workers(
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    publisher: Publisher | None,
+    stop: threading.Event,
+    data_dir: Path,
+) -> list[threading.Thread]:
+    """Start the intake, delivery and relay loops as daemon threads."""
+    ensure_groups(client)
+    intake_consumer = consumer_name("alerts")
+    deliverer = Deliverer(client, channels_for(cfg, publisher), consumer_name("delivery"))
+    deliverer.ensure_group()
+    claim_every = {"n": 0}
+
+    def intake_body() -> None:
+        claim_every["n"] += 1
+        intake.consume_once(
+            client, cfg, consumer=intake_consumer, claim=claim_every["n"] % 100 == 1
+        )
+
+    loops: list[tuple[str, Callable[[], object]]] = [
+        ("alerts", intake_body),
+        ("delivery", lambda: deliverer.run_once(now=cfg.clock.time())),
+    ]
+    if publisher is not None:
+        relay_consumer = consumer_name("relay")
+        loops.append(("relay", lambda: relay_once(client, publisher, consumer=relay_consumer)))
+    threads = []
+    for name, body in loops:
+        thread = threading.Thread(
+            target=_loop, args=(name, stop, data_dir, body), name=f"homeward-{name}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
