@@ -250,7 +250,9 @@ def consume_once(
         for entry_id, fields in entries:
             if fields:
                 try:
-                    result = HANDLERS[stream_name](client, cfg, entry_id, fields)
+                    # Two streams can hold the same entry id: the source names both.
+                    source = f"{stream_name.rsplit(':', 1)[-1]}@{entry_id}"
+                    result = HANDLERS[stream_name](client, cfg, source, fields)
                 except redis.RedisError:
                     raise  # not acked: handled again after the outage
                 except Exception:
