@@ -99,6 +99,9 @@ def test_run_twice_keeps_what_was_registered(tmp_path: Path) -> None:
             "mqtt": "ok",
             "ingest": "ok",
             "ticker": "ok",
+            "alerts": "ok",
+            "delivery": "ok",
+            "relay": "ok",
         }
         assert httpx.get(f"{first.url}/docs").status_code == 200
         created = httpx.post(f"{first.url}/api/v1/elders", json=elder_body(), headers=headers)

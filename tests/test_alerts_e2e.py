@@ -1,0 +1,189 @@
+"""End to end: bracelet fixes over MQTT → ingest → zone exit → incident → MQTT pages,
+with the alerts worker threads as `homeward ticker` runs them, and the live feed over SSE."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from alerts.incidents import service as incidents
+from locator.alerts_loop import EVENTS_TOPIC, start_workers
+from locator.app import create_app
+from locator.core import keys
+from locator.core.clock import ManualClock
+from locator.core.mqtt import MqttPublisher
+from locator.core.redis import sync_client
+from locator.core.settings import load_settings
+from tests.alerts_harness import build_district, config, north
+from tests.conftest import Api
+from tests.ingest_harness import Publisher, RunningIngest, wait_for
+from tests.test_ingest import Listener
+
+
+async def test_an_exit_pages_both_paired_volunteers_within_a_second(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    d = await build_district(api)
+    r = await api.http.post(
+        "/api/v1/devices",
+        json={"device_id": "b-1", "elder_id": d.elder_id},
+        headers=api.auth("guardian_a"),
+    )
+    assert r.status_code == 201, r.text
+    pages = Listener(mqtt_url, "homeward/volunteers/+/alerts")
+    events = Listener(mqtt_url, EVENTS_TOPIC)
+    client = sync_client(redis_url, process="test")
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-alerts-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    workers = start_workers(
+        client, config(clock), publisher=publisher, stop=stop, data_dir=tmp_path
+    )
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    try:
+        published = 0
+        for metres in (0, 0, 300):
+            clock.advance(15)
+            bracelet.send(
+                "homeward/devices/b-1/up",
+                {"_type": "location", **north(metres), "tst": clock.time(), "acc": 10},
+            )
+            published += 1
+            ingest.wait_processed(published)
+        assert incidents.open_incident_id(client, d.elder_id) is None  # one fix confirms nothing
+        clock.advance(15)
+        started = time.monotonic()
+        bracelet.send(
+            "homeward/devices/b-1/up",
+            {"_type": "location", **north(320), "tst": clock.time(), "acc": 10},
+        )
+        pair = {
+            f"homeward/volunteers/{d.vid('pair1')}/alerts",
+            f"homeward/volunteers/{d.vid('pair2')}/alerts",
+        }
+        wait_for(lambda: pair <= {t for t, _ in pages.messages}, timeout=5)
+        latency = time.monotonic() - started
+        assert latency < 1.0, f"paired volunteers paged {latency:.2f} s after the fix"
+        incident_id = incidents.open_incident_id(client, d.elder_id)
+        assert incident_id is not None
+        log = await api.http.get(
+            f"/api/v1/notifications?incident_id={incident_id}", headers=api.auth("dispatcher")
+        )
+        guardians = {
+            n["recipient"]: n["status"]
+            for n in log.json()["items"]
+            if n["recipient"].startswith("guardian")
+        }
+        assert guardians == {"guardian:0": "sent", "guardian:1": "sent"}
+        # The integration feed carries the change.
+        wait_for(lambda: any(m["incident_id"] == incident_id for _, m in events.messages))
+        opened = next(m for _, m in events.messages if m["incident_id"] == incident_id)
+        assert opened["status"] == "open" and "opened" in opened["change"]
+        # The first accept stands the others down over the same channel.
+        pages.messages.clear()
+        r = await api.http.post(f"/api/v1/incidents/{incident_id}/ack", headers=d.auth("pair1"))
+        assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+        wait_for(lambda: len(pages.messages) >= 4)
+        assert {m["type"] for _, m in pages.messages} == {"covered"}
+        assert f"homeward/volunteers/{d.vid('pair1')}/alerts" not in {t for t, _ in pages.messages}
+        wait_for(lambda: any(m.get("status") == "acknowledged" for _, m in events.messages))
+        # The elder's bracelet keeps reporting fast while the incident is open.
+        assert client.exists(keys.open_incident(d.elder_id))
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        bracelet.close()
+        ingest.close()
+        pages.close()
+        events.close()
+        publisher.close()
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(redis: object, redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[str]:
+    """The real app on a loopback port (SSE needs a real connection, not ASGITransport)."""
+    settings = load_settings(data_dir=tmp_path)
+    app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=ManualClock())
+    port = _free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+        )
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_for(lambda: srv.started, timeout=10)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _read_events(response: httpx.Response, count: int) -> list[dict[str, str]]:
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in current:
+                events.append(current)
+                if len(events) == count:
+                    return events
+            current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(": ")
+        current[name] = value
+    return events
+
+
+async def test_live_feed_over_sse_with_ticket_and_resume(api: Api, server: str) -> None:
+    d = await build_district(api)
+    with httpx.Client(base_url=server, timeout=10) as http:
+        assert http.get("/api/v1/stream?ticket=nope").status_code == 401
+        assert http.get("/api/v1/stream").status_code == 401
+        ticket = http.post("/api/v1/stream/ticket", headers=api.auth("dispatcher")).json()
+        other = http.post("/api/v1/stream/ticket", headers=api.auth("guardian_b")).json()
+        with http.stream("GET", ticket["url"]) as staff:
+            assert staff.headers["content-type"].startswith("text/event-stream")
+            report = {"elder_id": d.elder_id, "note": "没回家"}
+            r = http.post("/api/v1/incidents", json=report, headers=api.auth("guardian_a"))
+            assert r.status_code == 201, r.text
+            incident_id = r.json()["id"]
+            r = http.post(f"/api/v1/incidents/{incident_id}/ack", headers=d.auth("pair2"))
+            assert r.status_code == 200, r.text
+            first, second = _read_events(staff, 2)
+            assert json.loads(first["data"])["status"] == "open"
+            assert json.loads(second["data"])["status"] == "acknowledged"
+            assert first["event"] == "incident"
+        headers = {"Last-Event-ID": first["id"]}
+        with http.stream("GET", ticket["url"], headers=headers) as resumed:
+            [again] = _read_events(resumed, 1)
+            assert again["id"] == second["id"]
+        # Another family's guardian, replaying the whole feed, sees none of it: the server
+        # sends its first keepalive (after reading everything) with no event before it.
+        with http.stream("GET", other["url"], headers={"Last-Event-ID": "0-0"}) as fam_b:
+            seen = []
+            for line in fam_b.iter_lines():
+                if line.startswith(": keepalive"):
+                    break
+                seen.append(line)
+            assert not [x for x in seen if x.startswith("data")]
+        bad = http.get(ticket["url"], headers={"Last-Event-ID": "yesterday"})
+        assert bad.status_code == 422 and "last-event-id" in bad.text.lower()
