@@ -50,14 +50,12 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
     ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
     bracelet = Publisher(mqtt_url)
     try:
-        published = 0
-        for metres in (0, 0, 300):
+        for published, metres in enumerate((0, 0, 300), start=1):
             clock.advance(15)
             bracelet.send(
                 "homeward/devices/b-1/up",
                 {"_type": "location", **north(metres), "tst": clock.time(), "acc": 10},
             )
-            published += 1
             ingest.wait_processed(published)
         assert incidents.open_incident_id(client, d.elder_id) is None  # one fix confirms nothing
         clock.advance(15)
