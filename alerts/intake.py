@@ -245,13 +245,12 @@ def consume_once(
     )
     batches.extend(stream_reply(reply))
     handled = 0
-    for stream, entries in batches:
-        stream_name = stream
+    for stream_name, entries in batches:
         for entry_id, fields in entries:
-            if fields:
+            # Two streams can hold the same entry id: the source names both.
+            source = f"{stream_name.rsplit(':', 1)[-1]}@{entry_id}"
+            if fields and not client.exists(keys.alarm_handled(source)):
                 try:
-                    # Two streams can hold the same entry id: the source names both.
-                    source = f"{stream_name.rsplit(':', 1)[-1]}@{entry_id}"
                     result = HANDLERS[stream_name](client, cfg, source, fields)
                 except redis.RedisError:
                     raise  # not acked: handled again after the outage
@@ -260,6 +259,9 @@ def consume_once(
                     # and, meanwhile, later alarms go on being handled.
                     log.exception("alarm_failed", stream=stream_name, entry=entry_id)
                     continue
+                # Handled: a redelivery (crash before the ack) must not open a second
+                # incident should the first one be closed by then.
+                client.set(keys.alarm_handled(source), result, ex=86_400)
                 log.info(
                     "alarm",
                     stream=stream_name,

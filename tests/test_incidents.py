@@ -529,3 +529,23 @@ async def test_unknown_fate_falls_back_and_transient_failures_retry(
     aid3 = next(a for a, doc in attempts(client, incident_id).items() if doc["recipient"] == near)
     assert sender.deliver(aid3, now=clock.time()) == "failed"
     assert client.hget(keys.attempt(aid3.rsplit(".", 1)[0] + ".log"), "status") == "queued"
+
+
+async def test_a_redelivered_alarm_never_reopens_a_closed_incident(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    incident_id = open_by_exit(client, d, clock)
+    incidents.close(
+        client,
+        config(clock),
+        caller=_staff(),
+        incident_id=incident_id,
+        status="cancelled",
+        outcome=None,
+    )
+    # As if the worker died before acking: the group reads the stream again from the start.
+    client.xgroup_setid(keys.TRANSITIONS, "alerts", "0")
+    assert consume(client, config(clock)) == 1
+    assert incidents.open_incident_id(client, d.elder_id) is None
+    assert client.zcard(keys.INCIDENTS) == 1

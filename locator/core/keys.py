@@ -244,4 +244,9 @@ def stream_ticket(ticket: str) -> str:
     return f"hw:ticket:{ticket}"
 
 
+def alarm_handled(source: str) -> str:
+    """Marks a transition or device event as handled by the alerts stage (for a day)."""
+    return f"hw:alarm:handled:{source}"
+
+
 POLICY = "hw:policy"  # the dispatch policy new incidents snapshot (settings when absent)
