@@ -9,6 +9,7 @@ directly, the HTTP routes through a worker thread.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, links
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, Policy, View
 from alerts.incidents.schemas import IncidentRead, ResponderRead
-from alerts.notify.channels import chain_for, configured
+from alerts.notify import messages
+from alerts.notify.channels import chain_for, configured, extras_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import attempt_id
 from locator.core import crs, keys, timers
@@ -50,6 +52,7 @@ class AlertsConfig:
     locale: str
     channels: frozenset[str]
     policy: Policy = field(default_factory=Policy)
+    public_url: str | None = None  # links in messages
 
 
 @dataclass
@@ -91,7 +94,14 @@ def config_from(settings: Settings, *, clock: Clock, mqtt_url: str | None) -> Al
         clock=clock,
         timezone=settings.zone,
         locale=settings.locale,
-        channels=configured(mqtt_url=mqtt_url),
+        channels=configured(
+            mqtt_url=mqtt_url,
+            twilio=bool(
+                settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+            ),
+            webpush=bool(settings.vapid_private_key),
+        ),
+        public_url=settings.public_url,
         policy=Policy(
             respond_s=settings.respond_sla_s,
             onsite_s=settings.onsite_sla_s,
@@ -211,11 +221,35 @@ def _elder_doc(client: redis.Redis, elder_id: int) -> dict[str, Any]:
     return json.loads(raw) if raw else {"id": elder_id, "name": f"#{elder_id}", "guardians": []}
 
 
-def _expand(recipient: str, elder: dict[str, Any]) -> list[tuple[str, str | None]]:
+def _expand(
+    client: redis.Redis, recipient: str, elder: dict[str, Any]
+) -> list[tuple[str, str | None]]:
     """A notice's recipient as (recipient id, phone) pairs."""
     if recipient == "guardians":
         return [(f"guardian:{i}", g.get("phone")) for i, g in enumerate(elder.get("guardians", []))]
-    return [(recipient, None)]
+    kind, _, ident = recipient.partition(":")
+    key = keys.volunteer(int(ident)) if kind == "volunteer" else keys.dispatcher(int(ident))
+    raw = client.get(key)
+    return [(recipient, json.loads(raw).get("phone") if raw else None)]
+
+
+def place_hint(elder: dict[str, Any], fields: dict[str, str], locale: str) -> str:
+    """Where to look, in a few characters: distance and direction from home."""
+    home = elder.get("home")
+    if not home or not fields.get("origin_lat"):
+        return ""
+    lat, lon = float(fields["origin_lat"]), float(fields["origin_lon"])
+    metres = crs.haversine_m(home["lat"], home["lon"], lat, lon)
+    bearing = (
+        math.degrees(
+            math.atan2((lon - home["lon"]) * math.cos(math.radians(lat)), lat - home["lat"])
+        )
+        % 360
+    )
+    return messages.place(metres, bearing, locale)
+
+
+LINKED_TEMPLATES = frozenset({"alert", "team_call", "wide_call", "lead_call"})
 
 
 def _build(
@@ -261,50 +295,71 @@ def _build(
     if change.notices:
         elder = _elder_doc(client, plan.elder_id)
         code = fields.get("code", "")
-        minutes = max(0, round((now - float(fields.get("t0", now))) / 60))
+        t0 = float(fields.get("t0", now))
         values = {
             "name": elder.get("name", ""),
             "code": code,
-            "minutes": minutes,
-            "trigger": fields.get("trigger", ""),
+            "minutes": max(0, round((now - t0) / 60)),
+            "trigger": messages.trigger_name(fields.get("trigger", ""), cfg.locale),
+            "place": place_hint(elder, fields, cfg.locale),
         }
+        key = links.secret(client)
+        available = set(cfg.channels)
         for notice in change.notices:
-            for recipient, phone in _expand(notice.recipient, elder):
-                chain = chain_for(recipient, set(cfg.channels), start=notice.channel)
-                if not chain:
-                    continue
-                aid = attempt_id(
-                    elder_id=plan.elder_id,
-                    scope=f"i{plan.incident_id}",
-                    step=notice.step or notice.template,
-                    recipient=recipient,
-                    channel=chain[0],
-                )
-                data = {
-                    "incident_id": plan.incident_id,
-                    "code": code,
-                    "elder_id": plan.elder_id,
-                    "elder_name": elder.get("name", ""),
-                }
-                body["attempts"].append(
-                    {
-                        "k": plan.key_index(keys.attempt(aid)),
-                        "id": aid,
-                        "fields": {
-                            "elder_id": plan.elder_id,
-                            "incident_id": plan.incident_id,
-                            "scope": f"i{plan.incident_id}",
-                            "step": notice.step or notice.template,
-                            "recipient": recipient,
-                            "phone": phone or "",
-                            "channel": chain[0],
-                            "template": notice.template,
-                            "text": render(notice.template, cfg.locale, values),
-                            "data": json.dumps(data, ensure_ascii=False),
-                            "locale": cfg.locale,
-                        },
+            for recipient, phone in _expand(client, notice.recipient, elder):
+                label = notice.step or notice.template
+                text_values = dict(values)
+                kind, _, ident = recipient.partition(":")
+                if kind == "volunteer" and notice.template in LINKED_TEMPLATES:
+                    token = links.sign(
+                        key,
+                        incident_id=plan.incident_id,
+                        volunteer_id=int(ident),
+                        expires=t0 + links.LINK_TTL_S,
+                    )
+                    text_values["link"] = links.url(
+                        cfg.public_url, incident_id=plan.incident_id, token=token
+                    )
+                chain = chain_for(recipient, available, start=notice.channel)
+                extras = [] if notice.channel else extras_for(recipient, available)
+                for channel, extra in [
+                    *[(c, False) for c in chain[:1]],
+                    *[(c, True) for c in extras],
+                ]:
+                    aid = attempt_id(
+                        elder_id=plan.elder_id,
+                        scope=f"i{plan.incident_id}",
+                        step=label,
+                        recipient=recipient,
+                        channel=channel,
+                    )
+                    data = {
+                        "incident_id": plan.incident_id,
+                        "code": code,
+                        "elder_id": plan.elder_id,
+                        "elder_name": elder.get("name", ""),
+                        "link": text_values.get("link"),
                     }
-                )
+                    body["attempts"].append(
+                        {
+                            "k": plan.key_index(keys.attempt(aid)),
+                            "id": aid,
+                            "fields": {
+                                "elder_id": plan.elder_id,
+                                "incident_id": plan.incident_id,
+                                "scope": f"i{plan.incident_id}",
+                                "step": label,
+                                "recipient": recipient,
+                                "phone": phone or "",
+                                "channel": channel,
+                                "extra": "1" if extra else "",
+                                "template": notice.template,
+                                "text": render(notice.template, cfg.locale, text_values),
+                                "data": json.dumps(data, ensure_ascii=False),
+                                "locale": cfg.locale,
+                            },
+                        }
+                    )
     if change.ladder == "stop":
         body["ladder"] = {"op": "stop", "job": sla_job(plan.elder_id, plan.incident_id)}
     elif change.ladder == "next":

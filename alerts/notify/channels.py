@@ -1,8 +1,13 @@
 """Notification channels behind one interface, and the order they are tried in.
 
 A channel's ``send`` either delivers (``sent``), fails for good (``failed``: the next
-channel is tried), or fails for now (``transient``: retried with backoff, the same
-channel). Twilio SMS/voice and web push plug in here with the next issue.
+channel is tried), fails for now (``transient``: retried with backoff, the same channel),
+or cannot tell (``unknown``: the provider may have taken it; the next channel is tried,
+this one never resent).
+
+Each recipient has a chain (the guaranteed channels, tried in turn until one takes the
+message) and extras (best effort, sent beside the chain, never a fallback): in mainland
+China only SMS and voice are guaranteed; MQTT push and web push reach the volunteer app.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ from typing import Literal, Protocol
 
 from locator.core.mqtt import BrokerUnavailable, Publisher
 
-Outcome = Literal["sent", "failed", "transient"]
+Outcome = Literal["sent", "failed", "transient", "unknown"]
 
 # Tried in this order per kind of recipient; channels not configured are skipped. "log" is
 # the always-on outbox log: the console and `GET notifications` show the message there.
 CHAINS: dict[str, tuple[str, ...]] = {
-    "volunteer": ("mqtt", "sms", "voice", "log"),
+    "volunteer": ("sms", "voice", "log"),
     "guardian": ("sms", "log"),
     "dispatcher": ("sms", "log"),
 }
+EXTRAS: dict[str, tuple[str, ...]] = {"volunteer": ("mqtt", "webpush")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +99,20 @@ def chain_for(recipient: str, available: set[str], *, start: str | None = None) 
     return [c for c in chain if c in available]
 
 
-def configured(*, mqtt_url: str | None) -> frozenset[str]:
-    """The channels this deployment can use (SMS and voice arrive with Twilio)."""
+def extras_for(recipient: str, available: set[str]) -> list[str]:
+    """Best-effort channels sent beside the chain (the volunteer app's push)."""
+    return [c for c in EXTRAS.get(recipient.split(":", 1)[0], ()) if c in available]
+
+
+def configured(
+    *, mqtt_url: str | None, twilio: bool = False, webpush: bool = False
+) -> frozenset[str]:
+    """The channels this deployment can use."""
     names = {"log"}
     if mqtt_url:
         names.add("mqtt")
+    if twilio:
+        names.update({"sms", "voice"})
+    if webpush:
+        names.add("webpush")
     return frozenset(names)

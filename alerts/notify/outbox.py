@@ -177,40 +177,47 @@ class Deliverer:
                 timers.job_id("deliver", attempt),
                 due=now + RETRY_BASE_S * 2 ** (tries - 1),
             )
-        elif status == "failed":
+        elif status in ("failed", "unknown"):
             self.fall_back(attempt, now=now)
         return status
 
     def fall_back(self, attempt: str, *, now: float) -> str | None:
         """Queue the same message on the recipient's next channel; None when none is left."""
-        doc = read_attempt(self.client, attempt)
-        chain = chain_for(doc["recipient"], set(self.channels), start=doc["channel"])
-        rest = chain[1:] if chain and chain[0] == doc["channel"] else chain
-        if not rest:
-            log.warning("notification_unreachable", attempt=attempt, recipient=doc["recipient"])
-            return None
-        nxt = rest[0]
-        scope = doc["scope"]
-        new_id = attempt_id(
-            elder_id=int(doc["elder_id"]),
-            scope=scope,
-            step=doc["step"],
-            recipient=doc["recipient"],
-            channel=nxt,
-        )
-        fields = {k: v for k, v in doc.items() if k in _COPIED}
-        fields.update(channel=nxt, fallback_of=attempt)
-        enqueue(
-            self.client,
-            attempt=new_id,
-            fields=fields,
-            now=now,
-            incident_attempts=_incident_attempts(doc),
-        )
-        return new_id
+        return fall_back(self.client, attempt, available=set(self.channels), now=now)
 
     def _channel_of(self, attempt: str) -> str:
         return attempt.rsplit(".", 1)[-1]
+
+
+def fall_back(client: redis.Redis, attempt: str, *, available: set[str], now: float) -> str | None:
+    """The recipient's next channel gets the message (an extra channel has none)."""
+    doc = read_attempt(client, attempt)
+    if doc.get("extra"):
+        return None  # best effort only: the chain carries the guarantee
+    chain = chain_for(doc["recipient"], available, start=doc["channel"])
+    rest = chain[1:] if chain and chain[0] == doc["channel"] else chain
+    if not rest:
+        log.warning("notification_unreachable", attempt=attempt, recipient=doc["recipient"])
+        return None
+    nxt = rest[0]
+    scope = doc["scope"]
+    new_id = attempt_id(
+        elder_id=int(doc["elder_id"]),
+        scope=scope,
+        step=doc["step"],
+        recipient=doc["recipient"],
+        channel=nxt,
+    )
+    fields = {k: v for k, v in doc.items() if k in _COPIED}
+    fields.update(channel=nxt, fallback_of=attempt)
+    enqueue(
+        client,
+        attempt=new_id,
+        fields=fields,
+        now=now,
+        incident_attempts=_incident_attempts(doc),
+    )
+    return new_id
 
 
 _COPIED = frozenset(

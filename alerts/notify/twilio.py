@@ -1,0 +1,106 @@
+"""Twilio SMS and voice behind the channel interface, with the official client.
+
+``HOMEWARD_TWILIO_BASE_URL`` sends the client's requests to a Twilio-compatible server: the
+library has no base-URL option, so a custom ``HttpClient`` rewrites ``https://api.twilio.com``.
+Twilio's answer decides the outcome: an invalid (21211) or unsubscribed (21610) number is
+final for that channel (the next channel is tried), 20429 and 5xx are transient (retried);
+no answer at all (timeout, connection lost after sending) is an unknown fate, which the
+outbox treats like a failure of this channel, never resending on it.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from alerts.notify.channels import Message, Result
+
+TWILIO_API = "https://api.twilio.com"
+PERMANENT = {21211: "invalid number", 21610: "unsubscribed (STOP)", 21614: "not a mobile number"}
+
+
+class RewritingHttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """Sends every Twilio API request to ``base_url`` instead of api.twilio.com."""
+
+    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+        super().__init__(timeout=timeout)
+        self._base = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if url.startswith(TWILIO_API):
+            url = self._base + url[len(TWILIO_API) :]
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_client(*, account_sid: str, auth_token: str, base_url: str | None) -> Client:
+    http = RewritingHttpClient(base_url) if base_url else TwilioHttpClient(timeout=5.0)
+    return Client(account_sid, auth_token, http_client=http)
+
+
+def _callback(public_url: str | None, path: str, attempt: str) -> str | None:
+    if not public_url:
+        return None
+    return f"{public_url.rstrip('/')}{path}?{urllib.parse.urlencode({'attempt': attempt})}"
+
+
+def _result_of(exc: Exception) -> Result:
+    if isinstance(exc, TwilioRestException):
+        code = exc.code or 0
+        if code in PERMANENT:
+            return Result("failed", f"twilio {code}: {PERMANENT[code]}")
+        if code == 20429 or exc.status == 429 or exc.status >= 500:
+            return Result("transient", f"twilio {code or exc.status}: {exc.msg}")
+        return Result("failed", f"twilio {code or exc.status}: {exc.msg}")
+    # No answer from Twilio: the request may or may not have been taken.
+    return Result("unknown", f"{type(exc).__name__}: {exc}")
+
+
+class TwilioSms:
+    name = "sms"
+
+    def __init__(self, client: Client, *, from_: str, public_url: str | None) -> None:
+        self._client = client
+        self._from = from_
+        self._public_url = public_url
+
+    def send(self, message: Message) -> Result:
+        if not message.phone:
+            return Result("failed", "no phone number")
+        kwargs: dict[str, Any] = {"to": message.phone, "from_": self._from, "body": message.text}
+        callback = _callback(self._public_url, "/webhooks/twilio/status", message.attempt_id)
+        if callback:
+            kwargs["status_callback"] = callback
+        try:
+            sent = self._client.messages.create(**kwargs)
+        except Exception as exc:
+            return _result_of(exc)
+        return Result("sent", "accepted by Twilio", provider_id=str(sent.sid))
+
+
+class TwilioVoice:
+    name = "voice"
+
+    def __init__(self, client: Client, *, from_: str, public_url: str | None) -> None:
+        self._client = client
+        self._from = from_
+        self._public_url = public_url
+
+    def send(self, message: Message) -> Result:
+        if not message.phone:
+            return Result("failed", "no phone number")
+        url = _callback(self._public_url, "/webhooks/twilio/voice", message.attempt_id)
+        if url is None:
+            return Result("failed", "voice calls need HOMEWARD_PUBLIC_URL for their TwiML")
+        callback = _callback(self._public_url, "/webhooks/twilio/status", message.attempt_id)
+        try:
+            call = self._client.calls.create(
+                to=message.phone, from_=self._from, url=url, status_callback=callback or ""
+            )
+        except Exception as exc:
+            return _result_of(exc)
+        return Result("sent", "call placed by Twilio", provider_id=str(call.sid))
