@@ -187,7 +187,7 @@ class TwilioLoopback:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             self.callback_errors.append(f"{url}: {exc.code}")

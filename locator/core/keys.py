@@ -249,10 +249,10 @@ def alarm_handled(source: str) -> str:
     return f"hw:alarm:handled:{source}"
 
 
-POLICY = "hw:policy"
-LINK_SECRET = "hw:secret:links"  # signs the one-tap links in SMS
+POLICY = "hw:policy"  # the dispatch policy new incidents snapshot (settings when absent)
+LINK_SECRET = "hw:secret:links"  # noqa: S105 (a key name): signs the one-tap links in SMS
 
 
 def push_subscriptions(volunteer_id: int) -> str:
     """Hash endpoint -> web push subscription JSON."""
-    return f"hw:volunteer:{volunteer_id}:push"  # the dispatch policy new incidents snapshot (settings when absent)
+    return f"hw:volunteer:{volunteer_id}:push"
