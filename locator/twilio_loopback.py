@@ -14,11 +14,11 @@ import secrets
 import threading
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import requests
 from twilio.request_validator import RequestValidator
 
 
@@ -177,24 +177,16 @@ class TwilioLoopback:
     def post_signed(self, url: str, params: dict[str, str]) -> int:
         """POST form params to a webhook with Twilio's ``X-Twilio-Signature``."""
         signature = RequestValidator(self.auth_token).compute_signature(url, params)
-        request = urllib.request.Request(
-            url,
-            data=urllib.parse.urlencode(params).encode(),
-            headers={
-                "X-Twilio-Signature": signature,
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-            method="POST",
-        )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            self.callback_errors.append(f"{url}: {exc.code}")
-            return int(exc.code)
-        except OSError as exc:
+            response = requests.post(
+                url, data=params, headers={"X-Twilio-Signature": signature}, timeout=5
+            )
+        except requests.RequestException as exc:
             self.callback_errors.append(f"{url}: {exc}")
             return 0
+        if response.status_code >= 400:
+            self.callback_errors.append(f"{url}: {response.status_code}")
+        return int(response.status_code)
 
 
 def _error(code: int, message: str, status: int) -> dict[str, Any]:
