@@ -18,8 +18,10 @@ import redis
 
 from alerts import intake
 from alerts.incidents.service import AlertsConfig
+from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
+from alerts.notify.webpush import WebPush
 from locator import processes
 from locator.core import keys
 from locator.core.logging import get_logger
@@ -36,11 +38,30 @@ def consumer_name(role: str) -> str:
     return f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
-def channels_for(cfg: AlertsConfig, publisher: Publisher | None) -> dict[str, Channel]:
+def channels_for(
+    client: redis.Redis, cfg: AlertsConfig, publisher: Publisher | None
+) -> dict[str, Channel]:
     """The channel objects behind the configured channel names."""
     out: dict[str, Channel] = {"log": LogChannel()}
     if "mqtt" in cfg.channels and publisher is not None:
         out["mqtt"] = MqttPushChannel(publisher)
+    settings = cfg.settings
+    if settings is not None and "sms" in cfg.channels:
+        assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        twilio_client = twilio.make_client(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            base_url=settings.twilio_base_url,
+        )
+        sender = {"from_": settings.twilio_from, "public_url": settings.public_url}
+        out["sms"] = twilio.TwilioSms(twilio_client, **sender)  # type: ignore[arg-type]
+        out["voice"] = twilio.TwilioVoice(twilio_client, **sender)  # type: ignore[arg-type]
+    if settings is not None and "webpush" in cfg.channels and settings.vapid_private_key:
+        out["webpush"] = WebPush(
+            client,
+            private_key=settings.vapid_private_key,
+            subject=settings.vapid_subject or "mailto:ops@homeward.invalid",
+        )
     return out
 
 
@@ -104,7 +125,7 @@ def start_workers(
     """Start the intake, delivery and relay loops as daemon threads."""
     ensure_groups(client)
     intake_consumer = consumer_name("alerts")
-    deliverer = Deliverer(client, channels_for(cfg, publisher), consumer_name("delivery"))
+    deliverer = Deliverer(client, channels_for(client, cfg, publisher), consumer_name("delivery"))
     deliverer.ensure_group()
     claim_every = {"n": 0}
 

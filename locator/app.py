@@ -11,10 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from alerts.answer_page import router as answer_page_router
 from alerts.feed import router as feed_router
 from alerts.incidents.endpoints import router as incidents_router
 from alerts.notify.endpoints import router as notifications_router
 from alerts.responders.endpoints import router as responders_router
+from alerts.webhooks import router as webhooks_router
 from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
@@ -97,6 +99,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
     app.include_router(ops.router)
+    app.include_router(webhooks_router)
+    app.include_router(answer_page_router)
     for router in (
         elders_router,
         devices_router,

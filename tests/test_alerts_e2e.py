@@ -73,15 +73,27 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         assert latency < 1.0, f"paired volunteers paged {latency:.2f} s after the fix"
         incident_id = incidents.open_incident_id(client, d.elder_id)
         assert incident_id is not None
+
+        def guardians_sent() -> bool:
+            found = incidents.load(client, incident_id)
+            ids = client.zrange(keys.incident_attempts(found.elder_id, incident_id), 0, -1)
+            docs = [client.hgetall(keys.attempt(str(a))) for a in ids]
+            return {
+                d["recipient"]
+                for d in docs
+                if d["recipient"].startswith("guardian") and d["status"] == "sent"
+            } == {"guardian:0", "guardian:1"}
+
+        wait_for(guardians_sent, timeout=5)
+        latency = time.monotonic() - started
+        assert latency < 1.0, f"guardians notified {latency:.2f} s after the fix"
         log = await api.http.get(
             f"/api/v1/notifications?incident_id={incident_id}", headers=api.auth("dispatcher")
         )
-        guardians = {
-            n["recipient"]: n["status"]
-            for n in log.json()["items"]
-            if n["recipient"].startswith("guardian")
+        assert {n["recipient"] for n in log.json()["items"] if n["status"] == "sent"} >= {
+            "guardian:0",
+            "guardian:1",
         }
-        assert guardians == {"guardian:0": "sent", "guardian:1": "sent"}
         # The integration feed carries the change.
         wait_for(lambda: any(m["incident_id"] == incident_id for _, m in events.messages))
         opened = next(m for _, m in events.messages if m["incident_id"] == incident_id)

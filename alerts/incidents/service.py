@@ -53,6 +53,7 @@ class AlertsConfig:
     channels: frozenset[str]
     policy: Policy = field(default_factory=Policy)
     public_url: str | None = None  # links in messages
+    settings: Settings | None = None  # provider credentials, for the channels' construction
 
 
 @dataclass
@@ -102,6 +103,7 @@ def config_from(settings: Settings, *, clock: Clock, mqtt_url: str | None) -> Al
             webpush=bool(settings.vapid_private_key),
         ),
         public_url=settings.public_url,
+        settings=settings,
         policy=Policy(
             respond_s=settings.respond_sla_s,
             onsite_s=settings.onsite_sla_s,
@@ -1093,3 +1095,52 @@ def list_ids(
         ids = [i for i in ids if i < after]
     page = ids[:limit]
     return page, (str(page[-1]) if len(ids) > limit else None)
+
+
+def note(
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    incident_id: int,
+    actor: str,
+    channel: str,
+    entry: dict[str, Any],
+) -> str:
+    """Put something on the timeline (a call nobody answered, a dispatcher's note)."""
+    verdict, _ = _mutate(
+        client, cfg, incident_id, lambda s: Change(timeline=[entry]), actor=actor, channel=channel
+    )
+    return verdict
+
+
+def guardian_says_safe(
+    client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, phone: str
+) -> Snapshot:
+    """A guardian answered "safe" by SMS: a note dispatch can see, then a false-alarm close."""
+    now = cfg.clock.time()
+
+    def action(view: View) -> Change:
+        change = escalation.close(
+            view, status="resolved", outcome="false_alarm", now=now, actor="guardian"
+        )
+        change.timeline.insert(0, {"type": "note", "text": f"guardian {phone} says safe (SMS)"})
+        return change
+
+    _mutate(client, cfg, incident_id, _decide(action), actor=f"guardian:{phone}", channel="sms")
+    return load(client, incident_id)
+
+
+def voice_script(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int) -> str:
+    """The spoken alert of the voice step."""
+    snap = load(client, incident_id)
+    elder = _elder_doc(client, snap.elder_id)
+    return render(
+        "voice_script",
+        cfg.locale,
+        {
+            "name": elder.get("name", ""),
+            "minutes": max(0, round((cfg.clock.time() - snap.t0) / 60)),
+            "trigger": messages.trigger_name(snap.fields.get("trigger", ""), cfg.locale),
+            "place": place_hint(elder, snap.fields, cfg.locale),
+        },
+    )

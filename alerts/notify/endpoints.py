@@ -7,15 +7,17 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from alerts.incidents import service as incidents
 from alerts.incidents.schemas import NotificationRead
+from alerts.notify import webpush
 from locator.core import keys
-from locator.core.auth import Role
+from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.deps import CallerDep, SyncRedisDep
-from locator.core.errors import Forbidden
-from locator.core.schemas import Page
+from locator.core.errors import Forbidden, NotFound
+from locator.core.schemas import Page, Strict
 
 router = APIRouter(tags=["notifications"])
 SCAN_LIMIT = 2000
@@ -94,3 +96,43 @@ def list_notices(elder_id: int, redis: SyncRedisDep, caller: CallerDep) -> dict[
     authorize_sync(redis, caller=caller, elder_id=elder_id, write=False)
     raws = redis.lrange(keys.elder_notices(elder_id), 0, 199)
     return {"items": [json.loads(r) for r in raws], "next": None}
+
+
+class PushKeys(Strict):
+    p256dh: str = Field(min_length=16, max_length=200)
+    auth: str = Field(min_length=8, max_length=100)
+
+
+class PushSubscription(Strict):
+    """What the browser's ``PushManager.subscribe()`` returns (its JSON form)."""
+
+    endpoint: str = Field(pattern=r"^https?://", max_length=2000)
+    keys: PushKeys
+    expirationTime: float | None = None  # noqa: N815 (the browser's field name)
+
+
+def _self_or_staff(caller: Principal, volunteer_id: int) -> None:
+    if not (caller.is_staff or caller.volunteer_id() == volunteer_id):
+        raise Forbidden(f"not allowed to change volunteer {volunteer_id}'s subscriptions")
+
+
+@router.post("/volunteers/{volunteer_id}/push-subscriptions", status_code=201, tags=["volunteers"])
+def add_push_subscription(
+    volunteer_id: int, body: PushSubscription, redis: SyncRedisDep, caller: CallerDep
+) -> dict[str, str]:
+    """Web push opt-in from the volunteer page (best effort beside SMS and voice)."""
+    _self_or_staff(caller, volunteer_id)
+    if not redis.exists(keys.volunteer(volunteer_id)):
+        raise NotFound(f"volunteer {volunteer_id} not found")
+    webpush.subscribe(redis, volunteer_id=volunteer_id, subscription=body.model_dump(mode="json"))
+    return {"endpoint": body.endpoint}
+
+
+@router.delete(
+    "/volunteers/{volunteer_id}/push-subscriptions", status_code=204, tags=["volunteers"]
+)
+def remove_push_subscription(
+    volunteer_id: int, endpoint: str, redis: SyncRedisDep, caller: CallerDep
+) -> None:
+    _self_or_staff(caller, volunteer_id)
+    webpush.unsubscribe(redis, volunteer_id=volunteer_id, endpoint=endpoint)

@@ -1,0 +1,182 @@
+"""Answers that come back by SMS and by voice, and what Twilio says happened to a message.
+
+Parsing is pure (``alerts.notify.messages.parse_reply``); here a phone number becomes a
+volunteer or a guardian, an answer becomes an incident action through the same service the
+API uses (channel ``sms`` / ``voice`` on the timeline), and a status callback updates the
+attempt and, when the message did not arrive, moves that recipient to the next channel.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from alerts import escalation
+from alerts.incidents import service as incidents
+from alerts.incidents.service import AlertsConfig
+from alerts.notify.messages import parse_reply, reply
+from alerts.notify.outbox import fall_back, read_attempt
+from locator.core import keys
+from locator.core.auth import Principal, Role
+from locator.core.errors import HomewardError
+from locator.core.logging import get_logger
+
+log = get_logger(__name__)
+
+# Twilio's final statuses that mean the person did not get the message or call.
+NOT_REACHED = frozenset({"undelivered", "failed", "no-answer", "busy", "canceled"})
+REACHED = {"delivered": "delivered", "completed": "answered", "read": "delivered"}
+
+
+def _open_alerts(client: redis.Redis, volunteer_id: int, action: str) -> dict[str, int]:
+    """code -> incident id of the open incidents this volunteer can still answer."""
+    allowed = (
+        escalation.MAY_ACCEPT
+        if action == "accept"
+        else frozenset({escalation.NOTIFIED, escalation.STOOD_DOWN})
+    )
+    out: dict[str, int] = {}
+    for raw in client.zrevrange(keys.volunteer_incidents(volunteer_id), 0, 50):
+        incident_id = int(str(raw))
+        if client.zscore(keys.INCIDENTS_OPEN, incident_id) is None:
+            continue
+        snap = incidents.load(client, incident_id)
+        state = snap.responders.get(volunteer_id, {}).get("state")
+        if state in allowed or (action == "accept" and state in escalation.ENGAGED):
+            out[snap.fields["code"]] = incident_id
+    return out
+
+
+def _guardian_incidents(client: redis.Redis, phone: str) -> dict[str, int]:
+    """code -> incident id of open incidents whose elder lists this phone as a guardian."""
+    out: dict[str, int] = {}
+    for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
+        incident_id = int(str(raw))
+        elder_id = incidents.elder_of(client, incident_id)
+        doc = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
+        if any(g.get("phone") == phone for g in doc.get("guardians", [])):
+            code = client.hget(keys.incident(elder_id, incident_id), "code")
+            out[str(code)] = incident_id
+    return out
+
+
+def _pick(candidates: dict[str, int], code: str | None, locale: str) -> tuple[int | None, str]:
+    if code is not None:
+        if code in candidates:
+            return candidates[code], ""
+        return None, reply("none", locale, {})
+    if len(candidates) == 1:
+        return next(iter(candidates.values())), ""
+    if not candidates:
+        return None, reply("none", locale, {})
+    return None, reply("which", locale, {"codes": " / ".join(sorted(candidates))})
+
+
+def sms_reply(client: redis.Redis, cfg: AlertsConfig, *, phone: str, body: str) -> str:
+    """Handle an SMS answer; returns the text to reply with."""
+    parsed = parse_reply(body)
+    locale = cfg.locale
+    if parsed is None:
+        return reply("unknown", locale, {})
+    action, code = parsed
+    volunteer = client.hget(keys.VOLUNTEER_PHONES, phone)
+    if volunteer is not None and action in ("accept", "decline"):
+        vid = int(str(volunteer))
+        incident_id, problem = _pick(_open_alerts(client, vid, action), code, locale)
+        if incident_id is None:
+            return problem
+        caller = Principal(role=Role.VOLUNTEER, subject=str(vid))
+        try:
+            snap = incidents.answer(
+                client,
+                cfg,
+                caller=caller,
+                incident_id=incident_id,
+                action="ack" if action == "accept" else "decline",
+                channel="sms",
+            )
+        except HomewardError as exc:
+            return reply("not_allowed", locale, {"detail": exc.detail})
+        key = "accepted" if action == "accept" else "declined"
+        return reply(key, locale, {"code": snap.fields["code"]})
+    if action == "safe":
+        incident_id, problem = _pick(_guardian_incidents(client, phone), code, locale)
+        if incident_id is None:
+            return problem
+        snap = incidents.guardian_says_safe(client, cfg, incident_id=incident_id, phone=phone)
+        elder = json.loads(str(client.get(keys.elder(snap.elder_id)) or "{}"))
+        return reply("safe", locale, {"name": elder.get("name", ""), "code": snap.fields["code"]})
+    return reply("none", locale, {})
+
+
+def voice_answer(
+    client: redis.Redis, cfg: AlertsConfig, *, attempt: str, digits: str | None, no_input: bool
+) -> tuple[str, str | None]:
+    """The voice step's answer: (what happened, text to say then hang up) or a repeat (None)."""
+    doc = read_attempt(client, attempt)
+    if not doc or not doc.get("incident_id"):
+        return "gone", reply("voice_gone", cfg.locale, {})
+    incident_id = int(doc["incident_id"])
+    kind, _, ident = doc["recipient"].partition(":")
+    snap = incidents.load(client, incident_id)
+    if snap.status not in escalation.ACTIVE or kind != "volunteer":
+        return "gone", reply("voice_gone", cfg.locale, {})
+    caller = Principal(role=Role.VOLUNTEER, subject=ident)
+    if no_input:
+        incidents.note(
+            client,
+            cfg,
+            incident_id=incident_id,
+            actor=f"volunteer:{ident}",
+            channel="voice",
+            entry={"type": "no_answer", "volunteer_id": int(ident)},
+        )
+        return "no_answer", reply("voice_no_input", cfg.locale, {})
+    if digits in ("1", "2"):
+        action = "ack" if digits == "1" else "decline"
+        try:
+            incidents.answer(
+                client, cfg, caller=caller, incident_id=incident_id, action=action, channel="voice"
+            )
+        except HomewardError as exc:
+            return "refused", str(exc.detail)
+        key = "voice_accepted" if digits == "1" else "voice_declined"
+        return action, reply(key, cfg.locale, {})
+    return "repeat", None
+
+
+def script(client: redis.Redis, cfg: AlertsConfig, *, attempt: str) -> str:
+    """What the call says before the keypad prompt."""
+    doc = read_attempt(client, attempt)
+    if not doc or not doc.get("incident_id"):
+        return reply("voice_gone", cfg.locale, {})
+    return incidents.voice_script(client, cfg, incident_id=int(doc["incident_id"]))
+
+
+def status_callback(
+    client: redis.Redis, cfg: AlertsConfig, *, attempt: str, params: dict[str, Any]
+) -> str:
+    """Twilio says what became of a message or call; not reached → the next channel."""
+    doc = read_attempt(client, attempt)
+    if not doc:
+        return "unknown_attempt"
+    status = str(params.get("MessageStatus") or params.get("CallStatus") or "")
+    sid = str(params.get("MessageSid") or params.get("CallSid") or "")
+    if doc.get("provider_id") and sid and doc["provider_id"] != sid:
+        return "other_sid"
+    now = cfg.clock.time()
+    fields: dict[Any, Any] = {"delivery": status, "updated": repr(now)}
+    if params.get("ErrorCode"):
+        fields["error"] = f"twilio {params['ErrorCode']}: {status}"
+    if status in NOT_REACHED:
+        fields["status"] = "no_answer" if doc["channel"] == "voice" else "undelivered"
+    elif status in REACHED:
+        fields["status"] = REACHED[status]
+    client.hset(keys.attempt(attempt), mapping=fields)
+    if status in NOT_REACHED:
+        nxt = fall_back(client, attempt, available=set(cfg.channels), now=now)
+        log.info("notification_not_reached", attempt=attempt, status=status, next=nxt)
+        return f"fallback:{nxt}"
+    return status
