@@ -40,6 +40,7 @@ class Behaviour:
     rate_limited: set[str] = field(default_factory=set)  # 20429
     server_error: set[str] = field(default_factory=set)  # 500
     undeliverable: set[str] = field(default_factory=set)  # accepted, then "undelivered"
+    hang_up: set[str] = field(default_factory=set)  # taken, but the answer never arrives
     callbacks: bool = True  # post status callbacks to StatusCallback
 
 
@@ -90,6 +91,9 @@ class TwilioLoopback:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 status, body = outer._answer(self.path, self.headers.get("Authorization"), form)
+                if status == 0:
+                    self.close_connection = True  # the request was taken; no answer comes
+                    return
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -143,6 +147,8 @@ class TwilioLoopback:
             }
         with self._lock:
             self.received.append(Received(kind, form, time.monotonic(), sid, status))
+        if to in b.hang_up:
+            return 0, {}
         callback = form.get("StatusCallback")
         if status == 201 and callback and b.callbacks:
             final = "undelivered" if to in b.undeliverable else "delivered"

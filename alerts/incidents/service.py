@@ -324,6 +324,8 @@ def _build(
                     )
                 chain = chain_for(recipient, available, start=notice.channel)
                 extras = [] if notice.channel else extras_for(recipient, available)
+                if "webpush" in extras and not client.exists(keys.push_subscriptions(int(ident))):
+                    extras.remove("webpush")  # nobody subscribed: not even an attempt
                 for channel, extra in [
                     *[(c, False) for c in chain[:1]],
                     *[(c, True) for c in extras],
