@@ -475,6 +475,21 @@ def bench_ingest(
     typer.echo(bench.report(result))
 
 
+@bench_app.command("alerts")
+def bench_alerts(
+    incidents: Annotated[int, typer.Option(help="elders who walk out (one incident each)")] = 200,
+    background: Annotated[int, typer.Option(help="background bracelets")] = 2000,
+    rate: Annotated[float, typer.Option(help="background fixes/s")] = 2000.0,
+    spacing: Annotated[float, typer.Option(help="seconds between two exits")] = 0.1,
+) -> None:
+    """Confirming fix published → first SMS request at a Twilio-compatible server, under load."""
+    from locator.bench import alerts as bench
+
+    configure_logging("warning")
+    result = bench.run(incidents=incidents, background=background, rate=rate, spacing_s=spacing)
+    typer.echo(bench.report(result))
+
+
 @bench_app.command("fences")
 def bench_fences(
     elders: Annotated[int, typer.Option(help="elders, two zones each")] = 10_000,
