@@ -22,7 +22,7 @@ from locator.core.deps import ContextDep, SyncRedisDep
 from locator.core.errors import Forbidden, HomewardError
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"], include_in_schema=True)
-VOICE_LANGUAGE = {"zh-CN": "cmn-CN", "en": "en-US"}
+VOICE_LANGUAGE = {"zh-CN": "zh-CN", "en": "en-US"}
 
 
 class _NotConfigured(HomewardError):
@@ -84,7 +84,7 @@ async def voice(
             redis, cfg, attempt=attempt, digits=form.get("Digits"), no_input=bool(noinput)
         )
     )
-    language = VOICE_LANGUAGE.get(cfg.locale, "cmn-CN")
+    language = VOICE_LANGUAGE.get(cfg.locale, "zh-CN")
     answer = VoiceResponse()
     if say is not None:
         answer.say(say, language=language)

@@ -284,7 +284,7 @@ async def test_stopped_number_falls_back_to_voice_and_keypress_declines(
     path = call["Url"][len(stack.url) :]
     twiml = stack.webhook(path, {"CallSid": "CA1", "From": FROM, "To": phones["pair2"]})
     assert twiml.status_code == 200
-    assert "<Gather" in twiml.text and 'language="cmn-CN"' in twiml.text
+    assert "<Gather" in twiml.text and 'language="zh-CN"' in twiml.text
     assert "按1" in twiml.text and "张阿婆" in twiml.text
     # 5 repeats, 2 declines.
     again = stack.webhook(path, {"CallSid": "CA1", "Digits": "5"})
