@@ -175,6 +175,8 @@ def status_callback(
     elif status in REACHED:
         fields["status"] = REACHED[status]
     client.hset(keys.attempt(attempt), mapping=fields)
+    if "status" in fields:
+        client.hincrby(keys.NOTIFICATION_STATS, f"{doc['channel']}:{fields['status']}", 1)
     if status in NOT_REACHED:
         nxt = fall_back(client, attempt, available=set(cfg.channels), now=now)
         log.info("notification_not_reached", attempt=attempt, status=status, next=nxt)

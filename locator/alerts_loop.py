@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
 from alerts.notify.webpush import WebPush
-from locator import processes
+from locator import processes, watchdog
 from locator.core import keys
 from locator.core.logging import get_logger
 from locator.core.mqtt import BrokerUnavailable, Publisher
@@ -99,12 +100,22 @@ def ensure_groups(client: redis.Redis) -> None:
             raise
 
 
-def _loop(name: str, stop: threading.Event, data_dir: Path, body: Callable[[], object]) -> None:
+def _loop(
+    name: str,
+    stop: threading.Event,
+    data_dir: Path,
+    body: Callable[[], object],
+    beat: Callable[[], None],
+) -> None:
     delay = 0.0
+    last_beat = 0.0
     while not stop.is_set():
         try:
             body()
-            processes.beat(data_dir, name, redis_ok=True)
+            if time.monotonic() - last_beat > 1.0:
+                processes.beat(data_dir, name, redis_ok=True)
+                beat()
+                last_beat = time.monotonic()
             delay = 0.0
         except redis.RedisError as exc:
             log.warning("alerts_redis_unreachable", loop=name, error=str(exc))
@@ -112,6 +123,10 @@ def _loop(name: str, stop: threading.Event, data_dir: Path, body: Callable[[], o
             delay = min(max(delay * 2, 0.5), 5.0)
         if delay:
             stop.wait(delay)
+
+
+def _beater(client: redis.Redis, cfg: AlertsConfig, name: str) -> Callable[[], None]:
+    return lambda: watchdog.beat(client, name, now=cfg.clock.time())
 
 
 def start_workers(
@@ -145,7 +160,10 @@ def start_workers(
     threads = []
     for name, body in loops:
         thread = threading.Thread(
-            target=_loop, args=(name, stop, data_dir, body), name=f"homeward-{name}", daemon=True
+            target=_loop,
+            args=(name, stop, data_dir, body, _beater(client, cfg, name)),
+            name=f"homeward-{name}",
+            daemon=True,
         )
         thread.start()
         threads.append(thread)

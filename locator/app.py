@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,7 +24,7 @@ from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
-from locator import endpoints, ops
+from locator import endpoints, ops, watchdog
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
@@ -53,6 +56,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _watch(client: Any, clock: Clock) -> None:
+    """Every few seconds: is the alerting machinery alive? A change goes on the live feed."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(lambda: watchdog.watch_once(client, now=clock.time()))
+        except Exception as exc:  # Redis down: /healthz says so; keep watching
+            log.warning("watchdog_failed", error=str(exc))
+        await asyncio.sleep(WATCH_EVERY_S)
+
+
+WATCH_EVERY_S = 5.0
+
+
 def create_app(
     settings: Settings,
     *,
@@ -81,9 +97,11 @@ def create_app(
             local_loops=local_loops,
             sync_redis=sync_redis,
         )
+        watcher = asyncio.create_task(_watch(sync_redis, app.state.ctx.clock))
         try:
             yield
         finally:
+            watcher.cancel()
             if publisher is not None:
                 publisher.close()
             await redis.aclose()

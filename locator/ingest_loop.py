@@ -8,6 +8,7 @@ batch with backoff and acknowledges nothing, so the broker keeps every message f
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -23,7 +24,7 @@ from prometheus_client import Gauge
 from devices import reporting
 from devices.ingest.pipeline import BatchOutcome, Message, UplinkStore
 from geofences.evaluator import ZoneEvaluator
-from locator import processes
+from locator import processes, watchdog
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
@@ -307,6 +308,15 @@ class IngestLoop:
             "subscribed": self.subscribed.is_set(),
         }
         processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
+        now = self._clock.time()
+        try:
+            oldest = self._queue.queue[0]  # the oldest message not yet stored
+            lag = max(0.0, now - oldest.received_at)
+        except IndexError:
+            lag = 0.0
+        # When Redis is unreachable, the file heartbeat above already says so.
+        with contextlib.suppress(redis.RedisError):
+            watchdog.beat(self._redis, "ingest", now=now, lag_s=round(lag, 3), **status)
 
     def _set_redis(self, ok: bool, exc: Exception | None = None) -> None:
         if ok != self.redis_ok:

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from locator import watchdog
 from locator.core.auth import Role
 from locator.core.deps import CallerDep, ContextDep
 from locator.processes import read_heartbeat
@@ -101,6 +103,17 @@ async def healthz(ctx: ContextDep) -> JSONResponse:
         heartbeat = read_heartbeat(ctx.settings.data_dir, loop)
         problem = "no heartbeat yet" if heartbeat is None else heartbeat.problem()
         checks[loop] = f"down: {problem}" if problem else "ok"
+    if checks["redis"] == "ok" and ctx.sync_redis is not None:
+        client, now = ctx.sync_redis, ctx.clock.time()
+        try:
+            assessment = await anyio.to_thread.run_sync(
+                lambda: watchdog.watch_once(client, now=now)
+            )
+            checks["alerting"] = (
+                "ok" if not assessment.problems else ("down: " + "; ".join(assessment.problems))
+            )
+        except Exception as exc:
+            checks["alerting"] = f"down: {type(exc).__name__}: {exc}"
     for name, result in checks.items():
         HEALTH_CHECKS.labels(name, "ok" if result == "ok" else "down").inc()
     healthy = all(v in ("ok", "not configured") for v in checks.values())
@@ -108,10 +121,44 @@ async def healthz(ctx: ContextDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
+INGEST_LAG = Gauge("homeward_ingest_lag_seconds", "Age of the oldest fix waiting in the ingest")
+HEARTBEAT_AGE = Gauge(
+    "homeward_heartbeat_age_seconds", "Seconds since a loop's last beat", ["loop"]
+)
+TIMERS_OVERDUE = Gauge("homeward_timers_overdue", "Due timer jobs nobody claimed for 30 s")
+TIMERS_OLDEST = Gauge("homeward_timers_oldest_overdue_seconds", "How late the oldest job is")
+OUTBOX_DEPTH = Gauge("homeward_outbox_depth", "Notification attempts not yet delivered")
+OUTBOX_AGE = Gauge("homeward_outbox_oldest_seconds", "Age of the oldest undelivered attempt")
+NOTIFICATIONS = Gauge(
+    "homeward_notification_results", "Notification outcomes so far", ["channel", "status"]
+)
+OPEN_INCIDENTS = Gauge("homeward_open_incidents", "Open incidents by SLA state", ["sla"])
+DEGRADED = Gauge("homeward_system_degraded", "1 when the alerting machinery has a problem")
+
+
+def _export(assessment: watchdog.Assessment) -> None:
+    INGEST_LAG.set(assessment.ingest_lag_s)
+    for loop, age in assessment.heartbeat_age_s.items():
+        HEARTBEAT_AGE.labels(loop).set(age)
+    TIMERS_OVERDUE.set(assessment.timers_overdue)
+    TIMERS_OLDEST.set(assessment.timers_oldest_overdue_s)
+    OUTBOX_DEPTH.set(assessment.outbox_depth)
+    OUTBOX_AGE.set(assessment.outbox_oldest_s)
+    for key, count in assessment.notifications.items():
+        channel, _, status = key.partition(":")
+        NOTIFICATIONS.labels(channel, status).set(count)
+    for state, count in assessment.incidents_by_sla.items():
+        OPEN_INCIDENTS.labels(state).set(count)
+    DEGRADED.set(1 if assessment.problems else 0)
+
+
 @router.get("/metrics", response_class=Response)
-async def metrics(caller: CallerDep) -> Response:
+async def metrics(caller: CallerDep, ctx: ContextDep) -> Response:
     """Prometheus exposition (admin and dispatcher tokens)."""
     caller.require(Role.ADMIN, Role.DISPATCHER)
+    if ctx.sync_redis is not None:
+        client, now = ctx.sync_redis, ctx.clock.time()
+        _export(await anyio.to_thread.run_sync(lambda: watchdog.assess(client, now=now)))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

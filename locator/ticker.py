@@ -16,7 +16,7 @@ from alerts.incidents import service as incidents
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
-from locator import processes
+from locator import processes, watchdog
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher, Publisher
@@ -91,6 +91,7 @@ class Ticker:
                 fired = self.run_once()
                 delay = POLL_S if len(fired) < 100 else 0.0
                 processes.beat(data_dir, "ticker", redis_ok=True)
+                watchdog.beat(self._redis, "ticker", now=self._clock.time())
             except redis.RedisError as exc:
                 log.warning("ticker_redis_unreachable", error=str(exc))
                 processes.beat(data_dir, "ticker", redis_ok=False, error=str(exc))

@@ -6,10 +6,13 @@ alerts services (shared with the alerts worker and the ticker) do their Redis wo
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
+from fastapi.responses import HTMLResponse, Response
 
+from alerts import handoff, reports
 from alerts.incidents import service
 from alerts.incidents.schemas import (
     CancelBody,
@@ -20,9 +23,11 @@ from alerts.incidents.schemas import (
 )
 from alerts.incidents.service import AlertsConfig
 from devices.elders.service import authorize_sync
+from locator.core import keys
 from locator.core.auth import Role
+from locator.core.clock import parse_iso
 from locator.core.deps import CallerDep, ContextDep, SyncRedisDep
-from locator.core.errors import Forbidden
+from locator.core.errors import Forbidden, NotFound, Unprocessable
 from locator.core.schemas import Page
 
 router = APIRouter(tags=["incidents"])
@@ -99,6 +104,16 @@ for _action in ("ack", "decline", "withdraw", "arrive"):
     router.post(f"/incidents/{{incident_id}}/{_action}")(_answer(_action))
 
 
+@router.get("/incidents/{incident_id}/search-area")
+def search_area(
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+) -> dict[str, Any]:
+    """GeoJSON: the live fix while the bracelet reports, else probability rings (Grampian)."""
+    snap = service.load(redis, incident_id)
+    service.authorize(redis, caller=caller, snap=snap)
+    return service.search_area(redis, config(ctx), snap=snap)
+
+
 @router.post("/incidents/{incident_id}/found")
 def found(
     incident_id: int,
@@ -157,3 +172,85 @@ def cancel(
         note=(body or CancelBody()).note,
     )
     return service.read(redis, snap, caller=caller)
+
+
+def _moment(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_iso(value).timestamp()
+    except ValueError:
+        raise Unprocessable(
+            [name], "must be an ISO-8601 time, e.g. 2026-11-01T00:00:00Z", where="query"
+        ) from None
+
+
+@router.get("/reports/sla", tags=["reports"], response_model=None)
+def sla_report(
+    redis: SyncRedisDep,
+    caller: CallerDep,
+    ctx: ContextDep,
+    since: Annotated[str | None, Query(alias="from")] = None,
+    until: Annotated[str | None, Query(alias="to")] = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> dict[str, Any] | Response:
+    """Per incident (t0 in [from, to)): notified, accepted, on site, resolved, breaches; and
+    p50/p90 and compliance overall, by trigger, by team and by volunteer."""
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("reports are for dispatch and families")
+    report = reports.sla_report(
+        redis,
+        caller=caller,
+        since=_moment(since, "from"),
+        until=_moment(until, "to"),
+        now=ctx.clock.time(),
+    )
+    if format == "csv":
+        return Response(
+            reports.to_csv(report["rows"]),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": "attachment; filename=sla.csv"},
+        )
+    return report
+
+
+@router.get("/incidents/{incident_id}/handoff", response_class=HTMLResponse)
+def handoff_pack(
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+) -> HTMLResponse:
+    """The printable police hand-off page (dispatch and the elder's family)."""
+    if caller.role is Role.VOLUNTEER:
+        raise Forbidden("the hand-off pack is for dispatch and the family")
+    snap = service.load(redis, incident_id)
+    service.authorize(redis, caller=caller, snap=snap)
+    incident = service.read(redis, snap, caller=caller)
+    elder = json.loads(str(redis.get(keys.elder(snap.elder_id)) or "{}"))
+    position: dict[str, str] = redis.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
+    since = ctx.clock.time() - handoff.TRACK_HOURS * 3600
+    track: list[dict[str, float]] = []
+    for device in [str(d) for d in redis.smembers(keys.elder_track_devices(snap.elder_id))]:
+        entries: Any = redis.xrange(keys.track(snap.elder_id, device), min=f"{int(since * 1000)}-0")
+        for _, f in entries:
+            if "low_quality" not in f.get("flags", ""):
+                track.append(
+                    {
+                        "tst": float(f["tst"]),
+                        "lat": float(f["lat"]),
+                        "lon": float(f["lon"]),
+                        "acc": float(f.get("acc") or 0),
+                    }
+                )
+    track.sort(key=lambda p: p["tst"])
+    try:
+        area = service.search_area(redis, config(ctx), snap=snap)
+    except NotFound:
+        area = {"type": "FeatureCollection", "features": []}
+    page = handoff.render(
+        incident=incident.model_dump(),
+        elder=elder,
+        position=position,
+        track=track,
+        area=area,
+        tz=ctx.settings.zone,
+    )
+    return HTMLResponse(page)

@@ -13,7 +13,7 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from alerts import escalation, links
+from alerts import search_area as geo_area
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, Policy, View
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.notify import messages
@@ -1012,8 +1013,6 @@ def _iso(value: str | None, tz: tzinfo) -> str | None:
 
 def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentRead:
     """The incident as the API shows it (a guardian sees responders without distances)."""
-    from datetime import UTC
-
     f = snap.fields
     elder = _elder_doc(client, snap.elder_id)
     timeline = [
@@ -1146,3 +1145,44 @@ def voice_script(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int) ->
             "place": place_hint(elder, snap.fields, cfg.locale),
         },
     )
+
+
+def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> dict[str, Any]:
+    """Where to look now: the live fix while the bracelet reports, else rings from the last."""
+    now = cfg.clock.time()
+    pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
+    if pos.get("good_lat") and snap.fields.get("trigger") != "missing":
+        lat, lon = float(pos["good_lat"]), float(pos["good_lon"])
+        acc = float(pos.get("good_acc") or 0.0)
+        seen_at = float(pos["good_tst"])
+    elif snap.fields.get("origin_lat"):
+        lat, lon = float(snap.fields["origin_lat"]), float(snap.fields["origin_lon"])
+        acc, seen_at = 0.0, snap.t0
+    else:
+        raise NotFound(f"no position is known for incident {snap.incident_id}")
+    live = (
+        bool(pos.get("received_ms"))
+        and pos.get("good_tst") == pos.get("order_t")
+        and now - float(pos["received_ms"]) / 1000 <= geo_area.LIVE_WITHIN_S
+        and snap.fields.get("trigger") != "missing"
+    )
+    heading: float | None = None
+    if pos.get("cog") not in (None, "") and float(pos.get("vel") or 0) > 0:
+        heading = float(pos["cog"]) % 360
+    elif pos.get("device_id"):
+        recent: Any = client.xrevrange(keys.track(snap.elder_id, pos["device_id"]), count=10)
+        good = [f for _, f in recent if "low_quality" not in f.get("flags", "")]
+        if len(good) >= 2:
+            heading = geo_area.heading_between(
+                float(good[1]["lat"]),
+                float(good[1]["lon"]),
+                float(good[0]["lat"]),
+                float(good[0]["lon"]),
+            )
+    result_raw = geo_area.area(
+        lat=lat, lon=lon, accuracy_m=acc, elapsed_s=now - seen_at, heading_deg=heading, live=live
+    )
+    result: dict[str, Any] = dict(result_raw)
+    result["properties"]["incident_id"] = snap.incident_id
+    result["properties"]["last_seen_at"] = isoformat(datetime.fromtimestamp(seen_at, tz=UTC))
+    return result

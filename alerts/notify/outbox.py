@@ -64,6 +64,7 @@ _FINISH = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'provider_id', ARGV[3],
   'updated', ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':' .. ARGV[1], 1)
 if ARGV[1] == 'sent' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[4]) end
 return 1
 """
@@ -166,8 +167,8 @@ class Deliverer:
         if status == "transient":
             status = "retry" if tries < MAX_TRIES else "failed"
         self._finish(
-            keys=[keys.attempt(attempt)],
-            args=[status, result.detail, result.provider_id, repr(now)],
+            keys=[keys.attempt(attempt), keys.NOTIFICATION_STATS],
+            args=[status, result.detail, result.provider_id, repr(now), doc["channel"]],
         )
         ATTEMPTS_TOTAL.labels(doc["channel"], status).inc()
         log.info("notification", attempt=attempt, status=status, detail=result.detail)

@@ -256,3 +256,9 @@ LINK_SECRET = "hw:secret:links"  # noqa: S105 (a key name): signs the one-tap li
 def push_subscriptions(volunteer_id: int) -> str:
     """Hash endpoint -> web push subscription JSON."""
     return f"hw:volunteer:{volunteer_id}:push"
+
+
+# --- watching the watcher -------------------------------------------------------------------
+HEARTBEATS = "hw:heartbeats"  # hash loop name -> JSON {at, host, pid, ...}
+SYSTEM_STATE = "hw:system:state"  # "ok" | "degraded": the last state put on the feed
+NOTIFICATION_STATS = "hw:stats:notifications"  # hash "channel:status" -> count

@@ -1,0 +1,156 @@
+"""The police hand-off pack: one printable page with what a 110 officer needs.
+
+Photo, description, medical notes, guardians, the last known position and time, the last
+hours of track drawn (an inline SVG: no tiles needed, prints anywhere) and listed, the
+search area rings, and the incident's timeline. The browser's "print to PDF" makes the PDF.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from geofences.geometry import LocalFrame
+
+TRACK_HOURS = 3
+MAX_ROWS = 60
+
+_STYLE = """
+body{font-family:"Noto Sans CJK SC",system-ui,sans-serif;margin:24px;color:#111;max-width:900px}
+h1{margin:0 0 4px} h2{border-bottom:2px solid #333;margin-top:20px;font-size:1.1rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem} td,th{border:1px solid #999;padding:3px 6px;text-align:left}
+.grid{display:grid;grid-template-columns:220px 1fr;gap:16px} img{max-width:220px;border:1px solid #999}
+.meta td:first-child{width:9em;color:#444} svg{border:1px solid #999;background:#fafafa}
+@media print{button{display:none} body{margin:8mm}}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _local(epoch: float | None, tz: ZoneInfo) -> str:
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _svg(track: list[dict[str, float]], area: dict[str, Any], size: int = 520) -> str:
+    """Track, last position and rings in a local metric frame, north up, with a scale bar."""
+    features = area.get("features", [])
+    if not features:
+        return ""
+    lon0, lat0 = features[0]["geometry"]["coordinates"]
+    frame = LocalFrame(lat0, lon0)
+    points = [frame.xy(p["lat"], p["lon"]) for p in track]
+    rings = [f for f in features if f["geometry"]["type"] == "Polygon"]
+    extent = max(
+        [200.0]
+        + [abs(float(c)) for x, y in points for c in (x, y)]
+        + [f["properties"].get("radius_m", 0) + f["properties"].get("shift_m", 0) for f in rings]
+    )
+    scale = (size / 2 - 10) / extent
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return size / 2 + x * scale, size / 2 - y * scale
+
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' "
+        f"viewBox='0 0 {size} {size}' role='img' aria-label='track and search area'>"
+    ]
+    for f in reversed(rings):
+        coords = f["geometry"]["coordinates"][0]
+        path = " ".join(
+            "{:.1f},{:.1f}".format(*px(*map(float, frame.xy(lat, lon)))) for lon, lat in coords
+        )
+        p = f["properties"].get("probability", 0)
+        parts.append(
+            f"<polygon points='{path}' fill='rgba(220,60,40,{0.05 + 0.1 * (1 - p):.2f})' "
+            f"stroke='#c33' stroke-width='1'/>"
+        )
+    if len(points) > 1:
+        path = " ".join("{:.1f},{:.1f}".format(*px(float(x), float(y))) for x, y in points)
+        parts.append(f"<polyline points='{path}' fill='none' stroke='#1565c0' stroke-width='2'/>")
+    cx, cy = px(0, 0)
+    parts.append(f"<circle cx='{cx:.1f}' cy='{cy:.1f}' r='6' fill='#c00'/>")
+    bar = 10 ** math.floor(math.log10(extent))
+    parts.append(
+        f"<line x1='10' y1='{size - 12}' x2='{10 + bar * scale:.1f}' y2='{size - 12}' "
+        f"stroke='#000' stroke-width='3'/><text x='12' y='{size - 18}' font-size='12'>"
+        f"{bar:.0f} m</text><text x='{size - 20}' y='20' font-size='14'>N↑</text>"
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(
+    *,
+    incident: dict[str, Any],
+    elder: dict[str, Any],
+    position: dict[str, str],
+    track: list[dict[str, float]],
+    area: dict[str, Any],
+    tz: ZoneInfo,
+) -> str:
+    """The whole page (zh-CN labels with English beside, for any officer)."""
+    f = incident
+    photo = (
+        f"<img alt='photo' src='{_e(elder.get('photo_url'))}'>"
+        if elder.get("photo_url")
+        else "<div>（无照片 no photo）</div>"
+    )
+    guardians = "".join(
+        f"<tr><td>{_e(g.get('name'))}</td><td>{_e(g.get('relation'))}</td>"
+        f"<td>{_e(g.get('phone'))}</td></tr>"
+        for g in elder.get("guardians", [])
+    )
+    last_lat = position.get("good_lat") or position.get("lat")
+    last_lon = position.get("good_lon") or position.get("lon")
+    last_t = position.get("good_tst") or position.get("tst")
+    rings = "".join(
+        f"<tr><td>{int(r['properties']['probability'] * 100)}%</td>"
+        f"<td>{r['properties']['radius_m']:.0f} m</td><td>{_e(r['properties'].get('capped_by'))}</td></tr>"
+        for r in area.get("features", [])
+        if r["properties"].get("kind") == "ring"
+    )
+    track_rows = "".join(
+        f"<tr><td>{_local(p['tst'], tz)}</td><td>{p['lat']:.6f}</td><td>{p['lon']:.6f}</td>"
+        f"<td>{p.get('acc', 0):.0f}</td></tr>"
+        for p in list(reversed(track))[:MAX_ROWS]
+    )
+    timeline = "".join(
+        f"<tr><td>{_e(e.get('at'))}</td><td>{_e(e.get('type'))}</td><td>{_e(e.get('actor'))}</td>"
+        f"<td>{_e(e.get('channel'))}</td><td>{_e(_detail(e))}</td></tr>"
+        for e in f["timeline"]
+    )
+    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>协查单 Hand-off · {_e(elder.get("name"))} · {_e(f["code"])}</title><style>{_STYLE}</style></head><body>
+<button onclick="window.print()">打印 / Print</button>
+<h1>走失老人协查单 Missing person hand-off</h1>
+<p>事件 Incident #{_e(f["id"])} · 编号 code {_e(f["code"])} · 状态 {_e(f["status"])} ·
+触发 {_e(f["trigger"])} · 开始 t0 {_e(f["t0"])}</p>
+<div class="grid"><div>{photo}</div><div><table class="meta">
+<tr><td>姓名 Name</td><td><b>{_e(elder.get("name"))}</b></td></tr>
+<tr><td>住址 Address</td><td>{_e(elder.get("address"))}</td></tr>
+<tr><td>体貌 Description</td><td>{_e(elder.get("description"))}</td></tr>
+<tr><td>病情 Medical</td><td>{_e(elder.get("medical_notes"))}</td></tr>
+<tr><td>最后位置 Last seen</td><td>{_e(last_lat)}, {_e(last_lon)} (WGS-84) ·
+{_local(float(last_t) if last_t else None, tz)} · ±{_e(position.get("good_acc") or position.get("acc"))} m</td></tr>
+</table></div></div>
+<h2>监护人 Guardians</h2><table><tr><th>姓名</th><th>关系</th><th>电话</th></tr>{guardians}</table>
+<h2>轨迹与搜索范围 Track and search area</h2>{_svg(track, area)}
+<table><tr><th>概率 probability</th><th>半径 radius</th><th>依据 capped by</th></tr>{rings}</table>
+<h2>最近{TRACK_HOURS}小时轨迹 Track, last {TRACK_HOURS} h</h2>
+<table><tr><th>时间</th><th>纬度 lat</th><th>经度 lon</th><th>精度 m</th></tr>{track_rows}</table>
+<h2>时间线 Timeline</h2>
+<table><tr><th>时间</th><th>事件</th><th>执行者</th><th>渠道</th><th>详情</th></tr>{timeline}</table>
+</body></html>"""
+
+
+def _detail(entry: dict[str, Any]) -> str:
+    skip = {"at", "type", "actor", "channel"}
+    return ", ".join(f"{k}={v}" for k, v in entry.items() if k not in skip and v not in (None, ""))

@@ -1,0 +1,247 @@
+"""SLA reports: one row per incident from its own record and timeline, and the aggregates.
+
+Respond = first volunteer or team-member accept − t0; on site = first responder on scene −
+t0; both against the incident's own policy snapshot (180 s and 600 s by default). An
+incident with no accept is a respond breach once it is closed or its deadline has passed;
+an open one still inside its window is pending and counts in no percentage. Cancelled
+incidents (raised in error) are listed but left out of compliance and percentiles.
+Percentiles are nearest-rank.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from locator.core import keys
+from locator.core.auth import Principal, Role
+from locator.core.clock import isoformat
+
+COLUMNS = (
+    "incident_id",
+    "code",
+    "elder_id",
+    "elder_name",
+    "trigger",
+    "status",
+    "outcome",
+    "t0",
+    "first_notified_at",
+    "first_accept_at",
+    "first_accept_by",
+    "first_accept_name",
+    "first_accept_channel",
+    "first_on_site_at",
+    "resolved_at",
+    "respond_s",
+    "onsite_s",
+    "respond_breached",
+    "onsite_breached",
+    "team",
+)
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else isoformat(datetime.fromtimestamp(value, tz=UTC))
+
+
+def _f(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def nearest_rank(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _sla_state(elapsed: float | None, limit: float, *, closed: bool, now: float, t0: float) -> str:
+    """met | breached | pending for one deadline."""
+    if elapsed is not None:
+        return "met" if elapsed <= limit else "breached"
+    if closed or now > t0 + limit:
+        return "breached"
+    return "pending"
+
+
+def row(
+    client: redis.Redis, incident_id: int, *, now: float, teams: dict[int, str]
+) -> dict[str, Any]:
+    """One incident's report row, read from its record, timeline and attempts."""
+    elder_id = int(str(client.hget(keys.INCIDENT_ELDER, str(incident_id))))
+    f: dict[str, str] = client.hgetall(keys.incident(elder_id, incident_id))  # type: ignore[assignment]
+    raw_timeline: Any = client.lrange(keys.incident_timeline(elder_id, incident_id), 0, -1)
+    timeline = [json.loads(e) for e in raw_timeline]
+    attempts = [str(a) for a in client.zrange(keys.incident_attempts(elder_id, incident_id), 0, -1)]
+    sent = []
+    for attempt in attempts:
+        at = client.hget(keys.attempt(attempt), "sent_at")
+        if at:
+            sent.append(float(str(at)))
+    elder = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
+    policy = json.loads(f["policy"])
+    t0 = float(f["t0"])
+    first_accept = next((e for e in timeline if e["type"] == "accepted"), None)
+    acknowledged = _f(f.get("acknowledged_at"))
+    on_site = _f(f.get("on_site_at"))
+    closed = f["status"] in ("resolved", "cancelled")
+    respond_s = None if acknowledged is None else round(acknowledged - t0, 1)
+    onsite_s = None if on_site is None else round(on_site - t0, 1)
+    acceptor = int(f["acknowledged_by"]) if f.get("acknowledged_by") else None
+    names = {}
+    if acceptor is not None:
+        doc = client.get(keys.volunteer(acceptor))
+        names[acceptor] = json.loads(str(doc))["name"] if doc else None
+    return {
+        "incident_id": incident_id,
+        "code": f["code"],
+        "elder_id": elder_id,
+        "elder_name": elder.get("name"),
+        "trigger": f["trigger"],
+        "status": f["status"],
+        "outcome": f.get("outcome") or None,
+        "t0": _iso(t0),
+        "first_notified_at": _iso(min(sent)) if sent else None,
+        "first_accept_at": _iso(acknowledged),
+        "first_accept_by": acceptor,
+        "first_accept_name": names.get(acceptor) if acceptor is not None else None,
+        "first_accept_channel": first_accept.get("channel") if first_accept else None,
+        "first_on_site_at": _iso(on_site),
+        "resolved_at": _iso(_f(f.get("resolved_at"))),
+        "respond_s": respond_s,
+        "onsite_s": onsite_s,
+        "respond_sla": _sla_state(respond_s, policy["respond_s"], closed=closed, now=now, t0=t0),
+        "onsite_sla": _sla_state(onsite_s, policy["onsite_s"], closed=closed, now=now, t0=t0),
+        "respond_breached": _sla_state(
+            respond_s, policy["respond_s"], closed=closed, now=now, t0=t0
+        )
+        == "breached",
+        "onsite_breached": _sla_state(onsite_s, policy["onsite_s"], closed=closed, now=now, t0=t0)
+        == "breached",
+        "team": teams.get(acceptor) if acceptor is not None else None,
+        "_t0": t0,
+        "_timeline": timeline,
+        "_responders": {
+            int(k): json.loads(v)
+            for k, v in client.hgetall(keys.incident_responders(elder_id, incident_id)).items()
+        },
+    }
+
+
+def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    counted = [r for r in rows if r["status"] != "cancelled"]
+    respond = [r["respond_s"] for r in counted if r["respond_s"] is not None]
+    onsite = [r["onsite_s"] for r in counted if r["onsite_s"] is not None]
+
+    def compliance(key: str) -> float | None:
+        decided = [r for r in counted if r[key] != "pending"]
+        if not decided:
+            return None
+        met = sum(1 for r in decided if r[key] == "met")
+        return round(100.0 * met / len(decided), 1)
+
+    return {
+        "incidents": len(rows),
+        "counted": len(counted),
+        "respond_p50_s": nearest_rank(respond, 0.5),
+        "respond_p90_s": nearest_rank(respond, 0.9),
+        "onsite_p50_s": nearest_rank(onsite, 0.5),
+        "onsite_p90_s": nearest_rank(onsite, 0.9),
+        "respond_compliance_pct": compliance("respond_sla"),
+        "onsite_compliance_pct": compliance("onsite_sla"),
+    }
+
+
+def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
+    """Aggregates overall, by trigger, by team of the first acceptor, and by volunteer."""
+    by_trigger: dict[str, list[dict[str, Any]]] = {}
+    by_team: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_trigger.setdefault(r["trigger"], []).append(r)
+        by_team.setdefault(r["team"] or "no team", []).append(r)
+    volunteers: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        answered: dict[int, str] = {}
+        for entry in r["_timeline"]:
+            if entry["type"] in ("accepted", "declined") and entry.get("volunteer_id"):
+                answered.setdefault(int(entry["volunteer_id"]), entry["type"])
+        for vid in r["_responders"]:
+            stats = volunteers.setdefault(
+                vid,
+                {
+                    "volunteer_id": vid,
+                    "name": names.get(vid),
+                    "alerted": 0,
+                    "accepts": 0,
+                    "declines": 0,
+                    "no_answers": 0,
+                },
+            )
+            stats["alerted"] += 1
+            first = answered.get(vid)
+            if first == "accepted":
+                stats["accepts"] += 1
+            elif first == "declined":
+                stats["declines"] += 1
+            else:
+                stats["no_answers"] += 1
+    return {
+        "overall": _group(rows),
+        "by_trigger": {k: _group(v) for k, v in sorted(by_trigger.items())},
+        "by_team": {k: _group(v) for k, v in sorted(by_team.items())},
+        "by_volunteer": [volunteers[k] for k in sorted(volunteers)],
+    }
+
+
+def _team_names(client: redis.Redis) -> dict[int, str]:
+    """volunteer id -> the first team that lists them."""
+    out: dict[int, str] = {}
+    ids = [str(i) for i in client.zrange(keys.TEAMS, 0, -1)]
+    for raw in client.mget([keys.team(int(i)) for i in ids]) if ids else []:
+        if raw:
+            team = json.loads(str(raw))
+            for member in team["members"]:
+                out.setdefault(int(member["volunteer_id"]), team["name"])
+    return out
+
+
+def sla_report(
+    client: redis.Redis, *, caller: Principal, since: float | None, until: float | None, now: float
+) -> dict[str, Any]:
+    """Rows for incidents with t0 in [since, until) the caller may see, and aggregates."""
+    ids = [int(str(i)) for i in client.zrange(keys.INCIDENTS, 0, -1)]
+    if caller.role is Role.GUARDIAN:
+        own = {int(str(e)) for e in client.zrange(keys.owner_elders(caller.subject or ""), 0, -1)}
+        ids = [i for i in ids if int(str(client.hget(keys.INCIDENT_ELDER, str(i)))) in own]
+    teams = _team_names(client)
+    rows = []
+    for incident_id in ids:
+        r = row(client, incident_id, now=now, teams=teams)
+        if (since is None or r["_t0"] >= since) and (until is None or r["_t0"] < until):
+            rows.append(r)
+    vids = sorted({v for r in rows for v in r["_responders"]})
+    names = {}
+    for vid, raw in zip(
+        vids, client.mget([keys.volunteer(v) for v in vids]) if vids else [], strict=True
+    ):
+        if raw:
+            names[vid] = json.loads(str(raw))["name"]
+    summary = summarize(rows, names)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    return {"from": _iso(since), "to": _iso(until), "rows": public, **summary}
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    return out.getvalue()

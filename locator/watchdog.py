@@ -1,0 +1,166 @@
+"""Watching the watcher: is the alerting machinery itself alive?
+
+Every long-running loop (ingest, ticker, alerts intake, delivery) writes a heartbeat into
+Redis, so any API process — on any machine — can tell. ``assess`` reads them with the
+timers, the outbox and the open incidents; ``/healthz`` and ``/metrics`` show the result,
+and a change between "ok" and "degraded" goes on the live feed once (a script compares and
+sets the system state), where dispatchers see it as a banner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from locator.core import keys
+
+TICKER_STALE_S = 15.0  # the ticker beats every half second
+TIMERS_OVERDUE_S = 30.0  # a due job unclaimed this long: nobody is firing timers
+LOOP_STALE_S = 30.0
+WATCHED = ("ticker", "alerts", "delivery", "ingest")
+
+_TRANSITION = """
+local previous = redis.call('GET', KEYS[1])
+if previous == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if not previous and ARGV[1] == 'ok' then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'type', 'system', 'incident_id', '',
+  'elder_id', '', 'version', '', 'data', ARGV[2])
+return 1
+"""
+
+
+def beat(client: redis.Redis, name: str, *, now: float, **status: Any) -> None:
+    """Record that loop ``name`` is alive at ``now`` (its clock), with its status."""
+    doc = {"at": now, "host": socket.gethostname(), "pid": os.getpid(), **status}
+    client.hset(keys.HEARTBEATS, name, json.dumps(doc))
+
+
+@dataclass
+class Assessment:
+    problems: list[str] = field(default_factory=list)
+    heartbeat_age_s: dict[str, float] = field(default_factory=dict)
+    ingest_lag_s: float = 0.0
+    timers_overdue: int = 0
+    timers_oldest_overdue_s: float = 0.0
+    outbox_depth: int = 0
+    outbox_oldest_s: float = 0.0
+    notifications: dict[str, int] = field(default_factory=dict)  # "channel:status" -> count
+    incidents_by_sla: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "degraded" if self.problems else "ok"
+
+
+def _stream_ms(entry_id: str) -> float:
+    return float(entry_id.split("-", 1)[0])
+
+
+def _outbox(client: redis.Redis, now: float) -> tuple[int, float]:
+    """Entries not yet acknowledged by the delivery group, and the oldest one's age."""
+    try:
+        groups: Any = client.xinfo_groups(keys.OUTBOX)
+    except redis.ResponseError:
+        return 0, 0.0
+    group = next((g for g in groups if g["name"] == "delivery"), None)
+    if group is None:
+        return int(client.xlen(keys.OUTBOX)), 0.0
+    pending = int(group["pending"])
+    oldest: float | None = None
+    if pending:
+        summary: Any = client.xpending(keys.OUTBOX, "delivery")
+        if summary and summary.get("min"):
+            oldest = _stream_ms(str(summary["min"]))
+    unread: Any = client.xrange(keys.OUTBOX, min=f"({group['last-delivered-id']}", count=10_001)
+    if unread and oldest is None:
+        oldest = _stream_ms(str(unread[0][0]))
+    age = max(0.0, now - oldest / 1000) if oldest is not None else 0.0
+    return pending + len(unread), age
+
+
+def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
+    states = {
+        "awaiting_response": 0,
+        "respond_breached": 0,
+        "awaiting_on_site": 0,
+        "on_site_breached": 0,
+        "on_site": 0,
+    }
+    for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
+        incident_id = str(raw)
+        elder = client.hget(keys.INCIDENT_ELDER, incident_id)
+        if elder is None:
+            continue
+        f: Any = client.hmget(
+            keys.incident(int(str(elder)), int(incident_id)),
+            "status",
+            "respond_deadline",
+            "onsite_deadline",
+        )
+        status = f[0]
+        if status == "open":
+            late = now > float(f[1] or 0)
+            states["respond_breached" if late else "awaiting_response"] += 1
+        elif status == "acknowledged":
+            late = now > float(f[2] or 0)
+            states["on_site_breached" if late else "awaiting_on_site"] += 1
+        elif status == "on_site":
+            states["on_site"] += 1
+    return states
+
+
+def assess(client: redis.Redis, *, now: float) -> Assessment:
+    """The state of the machinery at ``now``; problems name what is wrong."""
+    result = Assessment()
+    beats: Any = client.hgetall(keys.HEARTBEATS)
+    for name in WATCHED:
+        if name not in beats:
+            continue  # never started here: overdue timers will tell if that matters
+        doc = json.loads(beats[name])
+        age = max(0.0, now - float(doc["at"]))
+        result.heartbeat_age_s[name] = round(age, 1)
+        limit = TICKER_STALE_S if name == "ticker" else LOOP_STALE_S
+        if age > limit:
+            result.problems.append(f"{name}: no heartbeat for {age:.0f} s")
+        if name == "ingest":
+            result.ingest_lag_s = float(doc.get("lag_s", 0.0)) + (age if age > limit else 0.0)
+    overdue: Any = client.zrangebyscore(
+        keys.TIMERS, "-inf", now - TIMERS_OVERDUE_S, start=0, num=1, withscores=True
+    )
+    if overdue:
+        result.timers_overdue = int(client.zcount(keys.TIMERS, "-inf", now - TIMERS_OVERDUE_S))
+        result.timers_oldest_overdue_s = round(now - float(overdue[0][1]), 1)
+        result.problems.append(
+            f"timers: {result.timers_overdue} overdue, oldest by "
+            f"{result.timers_oldest_overdue_s:.0f} s (is a ticker running?)"
+        )
+    result.outbox_depth, result.outbox_oldest_s = _outbox(client, now)
+    if result.outbox_depth and result.outbox_oldest_s > LOOP_STALE_S:
+        result.problems.append(
+            f"outbox: {result.outbox_depth} waiting, oldest {result.outbox_oldest_s:.0f} s"
+        )
+    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
+    result.notifications = {str(k): int(v) for k, v in stats.items()}
+    result.incidents_by_sla = _incident_states(client, now)
+    return result
+
+
+def record(client: redis.Redis, assessment: Assessment, *, now: float) -> bool:
+    """Put a change of system state on the live feed (once, whichever process sees it)."""
+    data = json.dumps(
+        {"status": assessment.status, "problems": assessment.problems, "at": now},
+        ensure_ascii=False,
+    )
+    return bool(client.eval(_TRANSITION, 2, keys.SYSTEM_STATE, keys.FEED, assessment.status, data))
+
+
+def watch_once(client: redis.Redis, *, now: float) -> Assessment:
+    assessment = assess(client, now=now)
+    record(client, assessment, now=now)
+    return assessment
