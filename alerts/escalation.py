@@ -154,6 +154,8 @@ class Change:
     notices: list[Notice] = field(default_factory=list)
     # How many more nearby volunteers to page now (a decline or withdraw, by the service).
     more_nearby: int = 0
+    # A dispatcher calls the rescue team (and the on-call roster) now, before the deadline.
+    page_team: bool = False
     # The ladder: "keep" leaves the scheduled step alone; "stop" cancels it; "next" schedules
     # the first step after the last one that ran that still applies in the new status.
     ladder: Literal["keep", "stop", "next"] = "keep"
@@ -172,6 +174,14 @@ class View:
     acknowledged_at: float | None = None
     on_site_at: float | None = None
     step: str | None = None
+
+
+def dispatcher_pages(view: View, *, more: int, team: bool) -> Change:
+    """A dispatcher asks for more people now: that many more nearby, and/or the team."""
+    _require_active(view, "page more people for")
+    change = Change(more_nearby=more, page_team=team)
+    change.timeline.append({"type": "dispatcher_paged", "more": more, "team": team})
+    return change
 
 
 def _stand_down(

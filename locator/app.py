@@ -13,6 +13,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from alerts.answer_page import router as answer_page_router
 from alerts.feed import router as feed_router
@@ -32,6 +33,7 @@ from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
 from locator.core.settings import Settings
+from locator.web import pages
 
 log = get_logger(__name__)
 
@@ -119,6 +121,9 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(webhooks_router)
     app.include_router(answer_page_router)
+    app.include_router(pages.router)
+    app.include_router(pages.api, prefix=API_PREFIX)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     for router in (
         elders_router,
         devices_router,

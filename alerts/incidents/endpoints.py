@@ -114,6 +114,32 @@ def search_area(
     return service.search_area(redis, config(ctx), snap=snap)
 
 
+@router.post("/incidents/{incident_id}/notify-more")
+def notify_more(
+    incident_id: int,
+    redis: SyncRedisDep,
+    caller: CallerDep,
+    ctx: ContextDep,
+    count: Annotated[int, Query(ge=1, le=20)] = 3,
+) -> IncidentRead:
+    """Dispatch pages the next ``count`` nearest on-duty volunteers now."""
+    snap = service.dispatcher_pages(
+        redis, config(ctx), caller=caller, incident_id=incident_id, more=count, team=False
+    )
+    return service.read(redis, snap, caller=caller)
+
+
+@router.post("/incidents/{incident_id}/call-team")
+def call_team(
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+) -> IncidentRead:
+    """Dispatch calls the on-duty rescue team (and the on-call roster) before the deadline."""
+    snap = service.dispatcher_pages(
+        redis, config(ctx), caller=caller, incident_id=incident_id, more=0, team=True
+    )
+    return service.read(redis, snap, caller=caller)
+
+
 @router.post("/incidents/{incident_id}/found")
 def found(
     incident_id: int,

@@ -451,6 +451,7 @@ def _is_empty(change: Change) -> bool:
         or change.timeline
         or change.notices
         or change.more_nearby
+        or change.page_team
         or change.ladder != "keep"
     )
 
@@ -599,15 +600,16 @@ def _people_for(
                 extra.notices.append(
                     Notice(f"volunteer:{vid}", "voice_call", step="voice", channel="voice")
                 )
-    elif step == "respond":
+    elif step == "respond" or change.page_team:
+        label = "respond" if step == "respond" else "team_called"
         for team in _on_duty_teams(client):
             for member in team["members"]:
                 vid = member["volunteer_id"]
                 if vid in known or vid in extra.responders:
                     continue
-                _page(extra, vid, kind="team", step="respond", template="team_call", now=now)
+                _page(extra, vid, kind="team", step=label, template="team_call", now=now)
         for did in _on_call_dispatchers(client):
-            extra.notices.append(Notice(f"dispatcher:{did}", "dispatcher_call", step="respond"))
+            extra.notices.append(Notice(f"dispatcher:{did}", "dispatcher_call", step=label))
     elif step == "onsite":
         for vid, dist in _nearby(
             client,
@@ -1186,3 +1188,26 @@ def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> di
     result["properties"]["incident_id"] = snap.incident_id
     result["properties"]["last_seen_at"] = isoformat(datetime.fromtimestamp(seen_at, tz=UTC))
     return result
+
+
+def dispatcher_pages(
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    caller: Principal,
+    incident_id: int,
+    more: int,
+    team: bool,
+) -> Snapshot:
+    """The console's "notify more volunteers" and "call the team", now."""
+    if not caller.is_staff:
+        raise Forbidden("only dispatch pages more people")
+    _mutate(
+        client,
+        cfg,
+        incident_id,
+        _decide(lambda v: escalation.dispatcher_pages(v, more=more, team=team)),
+        actor=actor_of(caller),
+        channel="console",
+    )
+    return load(client, incident_id)

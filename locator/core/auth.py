@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -76,6 +77,40 @@ async def resolve_token(redis: aioredis.Redis, token: str) -> Principal:
     if not record:
         raise Unauthorized("invalid or revoked token")
     return Principal(role=Role(record["role"]), subject=record.get("subject") or None)
+
+
+SESSION_COOKIE = "hw_session"
+CSRF_HEADER = "X-Homeward"
+SESSION_TTL_S = 12 * 3600
+
+
+async def create_session(redis: aioredis.Redis, *, token: str) -> tuple[str, Principal]:
+    """Exchange a token (pasted once into a page) for a session id kept in a cookie."""
+    principal = await resolve_token(redis, token)
+    session = secrets.token_urlsafe(32)
+    await redis.set(
+        keys.session(hash_token(session)),
+        json.dumps(
+            {"role": principal.role.value, "subject": principal.subject, "token": hash_token(token)}
+        ),
+        ex=SESSION_TTL_S,
+    )
+    return session, principal
+
+
+async def resolve_session(redis: aioredis.Redis, session: str) -> Principal:
+    """The principal of a live session whose token was not revoked since; 401 otherwise."""
+    raw = await redis.get(keys.session(hash_token(session)))
+    if raw is None:
+        raise Unauthorized("the session has expired: log in again")
+    data = json.loads(raw)
+    if not await redis.exists(keys.token(data["token"])):
+        raise Unauthorized("the token behind this session was revoked: log in again")
+    return Principal(role=Role(data["role"]), subject=data["subject"])
+
+
+async def end_session(redis: aioredis.Redis, session: str) -> None:
+    await redis.delete(keys.session(hash_token(session)))
 
 
 async def revoke_token(redis: aioredis.Redis, token: str) -> bool:

@@ -10,9 +10,15 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from locator.core.auth import Principal, resolve_token
+from locator.core.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Principal,
+    resolve_session,
+    resolve_token,
+)
 from locator.core.clock import Clock
-from locator.core.errors import Unauthorized
+from locator.core.errors import Forbidden, Unauthorized
 from locator.core.mqtt import Publisher
 from locator.core.settings import Settings
 
@@ -47,13 +53,25 @@ async def get_clock(ctx: Annotated[AppContext, Depends(get_context)]) -> Clock:
 _bearer = HTTPBearer(auto_error=False, description="Token from `homeward token create`")
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_principal(
+    request: Request,
     redis: Annotated[aioredis.Redis, Depends(get_redis)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    return await resolve_token(redis, credentials.credentials)
+    """The caller: a bearer token, or the session cookie the web pages log in with."""
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        return await resolve_token(redis, credentials.credentials)
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        # A cookie rides along on cross-site requests too: a page of ours says so in a
+        # header another site cannot set without CORS, which we never grant.
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+            raise Forbidden(f"a cookie session must send the {CSRF_HEADER}: 1 header")
+        return await resolve_session(redis, session)
+    raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
 
 
 async def get_sync_redis(ctx: Annotated[AppContext, Depends(get_context)]) -> redis_sync.Redis:

@@ -116,6 +116,13 @@ def token(token_hash: str) -> str:
 
 
 TOKENS = "hw:tokens"  # zset token hash -> created epoch
+
+
+def session(session_hash: str) -> str:
+    """A web session (cookie) -> the principal and the token it was opened with; expires."""
+    return f"hw:session:{session_hash}"
+
+
 BOOTSTRAP_ADMIN = "hw:bootstrap:admin"
 
 
