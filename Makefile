@@ -18,9 +18,9 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 
-## Run API + ingest + ticker on an embedded Redis and MQTT broker (state in .homeward/).
+## The demo: `run` (API + ingest + ticker, embedded Redis and broker) plus a simulated district (.homeward-demo/).
 run: $(VENV)/.run-installed
-	$(BIN)/homeward run
+	$(BIN)/homeward demo
 
 ## Format check, lint, types, import direction, then the test suite.
 test: $(VENV)/.test-installed lint typecheck imports pytest

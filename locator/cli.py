@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -174,7 +174,46 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 @app.command()
 def run() -> None:
     """API + ingest + ticker in one process, on an embedded Redis and broker unless URLs are set."""
+    _run(_settings())
+
+
+@app.command()
+def demo(
+    elders: Annotated[int, typer.Option(help="elders in the simulated district")] = 24,
+    first_after: Annotated[float, typer.Option(help="seconds before the first wander")] = 20.0,
+    every: Annotated[float, typer.Option(help="seconds between two wanders")] = 180.0,
+    volunteers_act: Annotated[
+        bool, typer.Option(help="simulated volunteers accept, ride over and find her")
+    ] = True,
+) -> None:
+    """`run` plus a simulated district around Xishan (its own data dir: .homeward-demo)."""
     settings = _settings()
+    if "HOMEWARD_DATA_DIR" not in os.environ:
+        settings = settings.model_copy(update={"data_dir": Path(".homeward-demo")})
+
+    def start(redis_url: str, mqtt_url: str, stop: threading.Event) -> threading.Thread:
+        from locator.demo import DemoDistrict
+
+        district = DemoDistrict(
+            base_url=_http_url(settings),
+            mqtt_url=mqtt_url,
+            redis_url=redis_url,
+            data_dir=settings.data_dir,
+            elders=elders,
+            first_after_s=first_after,
+            every_s=every,
+            volunteers_act=volunteers_act,
+        )
+        return threading.Thread(target=district.run, args=(stop,), name="demo", daemon=True)
+
+    _run(settings, extra=start)
+
+
+def _run(
+    settings: Settings,
+    *,
+    extra: Callable[[str, str, threading.Event], threading.Thread] | None = None,
+) -> None:
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit
     # lets the finally below stop the embedded servers and remove runtime.json.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -235,6 +274,8 @@ def run() -> None:
                 name="ticker",
             )
         )
+        if extra is not None:
+            workers.append(extra(redis_url, mqtt_url, stop))
         for thread in workers:
             thread.daemon = True
             thread.start()

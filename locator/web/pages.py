@@ -44,6 +44,11 @@ def index() -> RedirectResponse:
     return RedirectResponse("/console")
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
 @router.get("/login")
 def login_page() -> FileResponse:
     return _page("login.html")

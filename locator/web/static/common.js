@@ -112,8 +112,9 @@ const HW = (() => {
 
   // A Leaflet map whose layers take WGS-84: shifted to GCJ-02 when the tiles are AMap's.
   function map(element, center) {
-    const m = L.map(element, { zoomControl: true, attributionControl: true }).setView(center, 15);
     const amap = config.map_tiles === "amap";
+    const m = L.map(element, { zoomControl: true, attributionControl: true })
+      .setView(amap ? wgsToGcj(center[0], center[1]) : center, 15);
     const url = amap ? "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}"
       : config.map_tiles === "osm" ? "https://tile.openstreetmap.org/{z}/{x}/{y}.png" : config.map_tiles;
     const tiles = L.tileLayer(url, { maxZoom: 19, subdomains: amap ? "1234" : "abc",

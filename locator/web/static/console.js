@@ -1,0 +1,236 @@
+// The dispatcher console: live map, incident board with SLA countdowns, actions.
+"use strict";
+
+(async () => {
+  const t = HW.t;
+  const config = await HW.loadConfig();
+  if (!localStorage.getItem("hw.locale")) HW.setLocale(config.locale || "zh-CN");
+  HW.applyI18n();
+  document.getElementById("map").dataset.noTiles = t("map_no_tiles");
+  document.getElementById("lang").onclick = () => {
+    HW.setLocale(HW.getLocale() === "en" ? "zh-CN" : "en");
+    HW.applyI18n(); document.getElementById("map").dataset.noTiles = t("map_no_tiles"); render();
+  };
+  document.getElementById("logout").onclick = HW.logout;
+  const me = await HW.whoami();
+  if (me.role !== "admin" && me.role !== "dispatcher") { document.body.innerHTML = `<h1>${t("forbidden")}</h1>`; return; }
+
+  const state = { incidents: [], overview: { elders: [], volunteers: [] }, selected: null, detail: null, notifications: [] };
+  const overview = await HW.api("/api/v1/overview");
+  state.overview = overview;
+  const first = overview.elders.find((e) => e.home) || { home: { lat: 30.5112, lon: 120.6853 } };
+  const M = HW.map(document.getElementById("map"), [first.home.lat, first.home.lon]);
+  const layers = { zones: L.layerGroup().addTo(M.map), elders: L.layerGroup().addTo(M.map),
+    volunteers: L.layerGroup().addTo(M.map), area: L.layerGroup().addTo(M.map), track: L.layerGroup().addTo(M.map) };
+
+  function drawOverview() {
+    layers.zones.clearLayers(); layers.elders.clearLayers(); layers.volunteers.clearLayers();
+    for (const elder of state.overview.elders) {
+      for (const zone of elder.zones) {
+        const kind = zone.properties.kind;
+        const style = { color: kind === "danger" ? "#b3261e" : "#0a7d32", weight: 2, fillOpacity: 0.08, className: `zone zone-${kind}` };
+        const g = zone.geometry;
+        if (g.type === "Point") L.circle(M.ll(g.coordinates[1], g.coordinates[0]), { ...style, radius: zone.properties.radius_m }).addTo(layers.zones);
+        else if (g.type === "Polygon") L.polygon(HW.ring(g.coordinates[0], M.ll), style).addTo(layers.zones);
+        else if (g.type === "MultiPolygon") g.coordinates.forEach((p) => L.polygon(HW.ring(p[0], M.ll), style).addTo(layers.zones));
+      }
+      if (elder.position) {
+        const p = elder.position;
+        const marker = L.circleMarker(M.ll(p.lat, p.lon), {
+          radius: 8, weight: 2, color: elder.incident_id ? "#b3261e" : (p.stale ? "#777" : "#12355b"),
+          fillOpacity: p.stale ? 0.1 : 0.8, className: `elder ${p.stale ? "stale" : "fresh"}`,
+        }).bindTooltip(`${HW.esc(elder.name)} · ${p.stale ? t("stale") : t("fresh")}`);
+        marker.on("click", () => { if (elder.incident_id) select(elder.incident_id); });
+        marker.addTo(layers.elders);
+      }
+    }
+    for (const v of state.overview.volunteers) {
+      L.circleMarker(M.ll(v.lat, v.lon), { radius: 5, color: v.on_duty ? "#d97706" : "#999", fillOpacity: 0.9, className: "volunteer" })
+        .bindTooltip(HW.esc(v.name)).addTo(layers.volunteers);
+    }
+  }
+
+  // Most urgent first: breached, then the deadline that comes soonest.
+  function urgency(incident, now) {
+    const deadline = incident.status === "open" ? Date.parse(incident.respond_deadline) : Date.parse(incident.onsite_deadline);
+    return incident.status === "on_site" ? Infinity : deadline - now;
+  }
+
+  function countdown(el, deadlineIso, doneIso) {
+    el.classList.remove("ok", "amber", "red");
+    const t0 = Date.parse(el.dataset.t0);
+    if (doneIso) {
+      const took = (Date.parse(doneIso) - t0) / 1000;
+      el.textContent = "✓ " + HW.clock(took);
+      el.classList.add(took <= (Date.parse(deadlineIso) - t0) / 1000 ? "ok" : "red");
+      return;
+    }
+    const left = (Date.parse(deadlineIso) - Date.now()) / 1000;
+    el.textContent = left >= 0 ? HW.clock(left) : `${t("breached")} +${HW.clock(-left)}`;
+    el.classList.add(left <= 0 ? "red" : left <= 60 ? "amber" : "ok");
+  }
+
+  function render() {
+    const board = document.getElementById("board");
+    const now = Date.now();
+    const sorted = [...state.incidents].sort((a, b) => urgency(a, now) - urgency(b, now));
+    board.innerHTML = "";
+    document.getElementById("empty").classList.toggle("hidden", sorted.length > 0);
+    const tpl = document.getElementById("incident-card");
+    for (const incident of sorted) {
+      const card = tpl.content.firstElementChild.cloneNode(true);
+      HW.applyI18n(card);
+      card.dataset.incidentId = incident.id;
+      card.dataset.status = incident.status;
+      card.querySelector(".name").textContent = incident.elder_name || `#${incident.elder_id}`;
+      const pill = card.querySelector(".status");
+      pill.textContent = t("status_" + incident.status); pill.classList.add(incident.status);
+      card.querySelector(".code").textContent = "#" + incident.code;
+      card.querySelector(".trigger").textContent = `${incident.trigger} · t0 ${HW.hhmm(incident.t0)}` +
+        (incident.suggested_outcome ? ` · ${t("suggested")}: ${t(incident.suggested_outcome)}` : "");
+      for (const [cls, deadline, done] of [["respond", incident.respond_deadline, incident.acknowledged_at], ["onsite", incident.onsite_deadline, incident.on_site_at]]) {
+        const el = card.querySelector(".countdown." + cls);
+        el.dataset.t0 = incident.t0; el.dataset.deadline = deadline; el.dataset.done = done || "";
+        countdown(el, deadline, done);
+      }
+      if (state.selected === incident.id) card.classList.add("selected");
+      card.onclick = () => select(incident.id);
+      board.appendChild(card);
+    }
+  }
+
+  setInterval(() => {
+    document.querySelectorAll(".countdown").forEach((el) => countdown(el, el.dataset.deadline, el.dataset.done || null));
+  }, 1000);
+
+  async function loadIncidents() {
+    const page = await HW.api("/api/v1/incidents?status=open&limit=200");
+    state.incidents = page.items;
+    if (state.selected && !state.incidents.find((i) => i.id === state.selected)) {
+      // Closed meanwhile: keep showing it in the detail panel, read directly.
+      try { state.detail = await HW.api(`/api/v1/incidents/${state.selected}`); } catch (e) { state.detail = null; }
+    }
+    render();
+    if (!state.selected && state.incidents.length) {
+      const now = Date.now();
+      const urgent = [...state.incidents].sort((a, b) => urgency(a, now) - urgency(b, now))[0];
+      select(urgent.id);
+    }
+  }
+
+  async function select(id) {
+    state.selected = id;
+    render();
+    await loadDetail();
+  }
+
+  async function loadDetail() {
+    const id = state.selected;
+    if (!id) return;
+    const [incident, notes] = await Promise.all([
+      HW.api(`/api/v1/incidents/${id}`),
+      HW.api(`/api/v1/notifications?incident_id=${id}&limit=500`),
+    ]);
+    state.detail = incident; state.notifications = notes.items;
+    drawDetail();
+    drawArea(id);
+  }
+
+  async function drawArea(id) {
+    layers.area.clearLayers();
+    try {
+      const area = await HW.api(`/api/v1/incidents/${id}/search-area`);
+      for (const f of area.features) {
+        if (f.geometry.type === "Polygon") {
+          const p = f.properties.probability || 0;
+          L.polygon(HW.ring(f.geometry.coordinates[0], M.ll), { color: "#c2410c", weight: 1, fillOpacity: 0.06 + 0.1 * (1 - p), className: "search-ring" })
+            .bindTooltip(`${Math.round(p * 100)}% · ${Math.round(f.properties.radius_m)} m`).addTo(layers.area);
+        } else {
+          const [lon, lat] = f.geometry.coordinates;
+          L.circleMarker(M.ll(lat, lon), { radius: 7, color: "#c2410c", className: "last-seen" }).addTo(layers.area);
+        }
+      }
+      const polys = area.features.filter((f) => f.geometry.type === "Polygon");
+      if (polys.length) M.map.fitBounds(L.polygon(HW.ring(polys[polys.length - 1].geometry.coordinates[0], M.ll)).getBounds(), { maxZoom: 16 });
+    } catch (e) { /* no position known yet */ }
+  }
+
+  async function replay(elderId) {
+    layers.track.clearLayers();
+    const since = new Date(Date.now() - 3 * 3600 * 1000).toISOString();
+    const track = await HW.api(`/api/v1/elders/${elderId}/track?since=${encodeURIComponent(since)}`);
+    const points = track.features.map((f) => M.ll(f.geometry.coordinates[1], f.geometry.coordinates[0]));
+    if (!points.length) return;
+    const line = L.polyline([], { color: "#1565c0", weight: 3, className: "track" }).addTo(layers.track);
+    const slider = document.getElementById("replay-slider");
+    slider.max = points.length; slider.value = points.length;
+    const show = () => { line.setLatLngs(points.slice(0, Number(slider.value))); };
+    slider.oninput = show; show();
+  }
+
+  function drawDetail() {
+    const d = state.detail;
+    const box = document.getElementById("detail");
+    if (!d) { box.classList.add("hidden"); return; }
+    box.classList.remove("hidden");
+    const active = ["open", "acknowledged", "on_site"].includes(d.status);
+    const outcomes = ["found_safe", "returned_home", "found_injured", "handed_to_police", "false_alarm", "other"];
+    box.innerHTML = `
+      <div class="row"><h3>${HW.esc(d.elder_name)} <span class="pill ${d.status}" id="detail-status">${t("status_" + d.status)}</span></h3>
+      <a class="button" id="handoff" target="_blank" href="/api/v1/incidents/${d.id}/handoff">${t("handoff")}</a></div>
+      ${active ? `<div class="actions">
+        <button id="notify-more">${t("notify_more")}</button>
+        <button id="call-team">${t("call_team")}</button>
+        <select id="outcome">${outcomes.map((o) => `<option value="${o}" ${o === (d.suggested_outcome || "found_safe") ? "selected" : ""}>${t(o)}</option>`).join("")}</select>
+        <button class="primary" id="resolve">${t("resolve")}</button>
+        <button class="danger" id="cancel">${t("cancel")}</button></div>` : `<p>${t("outcome")}: ${t(d.outcome || "")}</p>`}
+      <div class="actions"><button id="replay">${t("replay")}</button><input id="replay-slider" type="range" min="1" max="1" value="1" aria-label="${t("replay")}"></div>
+      <h4>${t("responders")}</h4>
+      <table class="log" id="responders">${d.responders.map((r) => `<tr data-volunteer="${r.volunteer_id}" data-state="${r.state}"><td>${HW.esc(r.name)}</td><td>${r.kind}</td><td>${r.state}</td><td>${r.distance_m != null ? Math.round(r.distance_m) + " m" : ""}</td></tr>`).join("")}</table>
+      <h4>${t("notifications")}</h4>
+      <table class="log" id="notifications"><tr><th>${t("recipient")}</th><th>${t("channel")}</th><th>${t("result")}</th></tr>
+      ${state.notifications.map((n) => `<tr data-status="${n.status}"><td>${HW.esc(n.recipient)} <span class="muted">${HW.esc(n.step)}</span></td><td>${n.channel}</td><td>${n.status}${n.error ? ` <span class="muted">${HW.esc(n.error)}</span>` : ""}</td></tr>`).join("")}</table>
+      <h4>${t("timeline")}</h4>
+      <ol id="timeline">${d.timeline.map((e) => `<li>${HW.hhmm(e.at)} ${HW.esc(e.type)} <span class="muted">${HW.esc(e.actor)} · ${HW.esc(e.channel)}</span></li>`).join("")}</ol>`;
+    const act = (id, fn) => { const el = document.getElementById(id); if (el) el.onclick = fn; };
+    act("notify-more", async () => { await HW.api(`/api/v1/incidents/${d.id}/notify-more?count=3`, { method: "POST" }); loadDetail(); });
+    act("call-team", async () => { await HW.api(`/api/v1/incidents/${d.id}/call-team`, { method: "POST" }); loadDetail(); });
+    act("resolve", async () => {
+      await HW.api(`/api/v1/incidents/${d.id}/resolve`, { method: "POST", body: { outcome: document.getElementById("outcome").value, note: "" } });
+      await loadIncidents(); loadDetail();
+    });
+    act("cancel", async () => {
+      if (!confirm(t("really"))) return;
+      await HW.api(`/api/v1/incidents/${d.id}/cancel`, { method: "POST", body: { note: "" } });
+      await loadIncidents(); loadDetail();
+    });
+    act("replay", () => replay(d.elder_id));
+  }
+
+  function banner(status, problems) {
+    const el = document.getElementById("degraded");
+    el.classList.toggle("hidden", status !== "degraded");
+    el.textContent = `${t("degraded")}: ${(problems || []).join("; ")}`;
+  }
+  banner(overview.system, []);
+
+  let refreshing = null;
+  function refreshSoon() {
+    if (refreshing) return;
+    refreshing = setTimeout(async () => {
+      refreshing = null;
+      await loadIncidents();
+      if (state.selected) await loadDetail();
+      state.overview = await HW.api("/api/v1/overview"); drawOverview();
+    }, 150);
+  }
+  const live = document.getElementById("live");
+  HW.stream((type, data) => {
+    if (type === "system") banner(data.status, data.problems);
+    else refreshSoon();
+  }, (s) => { live.textContent = s === "live" ? "● live" : "○ …"; live.dataset.state = s; });
+  setInterval(refreshSoon, 15000);  // positions move without incident events
+
+  drawOverview();
+  await loadIncidents();
+})();

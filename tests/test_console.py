@@ -1,0 +1,139 @@
+"""The dispatcher console in a real browser, on `homeward demo` (its own Redis, broker, data).
+
+The demo's first wandering elder opens an incident; the console shows it with a running
+countdown; a volunteer's accept (API) turns it acknowledged live, a shared location turns
+it on site, the dispatcher resolves it in the page. Screenshots go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser import browser, chromium, free_port, login, no_overlap, shot  # noqa: F401
+from tests.ingest_harness import wait_for
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    chromium()  # skip (or fail under CI) before starting anything
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEWARD_")}
+    env.update(HOMEWARD_DATA_DIR=str(tmp_path / "demo"), HOMEWARD_HTTP_PORT=str(port))
+    log = (tmp_path / "demo.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locator",
+            "demo",
+            "--elders",
+            "6",
+            "--first-after",
+            "2",
+            "--every",
+            "600",
+            "--no-volunteers-act",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    tokens = tmp_path / "demo" / "demo.json"
+    try:
+        wait_for(lambda: tokens.exists() and process.poll() is None, timeout=60)
+        time.sleep(0.2)  # the file is written in one go; let it land
+        yield f"http://127.0.0.1:{port}", json.loads(tokens.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
+    demo: tuple[str, dict[str, Any]],
+    browser: Any,  # noqa: F811
+) -> None:
+    base, tokens = demo
+    staff = {"Authorization": f"Bearer {tokens['dispatcher']}"}
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, base, tokens["dispatcher"], next_path="/console")
+    page.wait_for_url(re.compile(r".*/console$"))
+    card = page.locator(".incident[data-status=open]").first
+    card.wait_for(timeout=90_000)  # the first wander: a few seconds, then two fixes outside
+    incident_id = int(card.get_attribute("data-incident-id") or 0)
+    countdown = card.locator(".countdown.respond")
+    first = countdown.inner_text()
+    assert re.fullmatch(r"[0-2]:[0-5]\d", first), first
+    # It runs: within a few seconds the same card shows less time left.
+    page.wait_for_function(
+        "([id, first]) => { const el = document.querySelector(`.incident[data-incident-id='${id}'] .countdown.respond`);"
+        " return el && el.textContent !== first; }",
+        arg=[incident_id, first],
+        timeout=5000,
+    )
+    # The map shows her zone and the search area of the selected incident.
+    page.locator("#detail:not(.hidden)").wait_for()
+    page.locator("path.search-ring").first.wait_for(state="attached")
+    assert page.locator("path.zone").count() >= 6
+    assert page.locator("#notifications tr[data-status]").count() >= 1
+    shot(page, "console")
+    # On a phone: the board stacks under the map, nothing overlaps or overflows.
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True, has_touch=True
+    )
+    small = phone.new_page()
+    login(small, base, tokens["dispatcher"], next_path="/console")
+    small.locator(".incident").first.wait_for(timeout=10_000)
+    small.wait_for_timeout(500)
+    no_overlap(small, ["header.bar", "#map", ".incident"])
+    shot(small, "console-phone")
+    phone.close()
+    # A paired volunteer accepts through the API: the card turns without a reload.
+    with httpx.Client(base_url=base, timeout=10) as http:
+        incident = http.get(f"/api/v1/incidents/{incident_id}", headers=staff).json()
+        paired = next(r["volunteer_id"] for r in incident["responders"] if r["kind"] == "paired")
+        vh = {"Authorization": f"Bearer {tokens['volunteers'][str(paired)]['token']}"}
+        assert http.post(f"/api/v1/incidents/{incident_id}/ack", headers=vh).status_code == 200
+        page.locator(
+            f".incident[data-incident-id='{incident_id}'][data-status=acknowledged]"
+        ).wait_for(timeout=10_000)
+        # Riding over: a shared location next to her puts the volunteer on site.
+        where = http.get(f"/api/v1/elders/{incident['elder_id']}/position", headers=staff).json()
+        r = http.post(
+            f"/api/v1/volunteers/{paired}/location",
+            json={"lat": where["lat"], "lon": where["lon"], "acc": 5},
+            headers=vh,
+        )
+        assert r.status_code == 200
+        page.locator(f".incident[data-incident-id='{incident_id}'][data-status=on_site]").wait_for(
+            timeout=10_000
+        )
+    # The dispatcher resolves it in the page.
+    page.select_option("#outcome", "found_safe")
+    page.click("#resolve")
+    page.locator("#detail-status.resolved").wait_for(timeout=10_000)
+    assert page.locator(f".incident[data-incident-id='{incident_id}']").count() == 0
+    with httpx.Client(base_url=base, timeout=10) as http:
+        closed = http.get(f"/api/v1/incidents/{incident_id}", headers=staff).json()
+    assert closed["status"] == "resolved" and closed["outcome"] == "found_safe"
+    assert next(e for e in closed["timeline"] if e["type"] == "resolved")["channel"] == "api"
+    assert not errors, errors
+    context.close()
