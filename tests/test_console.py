@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.browser import browser, chromium, free_port, login, no_overlap, shot  # noqa: F401
 from tests.ingest_harness import wait_for
@@ -54,7 +55,10 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         wait_for(lambda: tokens.exists() and process.poll() is None, timeout=60)
         time.sleep(0.2)  # the file is written in one go; let it land
-        yield f"http://127.0.0.1:{port}", json.loads(tokens.read_text())
+        yield (
+            f"http://127.0.0.1:{port}",
+            {**json.loads(tokens.read_text()), "_dir": str(tmp_path / "demo")},
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -135,5 +139,23 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
         closed = http.get(f"/api/v1/incidents/{incident_id}", headers=staff).json()
     assert closed["status"] == "resolved" and closed["outcome"] == "found_safe"
     assert next(e for e in closed["timeline"] if e["type"] == "resolved")["channel"] == "api"
+    # The watchdog's "degraded" event shows as a banner (written as the watchdog writes it).
+    runtime = json.loads((Path(tokens["_dir"]) / "runtime.json").read_text())
+    client = redis.Redis.from_url(runtime["redis_url"], decode_responses=True)
+    client.xadd(
+        "hw:stream:feed",
+        {
+            "type": "system",
+            "incident_id": "",
+            "elder_id": "",
+            "version": "",
+            "data": json.dumps(
+                {"status": "degraded", "problems": ["ticker: no heartbeat for 20 s"]}
+            ),
+        },
+    )
+    client.close()
+    page.locator("#degraded:not(.hidden)").wait_for(timeout=10_000)
+    assert "ticker" in page.locator("#degraded").inner_text()
     assert not errors, errors
     context.close()
