@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as sync_redis_lib
 import redis.asyncio as aioredis
 
 from locator.app import create_app
@@ -37,6 +38,17 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = async_client(redis_url, process="test")
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def alerts_client(redis: object, redis_url: str) -> Iterator[sync_redis_lib.Redis]:
+    """A blocking client on the cleaned test store, with the alerts consumer groups made."""
+    from locator.alerts_loop import ensure_groups
+
+    sync = sync_client(redis_url, process="test")
+    ensure_groups(sync)
+    yield sync
+    sync.close()
 
 
 @pytest.fixture

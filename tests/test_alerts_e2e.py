@@ -4,7 +4,6 @@ with the alerts worker threads as `homeward ticker` runs them, and the live feed
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from alerts.incidents import service as incidents
 from locator.alerts_loop import EVENTS_TOPIC, start_workers
@@ -24,6 +22,7 @@ from locator.core.mqtt import MqttPublisher
 from locator.core.redis import sync_client
 from locator.core.settings import load_settings
 from tests.alerts_harness import build_district, config, north
+from tests.browser import LiveServer
 from tests.conftest import Api
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.test_ingest import Listener
@@ -120,29 +119,13 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         client.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(redis: object, redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[str]:
     """The real app on a loopback port (SSE needs a real connection, not ASGITransport)."""
     settings = load_settings(data_dir=tmp_path)
     app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=ManualClock())
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=10)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with LiveServer(app) as live:
+        yield live.url
 
 
 def _read_events(response: httpx.Response, count: int) -> list[dict[str, str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,7 +16,6 @@ from alerts.escalation import Policy
 from alerts.incidents import service as incidents
 from locator.core import keys, timers
 from locator.core.clock import ManualClock
-from locator.core.redis import sync_client
 from locator.core.timers import TimerQueue
 from locator.ticker import Ticker
 from tests.alerts_harness import (
@@ -28,7 +26,6 @@ from tests.alerts_harness import (
     consume,
     deliverer,
     device_event,
-    ensure_groups,
     exit_event,
     north,
     paged,
@@ -37,11 +34,8 @@ from tests.conftest import Api
 
 
 @pytest.fixture
-def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
-    sync = sync_client(redis_url, process="test")
-    ensure_groups(sync)
-    yield sync
-    sync.close()
+def client(alerts_client: redis.Redis) -> redis.Redis:
+    return alerts_client
 
 
 def open_by_exit(

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,12 @@ from alerts.incidents import service as incidents
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
-from locator.core.redis import sync_client
 from locator.ticker import Ticker
 from tests.alerts_harness import (
     build_district,
     config,
     consume,
     device_event,
-    ensure_groups,
     exit_event,
     north,
 )
@@ -32,11 +29,8 @@ from tests.conftest import Api
 
 
 @pytest.fixture
-def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
-    sync = sync_client(redis_url, process="test")
-    ensure_groups(sync)
-    yield sync
-    sync.close()
+def client(alerts_client: redis.Redis) -> redis.Redis:
+    return alerts_client
 
 
 def test_rings_follow_the_brief_at_0_10_30_60_minutes() -> None:

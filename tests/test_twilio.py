@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from alerts.incidents import service as incidents
 from alerts.incidents.service import config_from
@@ -32,18 +30,13 @@ from locator.core.redis import sync_client
 from locator.core.settings import Settings, load_settings
 from locator.twilio_loopback import TwilioLoopback
 from tests.alerts_harness import District, build_district, exit_event
+from tests.browser import LiveServer, free_port
 from tests.conftest import Api
 from tests.ingest_harness import wait_for
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "loopback-auth-token-0123456789ab"
 FROM = "+15005550006"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -73,7 +66,7 @@ def stack(
     redis: object, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
 ) -> Iterator[Stack]:
     twilio = TwilioLoopback(account_sid=SID, auth_token=TOKEN).start()
-    port = _free_port()
+    port = free_port()
     public = f"http://127.0.0.1:{port}"
     settings = load_settings(
         data_dir=tmp_path,
@@ -87,14 +80,7 @@ def stack(
     )
     # No MQTT on either side: these volunteers are reached by SMS, voice and web push only.
     app = create_app(settings, redis_url=redis_url, mqtt_url=None, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10)
+    live = LiveServer(app, port=port).__enter__()
     client = sync_client(redis_url, process="test")
     stop = threading.Event()
     cfg = config_from(settings, clock=clock, mqtt_url=None)  # SMS/voice/web push, no MQTT
@@ -105,8 +91,7 @@ def stack(
         stop.set()
         for w in workers:
             w.join(timeout=5)
-        server.should_exit = True
-        thread.join(timeout=10)
+        live.__exit__(None, None, None)
         twilio.stop()
         client.close()
 

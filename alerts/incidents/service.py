@@ -568,6 +568,27 @@ def _page(
     change.notices.append(Notice(f"volunteer:{vid}", template, step=step))
 
 
+def _page_nearby(
+    change: Change,
+    client: redis.Redis,
+    cfg: AlertsConfig,
+    *,
+    origin: tuple[float, float],
+    exclude: set[int],
+    now: float,
+    radius_m: float,
+    count: int,
+    kind: str,
+    step: str,
+    template: str,
+) -> None:
+    """Page the ``count`` nearest usable volunteers within ``radius_m`` not yet involved."""
+    for vid, dist in _nearby(
+        client, cfg, origin=origin, exclude=exclude, radius_m=radius_m, count=count, now=now
+    ):
+        _page(change, vid, kind=kind, step=step, template=template, now=now, distance=dist)
+
+
 def _people_for(
     client: redis.Redis, cfg: AlertsConfig, snap: Snapshot, change: Change, *, now: float
 ) -> Change:
@@ -578,18 +599,19 @@ def _people_for(
     step = change.fields.get("step")
     origin = _origin(client, snap.elder_id, None)
     if change.more_nearby:
-        for vid, dist in _nearby(
+        _page_nearby(
+            extra,
             client,
             cfg,
             origin=origin,
             exclude=known,
+            now=now,
             radius_m=policy.nearby_radius_m,
             count=change.more_nearby,
-            now=now,
-        ):
-            _page(
-                extra, vid, kind="nearby", step="nearby", template="alert", now=now, distance=dist
-            )
+            kind="nearby",
+            step="nearby",
+            template="alert",
+        )
         if not extra.responders:
             extra.timeline.append(
                 {"type": "no_more_volunteers", "radius_m": policy.nearby_radius_m}
@@ -611,18 +633,19 @@ def _people_for(
         for did in _on_call_dispatchers(client):
             extra.notices.append(Notice(f"dispatcher:{did}", "dispatcher_call", step=label))
     elif step == "onsite":
-        for vid, dist in _nearby(
+        _page_nearby(
+            extra,
             client,
             cfg,
             origin=origin,
             exclude=known,
+            now=now,
             radius_m=policy.wide_radius_m,
             count=policy.wide_count,
-            now=now,
-        ):
-            _page(
-                extra, vid, kind="wide", step="onsite", template="wide_call", now=now, distance=dist
-            )
+            kind="wide",
+            step="onsite",
+            template="wide_call",
+        )
         for team in _on_duty_teams(client):
             for member in team["members"]:
                 if member["role"] == "lead":

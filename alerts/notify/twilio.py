@@ -60,13 +60,15 @@ def _result_of(exc: Exception) -> Result:
     return Result("unknown", f"{type(exc).__name__}: {exc}")
 
 
-class TwilioSms:
-    name = "sms"
-
+class _TwilioChannel:
     def __init__(self, client: Client, *, from_: str, public_url: str | None) -> None:
         self._client = client
         self._from = from_
         self._public_url = public_url
+
+
+class TwilioSms(_TwilioChannel):
+    name = "sms"
 
     def send(self, message: Message) -> Result:
         if not message.phone:
@@ -82,13 +84,8 @@ class TwilioSms:
         return Result("sent", "accepted by Twilio", provider_id=str(sent.sid))
 
 
-class TwilioVoice:
+class TwilioVoice(_TwilioChannel):
     name = "voice"
-
-    def __init__(self, client: Client, *, from_: str, public_url: str | None) -> None:
-        self._client = client
-        self._from = from_
-        self._public_url = public_url
 
     def send(self, message: Message) -> Result:
         if not message.phone:
