@@ -31,8 +31,10 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API marks its event loop as running in this thread
+    until it stops, so a session-wide browser breaks every asyncio test collected later."""
     path = chromium()
     from playwright.sync_api import sync_playwright
 
@@ -51,7 +53,7 @@ def free_port() -> int:
 class LiveServer:
     """The real app on a loopback port, in a thread."""
 
-    def __init__(self, app: Any, *, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
