@@ -68,6 +68,7 @@ const HW = (() => {
     f_missing_sent: "已报告，正在通知志愿者", f_notices: "提醒（低电量、离线）", f_no_notices: "暂无提醒",
     trigger_zone_exit: "离开安全区", trigger_danger_enter: "进入危险区", trigger_sos: "SOS 求救", trigger_fall: "跌倒",
     trigger_removed: "手环被摘下", trigger_device_offline: "手环离线", trigger_missing: "家属报告走失",
+    f_incident_open: "走失事件进行中", f_incident_last: "最近一次事件",
   });
   Object.assign(I18N.en, {
     v_title: "Homeward · Help find", code: "Code", confirm_hint: "Opening this page accepts nothing: confirm with a button below.", note: "Note (optional)",
@@ -92,6 +93,7 @@ const HW = (() => {
     f_missing_sent: "Reported: volunteers are being alerted", f_notices: "Notices (low battery, offline)", f_no_notices: "No notices",
     trigger_zone_exit: "Left the safe zone", trigger_danger_enter: "Entered a danger zone", trigger_sos: "SOS", trigger_fall: "Fall",
     trigger_removed: "Bracelet taken off", trigger_device_offline: "Bracelet offline", trigger_missing: "Reported missing",
+    f_incident_open: "Incident in progress", f_incident_last: "Last incident",
   });
   let locale = localStorage.getItem("hw.locale") || document.documentElement.dataset.locale || "zh-CN";
   const t = (key) => (I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key] || key;

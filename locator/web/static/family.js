@@ -236,6 +236,19 @@
     const list = $("incidents");
     list.innerHTML = "";
     const mine = page.items.filter((i) => i.elder_id === elderId);
+    // The newest incident at the top: open ones in red, a recent outcome in green.
+    const latest = mine[0];
+    const box = $("latest");
+    box.classList.toggle("hidden", !latest);
+    if (latest) {
+      const open = !["resolved", "cancelled"].includes(latest.status);
+      const who = latest.responders.filter((r) => ["accepted", "arrived"].includes(r.state)).map((r) => r.name).join("、");
+      box.className = "card latest " + (open ? "open" : "closed");
+      box.innerHTML = `<b>${HW.esc(HW.t(open ? "f_incident_open" : "f_incident_last"))}</b> · ${HW.esc(HW.t("trigger_" + latest.trigger))} · ` +
+        `<span class="pill ${latest.status}">${HW.esc(HW.t("status_" + latest.status))}</span>` +
+        (who ? `<br>${HW.esc(HW.t("responders"))}: ${HW.esc(who)}` : "") +
+        (latest.outcome ? `<br>${HW.esc(HW.t("outcome"))}: ${HW.esc(HW.t(latest.outcome))} · ${HW.esc(HW.hhmm(latest.resolved_at))}` : "");
+    }
     if (!mine.length) list.innerHTML = `<li class="muted">${HW.esc(HW.t("no_incidents"))}</li>`;
     mine.forEach((i) => {
       const li = document.createElement("li");
