@@ -31,8 +31,10 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API marks its event loop as running in this thread
+    until it stops, so a session-wide browser breaks every asyncio test collected later."""
     path = chromium()
     from playwright.sync_api import sync_playwright
 

@@ -41,7 +41,7 @@ from tests.factories import HAINING
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.servers import clean_homeward_keys
 
-browser = harness.browser  # the session's chromium (Debian's; never a downloaded one)
+browser = harness.browser  # Debian's chromium, per module (never a downloaded one)
 PHONE = {"width": 390, "height": 844}
 FRAME = LocalFrame(HAINING["lat"], HAINING["lon"])
 
