@@ -348,6 +348,7 @@ async def test_link_page_shows_but_only_its_button_accepts_and_links_expire(
     # The volunteer page (drawn by its script from the API: tests/test_pages_people.py) with
     # a session for the volunteer the link names, and nothing accepted.
     assert page.status_code == 200 and "/static/volunteer.js" in page.text
+    assert "<form method='post'" in page.text  # inside <noscript>: answers without JavaScript
     cookie = page.cookies.get("hw_session")
     assert cookie
     seen = httpx.get(f"{stack.url}/api/v1/incidents/{incident_id}", cookies={"hw_session": cookie})

@@ -144,7 +144,16 @@ async def volunteer_page(
         return checked
     principal = Principal(role=Role.VOLUNTEER, subject=str(checked))
     session = await open_session_for(redis, principal=principal, ttl_s=links.LINK_TTL_S)
-    response = _page("volunteer.html")
+    # Without JavaScript the page still answers: a form posting the link's own token.
+    form = (
+        f"<noscript><form method='post' action='/v/{incident_id}/answer' class='card'>"
+        f"<input type='hidden' name='t' value='{html.escape(t, quote=True)}'>"
+        "<button class='primary big' name='action' value='ack'>我去找（接单） Accept</button>"
+        "<button class='big' name='action' value='decline'>无法前往 Decline</button>"
+        "</form></noscript>"
+    )
+    page = (STATIC / "volunteer.html").read_text().replace("<!--noscript-->", form, 1)
+    response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
     _set_cookie(response, request, session, links.LINK_TTL_S)
     return response
 
