@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from alerts.incidents.service import config_from
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.app import create_app
+from locator.core import crs
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
@@ -80,12 +82,12 @@ class Site:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
-@pytest.fixture
-def site(redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Site]:
+@contextmanager
+def running_site(redis_url: str, mqtt_url: str, tmp_path: Path, **overrides: Any) -> Iterator[Site]:
     clean_homeward_keys(redis_url)
     clock = ManualClock()
     port = free_port()
-    settings = load_settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{port}")
+    settings = load_settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{port}", **overrides)
     app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
     tokens = {
         "admin": mint(redis_url, Role.ADMIN),
@@ -93,9 +95,20 @@ def site(redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Site]:
         "guardian_b": mint(redis_url, Role.GUARDIAN, "fam-b"),
     }
     client = sync_client(redis_url, process="test")
-    with LiveServer(app, port=port) as live, httpx.Client(base_url=live.url, timeout=10) as http:
-        yield Site(live.url, http, tokens, client, clock, redis_url, settings)
-    client.close()
+    try:
+        with (
+            LiveServer(app, port=port) as live,
+            httpx.Client(base_url=live.url, timeout=10) as http,
+        ):
+            yield Site(live.url, http, tokens, client, clock, redis_url, settings)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def site(redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Site]:
+    with running_site(redis_url, mqtt_url, tmp_path) as running:
+        yield running
 
 
 def _points(page: Any) -> list[list[float]]:
@@ -365,3 +378,35 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     page.click("#lang")
     page.wait_for_selector("text=My family")
     context.close()
+
+
+def test_zones_drawn_on_amap_tiles_are_stored_in_wgs84(
+    redis_url: str, mqtt_url: str, tmp_path: Path, browser: Any
+) -> None:
+    """AMap draws in GCJ-02 (about 500 m off around Haining): a tap on the middle of the
+    map, centred on her home, is stored as her home in WGS-84, not 500 m away."""
+    with running_site(redis_url, mqtt_url, tmp_path, map_tiles="amap") as site:
+        body = {
+            "name": "王老伯",
+            "home": HAINING,
+            "guardians": [{"name": "王强", "phone": "+8613800138009", "relation": "son"}],
+        }
+        elder = site.http.post("/api/v1/elders", json=body, headers=site.as_("guardian_a"))
+        elder_id = elder.json()["id"]
+        context = browser.new_context(viewport=PHONE)
+        page = context.new_page()
+        login(page, site.url, site.tokens["guardian_a"], next_path=f"/family/elders/{elder_id}")
+        page.wait_for_selector("#map.leaflet-container")
+        page.wait_for_selector("#zones-card")
+        _tap_map(page, 0, 0)
+        [drawn] = _points(page)
+        page.click("#zone-save")
+        page.wait_for_selector("#zones li.zone")
+        zones = site.http.get(f"/api/v1/elders/{elder_id}/zones", headers=site.as_("admin"))
+        [zone] = zones.json()["items"]
+        lon, lat = zone["geometry"]["coordinates"]
+        assert [lon, lat] == drawn
+        assert crs.haversine_m(lat, lon, HAINING["lat"], HAINING["lon"]) < 15
+        gcj_lat, gcj_lon = crs.wgs84_to_gcj02(HAINING["lat"], HAINING["lon"])
+        assert crs.haversine_m(gcj_lat, gcj_lon, HAINING["lat"], HAINING["lon"]) > 300
+        context.close()
