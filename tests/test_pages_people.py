@@ -147,6 +147,9 @@ def _register_pair_and_draw(site: Site, page: Any) -> int:
     rows.nth(1).locator(".g-name").fill("王芳")
     rows.nth(1).locator(".g-phone").fill("+8613800138001")
     rows.nth(1).locator(".g-relation").fill("女儿")
+    phone_box = rows.nth(1).locator(".g-phone").bounding_box()
+    assert phone_box is not None and phone_box["width"] >= 250  # a whole +86 number shows
+    no_overlap(page, ["#guardians .guardian:nth-of-type(2) .g-name", "#add-guardian"])
     page.click("#register button[type=submit]")
     page.wait_for_url(re.compile(r"/family/elders/\d+$"))
     elder_id = int(page.url.rsplit("/", 1)[1])
@@ -296,6 +299,17 @@ def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_se
         vpage.evaluate("window.scrollTo(0, 0)")
         shot(vpage, "volunteer-on-site")
 
+        # Her list of alerts (/v) has it, with her answer; the duty switch is hers to flip.
+        vpage.goto(f"{site.url}/v")
+        card = vpage.locator(f"a.alert-link[href='/v/{incident_id}']")
+        card.wait_for()
+        assert "已到场" in card.text_content()
+        vpage.uncheck("#on-duty")
+        vpage.wait_for_selector("#me-state:has-text('已保存')")
+        me = site.http.get(f"/api/v1/volunteers/{vids[0]}", headers=site.as_("admin")).json()
+        assert me["on_duty"] is False
+        card.click()
+        vpage.wait_for_selector("body[data-responder=arrived]")
         vpage.select_option("#outcome", "found_safe")
         vpage.fill("#found-note", "在超市门口找到")
         vpage.click("#found")
