@@ -1,24 +1,23 @@
-"""The page behind an SMS's one-tap link: the incident, and a button to confirm.
+"""The SMS's one-tap link: checking it, and a form POST that answers without JavaScript.
 
-Link scanners (and SMS apps' previews) open links by themselves, so a GET only shows; the
-accept or decline happens on the page's POST, with the same signed token.
+Link scanners (and SMS apps' previews) open links by themselves, so a GET only shows: the
+volunteer page (``locator/web``) checks the link here, opens a session for the volunteer
+and serves the page; accepting or declining is a button on it. ``POST /v/{id}/answer``
+with the same signed token accepts or declines without a session (the no-script form).
 """
 
 from __future__ import annotations
 
 import html
-import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Form, Query
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse
 
 from alerts import links
 from alerts.incidents import service as incidents
 from alerts.incidents.service import config_from
-from locator.core import crs, keys
 from locator.core.auth import Principal, Role
 from locator.core.deps import ContextDep, SyncRedisDep
 from locator.core.errors import HomewardError
@@ -77,7 +76,8 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _check(redis: object, ctx: ContextDep, incident_id: int, token: str) -> int | HTMLResponse:
+def check_link(redis: object, ctx: ContextDep, incident_id: int, token: str) -> int | HTMLResponse:
+    """The volunteer a link was made for, or the page saying it is forged (403) or expired (410)."""
     text = _TEXT.get(ctx.settings.locale, _TEXT["zh-CN"])
     try:
         key = links.secret(redis)  # type: ignore[arg-type]
@@ -85,56 +85,6 @@ def _check(redis: object, ctx: ContextDep, incident_id: int, token: str) -> int 
     except links.BadLink as exc:
         message = text["expired"] if exc.expired else text["invalid"]
         return _page(text["title"], f"<h1>{html.escape(message)}</h1>", 410 if exc.expired else 403)
-
-
-@router.get("/v/{incident_id}", response_class=HTMLResponse)
-def show(
-    incident_id: int, redis: SyncRedisDep, ctx: ContextDep, t: Annotated[str, Query()] = ""
-) -> HTMLResponse:
-    """The incident for the volunteer the link was sent to; never changes anything."""
-    checked = _check(redis, ctx, incident_id, t)
-    if isinstance(checked, HTMLResponse):
-        return checked
-    text = _TEXT.get(ctx.settings.locale, _TEXT["zh-CN"])
-    snap = incidents.load(redis, incident_id)
-    elder = json.loads(str(redis.get(keys.elder(snap.elder_id)) or "{}"))
-    minutes = max(0, round((ctx.clock.time() - snap.t0) / 60))
-    pos = redis.hmget(keys.last_position(snap.elder_id), "lat", "lon", "tst")
-    lat = float(str(pos[0])) if pos[0] else float(snap.fields.get("origin_lat") or 0)
-    lon = float(str(pos[1])) if pos[1] else float(snap.fields.get("origin_lon") or 0)
-    parts = [f"<h1>{html.escape(elder.get('name', ''))}</h1>"]
-    if elder.get("photo_url"):
-        parts.append(f"<img alt='' src='{html.escape(elder['photo_url'], quote=True)}'>")
-    parts.append(
-        f"<p class='meta'>{html.escape(text['since'].format(m=minutes))} · "
-        f"{text['code']} {html.escape(snap.fields['code'])} · "
-        f"{text['status']} {html.escape(snap.status)}</p>"
-    )
-    if elder.get("description"):
-        parts.append(f"<p>{html.escape(elder['description'])}</p>")
-    gcj_lat, gcj_lon = crs.wgs84_to_gcj02(lat, lon)
-    when = ""
-    if pos[2]:
-        when = datetime.fromtimestamp(float(str(pos[2])), tz=UTC).strftime("%H:%M UTC")
-    parts.append(
-        f"<p>{text['last']}: {lat:.5f}, {lon:.5f} {when}<br>{text['nav']}: "
-        f"<a href='https://uri.amap.com/marker?position={lon},{lat}&coordinate=wgs84'>高德</a> · "
-        f"<a href='https://api.map.baidu.com/marker?location={lat},{lon}&coord_type=wgs84"
-        f"&output=html&title=here'>百度</a> · "
-        f"<a href='https://maps.apple.com/?ll={gcj_lat:.6f},{gcj_lon:.6f}'>Apple</a> · "
-        f"<a href='geo:{lat},{lon}'>geo</a></p>"
-    )
-    if snap.status in ("resolved", "cancelled"):
-        parts.append(f"<p><b>{text['closed']}</b></p>")
-    else:
-        token = html.escape(t, quote=True)
-        parts.append(
-            f"<form method='post' action='/v/{incident_id}/answer'>"
-            f"<input type='hidden' name='t' value='{token}'>"
-            f"<button class='yes' name='action' value='ack'>{text['accept']}</button>"
-            f"<button class='no' name='action' value='decline'>{text['decline']}</button></form>"
-        )
-    return _page(text["title"], "".join(parts))
 
 
 @router.post("/v/{incident_id}/answer", response_class=HTMLResponse)
@@ -146,7 +96,7 @@ async def answer(
     action: Annotated[str, Form(pattern="^(ack|decline)$")],
 ) -> HTMLResponse:
     """The confirm button: accept or decline as the volunteer the link was made for."""
-    checked = _check(redis, ctx, incident_id, t)
+    checked = check_link(redis, ctx, incident_id, t)
     if isinstance(checked, HTMLResponse):
         return checked
     text = _TEXT.get(ctx.settings.locale, _TEXT["zh-CN"])

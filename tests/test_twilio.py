@@ -330,9 +330,16 @@ async def test_link_page_shows_but_only_its_button_accepts_and_links_expire(
     link = re.search(r"(http://\S+/v/\d+\?t=\S+)", sms_to(stack, phones["near200"])[0]["Body"])
     assert link
     page = httpx.get(link.group(1))
-    assert page.status_code == 200 and "张阿婆" in page.text and "<form method='post'" in page.text
-    assert "灰色外套" in page.text  # the description, for recognising her
-    assert "coordinate=wgs84" in page.text and "coord_type=wgs84" in page.text
+    # The volunteer page (drawn by its script from the API: tests/test_pages_people.py) with
+    # a session for the volunteer the link names, and nothing accepted.
+    assert page.status_code == 200 and "/static/volunteer.js" in page.text
+    assert "<form method='post'" in page.text  # inside <noscript>: answers without JavaScript
+    cookie = page.cookies.get("hw_session")
+    assert cookie
+    seen = httpx.get(f"{stack.url}/api/v1/incidents/{incident_id}", cookies={"hw_session": cookie})
+    assert seen.status_code == 200 and seen.json()["elder_name"] == "张阿婆"
+    me = httpx.get(f"{stack.url}/api/v1/session", cookies={"hw_session": cookie}).json()
+    assert me["volunteer_id"] == d.vid("near200")
     httpx.get(link.group(1))  # a link scanner opening it again
     assert (
         incidents.load(stack.client, incident_id).responders[d.vid("near200")]["state"]
@@ -340,7 +347,7 @@ async def test_link_page_shows_but_only_its_button_accepts_and_links_expire(
     )
     token = link.group(1).split("t=")[1]
     forged = httpx.get(link.group(1).replace(token, token[:-2] + "xx"))
-    assert forged.status_code == 403
+    assert forged.status_code == 403 and "hw_session" not in forged.cookies
     r = httpx.post(f"{stack.url}/v/{incident_id}/answer", data={"t": token, "action": "ack"})
     assert r.status_code == 200 and "已接单" in r.text
     assert incidents.load(stack.client, incident_id).status == "acknowledged"

@@ -98,13 +98,27 @@ async def create_session(redis: aioredis.Redis, *, token: str) -> tuple[str, Pri
     return session, principal
 
 
+async def open_session_for(redis: aioredis.Redis, *, principal: Principal, ttl_s: int) -> str:
+    """A session for a principal proven another way (a volunteer's signed SMS link).
+
+    It has no token behind it, so it lives only ``ttl_s`` (the link's own lifetime).
+    """
+    session = secrets.token_urlsafe(32)
+    await redis.set(
+        keys.session(hash_token(session)),
+        json.dumps({"role": principal.role.value, "subject": principal.subject, "token": None}),
+        ex=max(1, min(ttl_s, SESSION_TTL_S)),
+    )
+    return session
+
+
 async def resolve_session(redis: aioredis.Redis, session: str) -> Principal:
     """The principal of a live session whose token was not revoked since; 401 otherwise."""
     raw = await redis.get(keys.session(hash_token(session)))
     if raw is None:
         raise Unauthorized("the session has expired: log in again")
     data = json.loads(raw)
-    if not await redis.exists(keys.token(data["token"])):
+    if data["token"] is not None and not await redis.exists(keys.token(data["token"])):
         raise Unauthorized("the token behind this session was revoked: log in again")
     return Principal(role=Role(data["role"]), subject=data["subject"])
 

@@ -8,18 +8,33 @@ cookie, and live changes from the event feed.
 
 from __future__ import annotations
 
+import html
 import json
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import Field
 
+from alerts import answer_page, links
+from devices.elders.service import authorize as authorize_elder
 from locator.core import keys, store
-from locator.core.auth import SESSION_COOKIE, SESSION_TTL_S, create_session, end_session
-from locator.core.deps import CallerDep, ContextDep, RedisDep
-from locator.core.errors import Forbidden
+from locator.core.auth import (
+    SESSION_COOKIE,
+    SESSION_TTL_S,
+    Principal,
+    Role,
+    create_session,
+    end_session,
+    open_session_for,
+    resolve_session,
+)
+from locator.core.deps import CallerDep, ContextDep, RedisDep, SyncRedisDep
+from locator.core.errors import Forbidden, HomewardError
+from locator.core.mqtt import address
 from locator.core.schemas import Strict
 
 STATIC = Path(__file__).with_name("static")
@@ -61,6 +76,115 @@ def console_page(request: Request) -> Response:
     return _page("console.html")
 
 
+def _set_cookie(response: Response, request: Request, session: str, max_age: int) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+async def _session_role(request: Request, redis: RedisDep) -> Principal | None:
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        return None
+    try:
+        return await resolve_session(redis, session)
+    except HomewardError:
+        return None
+
+
+def _login(path: str) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={path}", status_code=303)
+
+
+def _refused(title: str, message: str) -> HTMLResponse:
+    """A small page with the status a page route refuses with (403: another family's elder)."""
+    doc = (
+        "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><link rel='stylesheet' href='/static/app.css'>"
+        "</head><body><header class='bar'><h1>爱回家 Homeward</h1></header>"
+        f"<main class='login card' id='refused'><h2>{html.escape(title)}</h2>"
+        f"<p>{html.escape(message)}</p><p><a class='button' href='/family'>返回 Back</a></p>"
+        "</main></body></html>"
+    )
+    return HTMLResponse(doc, status_code=403, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/v")
+async def volunteer_home(request: Request, redis: RedisDep) -> Response:
+    """A volunteer's open alerts (after logging in, or a session opened by an SMS link)."""
+    if await _session_role(request, redis) is None:
+        return _login("/v")
+    return _page("volunteer.html")
+
+
+@router.get("/v/{incident_id}", response_model=None)
+async def volunteer_page(
+    incident_id: int,
+    request: Request,
+    redis: RedisDep,
+    sync_redis: SyncRedisDep,
+    ctx: ContextDep,
+    t: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """The SMS link: checks the signed token and opens a session for its volunteer.
+
+    Opening changes nothing on the incident (link scanners open links too): the page's
+    Accept button is the confirm step. Without a token it needs a session already.
+    """
+    if not t:
+        if await _session_role(request, redis) is None:
+            return _login(f"/v/{incident_id}")
+        return _page("volunteer.html")
+    checked = await anyio.to_thread.run_sync(
+        lambda: answer_page.check_link(sync_redis, ctx, incident_id, t)
+    )
+    if isinstance(checked, Response):
+        return checked
+    principal = Principal(role=Role.VOLUNTEER, subject=str(checked))
+    session = await open_session_for(redis, principal=principal, ttl_s=links.LINK_TTL_S)
+    # Without JavaScript the page still answers: a form posting the link's own token.
+    form = (
+        f"<noscript><form method='post' action='/v/{incident_id}/answer' class='card'>"
+        f"<input type='hidden' name='t' value='{html.escape(t, quote=True)}'>"
+        "<button class='primary big' name='action' value='ack'>我去找（接单） Accept</button>"
+        "<button class='big' name='action' value='decline'>无法前往 Decline</button>"
+        "</form></noscript>"
+    )
+    page = (STATIC / "volunteer.html").read_text().replace("<!--noscript-->", form, 1)
+    response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    _set_cookie(response, request, session, links.LINK_TTL_S)
+    return response
+
+
+@router.get("/family")
+async def family_page(request: Request, redis: RedisDep) -> Response:
+    if await _session_role(request, redis) is None:
+        return _login("/family")
+    return _page("family.html")
+
+
+@router.get("/family/elders/{elder_id}")
+async def family_elder_page(elder_id: int, request: Request, redis: RedisDep) -> Response:
+    """One elder in the family portal: only for that elder's family (and staff), 403 otherwise."""
+    caller = await _session_role(request, redis)
+    if caller is None:
+        return _login(f"/family/elders/{elder_id}")
+    try:
+        await authorize_elder(redis, caller=caller, elder_id=elder_id, write=False)
+    except HomewardError as exc:
+        if exc.status_code == 404:
+            return _refused("找不到 Not found", str(exc.detail))
+        return _refused("无权访问 Not allowed", "这位老人不属于您的家庭 · Not your family's elder")
+    return _page("family.html")
+
+
 @api.post("/session")
 async def open_session(body: SessionBody, redis: RedisDep, request: Request) -> Response:
     """Log in once with a token: the browser keeps an HttpOnly session cookie instead."""
@@ -69,15 +193,7 @@ async def open_session(body: SessionBody, redis: RedisDep, request: Request) -> 
         json.dumps({"role": principal.role.value, "subject": principal.subject}),
         media_type="application/json",
     )
-    response.set_cookie(
-        SESSION_COOKIE,
-        session,
-        max_age=SESSION_TTL_S,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    _set_cookie(response, request, session, SESSION_TTL_S)
     return response
 
 
@@ -103,12 +219,33 @@ async def close_session(redis: RedisDep, request: Request) -> Response:
 @api.get("/config")
 async def page_config(ctx: ContextDep) -> dict[str, Any]:
     """What the pages need to draw: map tiles and the default language."""
+    mqtt = None
+    if ctx.mqtt_url:
+        host, port = address(ctx.mqtt_url)
+        mqtt = {"host": host, "port": port, "tls": ctx.mqtt_url.startswith("mqtts")}
     return {
         "map_tiles": ctx.settings.map_tiles,
         "locale": ctx.settings.locale,
         "respond_sla_s": ctx.settings.respond_sla_s,
         "onsite_sla_s": ctx.settings.onsite_sla_s,
+        "mqtt": mqtt,
+        "vapid_public_key": _vapid_public_key(ctx.settings.vapid_private_key),
     }
+
+
+@cache
+def _vapid_public_key(private_key: str | None) -> str | None:
+    """The application server key browsers subscribe with (web push is hidden without it)."""
+    if not private_key:
+        return None
+    from cryptography.hazmat.primitives import serialization
+    from py_vapid import Vapid02, b64urlencode
+
+    public = Vapid02.from_string(private_key).public_key
+    point = public.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return str(b64urlencode(point))
 
 
 @api.get("/overview", tags=["console"])

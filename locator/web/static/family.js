@@ -1,0 +1,338 @@
+// The family portal: /family (my elders, register one) and /family/elders/{id} (zones,
+// bracelet, where she is, pause, report missing, incidents and notices).
+// Coordinates are WGS-84 everywhere in this file; the map shifts them for AMap tiles.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const match = location.pathname.match(/^\/family\/elders\/(\d+)/);
+  const elderId = match ? Number(match[1]) : null;
+  const HAINING = [30.5112, 120.6853];
+  const r6 = (x) => Math.round(x * 1e6) / 1e6;
+  let elder = null, mapView = null, draftLayer = null, dataLayer = null;
+  let draft = [];  // WGS-84 [lat, lon] points clicked on the map
+
+  function say(text, kind) { const el = $("status-line"); el.textContent = text || ""; el.className = "banner " + (kind || ""); }
+  function show(id, on) { $(id).classList.toggle("hidden", !on); }
+  function fail(err) { say(HW.t("error") + ": " + (err && err.message ? err.message : err), "degraded"); }
+  function confirmThen(text, action) {
+    $("confirm-text").textContent = text;
+    show("confirm", true);
+    $("confirm-yes").focus();
+    $("confirm-yes").onclick = async () => { show("confirm", false); try { await action(); } catch (e) { fail(e); } };
+    $("confirm-no").onclick = () => show("confirm", false);
+  }
+
+  // ---- /family ---------------------------------------------------------------------------
+  function guardianRow(g) {
+    const row = document.createElement("div");
+    row.className = "guardian row3";
+    row.innerHTML = `<input class="g-name" maxlength="64" required placeholder="${HW.esc(HW.t("f_g_name"))}" aria-label="${HW.esc(HW.t("f_g_name"))}">` +
+      `<input class="g-phone" type="tel" required placeholder="+86…" aria-label="${HW.esc(HW.t("f_g_phone"))}">` +
+      `<input class="g-relation" maxlength="32" placeholder="${HW.esc(HW.t("f_g_relation"))}" aria-label="${HW.esc(HW.t("f_g_relation"))}">`;
+    if (g) { row.querySelector(".g-name").value = g.name; row.querySelector(".g-phone").value = g.phone; row.querySelector(".g-relation").value = g.relation || ""; }
+    $("guardians").appendChild(row);
+  }
+
+  async function loadHome() {
+    show("home", true);
+    const page = await HW.api("/api/v1/elders");
+    const box = $("elders");
+    box.innerHTML = "";
+    page.items.forEach((e) => {
+      const a = document.createElement("a");
+      a.className = "card elder-link";
+      a.href = `/family/elders/${e.id}`;
+      a.innerHTML = `<b>${HW.esc(e.name)}</b><br><span class="muted">${HW.esc(e.address || "")}</span>`;
+      box.appendChild(a);
+    });
+    if (!page.items.length) show("register", true);
+    $("new-elder").onclick = () => { show("register", true); homeMap(); $("e-name").focus(); };
+    $("add-guardian").onclick = () => guardianRow();
+    guardianRow();
+    if (!page.items.length) homeMap();
+    $("register").onsubmit = async (ev) => {
+      ev.preventDefault();
+      const guardians = Array.from(document.querySelectorAll("#guardians .guardian"))
+        .map((row) => ({ name: row.querySelector(".g-name").value.trim(), phone: row.querySelector(".g-phone").value.replace(/[\s-]/g, ""),
+          relation: row.querySelector(".g-relation").value.trim() }))
+        .filter((g) => g.name || g.phone);
+      const body = { name: $("e-name").value.trim(), address: $("e-address").value.trim(),
+        home: { lat: r6(Number($("e-lat").value)), lon: r6(Number($("e-lon").value)) },
+        description: $("e-description").value, medical_notes: $("e-medical").value, guardians };
+      if ($("e-photo").value.trim()) body.photo_url = $("e-photo").value.trim();
+      try {
+        const made = await HW.api("/api/v1/elders", { method: "POST", body });
+        location.href = `/family/elders/${made.id}`;
+      } catch (e) { fail(e); }
+    };
+  }
+
+  let homeMapView = null;
+  function homeMap() {
+    if (homeMapView) return;
+    homeMapView = HW.map($("home-map"), HW.config.map_tiles === "amap" ? HW.wgsToGcj(HAINING[0], HAINING[1]) : HAINING);
+    $("home-map").dataset.noTiles = HW.t("map_no_tiles");
+    let marker = null;
+    const set = (lat, lon) => {
+      $("e-lat").value = r6(lat); $("e-lon").value = r6(lon);
+      if (marker) marker.remove();
+      marker = L.marker(homeMapView.ll(lat, lon)).addTo(homeMapView.map);
+    };
+    homeMapView.map.on("click", (e) => { const [lat, lon] = homeMapView.wgs(e.latlng.lat, e.latlng.lng); set(lat, lon); });
+    set(HAINING[0], HAINING[1]);
+  }
+
+  // ---- /family/elders/{id} ---------------------------------------------------------------
+  function shape() { return document.querySelector("input[name=shape]:checked").value; }
+
+  function drawDraft() {
+    const { map, ll } = mapView;
+    if (draftLayer) draftLayer.remove();
+    draftLayer = L.layerGroup().addTo(map);
+    const list = $("draft-points");
+    list.innerHTML = "";
+    draft.forEach(([lat, lon]) => { const li = document.createElement("li"); li.textContent = `${lat.toFixed(6)}, ${lon.toFixed(6)}`; list.appendChild(li); });
+    const style = { color: "#12355b", dashArray: "6 4", weight: 3, fillOpacity: 0.1 };
+    if (shape() === "circle" && draft.length) {
+      L.circle(ll(draft[0][0], draft[0][1]), { ...style, radius: Number($("z-radius").value) || 200 }).addTo(draftLayer);
+    } else if (draft.length) {
+      draft.forEach(([lat, lon]) => L.circleMarker(ll(lat, lon), { radius: 6, color: "#12355b" }).addTo(draftLayer));
+      if (draft.length > 1) L.polygon(draft.map(([lat, lon]) => ll(lat, lon)), style).addTo(draftLayer);
+    }
+    $("draw-hint").textContent = HW.t(shape() === "circle" ? "f_hint_circle" : "f_hint_polygon");
+    show("radius-row", shape() === "circle");
+  }
+
+  function scheduleBody() {
+    if (!$("z-night").checked) return null;
+    const days = Array.from(document.querySelectorAll("#days input:checked")).map((i) => Number(i.value));
+    return [{ days, start: $("z-start").value, end: $("z-end").value }];
+  }
+
+  async function saveZone() {
+    const props = { kind: $("z-kind").value, name: $("z-name").value.trim() };
+    const schedule = scheduleBody();
+    if (schedule) props.schedule = schedule;
+    let geometry;
+    if (shape() === "circle") {
+      if (draft.length !== 1) { say(HW.t("f_hint_circle"), "degraded"); return; }
+      geometry = { type: "Point", coordinates: [draft[0][1], draft[0][0]] };
+      props.radius_m = Number($("z-radius").value);
+    } else {
+      if (draft.length < 3) { say(HW.t("f_hint_polygon"), "degraded"); return; }
+      const ring = draft.map(([lat, lon]) => [lon, lat]);
+      ring.push(ring[0]);
+      geometry = { type: "Polygon", coordinates: [ring] };
+    }
+    try {
+      const made = await HW.api(`/api/v1/elders/${elderId}/zones`, { method: "POST", body: { type: "Feature", geometry, properties: props } });
+      draft = []; drawDraft();
+      say(HW.t("saved") + ((made.warnings || []).length ? " · " + made.warnings.join("; ") : ""), "ok");
+      await loadZones();
+    } catch (e) { fail(e); }
+  }
+
+  function scheduleText(s) {
+    if (!s || !s.length) return HW.t("f_always");
+    return s.map((w) => `${w.start}–${w.end} (${w.days.length === 7 ? HW.t("f_every_day") : w.days.map((d) => HW.t("day" + d)).join(" ")})`).join(", ");
+  }
+
+  let zones = [];
+  async function loadZones() {
+    const page = await HW.api(`/api/v1/elders/${elderId}/zones`);
+    zones = page.items || page;
+    const list = $("zones");
+    list.innerHTML = "";
+    zones.forEach((z) => {
+      const p = z.properties;
+      const li = document.createElement("li");
+      li.className = "zone";
+      li.dataset.zone = z.id;
+      const what = z.geometry.type === "Point" ? `${HW.t("f_circle")} ${Math.round(p.radius_m)} m` : HW.t("f_polygon");
+      li.innerHTML = `<span><b>${HW.esc(p.name || HW.t("f_" + p.kind))}</b> · ${HW.esc(HW.t("f_" + p.kind))} · ${HW.esc(what)}<br>` +
+        `<span class="muted">${HW.esc(scheduleText(p.schedule))}</span></span>` +
+        `<button type="button" class="del" aria-label="${HW.esc(HW.t("delete"))}">${HW.esc(HW.t("delete"))}</button>`;
+      li.querySelector(".del").onclick = () => confirmThen(HW.t("delete") + " — " + HW.t("really"), async () => {
+        await HW.api(`/api/v1/elders/${elderId}/zones/${z.id}`, { method: "DELETE" }); await loadZones();
+      });
+      list.appendChild(li);
+    });
+    drawData();
+  }
+
+  let position = null, track = null;
+  function drawData() {
+    const { map, ll } = mapView;
+    if (dataLayer) dataLayer.remove();
+    dataLayer = L.layerGroup().addTo(map);
+    if (elder.home) L.marker(ll(elder.home.lat, elder.home.lon), { title: HW.t("f_home") }).addTo(dataLayer);
+    zones.forEach((z) => {
+      const color = z.properties.kind === "danger" ? "#b3261e" : "#0a7d32";
+      const style = { color, weight: 2, fillOpacity: 0.08, dashArray: z.properties.schedule ? "4 4" : null };
+      if (z.geometry.type === "Point") {
+        const [lon, lat] = z.geometry.coordinates;
+        L.circle(ll(lat, lon), { ...style, radius: z.properties.radius_m }).addTo(dataLayer);
+      } else {
+        const polys = z.geometry.type === "Polygon" ? [z.geometry.coordinates] : z.geometry.coordinates;
+        polys.forEach((poly) => L.polygon(HW.ring(poly[0], ll), style).addTo(dataLayer));
+      }
+    });
+    if (track && track.features.length) {
+      L.polyline(track.features.map((f) => ll(f.geometry.coordinates[1], f.geometry.coordinates[0])), { color: "#5b6270", weight: 3 }).addTo(dataLayer);
+    }
+    if (position) {
+      L.circle(ll(position.lat, position.lon), { radius: Math.max(position.acc || 0, 5), color: "#1565c0", weight: 1, fillOpacity: 0.15 }).addTo(dataLayer);
+      L.circleMarker(ll(position.lat, position.lon), { radius: 9, color: "#fff", weight: 2, fillColor: position.stale ? "#888" : "#1565c0", fillOpacity: 1 })
+        .bindTooltip(elder.name).addTo(dataLayer);
+    }
+  }
+
+  async function loadWhere() {
+    try { position = await HW.api(`/api/v1/elders/${elderId}/position`); } catch (e) { position = null; }
+    const midnight = new Date(); midnight.setHours(0, 0, 0, 0);
+    try { track = await HW.api(`/api/v1/elders/${elderId}/track?since=${encodeURIComponent(midnight.toISOString())}`); } catch (e) { track = null; }
+    $("where").textContent = position
+      ? `${HW.t("f_position")}: ${HW.hhmm(position.tst)} · ±${Math.round(position.acc || 0)} m` + (position.battery != null ? ` · ${HW.t("f_battery")} ${position.battery}%` : "") + (position.stale ? " · " + HW.t("stale") : "")
+      : HW.t("f_no_position");
+    drawData();
+  }
+
+  async function loadDevice() {
+    if (!elder.device_id) { show("pair", true); $("device-state").textContent = HW.t("f_no_device"); show("owntracks", false); return; }
+    const d = await HW.api(`/api/v1/devices/${encodeURIComponent(elder.device_id)}`);
+    show("pair", false);
+    $("device-state").textContent = `${d.device_id} · ${d.protocol === "owntracks" ? "OwnTracks " + d.external_id : HW.t("f_native")} · ` +
+      (d.online ? HW.t("f_online") : HW.t("f_offline")) + (d.battery != null ? ` · ${HW.t("f_battery")} ${d.battery}%` : "");
+    if (d.protocol === "owntracks") {
+      const [user, dev] = d.external_id.split("/");
+      const broker = HW.config.mqtt || { host: location.hostname, port: 1883, tls: false };
+      const loopback = ["127.0.0.1", "localhost", "0.0.0.0", "::1"].includes(broker.host);
+      $("ot-text").textContent = [
+        `${HW.t("f_ot_mode")}: MQTT`,
+        `Host: ${loopback ? location.hostname : broker.host}`,
+        `Port: ${broker.port}`,
+        `TLS: ${broker.tls ? "on" : "off"}`,
+        `UserID / Username: ${user}`,
+        `DeviceID: ${dev}`,
+        `TrackerID: ${dev.slice(0, 2)}`,
+        `Topic: owntracks/${user}/${dev}`,
+        `${HW.t("f_ot_monitoring")}: Move`,
+      ].join("\n");
+      show("owntracks", true);
+    } else show("owntracks", false);
+  }
+
+  async function loadPause() {
+    try {
+      const p = await HW.api(`/api/v1/elders/${elderId}/pause`);
+      $("pause-state").textContent = p && p.until ? `${HW.t("f_paused_until")} ${HW.hhmm(p.until)} ${p.reason ? "· " + p.reason : ""}` : "";
+      document.body.dataset.paused = p && p.until ? "1" : "";
+    } catch (e) { $("pause-state").textContent = ""; document.body.dataset.paused = ""; }
+  }
+
+  async function loadIncidents() {
+    const page = await HW.api("/api/v1/incidents?status=all");
+    const list = $("incidents");
+    list.innerHTML = "";
+    const mine = page.items.filter((i) => i.elder_id === elderId);
+    // The newest incident at the top: open ones in red, a recent outcome in green.
+    const latest = mine[0];
+    const box = $("latest");
+    box.classList.toggle("hidden", !latest);
+    if (latest) {
+      const open = !["resolved", "cancelled"].includes(latest.status);
+      const who = latest.responders.filter((r) => ["accepted", "arrived"].includes(r.state)).map((r) => r.name).join("、");
+      box.className = "card latest " + (open ? "open" : "closed");
+      box.innerHTML = `<b>${HW.esc(HW.t(open ? "f_incident_open" : "f_incident_last"))}</b> · ${HW.esc(HW.t("trigger_" + latest.trigger))} · ` +
+        `<span class="pill ${latest.status}">${HW.esc(HW.t("status_" + latest.status))}</span>` +
+        (who ? `<br>${HW.esc(HW.t("responders"))}: ${HW.esc(who)}` : "") +
+        (latest.outcome ? `<br>${HW.esc(HW.t("outcome"))}: ${HW.esc(HW.t(latest.outcome))} · ${HW.esc(HW.hhmm(latest.resolved_at))}` : "");
+    }
+    if (!mine.length) list.innerHTML = `<li class="muted">${HW.esc(HW.t("no_incidents"))}</li>`;
+    mine.forEach((i) => {
+      const li = document.createElement("li");
+      li.className = "incident";
+      li.dataset.incident = i.id;
+      li.dataset.status = i.status;
+      const who = i.responders.filter((r) => r.state === "accepted" || r.state === "arrived").map((r) => r.name).join("、");
+      li.innerHTML = `<span class="pill ${i.status}">${HW.esc(HW.t("status_" + i.status))}</span> ` +
+        `<b>${HW.esc(HW.t("trigger_" + i.trigger))}</b> · ${HW.esc(HW.hhmm(i.t0))}` +
+        (who ? `<br>${HW.esc(HW.t("responders"))}: ${HW.esc(who)}` : "") +
+        (i.on_site_at ? `<br>${HW.esc(HW.t("on_site"))} ${HW.esc(HW.hhmm(i.on_site_at))}` : "") +
+        (i.outcome ? `<br>${HW.esc(HW.t("outcome"))}: <b class="outcome">${HW.esc(HW.t(i.outcome))}</b> ${HW.esc(HW.hhmm(i.resolved_at))}` : "");
+      list.appendChild(li);
+    });
+  }
+
+  async function loadNotices() {
+    const page = await HW.api(`/api/v1/elders/${elderId}/notices`);
+    const list = $("notices");
+    list.innerHTML = "";
+    if (!page.items.length) list.innerHTML = `<li class="muted">${HW.esc(HW.t("f_no_notices"))}</li>`;
+    page.items.slice(0, 20).forEach((n) => {
+      const li = document.createElement("li");
+      const at = typeof n.at === "number" ? new Date(n.at * 1000).toISOString() : n.at;
+      li.textContent = `${HW.hhmm(at)} · ${n.text || HW.t("notice_" + n.type)}`;
+      list.appendChild(li);
+    });
+  }
+
+  async function loadElder() {
+    show("elder", true);
+    elder = await HW.api(`/api/v1/elders/${elderId}`);
+    $("elder-name").textContent = elder.name;
+    $("elder-description").textContent = elder.description || "";
+    if (elder.photo_url) { $("photo").src = elder.photo_url; $("photo").alt = elder.name; show("photo", true); }
+    mapView = HW.map($("map"), HW.config.map_tiles === "amap" ? HW.wgsToGcj(elder.home.lat, elder.home.lon) : [elder.home.lat, elder.home.lon]);
+    $("map").dataset.noTiles = HW.t("map_no_tiles");
+    mapView.map.on("click", (e) => {
+      const [lat, lon] = mapView.wgs(e.latlng.lat, e.latlng.lng);
+      if (shape() === "circle") draft = [[r6(lat), r6(lon)]]; else draft.push([r6(lat), r6(lon)]);
+      drawDraft();
+    });
+    document.querySelectorAll("input[name=shape]").forEach((i) => { i.onchange = () => { draft = []; drawDraft(); }; });
+    $("z-radius").oninput = drawDraft;
+    $("z-night").onchange = () => show("schedule", $("z-night").checked);
+    const days = $("days");
+    for (let d = 1; d <= 7; d += 1) {
+      const label = document.createElement("label");
+      label.innerHTML = `<input type="checkbox" value="${d}" checked> <span>${HW.esc(HW.t("day" + d))}</span>`;
+      days.appendChild(label);
+    }
+    $("draw-clear").onclick = () => { draft = []; drawDraft(); };
+    $("zone-save").onclick = saveZone;
+    $("d-protocol").onchange = () => show("ot-row", $("d-protocol").value === "owntracks");
+    $("pair").onsubmit = async (ev) => {
+      ev.preventDefault();
+      const body = { device_id: $("d-id").value.trim(), elder_id: elderId, protocol: $("d-protocol").value };
+      if (body.protocol === "owntracks") body.external_id = $("d-ext").value.trim();
+      try { await HW.api("/api/v1/devices", { method: "POST", body }); elder = await HW.api(`/api/v1/elders/${elderId}`); await loadDevice(); say(HW.t("saved"), "ok"); }
+      catch (e) { fail(e); }
+    };
+    $("ot-copy").onclick = () => { if (navigator.clipboard) navigator.clipboard.writeText($("ot-text").textContent); };
+    $("pause").onclick = async () => {
+      const until = new Date(Date.now() + Number($("p-hours").value) * 3600000).toISOString();
+      try { await HW.api(`/api/v1/elders/${elderId}/pause`, { method: "PUT", body: { until, reason: $("p-reason").value } }); await loadPause(); say(HW.t("saved"), "ok"); }
+      catch (e) { fail(e); }
+    };
+    $("resume").onclick = async () => { try { await HW.api(`/api/v1/elders/${elderId}/pause`, { method: "DELETE" }); await loadPause(); } catch (e) { fail(e); } };
+    $("missing").onclick = () => confirmThen(HW.t("f_missing") + " — " + HW.t("really"), async () => {
+      await HW.api("/api/v1/incidents", { method: "POST", body: { elder_id: elderId, note: $("m-note").value } });
+      say(HW.t("f_missing_sent"), "ok");
+      await loadIncidents();
+    });
+    drawDraft();
+    await Promise.all([loadZones(), loadWhere(), loadDevice(), loadPause(), loadIncidents(), loadNotices()]);
+    setInterval(() => { if (document.visibilityState === "visible") { loadWhere().catch(() => {}); loadIncidents().catch(() => {}); } }, 15000);
+  }
+
+  async function main() {
+    HW.applyI18n();
+    $("lang").onclick = () => { HW.setLocale(HW.getLocale() === "en" ? "zh-CN" : "en"); location.reload(); };
+    $("logout").onclick = () => HW.logout();
+    await HW.loadConfig();
+    if (elderId) await loadElder(); else await loadHome();
+  }
+  main().catch(fail);
+})();

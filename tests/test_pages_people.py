@@ -1,0 +1,426 @@
+"""The volunteer page and the family portal in a real browser (Debian chromium), against the
+real app, ingest and alerts workers on loopback: a guardian registers an elder, pairs a
+bracelet, draws zones with a night schedule; the bracelet walks her out over MQTT; a paired
+volunteer opens the SMS link on a phone-sized screen, accepts, shares a location and is on
+site; the family sees the incident and its outcome; another family gets a 403 page.
+
+Plain (non-async) tests: Playwright's sync API cannot run inside an asyncio loop's thread,
+so data is set up through the live server's HTTP API and sync Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from alerts.incidents import service as incidents
+from alerts.incidents.service import config_from
+from geofences.geometry import LocalFrame
+from locator.alerts_loop import start_workers
+from locator.app import create_app
+from locator.core import crs
+from locator.core.auth import Role, create_token
+from locator.core.clock import ManualClock
+from locator.core.mqtt import MqttPublisher
+from locator.core.redis import sync_client
+from locator.core.settings import Settings, load_settings
+from tests import browser as harness
+from tests.browser import LiveServer, free_port, login, no_overlap, shot
+from tests.factories import HAINING
+from tests.ingest_harness import Publisher, RunningIngest, wait_for
+from tests.servers import clean_homeward_keys
+
+browser = harness.browser  # Debian's chromium, per module (never a downloaded one)
+PHONE = {"width": 390, "height": 844}
+FRAME = LocalFrame(HAINING["lat"], HAINING["lon"])
+
+
+def north(metres: float) -> dict[str, float]:
+    lat, lon = FRAME.latlon(0, metres)
+    return {"lat": lat, "lon": lon}
+
+
+def mint(redis_url: str, role: Role, subject: str | None = None) -> str:
+    """A token, minted on a worker thread (no asyncio loop in the Playwright thread)."""
+
+    async def make() -> str:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            token, _ = await create_token(client, role=role, subject=subject, created_at=0.0)
+            return token
+        finally:
+            await client.aclose()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, make()).result()
+
+
+@dataclass
+class Site:
+    url: str
+    http: httpx.Client
+    tokens: dict[str, str]
+    client: redis.Redis
+    clock: ManualClock
+    redis_url: str
+    settings: Settings
+
+    def as_(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+@contextmanager
+def running_site(redis_url: str, mqtt_url: str, tmp_path: Path, **overrides: Any) -> Iterator[Site]:
+    clean_homeward_keys(redis_url)
+    clock = ManualClock()
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path, public_url=f"http://127.0.0.1:{port}", **overrides)
+    app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
+    tokens = {
+        "admin": mint(redis_url, Role.ADMIN),
+        "guardian_a": mint(redis_url, Role.GUARDIAN, "fam-a"),
+        "guardian_b": mint(redis_url, Role.GUARDIAN, "fam-b"),
+    }
+    client = sync_client(redis_url, process="test")
+    try:
+        with (
+            LiveServer(app, port=port) as live,
+            httpx.Client(base_url=live.url, timeout=10) as http,
+        ):
+            yield Site(live.url, http, tokens, client, clock, redis_url, settings)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def site(redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Site]:
+    with running_site(redis_url, mqtt_url, tmp_path) as running:
+        yield running
+
+
+def _points(page: Any) -> list[list[float]]:
+    """The WGS-84 points the page says it drew ("lat, lon" per line), as GeoJSON [lon, lat]."""
+    out = []
+    for text in page.locator("#draft-points li").all_text_contents():
+        lat, lon = (float(x) for x in text.split(","))
+        out.append([lon, lat])
+    return out
+
+
+def _tap_map(page: Any, dx: float, dy: float) -> None:
+    """Tap the map this many pixels from its centre (scrolled into view first)."""
+    page.locator("#map").scroll_into_view_if_needed()
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy)
+
+
+def _register_pair_and_draw(site: Site, page: Any) -> int:
+    base = site.url
+    login(page, base, site.tokens["guardian_a"], next_path="/family")
+    page.wait_for_selector("#register:not(.hidden)")
+    page.fill("#e-name", "张阿婆")
+    page.fill("#e-address", "海宁市西山社区 3 幢")
+    page.fill("#e-lat", str(HAINING["lat"]))
+    page.fill("#e-lon", str(HAINING["lon"]))
+    page.fill("#e-photo", f"{base}/static/elder.svg")
+    page.fill("#e-description", "灰色外套，拄拐杖，身高约155厘米")
+    page.fill("#e-medical", "阿尔茨海默病中期；每日服用多奈哌齐")
+    rows = page.locator("#guardians .guardian")
+    rows.nth(0).locator(".g-name").fill("李明")
+    rows.nth(0).locator(".g-phone").fill("+8613800138000")
+    rows.nth(0).locator(".g-relation").fill("儿子")
+    page.click("#add-guardian")
+    rows.nth(1).locator(".g-name").fill("王芳")
+    rows.nth(1).locator(".g-phone").fill("+8613800138001")
+    rows.nth(1).locator(".g-relation").fill("女儿")
+    phone_box = rows.nth(1).locator(".g-phone").bounding_box()
+    assert phone_box is not None and phone_box["width"] >= 250  # a whole +86 number shows
+    no_overlap(page, ["#guardians .guardian:nth-of-type(2) .g-name", "#add-guardian"])
+    page.click("#register button[type=submit]")
+    page.wait_for_url(re.compile(r"/family/elders/\d+$"))
+    elder_id = int(page.url.rsplit("/", 1)[1])
+    elder = site.http.get(f"/api/v1/elders/{elder_id}", headers=site.as_("guardian_a")).json()
+    assert elder["home"] == HAINING and elder["owner"] == "fam-a"
+    assert elder["photo_url"] == f"{base}/static/elder.svg"
+    assert elder["medical_notes"] == "阿尔茨海默病中期；每日服用多奈哌齐"
+    assert [(g["name"], g["phone"], g["relation"]) for g in elder["guardians"]] == [
+        ("李明", "+8613800138000", "儿子"),
+        ("王芳", "+8613800138001", "女儿"),
+    ]
+
+    # Pair a native bracelet.
+    page.fill("#d-id", "b-1")
+    page.select_option("#d-protocol", "native")
+    page.click("#pair button[type=submit]")
+    page.wait_for_selector("#pair.hidden", state="attached")
+    device = site.http.get("/api/v1/devices/b-1", headers=site.as_("guardian_a")).json()
+    assert device["elder_id"] == elder_id and device["protocol"] == "native"
+
+    # A 200 m safe circle around home, drawn with a tap on the map.
+    page.wait_for_selector("#map.leaflet-container")
+    page.fill("#z-name", "家附近")
+    page.fill("#z-radius", "200")
+    _tap_map(page, 0, 0)
+    circle = _points(page)
+    assert len(circle) == 1
+    page.click("#zone-save")
+    page.wait_for_selector("#zones li.zone")
+    # A polygon (the house and garden) that counts only at night: 20:00–07:00 every day.
+    page.check("input[name=shape][value=polygon]")
+    page.fill("#z-name", "夜间在家")
+    for dx, dy in ((-30, -30), (30, -30), (30, 30), (-30, 30)):
+        _tap_map(page, dx, dy)
+    polygon = _points(page)
+    assert len(polygon) == 4
+    page.check("#z-night")
+    page.fill("#z-start", "20:00")
+    page.fill("#z-end", "07:00")
+    page.click("#zone-save")
+    page.wait_for_function("document.querySelectorAll('#zones li.zone').length === 2")
+
+    zones = site.http.get(f"/api/v1/elders/{elder_id}/zones", headers=site.as_("admin")).json()
+    by_type = {z["geometry"]["type"]: z for z in zones["items"]}
+    assert by_type["Point"]["geometry"]["coordinates"] == circle[0]
+    assert by_type["Point"]["properties"]["radius_m"] == 200
+    assert by_type["Point"]["properties"]["kind"] == "safe"
+    assert by_type["Point"]["properties"].get("schedule") is None
+    assert by_type["Point"]["properties"]["name"] == "家附近"
+    assert by_type["Polygon"]["geometry"]["coordinates"] == [[*polygon, polygon[0]]]
+    assert by_type["Polygon"]["properties"]["schedule"] == [
+        {"days": [1, 2, 3, 4, 5, 6, 7], "start": "20:00", "end": "07:00"}
+    ]
+    return elder_id
+
+
+def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_sees_it(
+    site: Site, browser: Any, mqtt_url: str, tmp_path: Path
+) -> None:
+    family = browser.new_context(viewport=PHONE, locale="zh-CN")
+    page = family.new_page()
+    elder_id = _register_pair_and_draw(site, page)
+
+    # The elder's paired volunteers (dispatch's job, not the family's).
+    vids = []
+    for n in (1, 2):
+        body = {"name": f"志愿者{n}", "phone": f"+86139000000{n:02d}", "on_duty": True}
+        r = site.http.post("/api/v1/volunteers", json=body, headers=site.as_("admin"))
+        assert r.status_code == 201, r.text
+        vids.append(r.json()["id"])
+    r = site.http.put(
+        f"/api/v1/elders/{elder_id}/pair", json={"volunteer_ids": vids}, headers=site.as_("admin")
+    )
+    assert r.status_code == 200, r.text
+
+    # The bracelet walks her out, through the broker, the real ingest and the alerts workers.
+    cfg = config_from(site.settings, clock=site.clock, mqtt_url=mqtt_url)
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-pages-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    workers = start_workers(site.client, cfg, publisher=publisher, stop=stop, data_dir=tmp_path)
+    ingest = RunningIngest(mqtt_url, site.redis_url, tmp_path, site.clock)
+    bracelet = Publisher(mqtt_url)
+    try:
+        for n, metres in enumerate((0, 0, 400, 420), start=1):
+            site.clock.advance(15)
+            fix = {"_type": "location", **north(metres), "tst": site.clock.time(), "acc": 10}
+            bracelet.send("homeward/devices/b-1/up", {**fix, "batt": 80})
+            ingest.wait_processed(n)
+        wait_for(lambda: incidents.open_incident_id(site.client, elder_id) is not None)
+        incident_id = incidents.open_incident_id(site.client, elder_id)
+        assert incident_id is not None
+
+        # The SMS the first paired volunteer got carries the signed link.
+        def link() -> str | None:
+            log = site.http.get(
+                f"/api/v1/notifications?incident_id={incident_id}", headers=site.as_("admin")
+            ).json()
+            for item in log["items"]:
+                if item["recipient"] == f"volunteer:{vids[0]}":
+                    found = re.search(r"(http://\S+/v/\d+\?t=[\w.\-]+)", item["text"])
+                    if found:
+                        return found.group(1)
+            return None
+
+        wait_for(lambda: link() is not None)
+        sms_link = link()
+        assert sms_link is not None and sms_link.startswith(site.url)
+
+        # The volunteer, on a phone, standing by the elder's last fix.
+        here = north(430)
+        volunteer = browser.new_context(
+            viewport=PHONE,
+            locale="zh-CN",
+            permissions=["geolocation"],
+            geolocation={"latitude": here["lat"], "longitude": here["lon"], "accuracy": 15},
+        )
+        vpage = volunteer.new_page()
+        vpage.goto(sms_link)
+        vpage.wait_for_selector("#answer:not(.hidden)")
+        assert "张阿婆" in vpage.text_content("#elder-name")
+        vpage.wait_for_function("document.getElementById('description').textContent.length > 0")
+        assert "灰色外套" in vpage.text_content("#description")
+        assert "t=" not in vpage.url  # the token is out of the address bar
+        amap = vpage.get_attribute("#nav-amap", "href")
+        baidu = vpage.get_attribute("#nav-baidu", "href")
+        assert amap and "coordinate=wgs84" in amap and baidu and "coord_type=wgs84" in baidu
+        assert vpage.get_attribute("#nav-geo", "href", timeout=1000).startswith("geo:30.")
+        no_overlap(vpage, ["#elder-name", "#accept", "#decline"])
+        for button in ("#accept", "#decline"):
+            box = vpage.locator(button).bounding_box()
+            assert box and box["height"] >= 48 and box["width"] >= 300
+        # Opening the link (twice: a link scanner) accepted nothing.
+        vpage.reload()
+        vpage.wait_for_selector("#answer:not(.hidden)")
+        snap = incidents.load(site.client, incident_id)
+        assert snap.status == "open" and snap.responders[vids[0]]["state"] == "notified"
+        shot(vpage, "volunteer-page")
+
+        vpage.click("#accept")
+        vpage.wait_for_selector("body[data-responder=accepted]")
+        assert incidents.load(site.client, incident_id).status == "acknowledged"
+        vpage.click("#share")
+        vpage.wait_for_selector("body[data-responder=arrived]", timeout=15000)
+        snap = incidents.load(site.client, incident_id)
+        assert snap.status == "on_site" and snap.responders[vids[0]]["state"] == "arrived"
+        no_overlap(vpage, ["#share", "#found", "#withdraw"])
+        vpage.evaluate("window.scrollTo(0, 0)")
+        shot(vpage, "volunteer-on-site")
+
+        # Her list of alerts (/v) has it, with her answer; the duty switch is hers to flip.
+        vpage.goto(f"{site.url}/v")
+        card = vpage.locator(f"a.alert-link[href='/v/{incident_id}']")
+        card.wait_for()
+        assert "已到场" in card.text_content()
+        vpage.uncheck("#on-duty")
+        vpage.wait_for_selector("#me-state:has-text('已保存')")
+        me = site.http.get(f"/api/v1/volunteers/{vids[0]}", headers=site.as_("admin")).json()
+        assert me["on_duty"] is False
+        card.click()
+        vpage.wait_for_selector("body[data-responder=arrived]")
+        vpage.select_option("#outcome", "found_safe")
+        vpage.fill("#found-note", "在超市门口找到")
+        vpage.click("#found")
+        vpage.click("#confirm-yes")
+        vpage.wait_for_selector("body[data-incident=resolved]")
+        read = site.http.get(f"/api/v1/incidents/{incident_id}", headers=site.as_("admin"))
+        assert read.json()["status"] == "resolved" and read.json()["outcome"] == "found_safe"
+        volunteer.close()
+
+        # The family sees the incident, who came and how it ended, plus her track today.
+        page.reload()
+        item = page.locator(f"#incidents li[data-incident='{incident_id}']")
+        item.wait_for()
+        assert item.get_attribute("data-status") == "resolved"
+        assert "平安找到" in item.text_content()
+        assert "志愿者1" in item.text_content()
+        page.wait_for_function(
+            "document.querySelectorAll('#map path.leaflet-interactive').length >= 3"
+        )
+        assert "当前位置" in page.text_content("#where")
+        latest = page.text_content("#latest")
+        assert "平安找到" in latest and "志愿者1" in latest
+        page.evaluate("window.scrollTo(0, 0)")
+        shot(page, "family-portal")
+        # Pause ("he is with me") and resume, through the page.
+        page.fill("#p-reason", "我带他去医院")
+        page.click("#pause")
+        page.wait_for_selector("body[data-paused='1']")
+        pause = site.http.get(f"/api/v1/elders/{elder_id}/pause", headers=site.as_("admin"))
+        assert pause.status_code == 200 and pause.json()["reason"] == "我带他去医院"
+        page.click("#resume")
+        page.wait_for_selector("body[data-paused='']", state="attached")
+        family.close()
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        bracelet.close()
+        ingest.close()
+        publisher.close()
+
+
+def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
+    site: Site, browser: Any
+) -> None:
+    body = {
+        "name": "王老伯",
+        "home": HAINING,
+        "guardians": [{"name": "王强", "phone": "+8613800138009", "relation": "son"}],
+    }
+    theirs = site.http.post("/api/v1/elders", json=body, headers=site.as_("guardian_a")).json()
+    mine = site.http.post(
+        "/api/v1/elders", json={**body, "name": "陈奶奶"}, headers=site.as_("guardian_b")
+    ).json()
+    context = browser.new_context(viewport=PHONE, locale="en-US")
+    page = context.new_page()
+    login(page, site.url, site.tokens["guardian_b"], next_path="/family")
+    page.wait_for_selector("#elders a.elder-link")
+    assert page.locator("#elders a.elder-link").count() == 1  # only her own family's elder
+    page.click("#elders a.elder-link")
+    page.wait_for_url(f"**/family/elders/{mine['id']}")
+    page.fill("#d-id", "phone-chen")
+    page.select_option("#d-protocol", "owntracks")
+    page.fill("#d-ext", "chen/phone")
+    page.click("#pair button[type=submit]")
+    page.wait_for_selector("#owntracks:not(.hidden)")
+    settings = page.text_content("#ot-text")
+    assert "Topic: owntracks/chen/phone" in settings and "DeviceID: phone" in settings
+    assert re.search(r"Port: \d+", settings)
+    device = site.http.get("/api/v1/devices/phone-chen", headers=site.as_("admin")).json()
+    assert device["protocol"] == "owntracks" and device["external_id"] == "chen/phone"
+
+    # Another family's elder: a 403 page, and the API agrees.
+    response = page.goto(f"{site.url}/family/elders/{theirs['id']}")
+    assert response is not None and response.status == 403
+    assert "Not allowed" in page.text_content("#refused")
+    assert page.evaluate(f"fetch('/api/v1/elders/{theirs['id']}').then(r => r.status)") == 403
+    # English: the switch is remembered.
+    page.goto(f"{site.url}/family")
+    page.click("#lang")
+    page.wait_for_selector("text=My family")
+    context.close()
+
+
+def test_zones_drawn_on_amap_tiles_are_stored_in_wgs84(
+    redis_url: str, mqtt_url: str, tmp_path: Path, browser: Any
+) -> None:
+    """AMap draws in GCJ-02 (about 500 m off around Haining): a tap on the middle of the
+    map, centred on her home, is stored as her home in WGS-84, not 500 m away."""
+    with running_site(redis_url, mqtt_url, tmp_path, map_tiles="amap") as site:
+        body = {
+            "name": "王老伯",
+            "home": HAINING,
+            "guardians": [{"name": "王强", "phone": "+8613800138009", "relation": "son"}],
+        }
+        elder = site.http.post("/api/v1/elders", json=body, headers=site.as_("guardian_a"))
+        elder_id = elder.json()["id"]
+        context = browser.new_context(viewport=PHONE)
+        page = context.new_page()
+        login(page, site.url, site.tokens["guardian_a"], next_path=f"/family/elders/{elder_id}")
+        page.wait_for_selector("#map.leaflet-container")
+        page.wait_for_selector("#zones-card")
+        _tap_map(page, 0, 0)
+        [drawn] = _points(page)
+        page.click("#zone-save")
+        page.wait_for_selector("#zones li.zone")
+        zones = site.http.get(f"/api/v1/elders/{elder_id}/zones", headers=site.as_("admin"))
+        [zone] = zones.json()["items"]
+        lon, lat = zone["geometry"]["coordinates"]
+        assert [lon, lat] == drawn
+        assert crs.haversine_m(lat, lon, HAINING["lat"], HAINING["lon"]) < 15
+        gcj_lat, gcj_lon = crs.wgs84_to_gcj02(HAINING["lat"], HAINING["lon"])
+        assert crs.haversine_m(gcj_lat, gcj_lon, HAINING["lat"], HAINING["lon"]) > 300
+        context.close()
