@@ -71,7 +71,7 @@
   let homeMapView = null;
   function homeMap() {
     if (homeMapView) return;
-    homeMapView = HW.map($("home-map"), HW.config.map_tiles === "amap" ? HW.wgsToGcj(HAINING[0], HAINING[1]) : HAINING);
+    homeMapView = HW.map($("home-map"), HAINING);  // WGS-84: HW.map shifts for AMap
     $("home-map").dataset.noTiles = HW.t("map_no_tiles");
     let marker = null;
     const set = (lat, lon) => {
@@ -284,7 +284,7 @@
     $("elder-name").textContent = elder.name;
     $("elder-description").textContent = elder.description || "";
     if (elder.photo_url) { $("photo").src = elder.photo_url; $("photo").alt = elder.name; show("photo", true); }
-    mapView = HW.map($("map"), HW.config.map_tiles === "amap" ? HW.wgsToGcj(elder.home.lat, elder.home.lon) : [elder.home.lat, elder.home.lon]);
+    mapView = HW.map($("map"), [elder.home.lat, elder.home.lon]);  // WGS-84: HW.map shifts for AMap
     $("map").dataset.noTiles = HW.t("map_no_tiles");
     mapView.map.on("click", (e) => {
       const [lat, lon] = mapView.wgs(e.latlng.lat, e.latlng.lng);
