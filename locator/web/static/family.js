@@ -324,6 +324,12 @@
     });
     drawDraft();
     await Promise.all([loadZones(), loadWhere(), loadDevice(), loadPause(), loadIncidents(), loadNotices()]);
+    // Incidents and notices arrive live on the event feed (own elders only); positions by poll.
+    HW.stream((type, data) => {
+      if (data.elder_id !== Number(elderId)) return;
+      loadIncidents().catch(() => {});
+      if (type === "notice") loadNotices().catch(() => {});
+    });
     setInterval(() => { if (document.visibilityState === "visible") { loadWhere().catch(() => {}); loadIncidents().catch(() => {}); } }, 15000);
   }
 

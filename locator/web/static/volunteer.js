@@ -212,10 +212,13 @@
         if (e.status === 403 || e.status === 404) { say(HW.t("forbidden"), "degraded"); show("alert", false); return; }
         throw e;
       }
+      // Live: every change to this incident arrives on the event feed; the poll is a backstop.
+      HW.stream((type, data) => { if (data.incident_id === Number(incidentId)) loadIncident().catch(() => {}); });
       setInterval(() => { if (document.visibilityState === "visible") loadIncident().catch(() => {}); }, 15000);
     } else {
       show("list", true);
       await loadList();
+      HW.stream((type) => { if (type === "incident") loadList().catch(() => {}); });
       setInterval(() => loadList().catch(() => {}), 30000);
     }
   }
