@@ -5,6 +5,13 @@ promise. So the first fix showing her outside a safe zone (or inside a danger zo
 ``reportLocation`` and, to a native bracelet, ``setInterval 15``; ten minutes later the base
 interval is restored unless an incident is open for the elder. One window per elder at a
 time. OwnTracks phones only understand ``reportLocation``.
+
+A slow bracelet (base interval of two minutes or more) can cross the line just after a fix
+that proved nothing (a cell fix, or one too close to the line for its accuracy) and not
+report again for ten minutes. So such an *unsure* fix asks for one more fix at once
+(``reportLocation``, the answer comes within seconds); if that one is unsure too, the fast
+window opens. At most four follow-ups per elder per hour: cell runs at home must not keep
+a bracelet talking.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ WINDOW_S = 600
 DEFAULT_BASE_INTERVAL_S = 60
 # A safety net in Redis' own time, should the restore job be lost with its store.
 STUCK_AFTER_S = 3 * WINDOW_S
+FOLLOW_UP_MIN_BASE_S = 120  # at a 60 s base the next fix comes soon enough by itself
+FOLLOW_UP_ANSWER_S = 90  # an unsure fix this soon after an ask is that ask's answer
+FOLLOW_UPS_PER_HOUR = 4
 
 
 def _device(client: redis.Redis, device_id: str) -> dict[str, object] | None:
@@ -63,3 +73,36 @@ def restore(client: redis.Redis, publisher: Publisher, job: Job, *, now: float) 
         send_command(publisher, device, action="setInterval", seconds=int(base))  # type: ignore[call-overload]
     client.delete(keys.fast_mode(elder_id))
     return "restored"
+
+
+def follow_up(
+    client: redis.Redis, publisher: Publisher, *, elder_id: int, device_id: str, now: float
+) -> str:
+    """An unsure fix on a slow bracelet: ask for one more, or go fast if the answer was unsure."""
+    if client.exists(keys.fast_mode(elder_id)):
+        return "fast_already"
+    device = _device(client, device_id)
+    if device is None:
+        return "no_device"
+    base = device.get("report_interval_s") or DEFAULT_BASE_INTERVAL_S
+    if int(base) < FOLLOW_UP_MIN_BASE_S:  # type: ignore[call-overload]
+        return "fast_enough"
+    key = keys.follow_ups(elder_id)
+    # Times are the service clock's (simulated in the benchmark), not Redis' own.
+    pipe = client.pipeline(transaction=True)
+    pipe.zremrangebyscore(key, "-inf", now - 3600)
+    pipe.zcount(key, now - FOLLOW_UP_ANSWER_S, "+inf")
+    pipe.zcard(key)
+    _, pending, asked = pipe.execute()
+    if pending:
+        start_fast_mode(client, publisher, elder_id=elder_id, device_id=device_id, now=now)
+        return "window"
+    if asked >= FOLLOW_UPS_PER_HOUR:
+        return "capped"
+    pipe = client.pipeline(transaction=True)
+    pipe.zadd(key, {f"{now:.3f}": now})
+    pipe.expire(key, 3600)
+    pipe.execute()
+    send_command(publisher, device, action="reportLocation")
+    log.info("follow_up_asked", elder_id=elder_id, device_id=device_id)
+    return "asked"

@@ -96,6 +96,10 @@ class Evaluation:
     # This counting fix puts her past the line of an active zone she is not yet confirmed on
     # the wrong side of: the moment to ask the bracelet for fixes fast.
     leaving: bool = False
+    # Nothing here proves she is on the right side of every active zone she was last known
+    # to be on the right side of (a cell fix, or one within buffer + accuracy of the line):
+    # on a slow bracelet, the moment to ask for one more fix instead of waiting minutes.
+    unsure: bool = False
 
 
 def evidence(signed_distance_m: float, accuracy_m: float, buffer_m: float = BUFFER_M) -> Side:
@@ -163,8 +167,12 @@ def evaluate(
     )
     for zone in zones:
         wrong_side = "outside" if zone.kind == "safe" else "inside"
+        right_side = "inside" if zone.kind == "safe" else "outside"
+        was_right = states.get(zone.id, ZoneState()).tracked != wrong_side
         if active[zone.id] and beyond.get(zone.id):
-            result.leaving |= states.get(zone.id, ZoneState()).tracked != wrong_side
+            result.leaving |= was_right
+        if active[zone.id] and was_right and seen.get(zone.id) != right_side:
+            result.unsure = True
     for zone in zones:
         state = new_states[zone.id]
         if not active[zone.id]:

@@ -49,9 +49,13 @@ class PreparedUpdate:
     states: dict[str, ZoneState]
     order_t: float
     leaving: bool = False
+    unsure: bool = False
+    # False when the fix changes no zone state and only reports ``unsure``: nothing to write,
+    # so no version to check either.
+    writes: bool = True
 
     def args(self) -> tuple[str, str]:
-        return self.expected, self.payload
+        return (self.expected, self.payload) if self.writes else ("", "")
 
 
 class ZoneEvaluator:
@@ -147,7 +151,17 @@ class ZoneEvaluator:
             paused=paused,
         )
         if not result.changed and not result.leaving:
-            return None
+            if not result.unsure:
+                return None
+            return PreparedUpdate(
+                elder_id=position.elder_id,
+                expected="",
+                payload="",
+                states=states,
+                order_t=moment.timestamp(),
+                unsure=True,
+                writes=False,
+            )
         update = {
             "states": {zone_id: state.to_json() for zone_id, state in result.states.items()},
             "transitions": [
@@ -163,6 +177,7 @@ class ZoneEvaluator:
             states=result.states,
             order_t=moment.timestamp(),
             leaving=result.leaving,
+            unsure=result.unsure,
         )
 
     def settle(self, update: PreparedUpdate, *, applied: bool) -> None:

@@ -248,6 +248,20 @@ class IngestLoop:
         """Adaptive reporting: a first fix outside asks the bracelet for fast fixes."""
         if not self._adaptive:
             return
+        leaving = {elder_id for elder_id, _ in outcome.leaving}
+        for elder_id, device_id in dict(outcome.unsure).items():
+            if elder_id in leaving:
+                continue
+            try:
+                reporting.follow_up(
+                    self._redis,
+                    self,
+                    elder_id=elder_id,
+                    device_id=device_id,
+                    now=self._clock.time(),
+                )
+            except Exception:  # a command that cannot go out must not stop the ingest
+                log.exception("follow_up_failed", elder_id=elder_id, device_id=device_id)
         for elder_id, device_id in outcome.leaving:
             try:
                 reporting.start_fast_mode(

@@ -212,3 +212,31 @@ def test_polygon_signed_distance_is_metric() -> None:
     x, y = FRAME.xy(30.515, 120.695)  # east of the square by 0.005 deg of longitude
     [d] = square.signed_distance(np.atleast_1d(x), np.atleast_1d(y))
     assert 470 < d < 490
+
+
+def test_unsure_and_leaving_say_when_to_ask_the_bracelet() -> None:
+    walk = Walk(circle(radius=150))
+
+    def judge(fix: FixInput) -> tuple[bool, bool]:
+        result = evaluate(walk.zones, walk.states, FRAME, fix, local_time=NOON, paused=False)
+        return result.unsure, result.leaving
+
+    # A danger zone 5 km east: a fix at home proves her outside it.
+    river = {"type": "Point", "coordinates": [HOME[1] + 0.05, HOME[0]]}
+    walk.zones.append(Zone("river", "danger", project_geometry(river, FRAME, 60), None))
+    assert judge(at(0)) == (False, False)  # proven inside home, proven outside the river
+    assert judge(at(0, acc=1500, low=True)) == (True, False)  # a cell fix proves nothing
+    assert judge(at(120, acc=30)) == (True, False)  # too close to the line for its accuracy
+    assert judge(at(160, acc=30)) == (True, True)  # past the line: go fast
+    walk.fixes(at(400), at(420))  # the exit is confirmed
+    # Still worth asking: nothing proves her away from the river.
+    assert judge(at(0, acc=1500, low=True)) == (True, False)
+    walk.zones.pop()
+    assert judge(at(0, acc=1500, low=True)) == (False, False)  # nothing left to ask about
+    walk.fixes(at(0), at(0))
+    assert (
+        evaluate(
+            walk.zones, walk.states, FRAME, at(140, acc=30), local_time=NOON, paused=True
+        ).unsure
+        is False
+    )  # paused: no active zone, nothing to ask

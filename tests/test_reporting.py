@@ -50,12 +50,15 @@ def walk(
     clock: ManualClock,
     metres: list[float],
     topic: str = "homeward/devices/b-1/up",
+    *,
+    acc: float = 10,
+    every_s: float = 20,
 ) -> None:
     for n, m in enumerate(metres, start=ingest.processed + 1):
-        clock.advance(20)
+        clock.advance(every_s)
         lat, lon = FRAME.latlon(0, m)
         bracelet.send(
-            topic, {"_type": "location", "lat": lat, "lon": lon, "tst": clock.time(), "acc": 10}
+            topic, {"_type": "location", "lat": lat, "lon": lon, "tst": clock.time(), "acc": acc}
         )
         ingest.wait_processed(n)
 
@@ -143,5 +146,80 @@ async def test_an_owntracks_phone_only_gets_report_location(
         ]
     finally:
         phone.close()
+        ingest.close()
+        listener.close()
+
+
+def actions(listener: Listener, ingest: RunningIngest) -> list[str]:
+    return [
+        m["action"] + str(m.get("seconds", ""))
+        for _, m in drain(listener, ingest.loop.commands_sent)
+    ]
+
+
+async def test_a_slow_bracelet_is_asked_again_after_an_unsure_fix(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    """600 s fixes: a fix that proves nothing asks for one more; a second one goes fast."""
+    elder_id = await setup(api, report_interval_s=600)
+    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    client = sync_client(redis_url, process="test")
+    try:
+        walk(bracelet, ingest, clock, [0, 0], every_s=600)
+        assert actions(listener, ingest) == []  # proven inside: nothing to ask
+        walk(bracelet, ingest, clock, [0], acc=1500, every_s=600)  # a cell-sized fix
+        assert actions(listener, ingest) == ["reportLocation"]
+        walk(bracelet, ingest, clock, [140], acc=30, every_s=8)  # the answer: near the line
+        assert actions(listener, ingest) == ["reportLocation", "setInterval15"]
+        assert client.exists(keys.fast_mode(elder_id))
+        walk(bracelet, ingest, clock, [150, 145], acc=30, every_s=15)  # fast already
+        assert actions(listener, ingest) == []
+    finally:
+        client.close()
+        bracelet.close()
+        ingest.close()
+        listener.close()
+
+
+async def test_follow_ups_stop_at_four_an_hour_and_skip_fast_bracelets(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    elder_id = await setup(api, report_interval_s=300)
+    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    client = sync_client(redis_url, process="test")
+    try:
+        # A cell run at home: each unsure fix is asked about once, the answer proves her in.
+        for _ in range(6):
+            walk(bracelet, ingest, clock, [0], acc=1500, every_s=300)
+            walk(bracelet, ingest, clock, [0], acc=20, every_s=8)
+        assert actions(listener, ingest) == ["reportLocation"] * 4
+        assert not client.exists(keys.fast_mode(elder_id))
+        clock.advance(3600)  # a new hour
+        walk(bracelet, ingest, clock, [0], acc=1500, every_s=300)
+        assert actions(listener, ingest) == ["reportLocation"]
+    finally:
+        client.close()
+        bracelet.close()
+        ingest.close()
+        listener.close()
+
+
+async def test_a_bracelet_at_a_60_s_base_gets_no_follow_ups(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    await setup(api, report_interval_s=60)
+    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    try:
+        walk(bracelet, ingest, clock, [0, 0, 0], acc=1500, every_s=60)
+        walk(bracelet, ingest, clock, [140], acc=30, every_s=60)
+        assert actions(listener, ingest) == []  # the next fix comes soon enough by itself
+    finally:
+        bracelet.close()
         ingest.close()
         listener.close()

@@ -123,6 +123,7 @@ class BatchOutcome:
     outcomes: Counter[str] = field(default_factory=Counter)
     positions: list[tuple[Position, str]] = field(default_factory=list)
     leaving: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): go fast
+    unsure: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): ask once more
 
 
 @dataclass
@@ -457,10 +458,11 @@ class UplinkStore:
         if verdict == "stale_route":
             stale.append(item)
             return
-        if self.evaluator is not None and item.zone_update is not None:
+        update = item.zone_update
+        if self.evaluator is not None and update is not None and getattr(update, "writes", True):
             applied = detail == "zones"
-            self.evaluator.settle(item.zone_update, applied=applied)
-            if applied and getattr(item.zone_update, "leaving", False):
+            self.evaluator.settle(update, applied=applied)
+            if applied and getattr(update, "leaving", False):
                 outcome.leaving.append((item.target.elder_id, item.target.device_id))
         if verdict == "zone_conflict":
             # Someone else moved this elder's zone state: reload and evaluate again.
@@ -472,6 +474,8 @@ class UplinkStore:
         outcome.outcomes[verdict] += 1
         if isinstance(item.uplink, Fix):
             outcome.positions.append((item.position(), verdict))
+            if update is not None and getattr(update, "unsure", False):
+                outcome.unsure.append((item.target.elder_id, item.target.device_id))
 
     def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
         target, uplink, message = item.target, item.uplink, item.message

@@ -183,6 +183,11 @@ def fast_mode(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:fastmode"
 
 
+def follow_ups(elder_id: int) -> str:
+    """Zset of the times an unsure fix made us ask a slow bracelet for one more fix."""
+    return f"hw:{elder_tag(elder_id)}:followups"
+
+
 def open_incident(elder_id: int) -> str:
     """Set by the alerts stage while an incident is open: fast reporting then stays on."""
     return f"hw:{elder_tag(elder_id)}:incident"
