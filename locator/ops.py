@@ -127,6 +127,10 @@ HEARTBEAT_AGE = Gauge(
 )
 TIMERS_OVERDUE = Gauge("homeward_timers_overdue", "Due timer jobs nobody claimed for 30 s")
 TIMERS_OLDEST = Gauge("homeward_timers_oldest_overdue_seconds", "How late the oldest job is")
+ALARMS_WAITING = Gauge(
+    "homeward_alarms_waiting", "Transitions and device events not yet handled by the alerts stage"
+)
+ALARMS_AGE = Gauge("homeward_alarms_oldest_seconds", "Age of the oldest alarm not yet handled")
 OUTBOX_DEPTH = Gauge("homeward_outbox_depth", "Notification attempts not yet delivered")
 OUTBOX_AGE = Gauge("homeward_outbox_oldest_seconds", "Age of the oldest undelivered attempt")
 NOTIFICATIONS = Gauge(
@@ -142,6 +146,8 @@ def _export(assessment: watchdog.Assessment) -> None:
         HEARTBEAT_AGE.labels(loop).set(age)
     TIMERS_OVERDUE.set(assessment.timers_overdue)
     TIMERS_OLDEST.set(assessment.timers_oldest_overdue_s)
+    ALARMS_WAITING.set(assessment.alarms_waiting)
+    ALARMS_AGE.set(assessment.alarms_oldest_s)
     OUTBOX_DEPTH.set(assessment.outbox_depth)
     OUTBOX_AGE.set(assessment.outbox_oldest_s)
     for key, count in assessment.notifications.items():

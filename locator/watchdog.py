@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from alerts import intake
 from locator.core import keys
 
 TICKER_STALE_S = 15.0  # the ticker beats every half second
@@ -48,6 +49,8 @@ class Assessment:
     ingest_lag_s: float = 0.0
     timers_overdue: int = 0
     timers_oldest_overdue_s: float = 0.0
+    alarms_waiting: int = 0  # transitions and device events the alerts stage has not handled
+    alarms_oldest_s: float = 0.0
     outbox_depth: int = 0
     outbox_oldest_s: float = 0.0
     notifications: dict[str, int] = field(default_factory=dict)  # "channel:status" -> count
@@ -62,22 +65,22 @@ def _stream_ms(entry_id: str) -> float:
     return float(entry_id.split("-", 1)[0])
 
 
-def _outbox(client: redis.Redis, now: float) -> tuple[int, float]:
-    """Entries not yet acknowledged by the delivery group, and the oldest one's age."""
+def _backlog(client: redis.Redis, stream: str, group_name: str, now: float) -> tuple[int, float]:
+    """Entries a consumer group has not yet acknowledged, and the oldest one's age."""
     try:
-        groups: Any = client.xinfo_groups(keys.OUTBOX)
+        groups: Any = client.xinfo_groups(stream)
     except redis.ResponseError:
         return 0, 0.0
-    group = next((g for g in groups if g["name"] == "delivery"), None)
+    group = next((g for g in groups if g["name"] == group_name), None)
     if group is None:
-        return int(client.xlen(keys.OUTBOX)), 0.0
+        return int(client.xlen(stream)), 0.0
     pending = int(group["pending"])
     oldest: float | None = None
     if pending:
-        summary: Any = client.xpending(keys.OUTBOX, "delivery")
+        summary: Any = client.xpending(stream, group_name)
         if summary and summary.get("min"):
             oldest = _stream_ms(str(summary["min"]))
-    unread: Any = client.xrange(keys.OUTBOX, min=f"({group['last-delivered-id']}", count=10_001)
+    unread: Any = client.xrange(stream, min=f"({group['last-delivered-id']}", count=10_001)
     if unread and oldest is None:
         oldest = _stream_ms(str(unread[0][0]))
     age = max(0.0, now - oldest / 1000) if oldest is not None else 0.0
@@ -140,7 +143,17 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
             f"timers: {result.timers_overdue} overdue, oldest by "
             f"{result.timers_oldest_overdue_s:.0f} s (is a ticker running?)"
         )
-    result.outbox_depth, result.outbox_oldest_s = _outbox(client, now)
+    for stream in intake.HANDLERS:
+        depth, age = _backlog(client, stream, intake.GROUP, now)
+        result.alarms_waiting += depth
+        result.alarms_oldest_s = max(result.alarms_oldest_s, round(age, 1))
+    if result.alarms_waiting and result.alarms_oldest_s > LOOP_STALE_S:
+        # Also what a poison alarm looks like: its handler fails, it stays pending and is
+        # retried, and someone must look at the log ("alarm_failed").
+        result.problems.append(
+            f"alarms: {result.alarms_waiting} not handled, oldest {result.alarms_oldest_s:.0f} s"
+        )
+    result.outbox_depth, result.outbox_oldest_s = _backlog(client, keys.OUTBOX, "delivery", now)
     if result.outbox_depth and result.outbox_oldest_s > LOOP_STALE_S:
         result.problems.append(
             f"outbox: {result.outbox_depth} waiting, oldest {result.outbox_oldest_s:.0f} s"

@@ -390,3 +390,23 @@ async def test_a_stopped_ticker_turns_health_red_and_raises_the_degraded_event(
         if f["type"] == "system"
     ]
     assert states == ["degraded", "ok"]
+
+
+async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrades_health(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    """A poison alarm is never dropped, and never silent: health names it until handled."""
+    arrived_ms = round((clock.time() - 40) * 1000)
+    client.xadd(
+        keys.DEVICE_EVENTS, {"type": "sos", "elder_id": "not-a-number"}, id=f"{arrived_ms}-0"
+    )
+    assert consume(client, config(clock)) == 0  # the handler failed: not acknowledged
+    body = (await api.http.get("/healthz")).json()
+    assert body["status"] == "degraded"
+    assert "alarms: 1 not handled, oldest 40 s" in body["alerting"]
+    metrics = await api.http.get("/metrics", headers=api.auth("admin"))
+    assert "homeward_alarms_waiting 1.0" in metrics.text
+    assert "homeward_alarms_oldest_seconds 40.0" in metrics.text
+    # Acknowledged (an operator handled it by hand): health is green again.
+    client.xack(keys.DEVICE_EVENTS, "alerts", f"{arrived_ms}-0")
+    assert (await api.http.get("/healthz")).status_code == 200
