@@ -315,8 +315,15 @@ def returned_home(view: View) -> Change:
     return change
 
 
-def run_step(view: View, *, step: str, breach: bool) -> Change:
-    """A ladder step came due: what it records (the service adds the people it pages)."""
+def run_step(view: View, *, step: str) -> Change:
+    """A ladder step came due: what it records (the service adds the people it pages).
+
+    A deadline step is a breach only if its promise was not kept: an accept that was later
+    withdrawn still met the 3 minutes, and the ladder runs on without calling it broken.
+    """
+    breach = (step == "respond" and view.acknowledged_at is None) or (
+        step == "onsite" and view.on_site_at is None
+    )
     change = Change(ladder="next")
     change.fields["step"] = step
     entry: dict[str, Any] = {"type": "step", "step": step}

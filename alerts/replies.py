@@ -174,11 +174,15 @@ def status_callback(
         fields["status"] = "no_answer" if doc["channel"] == "voice" else "undelivered"
     elif status in REACHED:
         fields["status"] = REACHED[status]
+    nxt = None
+    if status in NOT_REACHED:
+        # The next channel first: a crash before the record below then costs a stale
+        # status, never the recipient's fallback (queueing it is idempotent).
+        nxt = fall_back(client, attempt, available=set(cfg.channels), now=now)
     client.hset(keys.attempt(attempt), mapping=fields)
     if "status" in fields:
         client.hincrby(keys.NOTIFICATION_STATS, f"{doc['channel']}:{fields['status']}", 1)
     if status in NOT_REACHED:
-        nxt = fall_back(client, attempt, available=set(cfg.channels), now=now)
         log.info("notification_not_reached", attempt=attempt, status=status, next=nxt)
         return f"fallback:{nxt}"
     return status

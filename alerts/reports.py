@@ -62,13 +62,15 @@ def nearest_rank(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def _sla_state(elapsed: float | None, limit: float, *, closed: bool, now: float, t0: float) -> str:
-    """met | breached | pending for one deadline."""
+def _sla_state(
+    elapsed: float | None, limit: float, *, closed_at: float | None, now: float, t0: float
+) -> str:
+    """met | breached | pending | n/a (closed before its deadline: nothing left to keep)."""
     if elapsed is not None:
         return "met" if elapsed <= limit else "breached"
-    if closed or now > t0 + limit:
-        return "breached"
-    return "pending"
+    if closed_at is not None:
+        return "breached" if closed_at > t0 + limit else "n/a"
+    return "breached" if now > t0 + limit else "pending"
 
 
 def row(
@@ -91,7 +93,23 @@ def row(
     first_accept = next((e for e in timeline if e["type"] == "accepted"), None)
     acknowledged = _f(f.get("acknowledged_at"))
     on_site = _f(f.get("on_site_at"))
-    closed = f["status"] in ("resolved", "cancelled")
+    closed_at = _f(f.get("resolved_at")) if f["status"] in ("resolved", "cancelled") else None
+    if closed_at is None and f["status"] in ("resolved", "cancelled"):
+        closed_at = now  # an old record without its closing time
+    respond_sla = _sla_state(
+        None if acknowledged is None else acknowledged - t0,
+        policy["respond_s"],
+        closed_at=closed_at,
+        now=now,
+        t0=t0,
+    )
+    onsite_sla = _sla_state(
+        None if on_site is None else on_site - t0,
+        policy["onsite_s"],
+        closed_at=closed_at,
+        now=now,
+        t0=t0,
+    )
     respond_s = None if acknowledged is None else round(acknowledged - t0, 1)
     onsite_s = None if on_site is None else round(on_site - t0, 1)
     acceptor = int(f["acknowledged_by"]) if f.get("acknowledged_by") else None
@@ -117,14 +135,10 @@ def row(
         "resolved_at": _iso(_f(f.get("resolved_at"))),
         "respond_s": respond_s,
         "onsite_s": onsite_s,
-        "respond_sla": _sla_state(respond_s, policy["respond_s"], closed=closed, now=now, t0=t0),
-        "onsite_sla": _sla_state(onsite_s, policy["onsite_s"], closed=closed, now=now, t0=t0),
-        "respond_breached": _sla_state(
-            respond_s, policy["respond_s"], closed=closed, now=now, t0=t0
-        )
-        == "breached",
-        "onsite_breached": _sla_state(onsite_s, policy["onsite_s"], closed=closed, now=now, t0=t0)
-        == "breached",
+        "respond_sla": respond_sla,
+        "onsite_sla": onsite_sla,
+        "respond_breached": respond_sla == "breached",
+        "onsite_breached": onsite_sla == "breached",
         "team": teams.get(acceptor) if acceptor is not None else None,
         "_t0": t0,
         "_timeline": timeline,
@@ -141,7 +155,7 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
     onsite = [r["onsite_s"] for r in counted if r["onsite_s"] is not None]
 
     def compliance(key: str) -> float | None:
-        decided = [r for r in counted if r[key] != "pending"]
+        decided = [r for r in counted if r[key] in ("met", "breached")]
         if not decided:
             return None
         met = sum(1 for r in decided if r[key] == "met")
@@ -182,6 +196,8 @@ def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, An
                     "accepts": 0,
                     "declines": 0,
                     "no_answers": 0,
+                    "stood_down": 0,
+                    "awaiting": 0,
                 },
             )
             stats["alerted"] += 1
@@ -190,6 +206,12 @@ def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, An
                 stats["accepts"] += 1
             elif first == "declined":
                 stats["declines"] += 1
+            elif r["respond_sla"] == "breached":
+                stats["no_answers"] += 1  # silent while the 3 minutes ran out
+            elif r["respond_sla"] == "pending":
+                stats["awaiting"] += 1
+            elif r["_responders"][vid].get("state") == "stood_down":
+                stats["stood_down"] += 1  # covered or closed before they answered
             else:
                 stats["no_answers"] += 1
     return {

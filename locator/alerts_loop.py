@@ -27,7 +27,7 @@ from locator import processes, watchdog
 from locator.core import keys
 from locator.core.logging import get_logger
 from locator.core.mqtt import BrokerUnavailable, Publisher
-from locator.core.redis import stream_reply
+from locator.core.redis import claimed_entries, stream_reply
 
 log = get_logger(__name__)
 
@@ -69,12 +69,23 @@ def channels_for(
 def relay_once(
     client: redis.Redis, publisher: Publisher, *, consumer: str, block_ms: int = 200
 ) -> int:
-    """Publish new incident changes on ``homeward/events/incidents`` (at least once)."""
-    reply = client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: ">"}, count=100, block=block_ms)
+    """Publish new incident changes on ``homeward/events/incidents`` (at least once).
+
+    What a broker outage (or a dead relay, named by its pid) left unpublished goes first:
+    our own pending entries, then other consumers' idle ones, then new ones.
+    """
+    batches = stream_reply(client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: "0"}, count=100))
+    if not any(entries for _, entries in batches):
+        claimed = client.xautoclaim(keys.FEED, RELAY_GROUP, consumer, 30_000, "0-0", count=100)
+        batches = [(keys.FEED, claimed_entries(claimed))]
+    if not any(entries for _, entries in batches):
+        batches = stream_reply(
+            client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: ">"}, count=100, block=block_ms)
+        )
     sent = 0
-    for _, entries in stream_reply(reply):
+    for _, entries in batches:
         for entry_id, fields in entries:
-            if fields.get("type") == "incident":
+            if fields and fields.get("type") == "incident":
                 body = {
                     "event_id": entry_id,
                     "incident_id": int(fields["incident_id"]),

@@ -137,8 +137,15 @@ def test_returned_home_stands_everyone_down_and_suggests_the_outcome() -> None:
     assert esc.returned_home(view("resolved")).timeline == []
 
 
-def test_a_step_records_its_breach() -> None:
-    change = esc.run_step(view(), step="respond", breach=True)
+def test_a_step_records_its_breach_only_when_the_promise_was_broken() -> None:
+    change = esc.run_step(view(), step="respond")
     assert change.fields == {"step": "respond", "respond_breached": True}
     assert change.timeline == [{"type": "step", "step": "respond", "breach": True}]
-    assert esc.run_step(view(), step="voice", breach=False).fields == {"step": "voice"}
+    assert esc.run_step(view(), step="voice").fields == {"step": "voice"}
+    # Accepted at 60 s, withdrawn at 120 s: the respond step still runs, but the 3 minutes
+    # were kept. Likewise someone who was on site and left.
+    kept = View(status="open", responders={}, acknowledged_at=60.0)
+    assert esc.run_step(kept, step="respond").fields == {"step": "respond"}
+    assert esc.run_step(kept, step="onsite").fields == {"step": "onsite", "onsite_breached": True}
+    there = View(status="acknowledged", responders={}, acknowledged_at=60.0, on_site_at=300.0)
+    assert "breach" not in esc.run_step(there, step="onsite").timeline[0]

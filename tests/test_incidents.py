@@ -310,6 +310,16 @@ async def test_returned_home_stands_everyone_down(
     assert incident.next_step is None
     assert len(paged(client, incident_id, "returned_home")) == 5 + 2
     assert {r.state for r in incident.responders} == {"stood_down"}
+    # She leaves again (or presses SOS): the quiet incident closes, a fresh ladder pages.
+    clock.advance(600)
+    device_event(client, d.elder_id, clock, "sos")
+    consume(client, config(clock))
+    closed = incidents.load(client, incident_id)
+    assert closed.status == "resolved" and closed.fields.get("outcome") == "returned_home"
+    again = incidents.open_incident_id(client, d.elder_id)
+    assert again is not None and again != incident_id
+    assert f"volunteer:{d.vid('pair1')}" in paged(client, again, "t0")
+    assert incidents.load(client, again).fields.get("trigger") == "sos"
 
 
 async def test_family_first_notices_are_not_incidents(
@@ -524,3 +534,56 @@ async def test_unknown_fate_falls_back_and_transient_failures_retry(
     aid3 = attempt_of("near200")
     assert sender.deliver(aid3, now=clock.time()) == "failed"
     assert client.hget(keys.attempt(aid3.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
+    # A crash between recording a failure and queueing the next channel: the redelivered
+    # entry finds "failed" and queues the fallback (once).
+    aid4 = attempt_of("near400")
+    client.hset(keys.attempt(aid4), mapping={"status": "failed", "tries": "1"})
+    assert sender.deliver(aid4, now=clock.time()) == "failed"
+    assert sender.deliver(aid4, now=clock.time()) == "failed"
+    assert aid4 not in sms.sent
+    assert client.hget(keys.attempt(aid4.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
+    # Once the incident is closed, a late fallback of a call to act does not ring anyone.
+    incidents.close(
+        client,
+        config(clock),
+        caller=_staff(),
+        incident_id=incident_id,
+        status="resolved",
+        outcome="found_safe",
+    )
+    late = aid3.rsplit(".", 1)[0] + ".voice"
+    assert sender.deliver(late, now=clock.time()) == "superseded"
+    assert late not in voice.sent
+    assert client.hget(keys.attempt(late), "error") == "incident resolved"
+
+
+def test_the_event_relay_publishes_what_a_broker_outage_left_pending(
+    client: redis.Redis, mqtt_url: str
+) -> None:
+    from locator.alerts_loop import EVENTS_TOPIC, RELAY_GROUP, relay_once
+    from locator.core.mqtt import MqttPublisher
+    from tests.browser import free_port
+    from tests.ingest_harness import wait_for
+    from tests.test_ingest import Listener
+
+    for version in (1, 2, 3):
+        client.xadd(
+            keys.FEED,
+            {"type": "incident", "incident_id": "7", "elder_id": "1", "version": str(version)},
+        )
+    down = MqttPublisher(f"mqtt://127.0.0.1:{free_port()}", client_id="test-relay-down")
+    listener = Listener(mqtt_url, EVENTS_TOPIC)
+    up = MqttPublisher(mqtt_url, client_id="test-relay-up")
+    try:
+        assert relay_once(client, down, consumer="relay-1", block_ms=10) == 0
+        assert client.xpending(keys.FEED, RELAY_GROUP)["pending"] == 3  # kept, not acked
+        # The same relay, broker back: the pending entries go out before anything new.
+        assert relay_once(client, up, consumer="relay-1", block_ms=10) == 3
+        wait_for(lambda: len(listener.messages) == 3, timeout=5)
+        assert [m["version"] for _, m in listener.messages] == [1, 2, 3]
+        assert client.xpending(keys.FEED, RELAY_GROUP)["pending"] == 0
+        assert relay_once(client, up, consumer="relay-1", block_ms=10) == 0  # nothing twice
+    finally:
+        down.close()
+        up.close()
+        listener.close()

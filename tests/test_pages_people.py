@@ -319,16 +319,18 @@ def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_se
         assert read.json()["status"] == "resolved" and read.json()["outcome"] == "found_safe"
         volunteer.close()
 
-        # The family sees the incident, who came and how it ended, plus her track today.
-        page.reload()
+        # The family sees the incident, who came and how it ended (live, no reload), plus her
+        # track today.
+        page.wait_for_selector(
+            f"#incidents li[data-incident='{incident_id}'][data-status=resolved]"
+        )
         item = page.locator(f"#incidents li[data-incident='{incident_id}']")
-        item.wait_for()
-        assert item.get_attribute("data-status") == "resolved"
         assert "平安找到" in item.text_content()
         assert "志愿者1" in item.text_content()
-        page.wait_for_function(
-            "document.querySelectorAll('#map path.leaflet-interactive').length >= 3"
-        )
+        page.reload()  # the track is drawn from a fresh read, not followed live
+        page.wait_for_selector(
+            "#map path.track-line", state="attached"
+        )  # a line due north: 0 px wide
         assert "当前位置" in page.text_content("#where")
         latest = page.text_content("#latest")
         assert "平安找到" in latest and "志愿者1" in latest

@@ -245,9 +245,11 @@ async def test_sla_report_rows_and_aggregates_match_the_timelines(
         "volunteer_id": ids["v:pair1"],
         "name": "志愿者1",
         "alerted": 4,
-        "accepts": 1,
+        "accepts": 1,  # A
         "declines": 0,
-        "no_answers": 3,
+        "no_answers": 1,  # B: silent past the respond deadline
+        "stood_down": 1,  # C: cancelled after a minute, before they answered
+        "awaiting": 1,  # D: its 3 minutes are still running
     }
     assert volunteers[ids["v:near200"]]["declines"] == 1
     assert volunteers[ids["v:member"]]["accepts"] == 1

@@ -438,3 +438,35 @@ async def test_web_push_is_an_extra_and_gone_subscriptions_are_dropped(
         assert sms_to(stack, phones["pair1"])
     finally:
         push.server.shutdown()
+
+
+def test_twilio_unreachable_is_retried_but_a_lost_answer_is_not() -> None:
+    """Refused before sending: transient (retried). Sent, then no answer: unknown fate."""
+    from alerts.notify.channels import Message
+    from alerts.notify.twilio import TwilioSms, make_client
+
+    message = Message(
+        attempt_id="1.i1.t0.volunteer:1.sms",
+        recipient="volunteer:1",
+        phone="+8613800000001",
+        template="alert",
+        text="test",
+        data={},
+    )
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    refused = TwilioSms(
+        make_client(account_sid=SID, auth_token=TOKEN, base_url=closed), from_=FROM, public_url=None
+    ).send(message)
+    assert refused.outcome == "transient" and "unreachable" in refused.detail
+    twilio = TwilioLoopback(account_sid=SID, auth_token=TOKEN).start()
+    try:
+        twilio.behaviour.hang_up.add(message.phone or "")
+        lost = TwilioSms(
+            make_client(account_sid=SID, auth_token=TOKEN, base_url=twilio.url),
+            from_=FROM,
+            public_url=None,
+        ).send(message)
+        assert lost.outcome == "unknown"
+        assert len(twilio.messages()) == 1  # it was taken: never resend on this channel
+    finally:
+        twilio.stop()

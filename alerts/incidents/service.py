@@ -694,6 +694,11 @@ def open_or_join(
     """Open the elder's incident, or add this alarm to the open one; (id, opened)."""
     for _ in range(10):
         existing = open_incident_id(client, elder_id)
+        if existing is not None and _stood_down_at_home(client, existing):
+            # She came home and everyone stood down; this is a new departure, and joining
+            # the quiet incident would page nobody. Close that one, open a fresh ladder.
+            _close_returned_home(client, cfg, existing, source=source)
+            continue
         if existing is not None:
             join(
                 client,
@@ -828,12 +833,11 @@ def run_step(client: redis.Redis, cfg: AlertsConfig, job: timers.Job) -> str:
         return "stale"
     if snap.status not in escalation.ACTIVE:
         return "closed"
-    breach = step in ("respond", "onsite")
     verdict, _ = _mutate(
         client,
         cfg,
         int(incident),
-        lambda s: escalation.run_step(s.view(), step=step, breach=breach),
+        lambda s: escalation.run_step(s.view(), step=step),
         actor="system",
         channel="timer",
         token=job.token,
@@ -955,6 +959,39 @@ def close(
 
 def actor_of(caller: Principal) -> str:
     return f"{caller.role.value}:{caller.subject}" if caller.subject else caller.role.value
+
+
+def _stood_down_at_home(client: redis.Redis, incident_id: int) -> bool:
+    try:
+        snap = load(client, incident_id)
+    except NotFound:
+        return False
+    return snap.fields.get("suggested_outcome") == "returned_home"
+
+
+def _close_returned_home(
+    client: redis.Redis, cfg: AlertsConfig, incident_id: int, *, source: str
+) -> None:
+    now = cfg.clock.time()
+
+    def action(view: View) -> Change:
+        if view.status not in escalation.ACTIVE:
+            return Change()  # someone closed it meanwhile
+        change = escalation.close(
+            view, status="resolved", outcome="returned_home", now=now, actor="system"
+        )
+        change.timeline[-1]["note"] = "she left again: a new incident follows"
+        return change
+
+    _mutate(
+        client,
+        cfg,
+        incident_id,
+        _decide(action),
+        actor="system",
+        channel="geofence",
+        source=f"{source}:rearm" if source else "",
+    )
 
 
 def returned_home(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, source: str) -> str:

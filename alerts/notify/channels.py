@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 from locator.core.mqtt import BrokerUnavailable, Publisher
 
-Outcome = Literal["sent", "failed", "transient", "unknown"]
+Outcome = Literal["sent", "failed", "transient", "unknown", "superseded"]
 
 # Tried in this order per kind of recipient; channels not configured are skipped. "log" is
 # the always-on outbox log: the console and `GET notifications` show the message there.

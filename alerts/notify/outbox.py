@@ -55,13 +55,21 @@ end
 if status == 'sending' then
   redis.call('HSET', KEYS[1], 'status', 'unknown', 'updated', ARGV[1],
     'error', 'interrupted after sending began: fate unknown, not resent')
-  return 'unknown'
+  return 'interrupted'
 end
 return status or 'missing'
 """
 
 _FINISH = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then
+  -- Twilio's status callback can arrive before its reply is recorded: keep the callback's
+  -- news, add what only the reply knows.
+  if ARGV[1] == 'sent' and redis.call('HEXISTS', KEYS[1], 'sent_at') == 0 then
+    redis.call('HSET', KEYS[1], 'provider_id', ARGV[3], 'sent_at', ARGV[4])
+    redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':sent', 1)
+  end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'provider_id', ARGV[3],
   'updated', ARGV[4])
 redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':' .. ARGV[1], 1)
@@ -146,15 +154,23 @@ class Deliverer:
     def deliver(self, attempt: str, *, now: float) -> str:
         """One attempt: mark it sending, call its channel, record the result, fall back."""
         verdict = _s(self._begin(keys=[keys.attempt(attempt)], args=[repr(now)]))
-        if verdict == "unknown":
+        if verdict == "interrupted":
             ATTEMPTS_TOTAL.labels(self._channel_of(attempt), "unknown").inc()
+            self.fall_back(attempt, now=now)
+            return "unknown"
+        if verdict in NOT_REACHED:
+            # A crash can come between recording the failure and queueing the next channel;
+            # queueing it again is a no-op when it is there already.
             self.fall_back(attempt, now=now)
             return verdict
         if verdict != "go":
-            return verdict  # already delivered, failed or superseded
+            return verdict  # already delivered, or superseded
         doc = read_attempt(self.client, attempt)
         channel = self.channels.get(doc["channel"])
-        if channel is None:
+        moot = _moot(self.client, doc)
+        if moot:
+            result = Result("superseded", moot)
+        elif channel is None:
             result = Result("failed", f"channel {doc['channel']} is not configured")
         else:
             try:
@@ -188,6 +204,31 @@ class Deliverer:
 
     def _channel_of(self, attempt: str) -> str:
         return attempt.rsplit(".", 1)[-1]
+
+
+# Attempt states from which the recipient is owed the next channel.
+NOT_REACHED = frozenset({"failed", "unknown", "undelivered", "no_answer"})
+# Messages that ask someone to act: pointless, even harmful, once nobody needs them to.
+CALLS_TO_ACT = frozenset(
+    {"alert", "voice_call", "team_call", "dispatcher_call", "wide_call", "lead_call"}
+)
+
+
+def _moot(client: redis.Redis, doc: dict[str, str]) -> str | None:
+    """Why a queued call to act must not go out any more (a retry or fallback came late)."""
+    if doc.get("template") not in CALLS_TO_ACT or not doc.get("incident_id"):
+        return None
+    elder_id, incident_id = int(doc["elder_id"]), int(doc["incident_id"])
+    status = client.hget(keys.incident(elder_id, incident_id), "status")
+    if status in ("resolved", "cancelled"):
+        return f"incident {status}"
+    kind, _, ident = doc.get("recipient", "").partition(":")
+    if kind == "volunteer":
+        raw = client.hget(keys.incident_responders(elder_id, incident_id), ident)
+        state = json.loads(raw).get("state") if raw else None
+        if state is not None and state != "notified":
+            return f"volunteer already {state}"
+    return None
 
 
 def fall_back(client: redis.Redis, attempt: str, *, available: set[str], now: float) -> str | None:

@@ -3,9 +3,10 @@
 ``HOMEWARD_TWILIO_BASE_URL`` sends the client's requests to a Twilio-compatible server: the
 library has no base-URL option, so a custom ``HttpClient`` rewrites ``https://api.twilio.com``.
 Twilio's answer decides the outcome: an invalid (21211) or unsubscribed (21610) number is
-final for that channel (the next channel is tried), 20429 and 5xx are transient (retried);
-no answer at all (timeout, connection lost after sending) is an unknown fate, which the
-outbox treats like a failure of this channel, never resending on it.
+final for that channel (the next channel is tried), 20429 and 5xx are transient (retried),
+and so is a request that never left (connection refused, DNS, connect timeout); no answer
+after sending (read timeout, connection lost) is an unknown fate, which the outbox treats
+like a failure of this channel, never resending on it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+import requests
+import urllib3
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -56,8 +59,21 @@ def _result_of(exc: Exception) -> Result:
         if code == 20429 or exc.status == 429 or exc.status >= 500:
             return Result("transient", f"twilio {code or exc.status}: {exc.msg}")
         return Result("failed", f"twilio {code or exc.status}: {exc.msg}")
+    if _never_sent(exc):
+        return Result("transient", f"Twilio unreachable: {type(exc).__name__}")
     # No answer from Twilio: the request may or may not have been taken.
     return Result("unknown", f"{type(exc).__name__}: {exc}")
+
+
+def _never_sent(exc: Exception) -> bool:
+    """The request never reached Twilio (refused, no route, DNS, connect timeout): retry it."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = getattr(exc.args[0], "reason", exc.args[0]) if exc.args else None
+    # urllib3's NewConnectionError (refused, DNS) is a ConnectTimeoutError too.
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
 
 
 class _TwilioChannel:

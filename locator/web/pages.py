@@ -218,7 +218,7 @@ async def close_session(redis: RedisDep, request: Request) -> Response:
 
 @api.get("/config")
 async def page_config(ctx: ContextDep) -> dict[str, Any]:
-    """What the pages need to draw: map tiles and the default language."""
+    """What the pages need to draw: map tiles, the default language, the server's time."""
     mqtt = None
     if ctx.mqtt_url:
         host, port = address(ctx.mqtt_url)
@@ -230,6 +230,7 @@ async def page_config(ctx: ContextDep) -> dict[str, Any]:
         "onsite_sla_s": ctx.settings.onsite_sla_s,
         "mqtt": mqtt,
         "vapid_public_key": _vapid_public_key(ctx.settings.vapid_private_key),
+        "server_time_ms": round(ctx.clock.time() * 1000),
     }
 
 

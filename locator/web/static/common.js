@@ -159,7 +159,18 @@ const HW = (() => {
   function gcjToWgs(lat, lon) { const [gl, go] = wgsToGcj(lat, lon); return [lat * 2 - gl, lon * 2 - go]; }
 
   let config = { map_tiles: "osm", locale: "zh-CN" };
-  async function loadConfig() { try { config = await api("/api/v1/config"); } catch (e) { /* defaults */ } return config; }
+  // The server's clock, not the device's: phones are often minutes (or days) off, and every
+  // countdown, pause end and "today" must agree with the deadlines the server keeps.
+  let skewMs = 0;
+  function now() { return Date.now() + skewMs; }
+  async function loadConfig() {
+    try {
+      const asked = Date.now();
+      config = await api("/api/v1/config");
+      if (typeof config.server_time_ms === "number") skewMs = config.server_time_ms - (asked + Date.now()) / 2;
+    } catch (e) { /* defaults */ }
+    return config;
+  }
 
   // A Leaflet map whose layers take WGS-84: shifted to GCJ-02 when the tiles are AMap's.
   function map(element, center) {
@@ -193,5 +204,5 @@ const HW = (() => {
   async function whoami() { return api("/api/v1/session"); }
   async function logout() { await api("/api/v1/session", { method: "DELETE" }); location.href = "/login"; }
 
-  return { t, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, esc, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
+  return { t, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, esc, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
 })();

@@ -65,14 +65,14 @@
       el.classList.add(took <= (Date.parse(deadlineIso) - t0) / 1000 ? "ok" : "red");
       return;
     }
-    const left = (Date.parse(deadlineIso) - Date.now()) / 1000;
+    const left = (Date.parse(deadlineIso) - HW.now()) / 1000;
     el.textContent = left >= 0 ? HW.clock(left) : `${t("breached")} +${HW.clock(-left)}`;
     el.classList.add(left <= 0 ? "red" : left <= 60 ? "amber" : "ok");
   }
 
   function render() {
     const board = document.getElementById("board");
-    const now = Date.now();
+    const now = HW.now();
     const sorted = [...state.incidents].sort((a, b) => urgency(a, now) - urgency(b, now));
     board.innerHTML = "";
     document.getElementById("empty").classList.toggle("hidden", sorted.length > 0);
@@ -112,7 +112,7 @@
     }
     render();
     if (!state.selected && state.incidents.length) {
-      const now = Date.now();
+      const now = HW.now();
       const urgent = [...state.incidents].sort((a, b) => urgency(a, now) - urgency(b, now))[0];
       select(urgent.id);
     }
@@ -157,7 +157,7 @@
 
   async function replay(elderId) {
     layers.track.clearLayers();
-    const since = new Date(Date.now() - 3 * 3600 * 1000).toISOString();
+    const since = new Date(HW.now() - 3 * 3600 * 1000).toISOString();
     const track = await HW.api(`/api/v1/elders/${elderId}/track?since=${encodeURIComponent(since)}`);
     const points = track.features.map((f) => M.ll(f.geometry.coordinates[1], f.geometry.coordinates[0]));
     if (!points.length) return;

@@ -179,7 +179,7 @@
       }
     });
     if (track && track.features.length) {
-      L.polyline(track.features.map((f) => ll(f.geometry.coordinates[1], f.geometry.coordinates[0])), { color: "#5b6270", weight: 3 }).addTo(dataLayer);
+      L.polyline(track.features.map((f) => ll(f.geometry.coordinates[1], f.geometry.coordinates[0])), { color: "#5b6270", weight: 3, className: "track-line" }).addTo(dataLayer);
     }
     if (position) {
       L.circle(ll(position.lat, position.lon), { radius: Math.max(position.acc || 0, 5), color: "#1565c0", weight: 1, fillOpacity: 0.15 }).addTo(dataLayer);
@@ -190,7 +190,7 @@
 
   async function loadWhere() {
     try { position = await HW.api(`/api/v1/elders/${elderId}/position`); } catch (e) { position = null; }
-    const midnight = new Date(); midnight.setHours(0, 0, 0, 0);
+    const midnight = new Date(HW.now()); midnight.setHours(0, 0, 0, 0);
     try { track = await HW.api(`/api/v1/elders/${elderId}/track?since=${encodeURIComponent(midnight.toISOString())}`); } catch (e) { track = null; }
     $("where").textContent = position
       ? `${HW.t("f_position")}: ${HW.hhmm(position.tst)} · ±${Math.round(position.acc || 0)} m` + (position.battery != null ? ` · ${HW.t("f_battery")} ${position.battery}%` : "") + (position.stale ? " · " + HW.t("stale") : "")
@@ -312,7 +312,7 @@
     };
     $("ot-copy").onclick = () => { if (navigator.clipboard) navigator.clipboard.writeText($("ot-text").textContent); };
     $("pause").onclick = async () => {
-      const until = new Date(Date.now() + Number($("p-hours").value) * 3600000).toISOString();
+      const until = new Date(HW.now() + Number($("p-hours").value) * 3600000).toISOString();
       try { await HW.api(`/api/v1/elders/${elderId}/pause`, { method: "PUT", body: { until, reason: $("p-reason").value } }); await loadPause(); say(HW.t("saved"), "ok"); }
       catch (e) { fail(e); }
     };

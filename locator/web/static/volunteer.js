@@ -62,7 +62,7 @@
         seenAt: Date.parse(seen.properties.last_seen_at || geo.features[0].properties.last_seen_at || ""), elapsed: props.elapsed_s };
       // "now" on the server's clock = last seen + elapsed since: minutes since t0 on that clock.
       const lastSeen = Date.parse((geo.properties && geo.properties.last_seen_at) || "");
-      const nowServer = isNaN(lastSeen) ? Date.now() : lastSeen + (props.elapsed_s || 0) * 1000;
+      const nowServer = isNaN(lastSeen) ? HW.now() : lastSeen + (props.elapsed_s || 0) * 1000;
       const minutes = Math.max(0, Math.round((nowServer - Date.parse(incident.t0)) / 60000));
       $("since").textContent = HW.t("missing_for").replace("{m}", minutes);
       $("last-seen").textContent = `${area.lat.toFixed(5)}, ${area.lon.toFixed(5)} · ±${Math.round(area.acc || 0)} m · ` +
@@ -122,7 +122,7 @@
     $("share").setAttribute("aria-pressed", "true");
     $("share").textContent = HW.t("sharing");
     watchId = navigator.geolocation.watchPosition(async (pos) => {
-      const now = Date.now();
+      const now = HW.now();
       if (now - lastSent < 10000) return;
       lastSent = now;
       const body = { lat: +pos.coords.latitude.toFixed(6), lon: +pos.coords.longitude.toFixed(6), acc: Math.max(1, Math.round(pos.coords.accuracy || 50)) };
