@@ -98,6 +98,13 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
     page.locator("path.search-ring").first.wait_for(state="attached")
     assert page.locator("path.zone").count() >= 6
     assert page.locator("#notifications tr[data-status]").count() >= 1
+    assert "离开安全区" in card.locator(".trigger").inner_text()  # not "zone_exit"
+    page.locator("#log tr[data-status]").first.wait_for()  # the notifications log, all incidents
+    # The outcome the dispatcher picks now must survive every live refresh until resolving.
+    page.select_option("#outcome", "found_injured")
+    # At 1280×800 the page fits the screen: nothing overlaps, nothing scrolls the page.
+    no_overlap(page, ["header.bar", "#map", "aside"])
+    assert page.evaluate("document.documentElement.scrollHeight") <= 800
     shot(page, "console")
     # On a phone: the board stacks under the map, nothing overlaps or overflows.
     phone = browser.new_context(
@@ -130,14 +137,18 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
         page.locator(f".incident[data-incident-id='{incident_id}'][data-status=on_site]").wait_for(
             timeout=10_000
         )
-    # The dispatcher resolves it in the page.
-    page.select_option("#outcome", "found_safe")
+    # The dispatcher resolves it in the page, with the outcome picked before the refreshes.
+    assert page.input_value("#outcome") == "found_injured"
     page.click("#resolve")
     page.locator("#detail-status.resolved").wait_for(timeout=10_000)
     assert page.locator(f".incident[data-incident-id='{incident_id}']").count() == 0
     with httpx.Client(base_url=base, timeout=10) as http:
         closed = http.get(f"/api/v1/incidents/{incident_id}", headers=staff).json()
-    assert closed["status"] == "resolved" and closed["outcome"] == "found_safe"
+    assert closed["status"] == "resolved" and closed["outcome"] == "found_injured"
+    # English on one click: the detail panel too, not only the static labels.
+    page.click("#lang")
+    page.locator("#detail h4", has_text="Responders").wait_for()
+    assert "Found injured" in page.inner_text("#detail")
     assert next(e for e in closed["timeline"] if e["type"] == "resolved")["channel"] == "api"
     # The watchdog's "degraded" event shows as a banner (written as the watchdog writes it).
     runtime = json.loads((Path(tokens["_dir"]) / "runtime.json").read_text())

@@ -22,6 +22,12 @@ const HW = (() => {
       my_alerts: "我的求助", on_duty: "值班中", quiet_hours: "免打扰时段", navigate: "导航",
       really: "确定吗？", done: "完成", back: "返回", family: "家属门户", loading: "加载中…",
       forbidden: "无权访问", expired: "登录已过期，请重新登录",
+      notifications_log: "通知日志（全部事件）", time: "时间", guardian: "家属", dispatcher: "调度员",
+      kind_paired: "结对志愿者", kind_nearby: "附近志愿者", kind_team: "救援队", kind_wide: "扩大范围", kind_lead: "队长",
+      ch_sms: "短信", ch_voice: "语音", ch_mqtt: "App 推送", ch_webpush: "浏览器推送", ch_log: "记录",
+      n_queued: "排队中", n_sending: "发送中", n_retry: "稍后重试", n_sent: "已发送", n_delivered: "已送达",
+      n_failed: "失败", n_undelivered: "未送达", n_unknown: "结果未知", n_no_answer: "无人接听",
+      n_answered: "已接听", n_superseded: "已无需发送",
     },
     en: {
       login: "Log in", token: "Access token", paste_token: "Paste an admin, dispatcher, guardian or volunteer token",
@@ -42,6 +48,12 @@ const HW = (() => {
       my_alerts: "My alerts", on_duty: "On duty", quiet_hours: "Quiet hours", navigate: "Navigate",
       really: "Are you sure?", done: "Done", back: "Back", family: "Family portal", loading: "Loading…",
       forbidden: "Not allowed", expired: "Session expired: please log in again",
+      notifications_log: "Notifications log (all incidents)", time: "Time", guardian: "Guardian", dispatcher: "Dispatcher",
+      kind_paired: "paired", kind_nearby: "nearby", kind_team: "rescue team", kind_wide: "wider area", kind_lead: "team lead",
+      ch_sms: "SMS", ch_voice: "Voice", ch_mqtt: "App push", ch_webpush: "Web push", ch_log: "Log",
+      n_queued: "queued", n_sending: "sending", n_retry: "retrying", n_sent: "sent", n_delivered: "delivered",
+      n_failed: "failed", n_undelivered: "undelivered", n_unknown: "fate unknown", n_no_answer: "no answer",
+      n_answered: "answered", n_superseded: "no longer needed",
     },
   };
   // Volunteer page and family portal.

@@ -9,13 +9,15 @@
   document.getElementById("map").dataset.noTiles = t("map_no_tiles");
   document.getElementById("lang").onclick = () => {
     HW.setLocale(HW.getLocale() === "en" ? "zh-CN" : "en");
-    HW.applyI18n(); document.getElementById("map").dataset.noTiles = t("map_no_tiles"); render();
+    HW.applyI18n(); document.getElementById("map").dataset.noTiles = t("map_no_tiles"); render(); drawDetail(); drawLog();
   };
   document.getElementById("logout").onclick = HW.logout;
   const me = await HW.whoami();
   if (me.role !== "admin" && me.role !== "dispatcher") { document.body.innerHTML = `<h1>${t("forbidden")}</h1>`; return; }
 
-  const state = { incidents: [], overview: { elders: [], volunteers: [] }, selected: null, detail: null, notifications: [] };
+  // Dispatcher choices survive the refreshes (every feed event redraws the detail panel).
+  const state = { incidents: [], overview: { elders: [], volunteers: [] }, selected: null, detail: null, notifications: [],
+    log: [], outcome: {}, replay: null };
   const overview = await HW.api("/api/v1/overview");
   state.overview = overview;
   const first = overview.elders.find((e) => e.home) || { home: { lat: 30.5112, lon: 120.6853 } };
@@ -86,7 +88,7 @@
       const pill = card.querySelector(".status");
       pill.textContent = t("status_" + incident.status); pill.classList.add(incident.status);
       card.querySelector(".code").textContent = "#" + incident.code;
-      card.querySelector(".trigger").textContent = `${incident.trigger} · t0 ${HW.hhmm(incident.t0)}` +
+      card.querySelector(".trigger").textContent = `${t("trigger_" + incident.trigger)} · t0 ${HW.hhmm(incident.t0)}` +
         (incident.suggested_outcome ? ` · ${t("suggested")}: ${t(incident.suggested_outcome)}` : "");
       for (const [cls, deadline, done] of [["respond", incident.respond_deadline, incident.acknowledged_at], ["onsite", incident.onsite_deadline, incident.on_site_at]]) {
         const el = card.querySelector(".countdown." + cls);
@@ -119,6 +121,7 @@
   }
 
   async function select(id) {
+    if (state.selected !== id) { state.replay = null; layers.track.clearLayers(); }
     state.selected = id;
     render();
     await loadDetail();
@@ -162,10 +165,42 @@
     const points = track.features.map((f) => M.ll(f.geometry.coordinates[1], f.geometry.coordinates[0]));
     if (!points.length) return;
     const line = L.polyline([], { color: "#1565c0", weight: 3, className: "track" }).addTo(layers.track);
+    state.replay = { elderId, points, line, value: points.length };
+    bindReplay();
+  }
+
+  function bindReplay() {
+    const r = state.replay;
     const slider = document.getElementById("replay-slider");
-    slider.max = points.length; slider.value = points.length;
-    const show = () => { line.setLatLngs(points.slice(0, Number(slider.value))); };
+    if (!r || !slider || !state.detail || state.detail.elder_id !== r.elderId) return;
+    slider.max = r.points.length; slider.value = r.value;
+    const show = () => { r.value = Number(slider.value); r.line.setLatLngs(r.points.slice(0, r.value)); };
     slider.oninput = show; show();
+  }
+
+  // Who a recipient is: the responder's name, "guardian 1", or the raw id as a last resort.
+  function who(recipient, responders) {
+    const [kind, id] = recipient.split(":");
+    if (kind === "volunteer") {
+      const r = (responders || []).find((x) => String(x.volunteer_id) === id);
+      const v = state.overview.volunteers.find((x) => String(x.id) === id);
+      return (r && r.name) || (v && v.name) || recipient;
+    }
+    if (kind === "guardian") return `${t("guardian")} ${Number(id) + 1}`;
+    if (kind === "dispatcher") return t("dispatcher");
+    return recipient;
+  }
+
+  function drawLog() {
+    const box = document.getElementById("log");
+    box.innerHTML = `<tr><th>${t("time")}</th><th>#</th><th>${t("recipient")}</th><th>${t("channel")}</th><th>${t("result")}</th></tr>` +
+      state.log.map((n) => `<tr data-status="${n.status}"><td>${HW.hhmm(n.created_at)}</td><td>${n.incident_id || ""}</td>` +
+        `<td>${HW.esc(who(n.recipient))}</td><td>${HW.esc(t("ch_" + n.channel))}</td><td>${HW.esc(t("n_" + n.status))}</td></tr>`).join("");
+  }
+
+  async function loadLog() {
+    try { state.log = (await HW.api("/api/v1/notifications?limit=30")).items; } catch (e) { return; }
+    drawLog();
   }
 
   function drawDetail() {
@@ -181,15 +216,15 @@
       ${active ? `<div class="actions">
         <button id="notify-more">${t("notify_more")}</button>
         <button id="call-team">${t("call_team")}</button>
-        <select id="outcome">${outcomes.map((o) => `<option value="${o}" ${o === (d.suggested_outcome || "found_safe") ? "selected" : ""}>${t(o)}</option>`).join("")}</select>
+        <select id="outcome">${outcomes.map((o) => `<option value="${o}" ${o === (state.outcome[d.id] || d.suggested_outcome || "found_safe") ? "selected" : ""}>${t(o)}</option>`).join("")}</select>
         <button class="primary" id="resolve">${t("resolve")}</button>
         <button class="danger" id="cancel">${t("cancel")}</button></div>` : `<p>${t("outcome")}: ${t(d.outcome || "")}</p>`}
       <div class="actions"><button id="replay">${t("replay")}</button><input id="replay-slider" type="range" min="1" max="1" value="1" aria-label="${t("replay")}"></div>
       <h4>${t("responders")}</h4>
-      <table class="log" id="responders">${d.responders.map((r) => `<tr data-volunteer="${r.volunteer_id}" data-state="${r.state}"><td>${HW.esc(r.name)}</td><td>${r.kind}</td><td>${r.state}</td><td>${r.distance_m != null ? Math.round(r.distance_m) + " m" : ""}</td></tr>`).join("")}</table>
+      <table class="log" id="responders">${d.responders.map((r) => `<tr data-volunteer="${r.volunteer_id}" data-state="${r.state}"><td>${HW.esc(r.name)}</td><td>${HW.esc(t("kind_" + r.kind))}</td><td>${HW.esc(t("r_" + r.state))}</td><td>${r.distance_m != null ? Math.round(r.distance_m) + " m" : ""}</td></tr>`).join("")}</table>
       <h4>${t("notifications")}</h4>
       <table class="log" id="notifications"><tr><th>${t("recipient")}</th><th>${t("channel")}</th><th>${t("result")}</th></tr>
-      ${state.notifications.map((n) => `<tr data-status="${n.status}"><td>${HW.esc(n.recipient)} <span class="muted">${HW.esc(n.step)}</span></td><td>${n.channel}</td><td>${n.status}${n.error ? ` <span class="muted">${HW.esc(n.error)}</span>` : ""}</td></tr>`).join("")}</table>
+      ${state.notifications.map((n) => `<tr data-status="${n.status}"><td>${HW.esc(who(n.recipient, d.responders))} <span class="muted">${HW.esc(n.step)}</span></td><td>${HW.esc(t("ch_" + n.channel))}</td><td>${HW.esc(t("n_" + n.status))}${n.error ? ` <span class="muted">${HW.esc(n.error)}</span>` : ""}</td></tr>`).join("")}</table>
       <h4>${t("timeline")}</h4>
       <ol id="timeline">${d.timeline.map((e) => `<li>${HW.hhmm(e.at)} ${HW.esc(e.type)} <span class="muted">${HW.esc(e.actor)} · ${HW.esc(e.channel)}</span></li>`).join("")}</ol>`;
     const act = (id, fn) => { const el = document.getElementById(id); if (el) el.onclick = fn; };
@@ -205,6 +240,9 @@
       await loadIncidents(); loadDetail();
     });
     act("replay", () => replay(d.elder_id));
+    const outcome = document.getElementById("outcome");
+    if (outcome) outcome.onchange = () => { state.outcome[d.id] = outcome.value; };
+    bindReplay();
   }
 
   function banner(status, problems) {
@@ -221,6 +259,7 @@
       refreshing = null;
       await loadIncidents();
       if (state.selected) await loadDetail();
+      await loadLog();
       state.overview = await HW.api("/api/v1/overview"); drawOverview();
     }, 150);
   }
@@ -233,4 +272,5 @@
 
   drawOverview();
   await loadIncidents();
+  await loadLog();
 })();
