@@ -105,8 +105,11 @@ def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
             "status",
             "respond_deadline",
             "onsite_deadline",
+            "acknowledged_at",
         )
         status = f[0]
+        if status == "open" and f[3]:
+            status = "acknowledged"  # accepted in time, then withdrawn: the on-site clock runs
         if status == "open":
             late = now > float(f[1] or 0)
             states["respond_breached" if late else "awaiting_response"] += 1

@@ -149,3 +149,23 @@ def test_a_step_records_its_breach_only_when_the_promise_was_broken() -> None:
     assert esc.run_step(kept, step="onsite").fields == {"step": "onsite", "onsite_breached": True}
     there = View(status="acknowledged", responders={}, acknowledged_at=60.0, on_site_at=300.0)
     assert "breach" not in esc.run_step(there, step="onsite").timeline[0]
+
+
+def test_an_sms_stays_within_two_parts_with_a_long_name_place_and_url() -> None:
+    from alerts.notify import messages
+
+    link = "https://homeward.haining.example.cn/v/1234?t=12.6a0b1c2d.AbCdEfGhIjKlMnOpQrStUv"
+    values = {
+        "name": "欧阳春花（西山社区三号楼的那位老奶奶）",
+        "minutes": 12,
+        "place": "海宁市西山社区东北方向约 850 米，靠近人民医院和长途汽车站附近的十字路口",
+        "code": "4821",
+        "link": link,
+    }
+    text = messages.render("alert", "zh-CN", values)
+    assert messages.sms_fits(text) and len(text) <= 134
+    assert link in text and "4821" in text and "欧阳" in text  # never the link or the code
+    short = messages.render("alert", "zh-CN", {**values, "name": "王芳", "place": "西山"})
+    assert "王芳" in short and "西山" in short  # nothing cut when it fits
+    english = messages.render("alert", "en", {**values, "name": "Wang Fang", "place": "850 m NE"})
+    assert english.isascii() and "Wang Fang" in english  # GSM-7: 306 characters for two parts

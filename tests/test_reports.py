@@ -117,6 +117,55 @@ async def test_search_area_is_live_while_reporting_then_rings(
     assert (await api.http.get(url, headers=api.auth("guardian_b"))).status_code == 403
 
 
+async def test_a_missing_report_is_searched_from_its_place_until_the_bracelet_says_more(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    old = north(50)
+    client.hset(
+        keys.last_position(d.elder_id),
+        mapping={
+            "good_lat": old["lat"],
+            "good_lon": old["lon"],
+            "good_acc": "10",
+            "good_tst": str(clock.time() - 3600),
+            "device_id": "b-1",
+        },
+    )
+    seen = north(900)
+    r = await api.http.post(
+        "/api/v1/incidents",
+        json={"elder_id": d.elder_id, "note": "在公交站走散", "last_seen_at": seen},
+        headers=api.auth("guardian_a"),
+    )
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/incidents/{r.json()['id']}/search-area"
+    area = (await api.http.get(url, headers=api.auth("dispatcher"))).json()
+    assert area["properties"]["mode"] == "estimate"  # the hour-old fix says nothing now
+    centre = area["features"][0]["geometry"]["coordinates"]
+    assert centre == pytest.approx([seen["lon"], seen["lat"]], abs=1e-6)
+    # The bracelet reports again after the report: that fix is where to look.
+    clock.advance(60)
+    now_at = north(1000)
+    client.hset(
+        keys.last_position(d.elder_id),
+        mapping={
+            "good_lat": now_at["lat"],
+            "good_lon": now_at["lon"],
+            "good_acc": "15",
+            "good_tst": str(clock.time()),
+            "order_t": str(clock.time()),
+            "tst": str(clock.time()),
+            "received_ms": str(int(clock.time() * 1000)),
+        },
+    )
+    live = (await api.http.get(url, headers=api.auth("dispatcher"))).json()
+    assert live["properties"]["mode"] == "live"
+    assert live["features"][0]["geometry"]["coordinates"] == pytest.approx(
+        [now_at["lon"], now_at["lat"]], abs=1e-6
+    )
+
+
 def _answer(
     client: redis.Redis,
     clock: ManualClock,

@@ -1213,7 +1213,11 @@ def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> di
     """Where to look now: the live fix while the bracelet reports, else rings from the last."""
     now = cfg.clock.time()
     pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
-    if pos.get("good_lat") and snap.fields.get("trigger") != "missing":
+    # A family's report names where she was last seen; a bracelet fix newer than that wins.
+    fix_wins = bool(pos.get("good_lat")) and (
+        snap.fields.get("trigger") != "missing" or float(pos.get("good_tst") or 0) > snap.t0
+    )
+    if fix_wins:
         lat, lon = float(pos["good_lat"]), float(pos["good_lon"])
         acc = float(pos.get("good_acc") or 0.0)
         seen_at = float(pos["good_tst"])
@@ -1226,7 +1230,7 @@ def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> di
         bool(pos.get("received_ms"))
         and pos.get("good_tst") == pos.get("order_t")
         and now - float(pos["received_ms"]) / 1000 <= geo_area.LIVE_WITHIN_S
-        and snap.fields.get("trigger") != "missing"
+        and fix_wins
     )
     heading: float | None = None
     if pos.get("cog") not in (None, "") and float(pos.get("vel") or 0) > 0:

@@ -153,10 +153,36 @@ def parse_reply(body: str) -> tuple[str, str | None] | None:
     return None
 
 
+# Two concatenated SMS parts: 67 UCS-2 characters each (any Chinese text), 153 in GSM-7.
+SMS_CHARS_UCS2 = 134
+SMS_CHARS_GSM = 306
+# What gives way, in this order, when a text would not fit: never the link or the code.
+_SHRINKABLE = ("place", "name")
+_NOT_SMS = frozenset({"voice_script"})
+
+
+def sms_fits(text: str) -> bool:
+    """Whether a text goes out in at most two SMS parts."""
+    limit = SMS_CHARS_GSM if text.isascii() else SMS_CHARS_UCS2
+    return len(text) <= limit
+
+
 def render(template: str, locale: str, values: dict[str, Any]) -> str:
-    """The message text; a missing value shows as "?" rather than failing a page."""
+    """The message text; a missing value shows as "?" rather than failing a page.
+
+    An SMS that would need a third part (a long name, place or public URL) is shortened
+    where it hurts least: the place hint first, then the name.
+    """
     table = _TEXT.get(locale, _TEXT["zh-CN"])
-    return table[template].format_map(_Missing(values))
+    text = table[template].format_map(_Missing(values))
+    if template in _NOT_SMS or sms_fits(text):
+        return text
+    shrunk = dict(values)
+    for key in _SHRINKABLE:
+        while not sms_fits(text) and len(str(shrunk.get(key, ""))) > 2:
+            shrunk[key] = str(shrunk[key])[:-2] + "…"
+            text = table[template].format_map(_Missing(shrunk))
+    return text
 
 
 class _Missing(dict[str, Any]):
