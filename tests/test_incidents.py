@@ -294,6 +294,16 @@ async def test_manual_report_and_roles(api: Api, client: redis.Redis, clock: Man
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     closed = await api.http.get("/api/v1/incidents?status=closed", headers=api.auth("admin"))
     assert [i["id"] for i in closed.json()["items"]] == [incident["id"]]
+    # One elder's history: her family and staff may ask; another family may not.
+    one = f"/api/v1/incidents?status=all&elder_id={d.elder_id}"
+    mine = await api.http.get(one, headers=api.auth("guardian_a"))
+    assert [i["id"] for i in mine.json()["items"]] == [incident["id"]]
+    assert (await api.http.get(one, headers=api.auth("guardian_b"))).status_code == 403
+    assert (await api.http.get(one, headers=d.auth("pair1"))).status_code == 403
+    none = await api.http.get(
+        "/api/v1/incidents?status=all&elder_id=99999", headers=api.auth("admin")
+    )
+    assert none.status_code == 404
 
 
 async def test_returned_home_stands_everyone_down(

@@ -70,10 +70,11 @@ def list_incidents(
     status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
     cursor: str | None = None,
     limit: Limit = 50,
+    elder_id: Annotated[int | None, Query(gt=0)] = None,
 ) -> Page[IncidentRead]:
-    """Incidents the caller may see, newest first."""
+    """Incidents the caller may see, newest first; ``elder_id`` keeps one elder's."""
     ids, next_cursor = service.list_ids(
-        redis, caller=caller, status=status, cursor=cursor, limit=limit
+        redis, caller=caller, status=status, cursor=cursor, limit=limit, elder_id=elder_id
     )
     items = [service.read(redis, service.load(redis, i), caller=caller) for i in ids]
     return Page[IncidentRead](items=items, next=next_cursor)

@@ -1133,10 +1133,23 @@ def _str(value: object) -> str | None:
 
 
 def list_ids(
-    client: redis.Redis, *, caller: Principal, status: str, cursor: str | None, limit: int
+    client: redis.Redis,
+    *,
+    caller: Principal,
+    status: str,
+    cursor: str | None,
+    limit: int,
+    elder_id: int | None = None,
 ) -> tuple[list[int], str | None]:
-    """Incident ids the caller may see, newest first, one page."""
-    if caller.is_staff:
+    """Incident ids the caller may see, newest first, one page (one elder's, if asked)."""
+    if elder_id is not None:
+        if caller.role is Role.VOLUNTEER:
+            raise Forbidden("volunteers list their own alerts")
+        from devices.elders.service import authorize_sync
+
+        authorize_sync(client, caller=caller, elder_id=elder_id, write=False)
+        ids = [int(_s(i)) for i in client.zrevrange(keys.elder_incidents(elder_id), 0, -1)]
+    elif caller.is_staff:
         index = keys.INCIDENTS_OPEN if status == "open" else keys.INCIDENTS
         ids = [int(_s(i)) for i in client.zrevrange(index, 0, -1)]
     elif caller.role is Role.VOLUNTEER:

@@ -232,10 +232,10 @@
   }
 
   async function loadIncidents() {
-    const page = await HW.api("/api/v1/incidents?status=all");
+    const page = await HW.api(`/api/v1/incidents?status=all&elder_id=${elderId}&limit=20`);
     const list = $("incidents");
     list.innerHTML = "";
-    const mine = page.items.filter((i) => i.elder_id === elderId);
+    const mine = page.items;
     // The newest incident at the top: open ones in red, a recent outcome in green.
     const latest = mine[0];
     const box = $("latest");

@@ -23,7 +23,7 @@
   function navLinks(lat, lon) {
     const [glat, glon] = HW.wgsToGcj(lat, lon);  // Apple Maps in China draws GCJ-02, no flag
     $("nav-amap").href = `https://uri.amap.com/marker?position=${lon},${lat}&coordinate=wgs84&callnative=1`;
-    $("nav-baidu").href = `https://api.map.baidu.com/marker?location=${lat},${lon}&coord_type=wgs84&output=html&title=${encodeURIComponent(incident.elder_name || "")}`;
+    $("nav-baidu").href = `https://api.map.baidu.com/marker?location=${lat},${lon}&coord_type=wgs84&output=html&title=${encodeURIComponent(incident.elder_name || "")}&content=${encodeURIComponent(incident.code || "")}&src=webapp.homeward.volunteer`;
     $("nav-apple").href = `https://maps.apple.com/?ll=${glat.toFixed(6)},${glon.toFixed(6)}&q=${encodeURIComponent(incident.elder_name || "")}`;
     $("nav-geo").href = `geo:${lat},${lon}`;
   }
