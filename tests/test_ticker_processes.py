@@ -79,7 +79,13 @@ async def test_two_tickers_one_killed_run_every_step_once(
             for a in client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
             if ".respond." in a
         ]
-        assert len(team) == len(set(team)) == 3  # lead, member, on-call dispatcher
+        assert len(team) == 3  # lead, member, on-call dispatcher
+        # What was queued for delivery (a step run twice would queue its pages twice, were
+        # the attempt ids not refused): each respond-step page went into the outbox once.
+        queued = [
+            f["attempt"] for _, f in client.xrange(keys.OUTBOX) if ".respond." in f["attempt"]
+        ]
+        assert sorted(queued) == sorted(team)
     finally:
         for process in tickers:
             if process.poll() is None:
