@@ -174,6 +174,8 @@ class View:
     acknowledged_at: float | None = None
     on_site_at: float | None = None
     step: str | None = None
+    respond_deadline: float | None = None
+    onsite_deadline: float | None = None
 
 
 def dispatcher_pages(view: View, *, more: int, team: bool) -> Change:
@@ -315,14 +317,19 @@ def returned_home(view: View) -> Change:
     return change
 
 
+def _late(done_at: float | None, deadline: float | None) -> bool:
+    """Not done, or done after the deadline (a step run late by an overdue ticker)."""
+    return done_at is None or (deadline is not None and done_at > deadline)
+
+
 def run_step(view: View, *, step: str) -> Change:
     """A ladder step came due: what it records (the service adds the people it pages).
 
     A deadline step is a breach only if its promise was not kept: an accept that was later
     withdrawn still met the 3 minutes, and the ladder runs on without calling it broken.
     """
-    breach = (step == "respond" and view.acknowledged_at is None) or (
-        step == "onsite" and view.on_site_at is None
+    breach = (step == "respond" and _late(view.acknowledged_at, view.respond_deadline)) or (
+        step == "onsite" and _late(view.on_site_at, view.onsite_deadline)
     )
     change = Change(ladder="next")
     change.fields["step"] = step

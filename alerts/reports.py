@@ -21,7 +21,7 @@ import redis
 
 from locator.core import keys
 from locator.core.auth import Principal, Role
-from locator.core.clock import isoformat
+from locator.core.clock import isoformat, parse_iso
 
 COLUMNS = (
     "incident_id",
@@ -96,6 +96,11 @@ def row(
     closed_at = _f(f.get("resolved_at")) if f["status"] in ("resolved", "cancelled") else None
     if closed_at is None and f["status"] in ("resolved", "cancelled"):
         closed_at = now  # an old record without its closing time
+    # Back home before anyone accepted: the search ended there, whenever the incident closed.
+    home = next((e for e in timeline if e["type"] == "returned_home"), None)
+    if home is not None and acknowledged is None:
+        home_at = parse_iso(str(home["at"])).timestamp()
+        closed_at = home_at if closed_at is None else min(closed_at, home_at)
     respond_sla = _sla_state(
         None if acknowledged is None else acknowledged - t0,
         policy["respond_s"],
@@ -206,14 +211,15 @@ def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, An
                 stats["accepts"] += 1
             elif first == "declined":
                 stats["declines"] += 1
-            elif r["respond_sla"] == "breached":
-                stats["no_answers"] += 1  # silent while the 3 minutes ran out
+            elif (
+                r["_responders"][vid].get("state") == "stood_down"
+                and r["respond_sla"] != "breached"
+            ):
+                stats["stood_down"] += 1  # covered, home or closed before they answered
             elif r["respond_sla"] == "pending":
                 stats["awaiting"] += 1
-            elif r["_responders"][vid].get("state") == "stood_down":
-                stats["stood_down"] += 1  # covered or closed before they answered
             else:
-                stats["no_answers"] += 1
+                stats["no_answers"] += 1  # silent while the 3 minutes ran out
     return {
         "overall": _group(rows),
         "by_trigger": {k: _group(v) for k, v in sorted(by_trigger.items())},

@@ -312,6 +312,8 @@ class IngestLoop:
                 total.outcomes["rejected:internal_error"] += 1
                 continue
             total.outcomes.update(one.outcomes)
+            total.leaving += one.leaving
+            total.unsure += one.unsure
             total.positions += one.positions
         return total
 

@@ -149,6 +149,9 @@ def test_a_step_records_its_breach_only_when_the_promise_was_broken() -> None:
     assert esc.run_step(kept, step="onsite").fields == {"step": "onsite", "onsite_breached": True}
     there = View(status="acknowledged", responders={}, acknowledged_at=60.0, on_site_at=300.0)
     assert "breach" not in esc.run_step(there, step="onsite").timeline[0]
+    # An overdue ticker runs the respond step late, after a late accept: still a breach.
+    late = View(status="acknowledged", responders={}, acknowledged_at=200.0, respond_deadline=180.0)
+    assert esc.run_step(late, step="respond").fields["respond_breached"] is True
 
 
 def test_an_sms_stays_within_two_parts_with_a_long_name_place_and_url() -> None:
@@ -169,3 +172,8 @@ def test_an_sms_stays_within_two_parts_with_a_long_name_place_and_url() -> None:
     assert "王芳" in short and "西山" in short  # nothing cut when it fits
     english = messages.render("alert", "en", {**values, "name": "Wang Fang", "place": "850 m NE"})
     assert english.isascii() and "Wang Fang" in english  # GSM-7: 306 characters for two parts
+    long_english = messages.render(
+        "alert", "en", {**values, "name": "W" * 150, "place": "850 m north-east, " * 10}
+    )
+    assert long_english.isascii()  # shortened with "...", so it stays GSM-7
+    assert messages.sms_fits(long_english) and 250 < len(long_english) <= 306

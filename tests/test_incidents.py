@@ -15,6 +15,7 @@ import redis
 from alerts.escalation import Policy
 from alerts.incidents import service as incidents
 from locator.core import keys, timers
+from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
 from locator.core.timers import TimerQueue
 from locator.ticker import Ticker
@@ -145,12 +146,28 @@ async def test_the_ladder_voice_then_team_and_dispatcher_at_the_deadline_not_bef
     }
     incident = incidents.load(client, incident_id)
     assert incident.fields["respond_breached"] == "1"
+    # The team member accepts late: the lead is told "covered, stand by"...
+    incidents.answer(
+        client,
+        config(clock),
+        caller=Principal(Role.VOLUNTEER, str(d.vid("member"))),
+        incident_id=incident_id,
+        action="ack",
+        channel="api",
+    )
     clock.advance(420)  # 08:10:00, nobody on site: 3 km radius + the team lead
     assert [result for _, result in tick.run_once()] == ["onsite"]
     onsite = paged(client, incident_id, "onsite")
     assert f"volunteer:{d.vid('far2000')}" in onsite and f"volunteer:{d.vid('near900')}" in onsite
     assert f"volunteer:{d.vid('lead')}" in onsite
     assert incidents.load(client, incident_id).fields["onsite_breached"] == "1"
+    # ...and still called at the on-site deadline, standing by or not.
+    lead_call = next(
+        a
+        for a, doc in attempts(client, incident_id).items()
+        if doc["recipient"] == f"volunteer:{d.vid('lead')}" and doc["step"] == "onsite"
+    )
+    assert deliverer(client, None).deliver(lead_call, now=clock.time()) == "sent"
     clock.advance(3600)
     assert tick.run_once() == []  # the ladder ends there
 
@@ -320,6 +337,22 @@ async def test_returned_home_stands_everyone_down(
     assert incident.next_step is None
     assert len(paged(client, incident_id, "returned_home")) == 5 + 2
     assert {r.state for r in incident.responders} == {"stood_down"}
+    # The exit alarm redelivered (say its ack was lost): it is on this incident already.
+    exit_source = next(
+        iter(client.smembers(keys.incident_sources(d.elder_id, incident_id)))  # type: ignore[call-overload]
+    )
+    again_id, opened = incidents.open_or_join(
+        client,
+        config(clock),
+        elder_id=d.elder_id,
+        trigger="zone_exit",
+        at=None,
+        actor="system",
+        channel="device",
+        source=str(exit_source),
+    )
+    assert (again_id, opened) == (incident_id, False)
+    assert incidents.load(client, incident_id).status == "open"
     # She leaves again (or presses SOS): the quiet incident closes, a fresh ladder pages.
     clock.advance(600)
     device_event(client, d.elder_id, clock, "sos")

@@ -461,3 +461,26 @@ async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrade
     # Acknowledged (an operator handled it by hand): health is green again.
     client.xack(keys.DEVICE_EVENTS, "alerts", f"{arrived_ms}-0")
     assert (await api.http.get("/healthz")).status_code == 200
+
+
+async def test_back_home_before_any_accept_is_no_breach_and_nobody_failed_to_answer(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    cfg = config(clock)
+    exit_event(client, d.elder_id, clock)
+    consume(client, cfg)
+    incident_id = incidents.open_incident_id(client, d.elder_id)
+    assert incident_id is not None
+    zone_id = next(iter(client.hkeys(keys.zones(d.elder_id))))  # type: ignore[call-overload]
+    clock.advance(60)  # home after a minute: everyone stands down
+    exit_event(client, d.elder_id, clock, metres=50, kind="zone_enter", zone_id=str(zone_id))
+    consume(client, cfg)
+    clock.advance(3 * 3600)  # nobody closes it for hours
+    r = await api.http.get("/api/v1/reports/sla", headers=api.auth("dispatcher"))
+    row = next(x for x in r.json()["rows"] if x["incident_id"] == incident_id)
+    assert (row["respond_sla"], row["onsite_sla"]) == ("n/a", "n/a")
+    assert not row["respond_breached"] and not row["onsite_breached"]
+    pair1 = next(v for v in r.json()["by_volunteer"] if v["volunteer_id"] == d.vid("pair1"))
+    assert (pair1["stood_down"], pair1["no_answers"]) == (1, 0)
+    assert r.json()["overall"]["respond_compliance_pct"] is None  # nothing decided

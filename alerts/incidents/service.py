@@ -87,6 +87,8 @@ class Snapshot:
             acknowledged_at=_float(self.fields.get("acknowledged_at")),
             on_site_at=_float(self.fields.get("on_site_at")),
             step=self.fields.get("step"),
+            respond_deadline=_float(self.fields.get("respond_deadline")),
+            onsite_deadline=_float(self.fields.get("onsite_deadline")),
         )
 
 
@@ -694,6 +696,12 @@ def open_or_join(
     """Open the elder's incident, or add this alarm to the open one; (id, opened)."""
     for _ in range(10):
         existing = open_incident_id(client, elder_id)
+        if (
+            existing is not None
+            and source
+            and client.sismember(keys.incident_sources(elder_id, existing), source)
+        ):
+            return existing, False  # this very alarm is on it already (a redelivery)
         if existing is not None and _stood_down_at_home(client, existing):
             # She came home and everyone stood down; this is a new departure, and joining
             # the quiet incident would page nobody. Close that one, open a fresh ladder.
@@ -966,7 +974,11 @@ def _stood_down_at_home(client: redis.Redis, incident_id: int) -> bool:
         snap = load(client, incident_id)
     except NotFound:
         return False
-    return snap.fields.get("suggested_outcome") == "returned_home"
+    if snap.fields.get("suggested_outcome") != "returned_home":
+        return False
+    # A dispatcher may have paged people again since: then it is a live incident.
+    live = {escalation.NOTIFIED, *escalation.ENGAGED}
+    return not any(r.get("state") in live for r in snap.responders.values())
 
 
 def _close_returned_home(

@@ -178,9 +178,10 @@ def render(template: str, locale: str, values: dict[str, Any]) -> str:
     if template in _NOT_SMS or sms_fits(text):
         return text
     shrunk = dict(values)
+    ellipsis = "..." if text.isascii() else "…"  # "…" alone would turn GSM-7 into UCS-2
     for key in _SHRINKABLE:
-        while not sms_fits(text) and len(str(shrunk.get(key, ""))) > 2:
-            shrunk[key] = str(shrunk[key])[:-2] + "…"
+        while not sms_fits(text) and len(str(shrunk.get(key, ""))) > len(ellipsis) + 1:
+            shrunk[key] = str(shrunk[key])[: -len(ellipsis) - 1] + ellipsis
             text = table[template].format_map(_Missing(shrunk))
     return text
 

@@ -223,7 +223,8 @@ def _moot(client: redis.Redis, doc: dict[str, str]) -> str | None:
     if status in ("resolved", "cancelled"):
         return f"incident {status}"
     kind, _, ident = doc.get("recipient", "").partition(":")
-    if kind == "volunteer":
+    # The team lead is called at the on-site deadline whatever they answered before.
+    if kind == "volunteer" and doc.get("template") != "lead_call":
         raw = client.hget(keys.incident_responders(elder_id, incident_id), ident)
         state = json.loads(raw).get("state") if raw else None
         if state is not None and state != "notified":

@@ -35,6 +35,7 @@ from devices.ingest.codecs import (
     route_of,
 )
 from devices.ingest.position import Position
+from devices.reporting import FOLLOW_UP_MIN_BASE_S
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
@@ -114,6 +115,7 @@ class Target:
     device_id: str
     elder_id: int
     offline_after_s: int | None = None
+    report_interval_s: int | None = None
 
 
 @dataclass
@@ -244,6 +246,7 @@ class DeviceRoutes:
                 device_id=str(device_id),
                 elder_id=int(doc["elder_id"]),
                 offline_after_s=doc.get("offline_after_s"),
+                report_interval_s=doc.get("report_interval_s"),
             )
             self._known[route] = found_target
             self._unknown.pop(route, None)
@@ -474,7 +477,8 @@ class UplinkStore:
         outcome.outcomes[verdict] += 1
         if isinstance(item.uplink, Fix):
             outcome.positions.append((item.position(), verdict))
-            if update is not None and getattr(update, "unsure", False):
+            slow = (item.target.report_interval_s or 0) >= FOLLOW_UP_MIN_BASE_S
+            if slow and update is not None and getattr(update, "unsure", False):
                 outcome.unsure.append((item.target.elder_id, item.target.device_id))
 
     def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
