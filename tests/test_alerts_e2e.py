@@ -119,6 +119,113 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         client.close()
 
 
+async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Decline → next nearest; the respond deadline (not before) → team and dispatcher; a
+    late accept; a shared location → on site; resolve; a manual report; returned home."""
+    from locator.ticker import Ticker
+
+    d = await build_district(api)
+    r = await api.http.post(
+        "/api/v1/devices",
+        json={"device_id": "b-1", "elder_id": d.elder_id},
+        headers=api.auth("guardian_a"),
+    )
+    assert r.status_code == 201, r.text
+    pages = Listener(mqtt_url, "homeward/volunteers/+/alerts")
+    client = sync_client(redis_url, process="test")
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-ladder-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    workers = start_workers(
+        client, config(clock), publisher=publisher, stop=stop, data_dir=tmp_path
+    )
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    ticker = Ticker(client, clock=clock, offline_after_s=3600, alerts=config(clock))
+
+    def topic(name: str) -> str:
+        return f"homeward/volunteers/{d.vid(name)}/alerts"
+
+    def paged(kind: str) -> set[str]:
+        return {t for t, m in pages.messages if m["type"] == kind}
+
+    def walk(*metres: float, every: float = 15) -> None:
+        for m in metres:
+            clock.advance(every)
+            bracelet.send(
+                "homeward/devices/b-1/up",
+                {"_type": "location", **north(m), "tst": clock.time(), "acc": 10},
+            )
+            ingest.wait_processed(ingest.processed + 1)
+
+    try:
+        walk(0, 0, 300, 320)
+        wait_for(lambda: {topic("pair1"), topic("near200")} <= paged("alert"), timeout=5)
+        incident_id = incidents.open_incident_id(client, d.elder_id)
+        assert incident_id is not None
+        url = f"/api/v1/incidents/{incident_id}"
+        # A decline pages the next nearest at once.
+        r = await api.http.post(f"{url}/decline", headers=d.auth("near200"))
+        assert r.status_code == 200, r.text
+        wait_for(lambda: topic("near900") in paged("alert"), timeout=5)
+        # Nobody accepts: the team is called at the respond deadline, not a second before.
+        clock.advance(179)  # t0 is the confirming fix's time
+        ticker.run_once()
+        queued = client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
+        assert not [a for a in queued if ".respond." in a]  # not queued, so never sent
+        clock.advance(1)
+        ticker.run_once()
+        wait_for(lambda: {topic("lead"), topic("member")} <= paged("team_call"), timeout=5)
+        staff = api.auth("dispatcher")
+        incident = (await api.http.get(url, headers=staff)).json()
+        assert incident["respond_breached"] is True
+        notified = await api.http.get(
+            f"/api/v1/notifications?incident_id={incident_id}", headers=staff
+        )
+        assert f"dispatcher:{d.dispatcher_id}" in {n["recipient"] for n in notified.json()["items"]}
+        # The team member accepts, rides over: the shared location next to her is on site.
+        r = await api.http.post(f"{url}/ack", headers=d.auth("member"))
+        assert r.json()["status"] == "acknowledged"
+        wait_for(lambda: topic("pair1") in paged("covered"), timeout=5)
+        r = await api.http.post(
+            f"/api/v1/volunteers/{d.vid('member')}/location",
+            json={**north(330), "acc": 10},
+            headers=d.auth("member"),
+        )
+        assert r.status_code == 200, r.text
+        assert (await api.http.get(url, headers=staff)).json()["status"] == "on_site"
+        r = await api.http.post(f"{url}/resolve", json={"outcome": "found_safe"}, headers=staff)
+        assert r.json()["status"] == "resolved"
+        assert incidents.open_incident_id(client, d.elder_id) is None
+        # Later the family reports her missing again: one new incident, paged afresh.
+        pages.messages.clear()
+        r = await api.http.post(
+            "/api/v1/incidents",
+            json={"elder_id": d.elder_id, "note": "又不见了"},
+            headers=api.auth("guardian_a"),
+        )
+        assert r.status_code == 201, r.text
+        manual = r.json()["id"]
+        assert manual != incident_id and r.json()["trigger"] == "missing"
+        wait_for(lambda: topic("pair2") in paged("alert"), timeout=5)
+        # She walks home: everyone stands down, "returned_home" is suggested.
+        walk(200, 100, 0, 0)
+        wait_for(lambda: topic("pair1") in paged("returned_home"), timeout=5)
+        back = (await api.http.get(f"/api/v1/incidents/{manual}", headers=staff)).json()
+        assert back["suggested_outcome"] == "returned_home"
+        assert {r["state"] for r in back["responders"]} == {"stood_down"}
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        bracelet.close()
+        ingest.close()
+        pages.close()
+        publisher.close()
+        client.close()
+
+
 @pytest.fixture
 def server(redis: object, redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[str]:
     """The real app on a loopback port (SSE needs a real connection, not ASGITransport)."""
