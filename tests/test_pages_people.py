@@ -31,7 +31,7 @@ from alerts.incidents.service import config_from
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.app import create_app
-from locator.core import crs
+from locator.core import crs, keys
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
@@ -426,3 +426,54 @@ def test_zones_drawn_on_amap_tiles_are_stored_in_wgs84(
         gcj_lat, gcj_lon = crs.wgs84_to_gcj02(HAINING["lat"], HAINING["lon"])
         assert crs.haversine_m(gcj_lat, gcj_lon, HAINING["lat"], HAINING["lon"]) > 300
         context.close()
+
+
+def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
+    site: Site, browser: Any, mqtt_url: str, tmp_path: Path
+) -> None:
+    from tests.factories import elder_body
+
+    made = site.http.post("/api/v1/elders", json=elder_body(), headers=site.as_("guardian_a"))
+    assert made.status_code == 201, made.text
+    elder_id = made.json()["id"]
+    cfg = config_from(site.settings, clock=site.clock, mqtt_url=mqtt_url)
+    publisher = MqttPublisher(mqtt_url, client_id=f"test-family-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    workers = start_workers(site.client, cfg, publisher=publisher, stop=stop, data_dir=tmp_path)
+    context = browser.new_context(viewport=PHONE, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        login(page, site.url, site.tokens["guardian_a"], next_path=f"/family/elders/{elder_id}")
+        page.wait_for_selector("#notices li.muted")  # nothing yet
+        # "Report missing", confirmed once: an incident opens and shows without a reload.
+        page.fill("#m-note", "穿灰色外套，在菜场走散")
+        page.click("#missing")
+        page.click("#confirm-yes")
+        page.wait_for_selector("#incidents li[data-status=open]")
+        listed = site.http.get(
+            f"/api/v1/incidents?status=open&elder_id={elder_id}", headers=site.as_("admin")
+        ).json()["items"]
+        assert [(i["trigger"], i["note"]) for i in listed] == [
+            ("missing", "穿灰色外套，在菜场走散")
+        ]
+        # The bracelet's battery runs low: the notice comes over the live feed.
+        site.client.xadd(
+            keys.DEVICE_EVENTS,
+            {
+                "type": "low_battery",
+                "elder_id": str(elder_id),
+                "device_id": "b-1",
+                "detail": "15% battery",
+                "received_ms": str(int(site.clock.time() * 1000)),
+            },
+        )
+        page.wait_for_selector("#notices li:has-text('15%')", timeout=10_000)
+        assert not errors, errors
+    finally:
+        context.close()
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        publisher.close()
