@@ -477,3 +477,71 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
         for w in workers:
             w.join(timeout=5)
         publisher.close()
+
+
+def test_volunteers_decline_and_withdraw_from_the_page_and_set_quiet_hours(
+    site: Site, browser: Any
+) -> None:
+    from tests.factories import elder_body, volunteer_body
+
+    made = site.http.post("/api/v1/elders", json=elder_body(), headers=site.as_("guardian_a"))
+    elder_id = made.json()["id"]
+    vids = []
+    for n in (1, 2):
+        vid = site.http.post(
+            "/api/v1/volunteers", json=volunteer_body(n), headers=site.as_("admin")
+        ).json()["id"]
+        site.http.post(
+            f"/api/v1/volunteers/{vid}/location",
+            json={**north(100 * n), "acc": 10},
+            headers=site.as_("admin"),
+        ).raise_for_status()
+        vids.append(vid)
+    report = site.http.post(
+        "/api/v1/incidents",
+        json={"elder_id": elder_id, "last_seen_at": north(50)},
+        headers=site.as_("guardian_a"),
+    )
+    incident_id = report.json()["id"]
+    log = site.http.get(
+        f"/api/v1/notifications?incident_id={incident_id}", headers=site.as_("admin")
+    ).json()["items"]
+
+    def link_of(vid: int) -> str:
+        for item in log:
+            found = re.search(r"(http://\S+/v/\d+\?t=[\w.\-]+)", item["text"])
+            if item["recipient"] == f"volunteer:{vid}" and found:
+                return found.group(1)
+        raise AssertionError(f"no link for volunteer {vid}")
+
+    def state(vid: int) -> str:
+        return str(incidents.load(site.client, incident_id).responders[vid]["state"])
+
+    context = browser.new_context(viewport=PHONE, locale="zh-CN")
+    first = context.new_page()
+    first.goto(link_of(vids[0]))
+    first.wait_for_selector("#answer:not(.hidden)")
+    first.click("#decline")
+    first.click("#confirm-yes")  # a decline asks once more
+    first.wait_for_selector("body[data-responder=declined]")
+    assert state(vids[0]) == "declined"
+    other = browser.new_context(viewport=PHONE, locale="zh-CN")
+    second = other.new_page()
+    second.goto(link_of(vids[1]))
+    second.wait_for_selector("#answer:not(.hidden)")
+    second.click("#accept")
+    second.wait_for_selector("body[data-responder=accepted]")
+    second.click("#withdraw")
+    second.click("#confirm-yes")
+    second.wait_for_selector("body[data-responder=withdrawn]")
+    assert state(vids[1]) == "withdrawn"
+    assert incidents.load(site.client, incident_id).status == "open"  # nobody is coming now
+    # Quiet hours, saved from the same page.
+    second.fill("#quiet-start", "22:00")
+    second.fill("#quiet-end", "06:30")
+    second.click("#quiet-save")
+    second.wait_for_selector("#me-state:has-text('已保存')")
+    me = site.http.get(f"/api/v1/volunteers/{vids[1]}", headers=site.as_("admin")).json()
+    assert me["quiet_hours"] == {"start": "22:00", "end": "06:30"}
+    context.close()
+    other.close()
