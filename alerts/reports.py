@@ -101,19 +101,9 @@ def row(
     if home is not None and acknowledged is None:
         home_at = parse_iso(str(home["at"])).timestamp()
         closed_at = home_at if closed_at is None else min(closed_at, home_at)
-    respond_sla = _sla_state(
-        None if acknowledged is None else acknowledged - t0,
-        policy["respond_s"],
-        closed_at=closed_at,
-        now=now,
-        t0=t0,
-    )
-    onsite_sla = _sla_state(
-        None if on_site is None else on_site - t0,
-        policy["onsite_s"],
-        closed_at=closed_at,
-        now=now,
-        t0=t0,
+    respond_sla, onsite_sla = (
+        _sla_state(None if done is None else done - t0, limit, closed_at=closed_at, now=now, t0=t0)
+        for done, limit in ((acknowledged, policy["respond_s"]), (on_site, policy["onsite_s"]))
     )
     respond_s = None if acknowledged is None else round(acknowledged - t0, 1)
     onsite_s = None if on_site is None else round(on_site - t0, 1)

@@ -249,30 +249,27 @@ class IngestLoop:
         if not self._adaptive:
             return
         leaving = {elder_id for elder_id, _ in outcome.leaving}
-        for elder_id, device_id in dict(outcome.unsure).items():
-            if elder_id in leaving:
-                continue
-            try:
-                reporting.follow_up(
-                    self._redis,
-                    self,
-                    elder_id=elder_id,
-                    device_id=device_id,
-                    now=self._clock.time(),
-                )
-            except Exception:  # a command that cannot go out must not stop the ingest
-                log.exception("follow_up_failed", elder_id=elder_id, device_id=device_id)
-        for elder_id, device_id in outcome.leaving:
-            try:
-                reporting.start_fast_mode(
-                    self._redis,
-                    self,
-                    elder_id=elder_id,
-                    device_id=device_id,
-                    now=self._clock.time(),
-                )
-            except Exception:  # a command that cannot go out must not stop the ingest
-                log.exception("fast_mode_failed", elder_id=elder_id, device_id=device_id)
+        unsure = [(e, d) for e, d in dict(outcome.unsure).items() if e not in leaving]
+        for action, targets in (
+            (reporting.follow_up, unsure),
+            (reporting.start_fast_mode, outcome.leaving),
+        ):
+            for elder_id, device_id in targets:
+                try:
+                    action(
+                        self._redis,
+                        self,
+                        elder_id=elder_id,
+                        device_id=device_id,
+                        now=self._clock.time(),
+                    )
+                except Exception:  # a command that cannot go out must not stop the ingest
+                    log.exception(
+                        "adaptive_reporting_failed",
+                        action=action.__name__,
+                        elder_id=elder_id,
+                        device_id=device_id,
+                    )
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Downlink on the ingest's own connection (the Publisher protocol)."""

@@ -8,10 +8,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from alerts.incidents import service as incidents
 from locator.alerts_loop import EVENTS_TOPIC, start_workers
@@ -21,25 +23,29 @@ from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import sync_client
 from locator.core.settings import load_settings
-from tests.alerts_harness import build_district, config, north
+from tests.alerts_harness import District, build_district, config, north
 from tests.browser import LiveServer
 from tests.conftest import Api
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.test_ingest import Listener
 
 
-async def test_an_exit_pages_both_paired_volunteers_within_a_second(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
-) -> None:
-    d = await build_district(api)
-    r = await api.http.post(
-        "/api/v1/devices",
-        json={"device_id": "b-1", "elder_id": d.elder_id},
-        headers=api.auth("guardian_a"),
-    )
-    assert r.status_code == 201, r.text
+@dataclass
+class Pipeline:
+    """The real path from bracelet to pages: broker, ingest, alerts workers (as the ticker
+    process runs them), and a listener on every volunteer's push topic."""
+
+    client: redis.Redis
+    ingest: RunningIngest
+    bracelet: Publisher
+    pages: Listener
+
+
+@pytest.fixture
+def pipeline(
+    mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> Iterator[Pipeline]:
     pages = Listener(mqtt_url, "homeward/volunteers/+/alerts")
-    events = Listener(mqtt_url, EVENTS_TOPIC)
     client = sync_client(redis_url, process="test")
     publisher = MqttPublisher(mqtt_url, client_id=f"test-alerts-{uuid.uuid4().hex[:6]}")
     stop = threading.Event()
@@ -48,6 +54,41 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
     )
     ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
     bracelet = Publisher(mqtt_url)
+    try:
+        yield Pipeline(client, ingest, bracelet, pages)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=5)
+        bracelet.close()
+        ingest.close()
+        pages.close()
+        publisher.close()
+        client.close()
+
+
+async def district_with_bracelet(api: Api) -> District:
+    d = await build_district(api)
+    r = await api.http.post(
+        "/api/v1/devices",
+        json={"device_id": "b-1", "elder_id": d.elder_id},
+        headers=api.auth("guardian_a"),
+    )
+    assert r.status_code == 201, r.text
+    return d
+
+
+async def test_an_exit_pages_both_paired_volunteers_within_a_second(
+    api: Api, mqtt_url: str, clock: ManualClock, pipeline: Pipeline
+) -> None:
+    d = await district_with_bracelet(api)
+    client, ingest, bracelet, pages = (
+        pipeline.client,
+        pipeline.ingest,
+        pipeline.bracelet,
+        pipeline.pages,
+    )
+    events = Listener(mqtt_url, EVENTS_TOPIC)
     try:
         for published, metres in enumerate((0, 0, 300), start=1):
             clock.advance(15)
@@ -108,40 +149,23 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         # The elder's bracelet keeps reporting fast while the incident is open.
         assert client.exists(keys.open_incident(d.elder_id))
     finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=5)
-        bracelet.close()
-        ingest.close()
-        pages.close()
         events.close()
-        publisher.close()
-        client.close()
 
 
 async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, clock: ManualClock, pipeline: Pipeline
 ) -> None:
     """Decline → next nearest; the respond deadline (not before) → team and dispatcher; a
     late accept; a shared location → on site; resolve; a manual report; returned home."""
     from locator.ticker import Ticker
 
-    d = await build_district(api)
-    r = await api.http.post(
-        "/api/v1/devices",
-        json={"device_id": "b-1", "elder_id": d.elder_id},
-        headers=api.auth("guardian_a"),
+    d = await district_with_bracelet(api)
+    client, ingest, bracelet, pages = (
+        pipeline.client,
+        pipeline.ingest,
+        pipeline.bracelet,
+        pipeline.pages,
     )
-    assert r.status_code == 201, r.text
-    pages = Listener(mqtt_url, "homeward/volunteers/+/alerts")
-    client = sync_client(redis_url, process="test")
-    publisher = MqttPublisher(mqtt_url, client_id=f"test-ladder-{uuid.uuid4().hex[:6]}")
-    stop = threading.Event()
-    workers = start_workers(
-        client, config(clock), publisher=publisher, stop=stop, data_dir=tmp_path
-    )
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
-    bracelet = Publisher(mqtt_url)
     ticker = Ticker(client, clock=clock, offline_after_s=3600, alerts=config(clock))
 
     def topic(name: str) -> str:
@@ -159,71 +183,59 @@ async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
             )
             ingest.wait_processed(ingest.processed + 1)
 
-    try:
-        walk(0, 0, 300, 320)
-        wait_for(lambda: {topic("pair1"), topic("near200")} <= paged("alert"), timeout=5)
-        incident_id = incidents.open_incident_id(client, d.elder_id)
-        assert incident_id is not None
-        url = f"/api/v1/incidents/{incident_id}"
-        # A decline pages the next nearest at once.
-        r = await api.http.post(f"{url}/decline", headers=d.auth("near200"))
-        assert r.status_code == 200, r.text
-        wait_for(lambda: topic("near900") in paged("alert"), timeout=5)
-        # Nobody accepts: the team is called at the respond deadline, not a second before.
-        clock.advance(179)  # t0 is the confirming fix's time
-        ticker.run_once()
-        queued = client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
-        assert not [a for a in queued if ".respond." in a]  # not queued, so never sent
-        clock.advance(1)
-        ticker.run_once()
-        wait_for(lambda: {topic("lead"), topic("member")} <= paged("team_call"), timeout=5)
-        staff = api.auth("dispatcher")
-        incident = (await api.http.get(url, headers=staff)).json()
-        assert incident["respond_breached"] is True
-        notified = await api.http.get(
-            f"/api/v1/notifications?incident_id={incident_id}", headers=staff
-        )
-        assert f"dispatcher:{d.dispatcher_id}" in {n["recipient"] for n in notified.json()["items"]}
-        # The team member accepts, rides over: the shared location next to her is on site.
-        r = await api.http.post(f"{url}/ack", headers=d.auth("member"))
-        assert r.json()["status"] == "acknowledged"
-        wait_for(lambda: topic("pair1") in paged("covered"), timeout=5)
-        r = await api.http.post(
-            f"/api/v1/volunteers/{d.vid('member')}/location",
-            json={**north(330), "acc": 10},
-            headers=d.auth("member"),
-        )
-        assert r.status_code == 200, r.text
-        assert (await api.http.get(url, headers=staff)).json()["status"] == "on_site"
-        r = await api.http.post(f"{url}/resolve", json={"outcome": "found_safe"}, headers=staff)
-        assert r.json()["status"] == "resolved"
-        assert incidents.open_incident_id(client, d.elder_id) is None
-        # Later the family reports her missing again: one new incident, paged afresh.
-        pages.messages.clear()
-        r = await api.http.post(
-            "/api/v1/incidents",
-            json={"elder_id": d.elder_id, "note": "又不见了"},
-            headers=api.auth("guardian_a"),
-        )
-        assert r.status_code == 201, r.text
-        manual = r.json()["id"]
-        assert manual != incident_id and r.json()["trigger"] == "missing"
-        wait_for(lambda: topic("pair2") in paged("alert"), timeout=5)
-        # She walks home: everyone stands down, "returned_home" is suggested.
-        walk(200, 100, 0, 0)
-        wait_for(lambda: topic("pair1") in paged("returned_home"), timeout=5)
-        back = (await api.http.get(f"/api/v1/incidents/{manual}", headers=staff)).json()
-        assert back["suggested_outcome"] == "returned_home"
-        assert {r["state"] for r in back["responders"]} == {"stood_down"}
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=5)
-        bracelet.close()
-        ingest.close()
-        pages.close()
-        publisher.close()
-        client.close()
+    walk(0, 0, 300, 320)
+    wait_for(lambda: {topic("pair1"), topic("near200")} <= paged("alert"), timeout=5)
+    incident_id = incidents.open_incident_id(client, d.elder_id)
+    assert incident_id is not None
+    url = f"/api/v1/incidents/{incident_id}"
+    # A decline pages the next nearest at once.
+    r = await api.http.post(f"{url}/decline", headers=d.auth("near200"))
+    assert r.status_code == 200, r.text
+    wait_for(lambda: topic("near900") in paged("alert"), timeout=5)
+    # Nobody accepts: the team is called at the respond deadline, not a second before.
+    clock.advance(179)  # t0 is the confirming fix's time
+    ticker.run_once()
+    queued = client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
+    assert not [a for a in queued if ".respond." in a]  # not queued, so never sent
+    clock.advance(1)
+    ticker.run_once()
+    wait_for(lambda: {topic("lead"), topic("member")} <= paged("team_call"), timeout=5)
+    staff = api.auth("dispatcher")
+    incident = (await api.http.get(url, headers=staff)).json()
+    assert incident["respond_breached"] is True
+    notified = await api.http.get(f"/api/v1/notifications?incident_id={incident_id}", headers=staff)
+    assert f"dispatcher:{d.dispatcher_id}" in {n["recipient"] for n in notified.json()["items"]}
+    # The team member accepts, rides over: the shared location next to her is on site.
+    r = await api.http.post(f"{url}/ack", headers=d.auth("member"))
+    assert r.json()["status"] == "acknowledged"
+    wait_for(lambda: topic("pair1") in paged("covered"), timeout=5)
+    r = await api.http.post(
+        f"/api/v1/volunteers/{d.vid('member')}/location",
+        json={**north(330), "acc": 10},
+        headers=d.auth("member"),
+    )
+    assert r.status_code == 200, r.text
+    assert (await api.http.get(url, headers=staff)).json()["status"] == "on_site"
+    r = await api.http.post(f"{url}/resolve", json={"outcome": "found_safe"}, headers=staff)
+    assert r.json()["status"] == "resolved"
+    assert incidents.open_incident_id(client, d.elder_id) is None
+    # Later the family reports her missing again: one new incident, paged afresh.
+    pages.messages.clear()
+    r = await api.http.post(
+        "/api/v1/incidents",
+        json={"elder_id": d.elder_id, "note": "又不见了"},
+        headers=api.auth("guardian_a"),
+    )
+    assert r.status_code == 201, r.text
+    manual = r.json()["id"]
+    assert manual != incident_id and r.json()["trigger"] == "missing"
+    wait_for(lambda: topic("pair2") in paged("alert"), timeout=5)
+    # She walks home: everyone stands down, "returned_home" is suggested.
+    walk(200, 100, 0, 0)
+    wait_for(lambda: topic("pair1") in paged("returned_home"), timeout=5)
+    back = (await api.http.get(f"/api/v1/incidents/{manual}", headers=staff)).json()
+    assert back["suggested_outcome"] == "returned_home"
+    assert {r["state"] for r in back["responders"]} == {"stood_down"}
 
 
 @pytest.fixture
