@@ -182,6 +182,9 @@ def dispatcher_pages(view: View, *, more: int, team: bool) -> Change:
     """A dispatcher asks for more people now: that many more nearby, and/or the team."""
     _require_active(view, "page more people for")
     change = Change(more_nearby=more, page_team=team)
+    # A dispatcher working the incident makes it live again: a later alarm joins it rather
+    # than closing it as "returned home".
+    change.fields["suggested_outcome"] = ""
     change.timeline.append({"type": "dispatcher_paged", "more": more, "team": team})
     return change
 
@@ -226,6 +229,9 @@ def accept(view: View, *, vid: int, now: float) -> Change:
     if view.status == "open":
         if view.acknowledged_at is None:
             change.fields.update(acknowledged_at=now, acknowledged_by=vid)
+            if _late(now, view.respond_deadline):
+                # The respond step will never run now: the accept itself records the breach.
+                change.fields["respond_breached"] = True
         change.status = "acknowledged"
         # Only those still waiting to answer hear "covered, stand by".
         covered = _stand_down(view, keep={vid}, template="covered", states=frozenset({NOTIFIED}))
@@ -288,6 +294,8 @@ def arrive(view: View, *, vid: int, now: float, how: str) -> Change:
         change.status = "on_site"
         if view.on_site_at is None:
             change.fields.update(on_site_at=now, on_site_by=vid)
+            if _late(now, view.onsite_deadline):
+                change.fields["onsite_breached"] = True
         change.ladder = "stop"
     change.notices.append(Notice("guardians", "on_site", step=f"on_site.{vid}"))
     return change

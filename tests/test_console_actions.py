@@ -152,3 +152,21 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
     assert page.locator(".incident").count() == 0
     assert not errors, errors
     context.close()
+
+
+@pytest.mark.parametrize(
+    "next_path",
+    ["//evil.example/x", "/%09/evil.example", "/%5Cevil.example", "javascript:alert(1)"],
+)
+def test_login_never_follows_next_off_the_site(site: Site, browser: Any, next_path: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{site.url}/login?next={next_path}")
+        page.fill("#token", site.tokens["dispatcher"])
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        page.wait_for_function("location.pathname !== '/login'")
+        assert page.url.startswith(site.url), page.url
+    finally:
+        context.close()

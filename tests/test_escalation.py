@@ -149,9 +149,20 @@ def test_a_step_records_its_breach_only_when_the_promise_was_broken() -> None:
     assert esc.run_step(kept, step="onsite").fields == {"step": "onsite", "onsite_breached": True}
     there = View(status="acknowledged", responders={}, acknowledged_at=60.0, on_site_at=300.0)
     assert "breach" not in esc.run_step(there, step="onsite").timeline[0]
-    # An overdue ticker runs the respond step late, after a late accept: still a breach.
-    late = View(status="acknowledged", responders={}, acknowledged_at=200.0, respond_deadline=180.0)
-    assert esc.run_step(late, step="respond").fields["respond_breached"] is True
+    # The ticker was behind and the first accept came after the deadline: the respond step
+    # will never run now, so the accept records the breach itself (and the arrival its own).
+    behind = View(
+        status="open",
+        responders={1: {"state": "notified"}},
+        respond_deadline=180.0,
+        onsite_deadline=600.0,
+    )
+    assert esc.accept(behind, vid=1, now=200.0).fields["respond_breached"] is True
+    assert "respond_breached" not in esc.accept(behind, vid=1, now=170.0).fields
+    late_arrival = esc.arrive(behind, vid=1, now=640.0, how="pressed")
+    assert late_arrival.fields["onsite_breached"] is True
+    # A dispatcher paging more people makes a returned-home incident live again.
+    assert esc.dispatcher_pages(behind, more=1, team=False).fields["suggested_outcome"] == ""
 
 
 def test_an_sms_stays_within_two_parts_with_a_long_name_place_and_url() -> None:
@@ -176,4 +187,9 @@ def test_an_sms_stays_within_two_parts_with_a_long_name_place_and_url() -> None:
         "alert", "en", {**values, "name": "W" * 150, "place": "850 m north-east, " * 10}
     )
     assert long_english.isascii()  # shortened with "...", so it stays GSM-7
-    assert messages.sms_fits(long_english) and 250 < len(long_english) <= 306
+    # "[", "]" and "~" cost two septets each: the count is in septets, not characters.
+    units, limit = messages.sms_length(long_english)
+    assert limit == 306 and 250 < units <= 306 and units == len(long_english) + 3
+    # A link that leaves no room at all: the text goes whole rather than mangled.
+    huge = messages.render("alert", "zh-CN", {**values, "link": "https://x.cn/" + "a" * 200})
+    assert "欧阳春花（西山社区三号楼的那位老奶奶）" in huge

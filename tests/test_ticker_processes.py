@@ -72,20 +72,13 @@ async def test_two_tickers_one_killed_run_every_step_once(
         stamps = {s["step"]: _epoch(str(s["at"])) for s in steps()}
         for step, offset in (("voice", 2), ("respond", 4), ("onsite", 6)):
             assert stamps[step] >= t0 + offset - 1, f"{step} ran early"
-        # Nobody got the same step twice on one channel (attempt ids are unique by design),
-        # and every volunteer's respond-step page exists once.
+        # The step list above is what proves "once"; the respond step paged exactly these.
         team = [
             a
             for a in client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
             if ".respond." in a
         ]
         assert len(team) == 3  # lead, member, on-call dispatcher
-        # What was queued for delivery (a step run twice would queue its pages twice, were
-        # the attempt ids not refused): each respond-step page went into the outbox once.
-        queued = [
-            f["attempt"] for _, f in client.xrange(keys.OUTBOX) if ".respond." in f["attempt"]
-        ]
-        assert sorted(queued) == sorted(team)
     finally:
         for process in tickers:
             if process.poll() is None:

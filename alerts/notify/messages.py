@@ -161,10 +161,20 @@ _SHRINKABLE = ("place", "name")
 _NOT_SMS = frozenset({"voice_script"})
 
 
+_GSM_ESCAPED = frozenset("^{}\\[~]|€")  # two septets each in GSM-7
+
+
+def sms_length(text: str) -> tuple[int, int]:
+    """(units, limit for two parts): GSM-7 septets for plain ASCII, else UTF-16 units."""
+    if text.isascii():
+        return len(text) + sum(c in _GSM_ESCAPED for c in text), SMS_CHARS_GSM
+    return len(text) + sum(ord(c) > 0xFFFF for c in text), SMS_CHARS_UCS2
+
+
 def sms_fits(text: str) -> bool:
     """Whether a text goes out in at most two SMS parts."""
-    limit = SMS_CHARS_GSM if text.isascii() else SMS_CHARS_UCS2
-    return len(text) <= limit
+    units, limit = sms_length(text)
+    return units <= limit
 
 
 def render(template: str, locale: str, values: dict[str, Any]) -> str:
@@ -179,11 +189,13 @@ def render(template: str, locale: str, values: dict[str, Any]) -> str:
         return text
     shrunk = dict(values)
     ellipsis = "..." if text.isascii() else "…"  # "…" alone would turn GSM-7 into UCS-2
+    original = text
     for key in _SHRINKABLE:
         while not sms_fits(text) and len(str(shrunk.get(key, ""))) > len(ellipsis) + 1:
             shrunk[key] = str(shrunk[key])[: -len(ellipsis) - 1] + ellipsis
             text = table[template].format_map(_Missing(shrunk))
-    return text
+    # Cut to the bone and still too long (a very long link): better whole than mangled.
+    return text if sms_fits(text) else original
 
 
 class _Missing(dict[str, Any]):

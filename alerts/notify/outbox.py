@@ -223,11 +223,15 @@ def _moot(client: redis.Redis, doc: dict[str, str]) -> str | None:
     if status in ("resolved", "cancelled"):
         return f"incident {status}"
     kind, _, ident = doc.get("recipient", "").partition(":")
-    # The team lead is called at the on-site deadline whatever they answered before.
-    if kind == "volunteer" and doc.get("template") != "lead_call":
+    if kind == "volunteer":
         raw = client.hget(keys.incident_responders(elder_id, incident_id), ident)
         state = json.loads(raw).get("state") if raw else None
-        if state is not None and state != "notified":
+        # The team lead is called at the on-site deadline even when standing by, not when
+        # already coming or there.
+        if doc.get("template") == "lead_call":
+            if state in ("accepted", "arrived"):
+                return f"volunteer already {state}"
+        elif state is not None and state != "notified":
             return f"volunteer already {state}"
     return None
 
