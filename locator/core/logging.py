@@ -37,7 +37,8 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("amqtt", "transitions", "uvicorn.access"):
+    # httpx logs every request at info: the demo and the Twilio client would drown the rest.
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
