@@ -11,6 +11,8 @@ so data is set up through the live server's HTTP API and sync Redis.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import threading
 import uuid
@@ -383,6 +385,24 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     assert re.search(r"Port: \d+", settings)
     device = site.http.get("/api/v1/devices/phone-chen", headers=site.as_("admin")).json()
     assert device["protocol"] == "owntracks" and device["external_id"] == "chen/phone"
+    # The same settings as a QR code for the phone's camera, and as the app's import URL.
+    page.wait_for_function("document.getElementById('ot-qr').src.startsWith('data:image/svg+xml')")
+    opened = page.get_attribute("#ot-open", "href") or ""
+    assert opened.startswith("owntracks:///config?inline=")
+    config = json.loads(base64.b64decode(opened.split("inline=", 1)[1]))
+    assert config["_type"] == "configuration" and config["mode"] == 0
+    assert (config["username"], config["deviceId"], config["cmd"]) == ("chen", "phone", True)
+    assert config["host"] == "127.0.0.1"  # where this page reached us, not a loopback guess
+    natives = site.http.post(
+        "/api/v1/devices",
+        json={"device_id": "b-wang", "elder_id": theirs["id"]},
+        headers=site.as_("guardian_a"),
+    )
+    assert natives.status_code == 201
+    refused = site.http.get("/api/v1/devices/b-wang/owntracks", headers=site.as_("admin"))
+    assert refused.status_code == 422 and "OwnTracks" in refused.text
+    other = site.http.get("/api/v1/devices/phone-chen/owntracks", headers=site.as_("guardian_a"))
+    assert other.status_code in (403, 404)
 
     # Another family's elder: a 403 page, and the API agrees.
     response = page.goto(f"{site.url}/family/elders/{theirs['id']}")

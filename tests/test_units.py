@@ -77,3 +77,17 @@ def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HOMEWARD_LOCALE", "fr")
     with pytest.raises(ConfigError, match="HOMEWARD_LOCALE"):
         load_settings()
+
+
+def test_owntracks_settings_round_trip_through_the_import_url() -> None:
+    import base64
+    import json
+
+    from devices.registry import owntracks
+
+    config = owntracks.app_config(host="hw.example.cn", port=8883, tls=True, external_id="li/phone")
+    url = owntracks.config_url(config)
+    assert json.loads(base64.b64decode(url.removeprefix("owntracks:///config?inline="))) == config
+    assert config["pubTopicBase"] == "owntracks/%u/%d" and config["tid"] == "ph"
+    qr = owntracks.qr_data_uri(url)
+    assert qr.startswith("data:image/svg+xml") and "path" in qr

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from devices.registry import commands, service
-from devices.registry.schemas import DeviceCreate, DeviceRead
+from devices.registry import commands, owntracks, service
+from devices.registry.schemas import DeviceCreate, DeviceRead, OwnTracksSetup
 from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep
+from locator.core.errors import Unprocessable
+from locator.core.mqtt import address
 from locator.core.schemas import Page
 
 router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+def _local(host: str) -> bool:
+    """A broker address only this machine can use (loopback or "any interface")."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -34,6 +48,23 @@ async def list_devices(
 @router.get("/{device_id}")
 async def get_device(device_id: str, redis: RedisDep, caller: CallerDep) -> DeviceRead:
     return await service.get(redis, caller=caller, device_id=device_id)
+
+
+@router.get("/{device_id}/owntracks")
+async def owntracks_setup(
+    device_id: str, request: Request, ctx: ContextDep, caller: CallerDep
+) -> OwnTracksSetup:
+    """The OwnTracks app's settings for this phone: the document, its import URL, a QR code."""
+    device = await service.get(ctx.redis, caller=caller, device_id=device_id)
+    if device.protocol != "owntracks" or not device.external_id:
+        raise Unprocessable(["device_id"], "not an OwnTracks device", where="path")
+    host, port = address(ctx.mqtt_url or "mqtt://127.0.0.1:1883")
+    if _local(host):
+        host = request.url.hostname or host  # a phone reaches the broker where it reached us
+    tls = bool(ctx.mqtt_url and ctx.mqtt_url.startswith("mqtts"))
+    config = owntracks.app_config(host=host, port=port, tls=tls, external_id=device.external_id)
+    url = owntracks.config_url(config)
+    return OwnTracksSetup(config=config, url=url, qr=owntracks.qr_data_uri(url))
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
@@ -47,3 +47,11 @@ class DeviceRead(BaseModel):
     last_seen: str | None = None
     battery: int | None = None
     online: bool = False
+
+
+class OwnTracksSetup(BaseModel):
+    """The OwnTracks app's settings for one phone: scan ``qr`` or open ``url`` on the phone."""
+
+    config: dict[str, Any]
+    url: str
+    qr: str  # an SVG QR code of ``url``, as a data URI

@@ -220,6 +220,11 @@
         `${HW.t("f_ot_monitoring")}: Move`,
       ].join("\n");
       show("owntracks", true);
+      try {
+        const setup = await HW.api(`/api/v1/devices/${encodeURIComponent(d.device_id)}/owntracks`);
+        $("ot-qr").src = setup.qr; $("ot-qr").alt = HW.t("f_ot_scan");
+        $("ot-open").href = setup.url;
+      } catch (e) { show("ot-qr", false); }
     } else show("owntracks", false);
   }
 
