@@ -467,6 +467,18 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
     try:
         login(page, site.url, site.tokens["guardian_a"], next_path=f"/family/elders/{elder_id}")
         page.wait_for_selector("#notices li.muted")  # nothing yet
+        # A photo from the phone's album, uploaded (not a link): shown, and served to her.
+        from tests.test_registry import tiny_png
+
+        page.set_input_files(
+            "#photo-file", files=[{"name": "a.png", "mimeType": "image/png", "buffer": tiny_png()}]
+        )
+        page.wait_for_function(
+            "document.getElementById('photo').src.includes('/photo?v=')"
+            " && document.getElementById('photo').naturalWidth === 1"
+        )
+        stored = site.http.get(f"/api/v1/elders/{elder_id}/photo", headers=site.as_("admin"))
+        assert stored.content == tiny_png()
         # "Report missing", confirmed once: an incident opens and shows without a reload.
         page.fill("#m-note", "穿灰色外套，在菜场走散")
         page.click("#missing")

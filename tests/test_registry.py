@@ -614,3 +614,65 @@ async def test_concurrent_patch_cannot_resurrect_a_deleted_elder(api: Api) -> No
             api.http.delete(url, headers=api.auth("admin")),
         )
         assert (await api.http.get(url, headers=api.auth("admin"))).status_code == 404
+
+
+def tiny_png() -> bytes:
+    """A real 1×1 PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xcc\x88\x44")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+async def test_a_photo_upload_is_served_to_those_who_may_read_her(api: Api) -> None:
+    elder = await create_elder(api)
+    url = f"/api/v1/elders/{elder['id']}/photo"
+    png = tiny_png()
+    up = await api.http.put(
+        url, content=png, headers={**api.auth("guardian_a"), "Content-Type": "image/png"}
+    )
+    assert up.status_code == 200, up.text
+    photo_url = up.json()["photo_url"]
+    assert photo_url.startswith(url + "?v=")
+    got = await api.http.get(photo_url, headers=api.auth("guardian_a"))
+    assert got.status_code == 200 and got.content == png
+    assert got.headers["content-type"] == "image/png"
+    assert (await api.http.get(url, headers=api.auth("guardian_b"))).status_code == 403
+    assert (
+        await api.http.put(
+            url, content=png, headers={**api.auth("guardian_b"), "Content-Type": "image/png"}
+        )
+    ).status_code == 403
+    # A volunteer sees her face once sent to one of her incidents.
+    me = (
+        await api.http.post("/api/v1/volunteers", json=volunteer_body(1), headers=api.auth("admin"))
+    ).json()
+    api.tokens["me"] = await api.token(Role.VOLUNTEER, str(me["id"]))
+    assert (await api.http.get(url, headers=api.auth("me"))).status_code == 403
+    await api.redis.sadd(keys.elder_readers(elder["id"]), str(me["id"]))
+    assert (await api.http.get(url, headers=api.auth("me"))).content == png
+    # Refused with the reason, the old photo kept.
+    for content, kind, reason in (
+        (b"hello", "text/plain", "JPEG, PNG or WebP"),
+        (png, "image/jpeg", "not a image/jpeg image"),
+        (b"", "image/png", "empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * (2 * 1024 * 1024), "image/png", "at most 2 MB"),
+    ):
+        bad = await api.http.put(
+            url, content=content, headers={**api.auth("guardian_a"), "Content-Type": kind}
+        )
+        assert bad.status_code == 422 and field_of(bad) == ["photo"], bad.text
+        assert reason in bad.text
+    assert (await api.http.get(url, headers=api.auth("guardian_a"))).content == png
+    # Deleting the elder deletes the face too.
+    gone = await api.http.delete(f"/api/v1/elders/{elder['id']}", headers=api.auth("guardian_a"))
+    assert gone.status_code == 204
+    assert not await api.redis.exists(keys.elder_photo(elder["id"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from devices.elders import service
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
@@ -41,3 +41,27 @@ async def update_elder(
     elder_id: int, body: ElderUpdate, redis: RedisDep, caller: CallerDep, clock: ClockDep
 ) -> ElderRead:
     return await service.update(redis, caller=caller, elder_id=elder_id, body=body, clock=clock)
+
+
+@router.put("/{elder_id}/photo")
+async def upload_photo(
+    elder_id: int, request: Request, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> ElderRead:
+    """The raw image as the body (``Content-Type: image/jpeg``, ``image/png``, ``image/webp``,
+    at most 2 MB); the elder's ``photo_url`` then serves it."""
+    body = await request.body()
+    return await service.set_photo(
+        redis,
+        caller=caller,
+        elder_id=elder_id,
+        content_type=request.headers.get("content-type", ""),
+        data=body,
+        clock=clock,
+    )
+
+
+@router.get("/{elder_id}/photo", response_class=Response)
+async def get_photo(elder_id: int, redis: RedisDep, caller: CallerDep) -> Response:
+    """The uploaded photo (family, staff, and volunteers sent to one of her incidents)."""
+    kind, data = await service.get_photo(redis, caller=caller, elder_id=elder_id)
+    return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=86400"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -12,7 +14,7 @@ from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
-from locator.core.errors import Forbidden, NotFound
+from locator.core.errors import Forbidden, NotFound, Unprocessable
 from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
@@ -168,7 +170,74 @@ async def mark_deleted(
 
     def unindex(pipe: Any, doc: dict[str, Any]) -> None:
         pipe.zrem(keys.ELDERS, str(elder_id))
+        pipe.delete(keys.elder_photo(elder_id))  # a face is not history
         if doc.get("owner"):
             pipe.zrem(keys.owner_elders(doc["owner"]), str(elder_id))
 
     await store.update_doc(redis, keys.elder(elder_id), tombstone, extra=unindex)
+
+
+# What a phone camera or a scanned print makes; anything else is refused, not converted.
+PHOTO_TYPES = {
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/webp": (b"RIFF",),
+}
+MAX_PHOTO_BYTES = 2 * 1024 * 1024
+
+
+def _photo_problem(content_type: str, data: bytes) -> str | None:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind not in PHOTO_TYPES:
+        return f"a photo is JPEG, PNG or WebP, not {kind or 'unnamed data'}"
+    if not data:
+        return "the photo is empty"
+    if len(data) > MAX_PHOTO_BYTES:
+        return f"a photo is at most {MAX_PHOTO_BYTES // (1024 * 1024)} MB"
+    if not data.startswith(PHOTO_TYPES[kind]) or (kind == "image/webp" and data[8:12] != b"WEBP"):
+        return f"the data is not a {kind} image"
+    return None
+
+
+async def set_photo(
+    redis: aioredis.Redis,
+    *,
+    caller: Principal,
+    elder_id: int,
+    content_type: str,
+    data: bytes,
+    clock: Clock,
+) -> ElderRead:
+    """Store an uploaded photo; the elder's ``photo_url`` then points at it."""
+    await authorize(redis, caller=caller, elder_id=elder_id, write=True)
+    problem = _photo_problem(content_type, data)
+    if problem:
+        raise Unprocessable(["photo"], problem)
+    sha = hashlib.sha256(data).hexdigest()[:12]
+    await redis.hset(
+        keys.elder_photo(elder_id),
+        mapping={
+            "type": content_type.split(";")[0].strip().lower(),
+            "data": base64.b64encode(data).decode(),
+            "sha": sha,
+        },
+    )
+    # A new URL per picture: caches (and the volunteer page) never show the old face.
+    url = f"/api/v1/elders/{elder_id}/photo?v={sha}"
+
+    def apply(current: dict[str, Any] | None) -> dict[str, Any]:
+        return {**_live(current, elder_id), "photo_url": url, "updated_at": isoformat(clock.now())}
+
+    doc = await store.update_doc(redis, keys.elder(elder_id), apply)
+    return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
+
+
+async def get_photo(
+    redis: aioredis.Redis, *, caller: Principal, elder_id: int
+) -> tuple[str, bytes]:
+    """The uploaded photo as (content type, bytes), for whoever may read the elder."""
+    await authorize(redis, caller=caller, elder_id=elder_id, write=False)
+    stored: dict[str, str] = await redis.hgetall(keys.elder_photo(elder_id))  # type: ignore[assignment]
+    if not stored:
+        raise NotFound(f"elder {elder_id} has no uploaded photo")
+    return stored["type"], base64.b64decode(stored["data"])

@@ -183,6 +183,11 @@ def fast_mode(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:fastmode"
 
 
+def elder_photo(elder_id: int) -> str:
+    """Hash: an uploaded photo of the elder (``type``, base64 ``data``, ``sha``)."""
+    return f"hw:{elder_tag(elder_id)}:photo"
+
+
 def follow_ups(elder_id: int) -> str:
     """Zset of the times an unsure fix made us ask a slow bracelet for one more fix."""
     return f"hw:{elder_tag(elder_id)}:followups"

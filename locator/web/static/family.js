@@ -63,9 +63,24 @@
       if ($("e-photo").value.trim()) body.photo_url = $("e-photo").value.trim();
       try {
         const made = await HW.api("/api/v1/elders", { method: "POST", body });
+        const file = $("e-photo-file").files[0];
+        if (file) await uploadPhoto(made.id, file);
         location.href = `/family/elders/${made.id}`;
       } catch (e) { fail(e); }
     };
+  }
+
+  // The picture itself, not a link to one: what volunteers and the police will look at.
+  async function uploadPhoto(id, file) {
+    const res = await fetch(`/api/v1/elders/${id}/photo`, {
+      method: "PUT", body: file, credentials: "same-origin",
+      headers: { "X-Homeward": "1", "Content-Type": file.type || "application/octet-stream" },
+    });
+    if (!res.ok) {
+      const data = await res.json().catch(() => null);
+      const err = new Error(JSON.stringify(data && data.detail)); err.status = res.status; throw err;
+    }
+    return res.json();
   }
 
   let homeMapView = null;
@@ -289,6 +304,15 @@
     $("elder-name").textContent = elder.name;
     $("elder-description").textContent = elder.description || "";
     if (elder.photo_url) { $("photo").src = elder.photo_url; $("photo").alt = elder.name; show("photo", true); }
+    $("photo-file").onchange = async () => {
+      const file = $("photo-file").files[0];
+      if (!file) return;
+      try {
+        elder = await uploadPhoto(elderId, file);
+        $("photo").src = elder.photo_url; $("photo").alt = elder.name; show("photo", true);
+        say(HW.t("saved"), "ok");
+      } catch (e) { fail(e); }
+    };
     mapView = HW.map($("map"), [elder.home.lat, elder.home.lon]);  // WGS-84: HW.map shifts for AMap
     $("map").dataset.noTiles = HW.t("map_no_tiles");
     mapView.map.on("click", (e) => {
