@@ -6,12 +6,13 @@ promise. So the first fix showing her outside a safe zone (or inside a danger zo
 interval is restored unless an incident is open for the elder. One window per elder at a
 time. OwnTracks phones only understand ``reportLocation``.
 
-A slow bracelet (base interval of two minutes or more) can cross the line just after a fix
-that proved nothing (a cell fix, or one too close to the line for its accuracy) and not
-report again for ten minutes. So such an *unsure* fix asks for one more fix at once
-(``reportLocation``, the answer comes within seconds); if that one is unsure too, the fast
-window opens. At most four follow-ups per elder per hour: cell runs at home must not keep
-a bracelet talking.
+A fix that proves nothing (cell-only or > 100 m, or too close to the line for its
+accuracy) is *unsure*. A cell-only or > 100 m fix asks the bracelet for a GPS fix at once
+(``reportLocation``, the answer comes within seconds), whatever its interval. A slow
+bracelet (base interval of two minutes or more) can cross the line just after an unsure fix
+and not report again for ten minutes, so there any unsure fix asks, and an unsure answer
+opens the fast window. At most four follow-ups per elder per hour: cell runs at home must
+not keep a bracelet talking.
 """
 
 from __future__ import annotations
@@ -75,18 +76,26 @@ def restore(client: redis.Redis, publisher: Publisher, job: Job, *, now: float) 
     return "restored"
 
 
+def is_slow(report_interval_s: int | None) -> bool:
+    """Slow enough that waiting for the next fix after an unsure one risks the ten minutes."""
+    return (report_interval_s or DEFAULT_BASE_INTERVAL_S) >= FOLLOW_UP_MIN_BASE_S
+
+
 def follow_up(
-    client: redis.Redis, publisher: Publisher, *, elder_id: int, device_id: str, now: float
+    client: redis.Redis,
+    publisher: Publisher,
+    *,
+    elder_id: int,
+    device_id: str,
+    now: float,
+    window: bool = True,
 ) -> str:
-    """An unsure fix on a slow bracelet: ask for one more, or go fast if the answer was unsure."""
+    """An unsure fix: ask for one more; with ``window``, an unsure answer goes fast."""
     if client.exists(keys.fast_mode(elder_id)):
         return "fast_already"
     device = _device(client, device_id)
     if device is None:
         return "no_device"
-    base = device.get("report_interval_s") or DEFAULT_BASE_INTERVAL_S
-    if int(base) < FOLLOW_UP_MIN_BASE_S:  # type: ignore[call-overload]
-        return "fast_enough"
     key = keys.follow_ups(elder_id)
     # Times are the service clock's (simulated in the benchmark), not Redis' own.
     pipe = client.pipeline(transaction=True)
@@ -95,6 +104,8 @@ def follow_up(
     pipe.zcard(key)
     _, pending, asked = pipe.execute()
     if pending:
+        if not window:
+            return "asked_already"  # a 60 s bracelet reports again soon anyway
         start_fast_mode(client, publisher, elder_id=elder_id, device_id=device_id, now=now)
         return "window"
     if asked >= FOLLOW_UPS_PER_HOUR:

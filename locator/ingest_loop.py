@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
@@ -249,27 +250,31 @@ class IngestLoop:
         if not self._adaptive:
             return
         leaving = {elder_id for elder_id, _ in outcome.leaving}
-        unsure = [(e, d) for e, d in dict(outcome.unsure).items() if e not in leaving]
-        for action, targets in (
-            (reporting.follow_up, unsure),
-            (reporting.start_fast_mode, outcome.leaving),
-        ):
-            for elder_id, device_id in targets:
-                try:
-                    action(
-                        self._redis,
-                        self,
-                        elder_id=elder_id,
-                        device_id=device_id,
-                        now=self._clock.time(),
-                    )
-                except Exception:  # a command that cannot go out must not stop the ingest
-                    log.exception(
-                        "adaptive_reporting_failed",
-                        action=action.__name__,
-                        elder_id=elder_id,
-                        device_id=device_id,
-                    )
+        unsure = {e: (d, slow) for e, d, slow in outcome.unsure if e not in leaving}
+        for elder_id, (device_id, slow) in unsure.items():
+            self._adapt(reporting.follow_up, elder_id, device_id, window=slow)
+        for elder_id, device_id in outcome.leaving:
+            self._adapt(reporting.start_fast_mode, elder_id, device_id)
+
+    def _adapt(
+        self, action: Callable[..., object], elder_id: int, device_id: str, **extra: Any
+    ) -> None:
+        try:
+            action(
+                self._redis,
+                self,
+                elder_id=elder_id,
+                device_id=device_id,
+                now=self._clock.time(),
+                **extra,
+            )
+        except Exception:  # a command that cannot go out must not stop the ingest
+            log.exception(
+                "adaptive_reporting_failed",
+                action=action.__name__,
+                elder_id=elder_id,
+                device_id=device_id,
+            )
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Downlink on the ingest's own connection (the Publisher protocol)."""

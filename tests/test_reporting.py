@@ -208,18 +208,28 @@ async def test_follow_ups_stop_at_four_an_hour_and_skip_fast_bracelets(
         listener.close()
 
 
-async def test_a_bracelet_at_a_60_s_base_gets_no_follow_ups(
+async def test_a_60_s_bracelet_is_asked_for_gps_after_a_cell_fix_but_never_goes_fast_for_it(
     api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
 ) -> None:
-    await setup(api, report_interval_s=60)
+    elder_id = await setup(api, report_interval_s=60)
     listener = Listener(mqtt_url, "homeward/devices/+/cmd")
     ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
     bracelet = Publisher(mqtt_url)
+    client = sync_client(redis_url, process="test")
     try:
-        walk(bracelet, ingest, clock, [0, 0, 0], acc=1500, every_s=60)
+        walk(bracelet, ingest, clock, [0, 0], every_s=60)
+        # A cell fix never counts: it asks for a GPS fix (the brief), whatever the interval.
+        walk(bracelet, ingest, clock, [0], acc=1500, every_s=60)
+        assert actions(listener, ingest) == ["reportLocation"]
+        # Its answer is a cell fix too: at 60 s the next fix comes soon anyway, no window.
+        walk(bracelet, ingest, clock, [0], acc=1500, every_s=8)
+        assert actions(listener, ingest) == []
+        assert not client.exists(keys.fast_mode(elder_id))
+        # Near the line but counting: at 60 s the next fix settles it, nothing to ask.
         walk(bracelet, ingest, clock, [140], acc=30, every_s=60)
-        assert actions(listener, ingest) == []  # the next fix comes soon enough by itself
+        assert actions(listener, ingest) == []
     finally:
+        client.close()
         bracelet.close()
         ingest.close()
         listener.close()

@@ -35,7 +35,7 @@ from devices.ingest.codecs import (
     route_of,
 )
 from devices.ingest.position import Position
-from devices.reporting import FOLLOW_UP_MIN_BASE_S
+from devices.reporting import is_slow
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
@@ -125,7 +125,8 @@ class BatchOutcome:
     outcomes: Counter[str] = field(default_factory=Counter)
     positions: list[tuple[Position, str]] = field(default_factory=list)
     leaving: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): go fast
-    unsure: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): ask once more
+    # (elder, device, slow): a fix that proved nothing, worth asking the bracelet about
+    unsure: list[tuple[int, str, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -477,9 +478,10 @@ class UplinkStore:
         outcome.outcomes[verdict] += 1
         if isinstance(item.uplink, Fix):
             outcome.positions.append((item.position(), verdict))
-            slow = (item.target.report_interval_s or 0) >= FOLLOW_UP_MIN_BASE_S
-            if slow and update is not None and getattr(update, "unsure", False):
-                outcome.unsure.append((item.target.elder_id, item.target.device_id))
+            if update is not None and getattr(update, "unsure", False):
+                slow = is_slow(item.target.report_interval_s)
+                if slow or is_low_quality(item.uplink):
+                    outcome.unsure.append((item.target.elder_id, item.target.device_id, slow))
 
     def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
         target, uplink, message = item.target, item.uplink, item.message
