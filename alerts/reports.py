@@ -235,15 +235,24 @@ def sla_report(
 ) -> dict[str, Any]:
     """Rows for incidents with t0 in [since, until) the caller may see, and aggregates."""
     ids = [int(str(i)) for i in client.zrange(keys.INCIDENTS, 0, -1)]
+    # Two round trips pick the window (elder of each, then t0 of each); full rows are read
+    # only for the incidents in it, not for every incident ever.
+    elders: list[Any] = client.hmget(keys.INCIDENT_ELDER, [str(i) for i in ids]) if ids else []
+    known = [(i, int(str(e))) for i, e in zip(ids, elders, strict=True) if e is not None]
     if caller.role is Role.GUARDIAN:
         own = {int(str(e)) for e in client.zrange(keys.owner_elders(caller.subject or ""), 0, -1)}
-        ids = [i for i in ids if int(str(client.hget(keys.INCIDENT_ELDER, str(i)))) in own]
+        known = [(i, e) for i, e in known if e in own]
+    pipe = client.pipeline(transaction=False)
+    for incident_id, elder_id in known:
+        pipe.hget(keys.incident(elder_id, incident_id), "t0")
+    starts = pipe.execute() if known else []
     teams = _team_names(client)
     rows = []
-    for incident_id in ids:
-        r = row(client, incident_id, now=now, teams=teams)
-        if (since is None or r["_t0"] >= since) and (until is None or r["_t0"] < until):
-            rows.append(r)
+    for (incident_id, _), t0_raw in zip(known, starts, strict=True):
+        t0 = float(t0_raw) if t0_raw is not None else None
+        if t0 is None or (since is not None and t0 < since) or (until is not None and t0 >= until):
+            continue
+        rows.append(row(client, incident_id, now=now, teams=teams))
     vids = sorted({v for r in rows for v in r["_responders"]})
     names = {}
     for vid, raw in zip(
