@@ -96,8 +96,14 @@ def row(
     closed_at = _f(f.get("resolved_at")) if f["status"] in ("resolved", "cancelled") else None
     if closed_at is None and f["status"] in ("resolved", "cancelled"):
         closed_at = now  # an old record without its closing time
-    # Back home before anyone accepted: the search ended there, whenever the incident closed.
-    home = next((e for e in timeline if e["type"] == "returned_home"), None)
+    # Back home before anyone accepted: the search ended there, whenever the incident closed
+    # (unless a dispatcher paged people again after it: then the clock ran on).
+    home = None
+    for entry in timeline:
+        if entry["type"] == "returned_home":
+            home = entry
+        elif entry["type"] == "dispatcher_paged" and home is not None:
+            home = None
     if home is not None and acknowledged is None:
         home_at = parse_iso(str(home["at"])).timestamp()
         closed_at = home_at if closed_at is None else min(closed_at, home_at)

@@ -113,6 +113,26 @@ def site(redis_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[Site]:
         yield running
 
 
+def camera_png(width: int = 4000, height: int = 3000) -> bytes:
+    """A camera-sized picture (a gradient: small as PNG, big in pixels)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, 96, 160))
+    rows = row * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
 def _points(page: Any) -> list[list[float]]:
     """The WGS-84 points the page says it drew ("lat, lon" per line), as GeoJSON [lon, lat]."""
     out = []
@@ -479,6 +499,15 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
         )
         stored = site.http.get(f"/api/v1/elders/{elder_id}/photo", headers=site.as_("admin"))
         assert stored.content == tiny_png()
+        # A camera-sized picture is shrunk in the page to 1600 px JPEG before it is sent.
+        page.set_input_files(
+            "#photo-file",
+            files=[{"name": "camera.png", "mimeType": "image/png", "buffer": camera_png()}],
+        )
+        page.wait_for_function("document.getElementById('photo').naturalWidth === 1600")
+        stored = site.http.get(f"/api/v1/elders/{elder_id}/photo", headers=site.as_("admin"))
+        assert stored.headers["content-type"] == "image/jpeg"
+        assert len(stored.content) <= 900 * 1024
         # "Report missing", confirmed once: an incident opens and shows without a reload.
         page.fill("#m-note", "穿灰色外套，在菜场走散")
         page.click("#missing")

@@ -664,7 +664,7 @@ async def test_a_photo_upload_is_served_to_those_who_may_read_her(api: Api) -> N
         (b"hello", "text/plain", "JPEG, PNG or WebP"),
         (png, "image/jpeg", "not a image/jpeg image"),
         (b"", "image/png", "empty"),
-        (b"\x89PNG\r\n\x1a\n" + b"\0" * (2 * 1024 * 1024), "image/png", "at most 2 MB"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * (2 * 1024 * 1024), "image/png", "at most 1 MB"),
     ):
         bad = await api.http.put(
             url, content=content, headers={**api.auth("guardian_a"), "Content-Type": kind}
@@ -672,7 +672,24 @@ async def test_a_photo_upload_is_served_to_those_who_may_read_her(api: Api) -> N
         assert bad.status_code == 422 and field_of(bad) == ["photo"], bad.text
         assert reason in bad.text
     assert (await api.http.get(url, headers=api.auth("guardian_a"))).content == png
+    # A volunteer cannot upload, and is refused before the body is read.
+    assert (
+        await api.http.put(
+            url, content=png, headers={**api.auth("me"), "Content-Type": "image/png"}
+        )
+    ).status_code == 403
+    # Pointing photo_url elsewhere drops the uploaded picture.
+    elder_url = f"/api/v1/elders/{elder['id']}"
+    moved = await api.http.patch(
+        elder_url, json={"photo_url": "https://example.org/new.jpg"}, headers=api.auth("guardian_a")
+    )
+    assert moved.status_code == 200
+    assert (await api.http.get(url, headers=api.auth("guardian_a"))).status_code == 404
     # Deleting the elder deletes the face too.
+    await api.http.put(
+        url, content=png, headers={**api.auth("guardian_a"), "Content-Type": "image/png"}
+    )
+    assert await api.redis.exists(keys.elder_photo(elder["id"]))
     gone = await api.http.delete(f"/api/v1/elders/{elder['id']}", headers=api.auth("guardian_a"))
     assert gone.status_code == 204
     assert not await api.redis.exists(keys.elder_photo(elder["id"]))

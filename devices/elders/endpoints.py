@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from devices.elders import service
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
 from locator.core.deps import CallerDep, ClockDep, RedisDep
+from locator.core.errors import Unprocessable
 from locator.core.schemas import Page
 
 router = APIRouter(prefix="/elders", tags=["elders"])
@@ -43,13 +44,28 @@ async def update_elder(
     return await service.update(redis, caller=caller, elder_id=elder_id, body=body, clock=clock)
 
 
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to be too big (never all read into memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Unprocessable(["photo"], service.PHOTO_TOO_BIG)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Unprocessable(["photo"], service.PHOTO_TOO_BIG)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.put("/{elder_id}/photo")
 async def upload_photo(
     elder_id: int, request: Request, redis: RedisDep, caller: CallerDep, clock: ClockDep
 ) -> ElderRead:
     """The raw image as the body (``Content-Type: image/jpeg``, ``image/png``, ``image/webp``,
-    at most 2 MB); the elder's ``photo_url`` then serves it."""
-    body = await request.body()
+    at most 1 MB); the elder's ``photo_url`` then serves it."""
+    await service.authorize(redis, caller=caller, elder_id=elder_id, write=True)
+    body = await _read_capped(request, service.MAX_PHOTO_BYTES)
     return await service.set_photo(
         redis,
         caller=caller,

@@ -147,7 +147,11 @@ async def update(
         live = _live(current, elder_id)
         return {**live, **changes, "updated_at": isoformat(clock.now())}
 
-    doc = await store.update_doc(redis, keys.elder(elder_id), apply)
+    def drop_upload(pipe: Any, doc: dict[str, Any]) -> None:
+        if "photo_url" in changes:  # a link elsewhere, or none: the uploaded face goes
+            pipe.delete(keys.elder_photo(elder_id))
+
+    doc = await store.update_doc(redis, keys.elder(elder_id), apply, extra=drop_upload)
     return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
 
 
@@ -183,7 +187,11 @@ PHOTO_TYPES = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "image/webp": (b"RIFF",),
 }
-MAX_PHOTO_BYTES = 2 * 1024 * 1024
+# The page shrinks a camera picture to ~1600 px JPEG (a few hundred kB) before sending.
+MAX_PHOTO_BYTES = 1024 * 1024
+
+
+PHOTO_TOO_BIG = f"a photo is at most {MAX_PHOTO_BYTES // (1024 * 1024)} MB"
 
 
 def _photo_problem(content_type: str, data: bytes) -> str | None:
@@ -193,7 +201,7 @@ def _photo_problem(content_type: str, data: bytes) -> str | None:
     if not data:
         return "the photo is empty"
     if len(data) > MAX_PHOTO_BYTES:
-        return f"a photo is at most {MAX_PHOTO_BYTES // (1024 * 1024)} MB"
+        return PHOTO_TOO_BIG
     if not data.startswith(PHOTO_TYPES[kind]) or (kind == "image/webp" and data[8:12] != b"WEBP"):
         return f"the data is not a {kind} image"
     return None
@@ -214,21 +222,26 @@ async def set_photo(
     if problem:
         raise Unprocessable(["photo"], problem)
     sha = hashlib.sha256(data).hexdigest()[:12]
-    await redis.hset(
-        keys.elder_photo(elder_id),
-        mapping={
-            "type": content_type.split(";")[0].strip().lower(),
-            "data": base64.b64encode(data).decode(),
-            "sha": sha,
-        },
-    )
     # A new URL per picture: caches (and the volunteer page) never show the old face.
     url = f"/api/v1/elders/{elder_id}/photo?v={sha}"
 
     def apply(current: dict[str, Any] | None) -> dict[str, Any]:
         return {**_live(current, elder_id), "photo_url": url, "updated_at": isoformat(clock.now())}
 
-    doc = await store.update_doc(redis, keys.elder(elder_id), apply)
+    def store_picture(pipe: Any, doc: dict[str, Any]) -> None:
+        # In the same transaction as the link: never a photo without its elder, nor a
+        # link to another upload's picture.
+        pipe.delete(keys.elder_photo(elder_id))
+        pipe.hset(
+            keys.elder_photo(elder_id),
+            mapping={
+                "type": content_type.split(";")[0].strip().lower(),
+                "data": base64.b64encode(data).decode(),
+                "sha": sha,
+            },
+        )
+
+    doc = await store.update_doc(redis, keys.elder(elder_id), apply, extra=store_picture)
     return _read(doc, store.text(await redis.get(keys.elder_device(elder_id))))
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from devices.elders import service as elders
 from devices.registry import commands, owntracks, service
 from devices.registry.schemas import DeviceCreate, DeviceRead, OwnTracksSetup
 from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep
@@ -56,12 +57,15 @@ async def owntracks_setup(
 ) -> OwnTracksSetup:
     """The OwnTracks app's settings for this phone: the document, its import URL, a QR code."""
     device = await service.get(ctx.redis, caller=caller, device_id=device_id)
+    # The phone's setup is the family's and staff's business, not a volunteer's.
+    await elders.authorize(ctx.redis, caller=caller, elder_id=device.elder_id, write=True)
     if device.protocol != "owntracks" or not device.external_id:
         raise Unprocessable(["device_id"], "not an OwnTracks device", where="path")
-    host, port = address(ctx.mqtt_url or "mqtt://127.0.0.1:1883")
+    broker = ctx.settings.mqtt_public_url or ctx.mqtt_url or "mqtt://127.0.0.1:1883"
+    host, port = address(broker)
     if _local(host):
         host = request.url.hostname or host  # a phone reaches the broker where it reached us
-    tls = bool(ctx.mqtt_url and ctx.mqtt_url.startswith("mqtts"))
+    tls = broker.startswith("mqtts")
     config = owntracks.app_config(host=host, port=port, tls=tls, external_id=device.external_id)
     url = owntracks.config_url(config)
     return OwnTracksSetup(config=config, url=url, qr=owntracks.qr_data_uri(url))

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     mqtt_url: str | None = None
+    # Where phones (OwnTracks) reach the broker, when that differs from mqtt_url (compose).
+    mqtt_public_url: str | None = None
     data_dir: Path = Path(".homeward")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
         _check_port(parts)
         return value
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_public_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
         if value is None or value == "":

@@ -220,9 +220,10 @@ async def close_session(redis: RedisDep, request: Request) -> Response:
 async def page_config(ctx: ContextDep) -> dict[str, Any]:
     """What the pages need to draw: map tiles, the default language, the server's time."""
     mqtt = None
-    if ctx.mqtt_url:
-        host, port = address(ctx.mqtt_url)
-        mqtt = {"host": host, "port": port, "tls": ctx.mqtt_url.startswith("mqtts")}
+    broker = ctx.settings.mqtt_public_url or ctx.mqtt_url
+    if broker:
+        host, port = address(broker)
+        mqtt = {"host": host, "port": port, "tls": broker.startswith("mqtts")}
     return {
         "map_tiles": ctx.settings.map_tiles,
         "locale": ctx.settings.locale,

@@ -64,17 +64,41 @@
       try {
         const made = await HW.api("/api/v1/elders", { method: "POST", body });
         const file = $("e-photo-file").files[0];
-        if (file) await uploadPhoto(made.id, file);
+        if (file) {
+          // She is registered whatever happens to the photo: never a second elder on retry.
+          try { await uploadPhoto(made.id, file); }
+          catch (e) { sessionStorage.setItem("hw.flash", HW.t("f_photo_failed") + ": " + e.message); }
+        }
         location.href = `/family/elders/${made.id}`;
       } catch (e) { fail(e); }
     };
   }
 
+  // A phone camera's picture is several MB: shrink it here to ~1600 px JPEG (a few hundred
+  // kB), plenty to recognise a face, and under the server's 1 MB.
+  const PHOTO_EDGE = 1600, PHOTO_BYTES = 900 * 1024;
+  async function shrink(file) {
+    let bitmap;
+    try { bitmap = await createImageBitmap(file); } catch (e) { return file; }
+    let scale = Math.min(1, PHOTO_EDGE / Math.max(bitmap.width, bitmap.height));
+    if (scale === 1 && file.size <= PHOTO_BYTES) return file;
+    for (const quality of [0.85, 0.7, 0.55, 0.4]) {
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.round(bitmap.width * scale); canvas.height = Math.round(bitmap.height * scale);
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      const blob = await new Promise((ok) => canvas.toBlob(ok, "image/jpeg", quality));
+      if (blob && blob.size <= PHOTO_BYTES) return blob;
+      scale *= 0.8;
+    }
+    return file;  // the server will say why
+  }
+
   // The picture itself, not a link to one: what volunteers and the police will look at.
   async function uploadPhoto(id, file) {
+    const picture = await shrink(file);
     const res = await fetch(`/api/v1/elders/${id}/photo`, {
-      method: "PUT", body: file, credentials: "same-origin",
-      headers: { "X-Homeward": "1", "Content-Type": file.type || "application/octet-stream" },
+      method: "PUT", body: picture, credentials: "same-origin",
+      headers: { "X-Homeward": "1", "Content-Type": picture.type || "application/octet-stream" },
     });
     if (!res.ok) {
       const data = await res.json().catch(() => null);
@@ -300,6 +324,8 @@
 
   async function loadElder() {
     show("elder", true);
+    const flash = sessionStorage.getItem("hw.flash");
+    if (flash) { sessionStorage.removeItem("hw.flash"); say(flash, "degraded"); }
     elder = await HW.api(`/api/v1/elders/${elderId}`);
     $("elder-name").textContent = elder.name;
     $("elder-description").textContent = elder.description || "";
