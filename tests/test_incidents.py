@@ -630,3 +630,22 @@ def test_the_event_relay_publishes_what_a_broker_outage_left_pending(
         down.close()
         up.close()
         listener.close()
+
+
+async def test_closing_an_incident_ends_the_volunteers_read_access_but_not_the_pairs(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    incident_id = open_by_exit(client, d, clock)
+    readers = keys.elder_readers(d.elder_id)
+    assert client.sismember(readers, str(d.vid("near200")))  # sent, so she may read the elder
+    elder_url = f"/api/v1/elders/{d.elder_id}"
+    assert (await api.http.get(elder_url, headers=d.auth("near200"))).status_code == 200
+    r = await api.http.post(
+        f"/api/v1/incidents/{incident_id}/resolve",
+        json={"outcome": "found_safe"},
+        headers=api.auth("dispatcher"),
+    )
+    assert r.status_code == 200, r.text
+    assert (await api.http.get(elder_url, headers=d.auth("near200"))).status_code == 403
+    assert (await api.http.get(elder_url, headers=d.auth("pair1"))).status_code == 200

@@ -59,6 +59,7 @@ end
 for _, add in ipairs(plan.index or {}) do
   local key = KEYS[17 + add[1]]
   if add[2] == 'zadd' then redis.call('ZADD', key, add[3], add[4])
+  elseif add[2] == 'srem' then redis.call('SREM', key, add[3])
   else redis.call('SADD', key, add[3]) end
 end
 

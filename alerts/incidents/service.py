@@ -290,6 +290,15 @@ def _build(
         plan.body["index"].append(
             [plan.key_index(keys.elder_readers(plan.elder_id)), "sadd", str(vid)]
         )
+    if change.status in ("resolved", "cancelled"):
+        # Closed: volunteers sent to it no longer read her record or photo (her paired
+        # volunteers keep reading it: they are hers, not the incident's).
+        pair = client.get(keys.pair(plan.elder_id))
+        paired = set(json.loads(pair)["volunteer_ids"]) if pair else set()
+        for vid in sorted((set(previous) | set(change.responders)) - paired):
+            plan.body["index"].append(
+                [plan.key_index(keys.elder_readers(plan.elder_id)), "srem", str(vid)]
+            )
     stamp = isoformat(datetime.fromtimestamp(now, tz=cfg.timezone))
     for entry in change.timeline:
         body["timeline"].append(
