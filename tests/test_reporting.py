@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis as redis_lib
 
 from geofences.geometry import LocalFrame
@@ -157,79 +160,74 @@ def actions(listener: Listener, ingest: RunningIngest) -> list[str]:
     ]
 
 
+@dataclass
+class Rig:
+    """A real ingest on a real broker, a bracelet, and a listener on the command topics."""
+
+    listener: Listener
+    ingest: RunningIngest
+    bracelet: Publisher
+    client: redis_lib.Redis
+
+
+@pytest.fixture
+def rig(mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path) -> Iterator[Rig]:
+    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
+    bracelet = Publisher(mqtt_url)
+    client = sync_client(redis_url, process="test")
+    try:
+        yield Rig(listener, ingest, bracelet, client)
+    finally:
+        client.close()
+        bracelet.close()
+        ingest.close()
+        listener.close()
+
+
 async def test_a_slow_bracelet_is_asked_again_after_an_unsure_fix(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, clock: ManualClock, rig: Rig
 ) -> None:
     """600 s fixes: a fix that proves nothing asks for one more; a second one goes fast."""
     elder_id = await setup(api, report_interval_s=600)
-    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
-    bracelet = Publisher(mqtt_url)
-    client = sync_client(redis_url, process="test")
-    try:
-        walk(bracelet, ingest, clock, [0, 0], every_s=600)
-        assert actions(listener, ingest) == []  # proven inside: nothing to ask
-        walk(bracelet, ingest, clock, [0], acc=1500, every_s=600)  # a cell-sized fix
-        assert actions(listener, ingest) == ["reportLocation"]
-        walk(bracelet, ingest, clock, [140], acc=30, every_s=8)  # the answer: near the line
-        assert actions(listener, ingest) == ["reportLocation", "setInterval15"]
-        assert client.exists(keys.fast_mode(elder_id))
-        walk(bracelet, ingest, clock, [150, 145], acc=30, every_s=15)  # fast already
-        assert actions(listener, ingest) == []
-    finally:
-        client.close()
-        bracelet.close()
-        ingest.close()
-        listener.close()
+    walk(rig.bracelet, rig.ingest, clock, [0, 0], every_s=600)
+    assert actions(rig.listener, rig.ingest) == []  # proven inside: nothing to ask
+    walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=600)  # a cell-sized fix
+    assert actions(rig.listener, rig.ingest) == ["reportLocation"]
+    walk(rig.bracelet, rig.ingest, clock, [140], acc=30, every_s=8)  # the answer: near the line
+    assert actions(rig.listener, rig.ingest) == ["reportLocation", "setInterval15"]
+    assert rig.client.exists(keys.fast_mode(elder_id))
+    walk(rig.bracelet, rig.ingest, clock, [150, 145], acc=30, every_s=15)  # fast already
+    assert actions(rig.listener, rig.ingest) == []
 
 
 async def test_follow_ups_stop_at_four_an_hour_and_skip_fast_bracelets(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, clock: ManualClock, rig: Rig
 ) -> None:
     elder_id = await setup(api, report_interval_s=300)
-    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
-    bracelet = Publisher(mqtt_url)
-    client = sync_client(redis_url, process="test")
-    try:
-        # A cell run at home: each unsure fix is asked about once, the answer proves her in.
-        for _ in range(6):
-            walk(bracelet, ingest, clock, [0], acc=1500, every_s=300)
-            walk(bracelet, ingest, clock, [0], acc=20, every_s=8)
-        assert actions(listener, ingest) == ["reportLocation"] * 4
-        assert not client.exists(keys.fast_mode(elder_id))
-        clock.advance(3600)  # a new hour
-        walk(bracelet, ingest, clock, [0], acc=1500, every_s=300)
-        assert actions(listener, ingest) == ["reportLocation"]
-    finally:
-        client.close()
-        bracelet.close()
-        ingest.close()
-        listener.close()
+    # A cell run at home: each unsure fix is asked about once, the answer proves her in.
+    for _ in range(6):
+        walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=300)
+        walk(rig.bracelet, rig.ingest, clock, [0], acc=20, every_s=8)
+    assert actions(rig.listener, rig.ingest) == ["reportLocation"] * 4
+    assert not rig.client.exists(keys.fast_mode(elder_id))
+    clock.advance(3600)  # a new hour
+    walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=300)
+    assert actions(rig.listener, rig.ingest) == ["reportLocation"]
 
 
 async def test_a_60_s_bracelet_is_asked_for_gps_after_a_cell_fix_but_never_goes_fast_for_it(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, clock: ManualClock, rig: Rig
 ) -> None:
     elder_id = await setup(api, report_interval_s=60)
-    listener = Listener(mqtt_url, "homeward/devices/+/cmd")
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
-    bracelet = Publisher(mqtt_url)
-    client = sync_client(redis_url, process="test")
-    try:
-        walk(bracelet, ingest, clock, [0, 0], every_s=60)
-        # A cell fix never counts: it asks for a GPS fix (the brief), whatever the interval.
-        walk(bracelet, ingest, clock, [0], acc=1500, every_s=60)
-        assert actions(listener, ingest) == ["reportLocation"]
-        # Its answer is a cell fix too: at 60 s the next fix comes soon anyway, no window.
-        walk(bracelet, ingest, clock, [0], acc=1500, every_s=8)
-        assert actions(listener, ingest) == []
-        assert not client.exists(keys.fast_mode(elder_id))
-        # Near the line but counting: at 60 s the next fix settles it, nothing to ask.
-        walk(bracelet, ingest, clock, [140], acc=30, every_s=60)
-        assert actions(listener, ingest) == []
-    finally:
-        client.close()
-        bracelet.close()
-        ingest.close()
-        listener.close()
+    walk(rig.bracelet, rig.ingest, clock, [0, 0], every_s=60)
+    # A cell fix never counts: it asks for a GPS fix (the brief), whatever the interval.
+    walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=60)
+    assert actions(rig.listener, rig.ingest) == ["reportLocation"]
+    # Its answer is a cell fix too: at 60 s the next fix comes soon anyway, no window.
+    walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=8)
+    assert actions(rig.listener, rig.ingest) == []
+    assert not rig.client.exists(keys.fast_mode(elder_id))
+    # Near the line but counting: at 60 s the next fix settles it, nothing to ask.
+    walk(rig.bracelet, rig.ingest, clock, [140], acc=30, every_s=60)
+    assert actions(rig.listener, rig.ingest) == []
