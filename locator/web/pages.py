@@ -34,7 +34,6 @@ from locator.core.auth import (
 )
 from locator.core.deps import CallerDep, ContextDep, RedisDep, SyncRedisDep
 from locator.core.errors import Forbidden, HomewardError
-from locator.core.mqtt import address
 from locator.core.schemas import Strict
 
 STATIC = Path(__file__).with_name("static")
@@ -219,17 +218,11 @@ async def close_session(redis: RedisDep, request: Request) -> Response:
 @api.get("/config")
 async def page_config(ctx: ContextDep) -> dict[str, Any]:
     """What the pages need to draw: map tiles, the default language, the server's time."""
-    mqtt = None
-    broker = ctx.settings.mqtt_public_url or ctx.mqtt_url
-    if broker:
-        host, port = address(broker)
-        mqtt = {"host": host, "port": port, "tls": broker.startswith("mqtts")}
     return {
         "map_tiles": ctx.settings.map_tiles,
         "locale": ctx.settings.locale,
         "respond_sla_s": ctx.settings.respond_sla_s,
         "onsite_sla_s": ctx.settings.onsite_sla_s,
-        "mqtt": mqtt,
         "vapid_public_key": _vapid_public_key(ctx.settings.vapid_private_key),
         "server_time_ms": round(ctx.clock.time() * 1000),
     }

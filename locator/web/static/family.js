@@ -244,26 +244,23 @@
     $("device-state").textContent = `${d.device_id} · ${d.protocol === "owntracks" ? "OwnTracks " + d.external_id : HW.t("f_native")} · ` +
       (d.online ? HW.t("f_online") : HW.t("f_offline")) + (d.battery != null ? ` · ${HW.t("f_battery")} ${d.battery}%` : "");
     if (d.protocol === "owntracks") {
-      const [user, dev] = d.external_id.split("/");
-      const broker = HW.config.mqtt || { host: location.hostname, port: 1883, tls: false };
-      const loopback = ["127.0.0.1", "localhost", "0.0.0.0", "::1"].includes(broker.host);
+      // One source for the QR, the link and the text: the server's settings document.
+      const setup = await HW.api(`/api/v1/devices/${encodeURIComponent(d.device_id)}/owntracks`);
+      const c = setup.config;
       $("ot-text").textContent = [
         `${HW.t("f_ot_mode")}: MQTT`,
-        `Host: ${loopback ? location.hostname : broker.host}`,
-        `Port: ${broker.port}`,
-        `TLS: ${broker.tls ? "on" : "off"}`,
-        `UserID / Username: ${user}`,
-        `DeviceID: ${dev}`,
-        `TrackerID: ${dev.slice(0, 2)}`,
-        `Topic: owntracks/${user}/${dev}`,
+        `Host: ${c.host}`,
+        `Port: ${c.port}`,
+        `TLS: ${c.tls ? "on" : "off"}`,
+        `UserID / Username: ${c.username}`,
+        `DeviceID: ${c.deviceId}`,
+        `TrackerID: ${c.tid}`,
+        `Topic: owntracks/${c.username}/${c.deviceId}`,
         `${HW.t("f_ot_monitoring")}: Move`,
       ].join("\n");
+      $("ot-qr").src = setup.qr; $("ot-qr").alt = HW.t("f_ot_scan");
+      $("ot-open").href = setup.url;
       show("owntracks", true);
-      try {
-        const setup = await HW.api(`/api/v1/devices/${encodeURIComponent(d.device_id)}/owntracks`);
-        $("ot-qr").src = setup.qr; $("ot-qr").alt = HW.t("f_ot_scan");
-        $("ot-open").href = setup.url;
-      } catch (e) { show("ot-qr", false); }
     } else show("owntracks", false);
   }
 
