@@ -302,50 +302,32 @@ async def test_live_feed_over_sse_with_ticket_and_resume(api: Api, server: str) 
 
 
 async def test_pause_silences_zone_alarms_but_not_sos(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, clock: ManualClock, pipeline: Pipeline
 ) -> None:
-    d = await build_district(api)
-    r = await api.http.post(
-        "/api/v1/devices",
-        json={"device_id": "b-1", "elder_id": d.elder_id},
-        headers=api.auth("guardian_a"),
-    )
-    assert r.status_code == 201, r.text
+    d = await district_with_bracelet(api)
     r = await api.http.put(
         f"/api/v1/elders/{d.elder_id}/pause",
         json={"until": "2026-11-23T10:00:00Z", "reason": "他和我在一起"},
         headers=api.auth("guardian_a"),
     )
     assert r.status_code == 200, r.text
-    client = sync_client(redis_url, process="test")
-    stop = threading.Event()
-    workers = start_workers(client, config(clock), publisher=None, stop=stop, data_dir=tmp_path)
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)
-    bracelet = Publisher(mqtt_url)
-    try:
-        for n, metres in enumerate((0, 400, 500, 600, 700), start=1):
-            clock.advance(15)
-            bracelet.send(
-                "homeward/devices/b-1/up",
-                {"_type": "location", **north(metres), "tst": clock.time(), "acc": 10},
-            )
-            ingest.wait_processed(n)
-        # Paused: the engine announced no exit, so there is nothing for alerts to act on.
-        assert client.xlen(keys.elder_transitions(d.elder_id)) == 0
-        assert incidents.open_incident_id(client, d.elder_id) is None
+    client, ingest, bracelet = pipeline.client, pipeline.ingest, pipeline.bracelet
+    for n, metres in enumerate((0, 400, 500, 600, 700), start=1):
         clock.advance(15)
         bracelet.send(
             "homeward/devices/b-1/up",
-            {"_type": "location", **north(700), "tst": clock.time(), "acc": 10, "alarm": "sos"},
+            {"_type": "location", **north(metres), "tst": clock.time(), "acc": 10},
         )
-        wait_for(lambda: incidents.open_incident_id(client, d.elder_id) is not None, timeout=5)
-        incident_id = incidents.open_incident_id(client, d.elder_id)
-        assert incident_id is not None
-        assert incidents.load(client, incident_id).fields["trigger"] == "sos"
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=5)
-        bracelet.close()
-        ingest.close()
-        client.close()
+        ingest.wait_processed(n)
+    # Paused: the engine announced no exit, so there is nothing for alerts to act on.
+    assert client.xlen(keys.elder_transitions(d.elder_id)) == 0
+    assert incidents.open_incident_id(client, d.elder_id) is None
+    clock.advance(15)
+    bracelet.send(
+        "homeward/devices/b-1/up",
+        {"_type": "location", **north(700), "tst": clock.time(), "acc": 10, "alarm": "sos"},
+    )
+    wait_for(lambda: incidents.open_incident_id(client, d.elder_id) is not None, timeout=5)
+    incident_id = incidents.open_incident_id(client, d.elder_id)
+    assert incident_id is not None
+    assert incidents.load(client, incident_id).fields["trigger"] == "sos"
