@@ -196,12 +196,14 @@ async def test_a_redis_outage_holds_acks_and_loses_nothing(
         for topic, payload in stream[300:]:
             publisher.send(topic, payload)  # the broker takes them; the ingest cannot store them
         wait_for(lambda: not loop.redis_ok, timeout=20)
-        heartbeat = read_heartbeat(tmp_path, "ingest")
-        assert (
-            heartbeat is not None
-            and heartbeat.problem()
-            and "Redis unreachable" in heartbeat.problem()
-        )  # type: ignore[operator]
+
+        def says_redis_unreachable() -> bool:
+            heartbeat = read_heartbeat(tmp_path, "ingest")
+            problem = heartbeat.problem() if heartbeat is not None else None
+            return bool(problem and "Redis unreachable" in problem)
+
+        # The flag flips just before the heartbeat file is rewritten: wait for the file.
+        wait_for(says_redis_unreachable, timeout=10)
         time.sleep(outage_s)
         server.start()
         sync = redis.Redis.from_url(url)
