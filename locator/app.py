@@ -114,6 +114,9 @@ def create_app(
         summary="Elderly wandering alert and locator: 3 minutes to respond, 10 minutes on site.",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs is our own page on vendored Swagger UI (pages.router): FastAPI's loads a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_exception_handler(HomewardError, _homeward_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

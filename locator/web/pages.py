@@ -1,9 +1,10 @@
 """The web pages: login (token → session cookie), the dispatcher console, the volunteer
-page and the family portal, their static assets, and the few reads only pages need.
+page and the family portal, the API docs, their static assets, and the few reads only
+pages need.
 
-Pages are static HTML + plain JavaScript (no build step); Leaflet is vendored under
-``static/vendor`` (see VENDOR.md). Data comes from the same API, authorised by the session
-cookie, and live changes from the event feed.
+Pages are static HTML + plain JavaScript (no build step); Leaflet and Swagger UI are
+vendored under ``static/vendor`` (see VENDOR.md). Data comes from the same API, authorised
+by the session cookie, and live changes from the event feed.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def index() -> RedirectResponse:
 @router.get("/favicon.ico")
 def favicon() -> Response:
     return Response(status_code=204)
+
+
+@router.get("/docs")
+def docs_page() -> FileResponse:
+    """Swagger UI on /openapi.json, every asset served from here (works offline)."""
+    return _page("docs.html")
 
 
 @router.get("/login")
