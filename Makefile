@@ -20,7 +20,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 
 ## The demo: `run` (API + ingest + ticker, embedded Redis and broker) plus a simulated district (.homeward-demo/).
 run: $(VENV)/.run-installed
-	$(BIN)/homeward demo
+	$(BIN)/homeward demo $(DEMO_ARGS)
 
 ## Format check, lint, types, import direction, then the test suite.
 test: $(VENV)/.test-installed lint typecheck imports pytest

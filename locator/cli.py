@@ -32,17 +32,20 @@ from locator.core.settings import Settings, get_settings
 from locator.ingest_loop import IngestLoop
 from locator.ticker import run_ticker
 
+# Plain click help: flags read as flags (rich's boxes printed `--help <bool>`) and wrap
+# at the terminal's width.
+_TYPER = {"rich_markup_mode": None, "no_args_is_help": True}
 app = typer.Typer(
     help="Homeward: elderly wandering alert and locator service.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    **_TYPER,  # type: ignore[arg-type]
 )
-token_app = typer.Typer(help="Bearer tokens for the HTTP API.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens for the HTTP API.", **_TYPER)  # type: ignore[arg-type]
 app.add_typer(token_app, name="token")
 bench_app = typer.Typer(
     help="Benchmarks that measure ours against a baseline in one run, on loopback.",
-    no_args_is_help=True,
+    **_TYPER,  # type: ignore[arg-type]
 )
 app.add_typer(bench_app, name="bench")
 log = get_logger("homeward.cli")
@@ -66,6 +69,34 @@ def _settings() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level)
     return settings
+
+
+DEMO_DATA_DIR = Path(".homeward-demo")
+
+
+def _command_settings() -> Settings:
+    """Settings for a command that talks to a service: the data dir of the one running here.
+
+    With `make run` going, `homeward token create` must find the demo's store
+    (.homeward-demo) without the user knowing it exists; HOMEWARD_DATA_DIR always wins.
+    """
+    settings = _settings()
+    if "HOMEWARD_DATA_DIR" in os.environ:
+        return settings
+    default = settings.data_dir
+    live = [d for d in (default, DEMO_DATA_DIR) if embedded.read_runtime(d) is not None]
+    if live:
+        chosen = live[0]
+    elif not default.exists() and DEMO_DATA_DIR.exists():
+        chosen = DEMO_DATA_DIR
+    else:
+        chosen = default
+    if chosen != default:
+        print(
+            f"homeward: using the demo's data dir {chosen}/ (set HOMEWARD_DATA_DIR to choose)",
+            file=sys.stderr,
+        )
+    return settings.model_copy(update={"data_dir": chosen})
 
 
 def _resolve_urls(settings: Settings) -> tuple[str | None, str | None]:
@@ -179,17 +210,23 @@ def run() -> None:
 
 @app.command()
 def demo(
-    elders: Annotated[int, typer.Option(help="elders in the simulated district")] = 24,
-    first_after: Annotated[float, typer.Option(help="seconds before the first wander")] = 20.0,
-    every: Annotated[float, typer.Option(help="seconds between two wanders")] = 180.0,
+    elders: Annotated[int, typer.Option(help="Elders in the simulated district.")] = 24,
+    first_after: Annotated[float, typer.Option(help="Seconds before the first wander.")] = 20.0,
+    every: Annotated[float, typer.Option(help="Seconds between two wanders.")] = 180.0,
     volunteers_act: Annotated[
-        bool, typer.Option(help="simulated volunteers accept, ride over and find her")
+        bool, typer.Option(help="Simulated volunteers accept, ride over and find her.")
     ] = True,
 ) -> None:
-    """`run` plus a simulated district around Xishan (its own data dir: .homeward-demo)."""
+    """`run` plus a simulated district around Xishan, in its own data dir (.homeward-demo).
+
+    The terminal shows the links to log in with and one line per incident change; the
+    full log goes to DATA_DIR/homeward.log.
+    """
     settings = _settings()
     if "HOMEWARD_DATA_DIR" not in os.environ:
-        settings = settings.model_copy(update={"data_dir": Path(".homeward-demo")})
+        settings = settings.model_copy(update={"data_dir": DEMO_DATA_DIR})
+    log_file = settings.data_dir / "homeward.log"
+    configure_logging(settings.log_level, file=log_file, console_level="error")
 
     def start(redis_url: str, mqtt_url: str, stop: threading.Event) -> threading.Thread:
         from locator.demo import DemoDistrict
@@ -206,13 +243,21 @@ def demo(
         )
         return threading.Thread(target=district.run, args=(stop,), name="demo", daemon=True)
 
-    _run(settings, extra=start)
+    def up(summary: str) -> None:
+        print(f"{summary}\nLogs: {log_file.resolve()}   (Ctrl-C stops everything)", flush=True)
+
+    _run(settings, extra=start, on_up=up)
+
+
+class StartupFailed(ConfigError):
+    """Start-up could not finish; everything it had started is stopped again."""
 
 
 def _run(
     settings: Settings,
     *,
     extra: Callable[[str, str, threading.Event], threading.Thread] | None = None,
+    on_up: Callable[[str], None] | None = None,
 ) -> None:
     # uvicorn re-raises the SIGTERM it caught once it has drained; turning it into SystemExit
     # lets the finally below stop the embedded servers and remove runtime.json.
@@ -224,15 +269,23 @@ def _run(
     broker: embedded.EmbeddedBroker | None = None
     stop = threading.Event()
     workers: list[threading.Thread] = []
+    step = "checking the HTTP port"
     try:
         _require_port(settings.http_host, settings.http_port)
         redis_url = settings.redis_url
         if redis_url is None:
+            step = "starting the embedded Redis"
             redis_server = embedded.EmbeddedRedis(settings.data_dir)
             redis_url = redis_server.start()
-            log.info("embedded_redis_started", url=redis_url, dir=str(redis_server.dir))
+            log.info("embedded_redis_started", url=_masked(redis_url), dir=str(redis_server.dir))
+        step = "minting the first admin token"
+        # Printed before anything else can fail: it is shown only once.
+        admin_token = asyncio.run(_bootstrap_admin(redis_url))
+        if admin_token:
+            print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:
+            step = "starting the embedded MQTT broker"
             broker = embedded.EmbeddedBroker()
             port, fell_back = broker.choose_port(embedded.remembered_mqtt_port(settings.data_dir))
             broker.port = port
@@ -243,7 +296,8 @@ def _run(
                     f"port {embedded.PREFERRED_MQTT_PORT} is taken: the embedded MQTT broker "
                     f"listens on {mqtt_url} (bracelets and `homeward simulate` must use it)"
                 )
-            log.info("embedded_mqtt_started", url=mqtt_url)
+            log.info("embedded_mqtt_started", url=_masked(mqtt_url))
+        step = "writing runtime.json"
         embedded.write_runtime(
             settings.data_dir,
             embedded.Runtime(
@@ -256,7 +310,7 @@ def _run(
                 started_at=time.time(),
             ),
         )
-        admin_token = asyncio.run(_bootstrap_admin(redis_url))
+        step = "starting the ingest, ticker and alerts loops"
         ingest_loop = _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url)
         workers.append(threading.Thread(target=ingest_loop.run, args=(stop,), name="ingest"))
         workers.append(
@@ -275,37 +329,54 @@ def _run(
             )
         )
         if extra is not None:
+            step = "starting the demo district"
             workers.append(extra(redis_url, mqtt_url, stop))
         for thread in workers:
             thread.daemon = True
             thread.start()
-        print(
-            f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)",
-            flush=True,
+        (on_up or _announce_up)(
+            f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)"
+            f"\nRedis {_masked(redis_url)}   MQTT {_masked(mqtt_url)}   "
+            f"data {settings.data_dir.resolve()}"
         )
-        print(
-            f"Redis {_masked(redis_url)}   MQTT {_masked(mqtt_url)}   "
-            f"data {settings.data_dir.resolve()}",
-            flush=True,
-        )
-        if admin_token:
-            print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
-        _serve_http(
-            settings,
-            redis_url=redis_url,
-            mqtt_url=mqtt_url,
-            local_loops=("ingest", "ticker", "alerts", "delivery", "relay"),
-        )
+        step = "serving HTTP"
+        try:
+            _serve_http(
+                settings,
+                redis_url=redis_url,
+                mqtt_url=mqtt_url,
+                local_loops=("ingest", "ticker", "alerts", "delivery", "relay"),
+            )
+        except SystemExit as exc:
+            if exc.code not in (0, None):  # uvicorn exits 1 when it cannot serve
+                raise StartupFailed(
+                    f"the HTTP server stopped ({step}); see the log for why"
+                ) from None
+            raise
+    except (HomewardError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        log.exception("startup_failed", step=step)
+        what = "the service stopped" if step == "serving HTTP" else "start-up failed"
+        raise StartupFailed(
+            f"{what} while {step}: {type(exc).__name__}: {exc}. Nothing was left "
+            "running; fix the cause and start again (the log has the details)"
+        ) from exc
     finally:
         stop.set()
         for thread in workers:
-            thread.join(timeout=10)
+            if thread.ident is not None:  # only threads that were started can be joined
+                thread.join(timeout=10)
         if broker is not None:
             broker.stop()
         if redis_server is not None:
             redis_server.stop()
         embedded.runtime_path(settings.data_dir).unlink(missing_ok=True)
         lock.release()
+
+
+def _announce_up(summary: str) -> None:
+    print(summary, flush=True)
 
 
 @app.command()
@@ -381,7 +452,7 @@ def token_create(
     ] = None,
 ) -> None:
     """Mint a bearer token and print only the token."""
-    settings = _settings()
+    settings = _command_settings()
 
     async def mint(url: str) -> str:
         redis = async_client(url, process="cli")
@@ -400,7 +471,7 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(token: Annotated[str, typer.Argument(help="the token to revoke")]) -> None:
     """Revoke a token (a lost phone's, a volunteer who left)."""
-    settings = _settings()
+    settings = _command_settings()
 
     async def revoke(url: str) -> bool:
         redis = async_client(url, process="cli")
@@ -425,7 +496,7 @@ def import_csv(
     """Register elders and their devices from a CSV file; prints a report per row."""
     from devices import importer
 
-    settings = _settings()
+    settings = _command_settings()
     text = file.read_text(encoding="utf-8-sig")
 
     async def go(url: str) -> importer.ImportReport:
@@ -473,7 +544,7 @@ def simulate(
     """
     from locator.simulate import driver
 
-    settings = _settings()
+    settings = _command_settings()
     redis_url, mqtt_url = _require_urls(settings, mqtt=True)
     assert mqtt_url is not None
     stop = _stop_on_signals()

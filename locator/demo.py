@@ -33,6 +33,8 @@ from locator.core.mqtt import address
 log = get_logger(__name__)
 
 XISHAN = (30.5112, 120.6853)
+FAMILY = "demo-family"  # the guardian subject of the demo family's token
+FAMILY_ELDERS = 2
 SURNAMES = "张王李赵刘陈杨黄周吴徐孙朱马胡郭林何高罗郑梁谢宋唐"
 REPORT_EVERY_S = 10.0
 WANDER_REPORT_S = 5.0
@@ -66,6 +68,8 @@ class District:
     base: str
     admin: str
     dispatcher: str = ""
+    family: str = ""  # a guardian who owns the first two elders
+    volunteer: int | None = None  # paired with the family's first elder; left to a person
     elders: list[Elder] = field(default_factory=list)
     volunteers: dict[int, Volunteer] = field(default_factory=dict)
 
@@ -96,6 +100,7 @@ class DemoDistrict:
         self.volunteers_act = volunteers_act
         self.rng = random.Random(seed)
         self.plans: dict[int, dict[int, tuple[str, float]]] = {}
+        self.told: dict[int, str] = {}  # incident id -> the status last shown
         self._rode: dict[int, float] = {}
 
     # --- setting up -------------------------------------------------------------------------
@@ -137,25 +142,31 @@ class DemoDistrict:
             district.volunteers[v["id"]] = Volunteer(v["id"], token, at)
             return district.volunteers[v["id"]]
 
+        district.family = self._token("guardian", FAMILY)
         for n in range(self.count):
             angle = self.rng.uniform(0, 2 * math.pi)
             dist = self.rng.uniform(100, 1600)
             home = frame.latlon(dist * math.sin(angle), dist * math.cos(angle))
             surname = SURNAMES[n % len(SURNAMES)]
+            family = n < FAMILY_ELDERS  # the demo family: grandmother and grandfather Zhang
+            guardian = (
+                {"name": "张明", "phone": "+8613800000000", "relation": "son"}
+                if family
+                else {"name": f"{surname}先生", "phone": f"+86138{n:08d}", "relation": "son"}
+            )
             elder = call(
                 "POST",
                 "/api/v1/elders",
                 {
-                    "name": f"{surname}{'阿婆' if n % 2 else '阿公'}",
+                    "name": f"{'张' if family else surname}{'阿婆' if n % 2 else '阿公'}",
+                    "owner": FAMILY if family else None,
                     "home": {"lat": home[0], "lon": home[1]},
                     "address": f"海宁市西山社区{n + 1}幢",
                     "description": self.rng.choice(
                         ["灰色外套，拄拐杖", "蓝色上衣，戴帽子", "红色毛衣，步行缓慢"]
                     ),
                     "medical_notes": "阿尔茨海默病",
-                    "guardians": [
-                        {"name": f"{surname}先生", "phone": f"+86138{n:08d}", "relation": "son"}
-                    ],
+                    "guardians": [guardian],
                 },
             )
             device = f"demo-{n + 1}"
@@ -184,6 +195,8 @@ class DemoDistrict:
             ]
             call("PUT", f"/api/v1/elders/{elder['id']}/pair", {"volunteer_ids": pair})
             district.elders.append(Elder(elder["id"], device, home, pair))
+            if district.volunteer is None:
+                district.volunteer = pair[0]
         for k in range(20):  # more volunteers about the streets
             volunteer(f"街坊{k + 1}", frame.latlon(*self._scatter(0, 1800)))
         team = [
@@ -229,6 +242,8 @@ class DemoDistrict:
         body = {
             "admin": d.admin,
             "dispatcher": d.dispatcher,
+            "family": d.family,
+            "volunteer": d.volunteer,
             "elders": [
                 {"id": e.id, "device": e.device, "home": e.home, "pair": e.pair} for e in d.elders
             ],
@@ -241,7 +256,13 @@ class DemoDistrict:
 
     def _load(self, path: Path, http: httpx.Client) -> District:
         body = json.loads(path.read_text())
-        d = District(base=self.base, admin=body["admin"], dispatcher=body["dispatcher"])
+        d = District(
+            base=self.base,
+            admin=body["admin"],
+            dispatcher=body["dispatcher"],
+            family=body.get("family", ""),
+            volunteer=body.get("volunteer"),
+        )
         d.elders = [
             Elder(e["id"], e["device"], (e["home"][0], e["home"][1]), e["pair"])
             for e in body["elders"]
@@ -265,20 +286,60 @@ class DemoDistrict:
                     pass
                 if time.monotonic() > deadline:
                     log.error("demo_api_never_came_up", url=self.base)
+                    say(f"demo: the API at {self.base} never came up; see the log")
                     return
                 stop.wait(0.3)
+            restarted = (self.data_dir / "demo.json").exists()
             try:
                 district = self.setup(http)
+                if restarted:
+                    self._close_leftovers(district, http)
             except httpx.HTTPError as exc:
                 log.error("demo_setup_failed", error=str(exc))
+                say(f"demo: setting up the district failed ({exc}); see the log")
                 return
-            print(
-                f"Demo district: {len(district.elders)} elders, {len(district.volunteers)} "
-                f"volunteers.\n  Console: {self.base}/console  — log in with the dispatcher "
-                f"token: {district.dispatcher}\n  (all demo tokens: {self.data_dir / 'demo.json'})",
-                flush=True,
-            )
+            say(self.welcome(district))
             self._play(district, http, stop)
+
+    def welcome(self, d: District) -> str:
+        """The links to log in with, one per kind of user (the token rides in the fragment,
+        which browsers never send to a server)."""
+
+        def link(token: str) -> str:
+            return f"{self.base}/login#token={token}"
+
+        lines = [
+            f"Demo district: {len(d.elders)} elders with bracelets and safe zones, "
+            f"{len(d.volunteers)} volunteers, a rescue team and an on-call dispatcher.",
+            f"  Dispatcher console: {link(d.dispatcher)}",
+        ]
+        if d.family:
+            lines.append(f"  Family portal (the Zhang family, 2 elders): {link(d.family)}")
+        if d.volunteer is not None and d.volunteer in d.volunteers:
+            lines.append(
+                f"  Volunteer page (paired with 张阿公, left to you): "
+                f"{link(d.volunteers[d.volunteer].token)}"
+            )
+        lines.append(f"  (every demo token: {self.data_dir / 'demo.json'})")
+        wait = max(0, round(self.first_after_s))
+        lines.append(
+            f"In about {wait} s 张阿公 walks out of his safe zone, then another elder every "
+            f"{round(self.every_s)} s; each incident's changes are shown below."
+        )
+        return "\n".join(lines)
+
+    def _close_leftovers(self, d: District, http: httpx.Client) -> None:
+        """Incidents the previous run left open would sit on the board for ever: cancel them."""
+        h = {"Authorization": f"Bearer {d.dispatcher}"}
+        items = http.get("/api/v1/incidents?status=open&limit=200", headers=h).json()["items"]
+        for incident in items:
+            http.post(
+                f"/api/v1/incidents/{incident['id']}/cancel",
+                headers=h,
+                json={"note": "demo restarted"},
+            )
+        if items:
+            say(f"Closed {len(items)} incident(s) the previous demo run left open.")
 
     def _play(self, d: District, http: httpx.Client, stop: threading.Event) -> None:
         mqtt = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-{uuid.uuid4().hex[:6]}")
@@ -302,7 +363,12 @@ class DemoDistrict:
                 if now >= next_wander:
                     calm = [e for e in d.elders if not e.wandering and e.incident is None]
                     if calm:
-                        self._wander(self.rng.choice(calm))
+                        # The family's elder goes first: the printed family and volunteer
+                        # links then have something to show.
+                        first = next_wander == started + self.first_after_s
+                        self._wander(
+                            d.elders[0] if first and d.elders[0] in calm else self.rng.choice(calm)
+                        )
                     next_wander = now + self.every_s
                 for elder in d.elders:
                     every = WANDER_REPORT_S if elder.wandering else REPORT_EVERY_S
@@ -359,12 +425,13 @@ class DemoDistrict:
         live = set()
         for incident in open_:
             live.add(incident["id"])
+            self._tell(incident)
             elder = by_elder.get(incident["elder_id"])
             if elder is not None:
                 elder.incident = incident["id"]
             if not self.volunteers_act:
                 continue
-            plan = self.plans.setdefault(incident["id"], self._plan(incident))
+            plan = self.plans.setdefault(incident["id"], self._plan(incident, human=d.volunteer))
             elapsed = time.time() - _epoch(incident["t0"])
             for vid, (action, at) in list(plan.items()):
                 volunteer = d.volunteers.get(vid)
@@ -389,9 +456,36 @@ class DemoDistrict:
         for elder in d.elders:
             if elder.incident is not None and elder.incident not in live:
                 elder.incident, elder.wandering, elder.offset_m = None, False, 0.0
+        for gone in set(self.told) - live:
+            closed = http.get(f"/api/v1/incidents/{gone}", headers=h)
+            if closed.status_code == 200:
+                self._tell(closed.json())
+            del self.told[gone]
 
-    def _plan(self, incident: dict[str, Any]) -> dict[int, tuple[str, float]]:
-        people = [r["volunteer_id"] for r in incident["responders"]]
+    def _tell(self, incident: dict[str, Any]) -> None:
+        """One terminal line per change a person watching the demo cares about."""
+        before = self.told.get(incident["id"])
+        status = incident["status"]
+        self.told[incident["id"]] = status
+        if before == status:
+            return
+        who = incident.get("elder_name") or f"#{incident['elder_id']}"
+        label = f"incident {incident['code']} ({who})"
+        if before is None and status in ("open", "acknowledged", "on_site"):
+            trigger = TRIGGERS.get(incident["trigger"], incident["trigger"])
+            say(f"{_now()}  {label} opened: {trigger}; volunteers and family alerted")
+        if status == "acknowledged":
+            say(f"{_now()}  {label} accepted by {_first(incident, 'accepted_at')}")
+        elif status == "on_site":
+            say(f"{_now()}  {label} on site: {_first(incident, 'arrived_at')}")
+        elif status == "resolved":
+            say(f"{_now()}  {label} resolved: {incident.get('outcome') or 'closed'}")
+        elif status == "cancelled":
+            say(f"{_now()}  {label} cancelled")
+
+    def _plan(self, incident: dict[str, Any], *, human: int | None) -> dict[int, tuple[str, float]]:
+        # The volunteer whose link the demo printed is left to the person holding it.
+        people = [r["volunteer_id"] for r in incident["responders"] if r["volunteer_id"] != human]
         self.rng.shuffle(people)
         plan: dict[int, tuple[str, float]] = {}
         if people:
@@ -418,6 +512,35 @@ class DemoDistrict:
         )
         incident = http.get(f"/api/v1/incidents/{elder.incident}", headers=h).json()
         return bool(incident.get("on_site_at"))
+
+
+TRIGGERS = {
+    "zone_exit": "left her safe zone",
+    "danger_enter": "entered a danger zone",
+    "sos": "SOS pressed",
+    "fall": "fall detected",
+    "removed": "bracelet taken off",
+    "device_offline": "bracelet offline outside",
+    "missing": "reported missing",
+}
+
+
+def say(line: str) -> None:
+    """The demo's terminal is for people: short lines on stdout; the log has the rest."""
+    print(line, flush=True)
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _first(incident: dict[str, Any], moment: str) -> str:
+    """The name of the responder who did ``moment`` first."""
+    done = [r for r in incident.get("responders", []) if r.get(moment)]
+    done.sort(key=lambda r: str(r[moment]))
+    if not done:
+        return "a responder"
+    return str(done[0].get("name") or f"volunteer #{done[0]['volunteer_id']}")
 
 
 def _epoch(iso: str) -> float:

@@ -130,17 +130,27 @@ class DataDirLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
+        while True:
+            handle = self.path.open("a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                handle.close()
+                raise ConfigError(
+                    f"another homeward process (pid {holder}) is using {self.path.parent}; "
+                    "stop it or set HOMEWARD_DATA_DIR"
+                ) from None
+            # release() unlinks the file: a lock taken on an inode that is no longer at the
+            # path would let a second process lock the new file too. Take it again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             handle.close()
-            raise ConfigError(
-                f"another homeward process (pid {holder}) is using {self.path.parent}; "
-                "stop it or set HOMEWARD_DATA_DIR"
-            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -150,7 +160,7 @@ class DataDirLock:
     def is_held(self) -> bool:
         """True while some process holds the lock (checked without taking it for long)."""
         try:
-            handle = self.path.open("a+")
+            handle = self.path.open("r")  # never creates it: no lock file, no holder
         except OSError:
             return False
         try:
@@ -162,7 +172,9 @@ class DataDirLock:
         return False
 
     def release(self) -> None:
+        """Remove the lock file (no stale run.lock left behind), then let go of the lock."""
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
