@@ -26,6 +26,14 @@ from tests.browser import browser, chromium, free_port, login, no_overlap, shot 
 from tests.ingest_harness import wait_for
 
 
+def in_words(page: Any) -> None:
+    """The detail panel names people and says what happened: no ids, no channel codes."""
+    text = page.inner_text("#detail")
+    assert not re.search(r"volunteer:\d+|guardian:|dispatcher:", text), text
+    assert " · api" not in text and "_" not in text, text
+    assert page.locator("#notifications tr[data-status]").count() >= 1
+
+
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     chromium()  # skip (or fail under CI) before starting anything
@@ -126,6 +134,12 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
         page.locator(
             f".incident[data-incident-id='{incident_id}'][data-status=acknowledged]"
         ).wait_for(timeout=10_000)
+        # The timeline says who accepted, by name, in words: no "volunteer:66 · api".
+        name = next(r["name"] for r in incident["responders"] if r["volunteer_id"] == paired)
+        accepted = page.locator("#timeline li[data-type=accepted]")
+        accepted.wait_for(timeout=10_000)
+        assert "接单" in accepted.inner_text() and name in accepted.inner_text()
+        in_words(page)
         # Riding over: a shared location next to her puts the volunteer on site.
         where = http.get(f"/api/v1/elders/{incident['elder_id']}/position", headers=staff).json()
         r = http.post(
@@ -149,6 +163,10 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
     page.click("#lang")
     page.locator("#detail h4", has_text="Responders").wait_for()
     assert "Found injured" in page.inner_text("#detail")
+    accepted_en = page.inner_text("#timeline li[data-type=accepted]")
+    assert "Accepted" in accepted_en and name in accepted_en, accepted_en
+    assert "Resolved" in page.inner_text("#timeline li[data-type=resolved]")
+    in_words(page)
     assert next(e for e in closed["timeline"] if e["type"] == "resolved")["channel"] == "api"
     # The watchdog's "degraded" event shows as a banner (written as the watchdog writes it).
     runtime = json.loads((Path(tokens["_dir"]) / "runtime.json").read_text())

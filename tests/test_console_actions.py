@@ -1,9 +1,11 @@
 """The console's actions and countdown colours in a real browser, on the real app with a
 controlled server clock: amber in the last minute, red once breached; notify more, call the
-team, the hand-off pack, track replay, cancel. (The live story is in test_console.py.)"""
+team, the hand-off pack, track replay, cancel; the detail in names and words, never ids.
+(The live story is in test_console.py.)"""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +131,10 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
     page.click("#call-team")
     page.wait_for_function("document.querySelectorAll('#responders tr').length === 7")
     assert responders() == set(nearby) | set(team)
+    paged = page.locator("#timeline li[data-type=dispatcher_paged]")
+    paged.last.wait_for()
+    assert "调度员 · 调度台" in paged.last.inner_text() and "呼叫救援队" in paged.last.inner_text()
+    human(page)
     # The hand-off pack opens with the session cookie.
     href = page.get_attribute("#handoff", "href")
     assert href == f"{url}/handoff"
@@ -150,6 +156,109 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
     page.locator("#detail-status.cancelled").wait_for()
     assert site.http.get(url, headers=staff).json()["status"] == "cancelled"
     assert page.locator(".incident").count() == 0
+    assert not errors, errors
+    context.close()
+
+
+RAW = re.compile(r"volunteer:\d+|guardian:|dispatcher:| · api\b|_")
+
+
+def human(page: Any) -> str:
+    """The detail panel's text, with no raw ids, channel codes or snake_case left in it."""
+    text = str(page.inner_text("#detail"))
+    assert not RAW.search(text), RAW.findall(text)
+    return text
+
+
+def entry(page: Any, kind: str) -> str:
+    return str(page.inner_text(f"#timeline li[data-type={kind}]"))
+
+
+def test_the_detail_names_people_and_says_what_happened(site: Site, browser: Any) -> None:
+    elder_id, nearby, _ = district(site)
+    report = site.http.post(
+        "/api/v1/incidents",
+        json={"elder_id": elder_id, "note": "<b>穿蓝外套</b>", "last_seen_at": north(250)},
+        headers=site.as_("guardian_a"),
+    )
+    assert report.status_code == 201, report.text
+    incident_id = report.json()["id"]
+    url = f"/api/v1/incidents/{incident_id}"
+    # The nearest volunteer accepts, through the volunteer page's API.
+    volunteer = {"Authorization": f"Bearer {mint(site.redis_url, Role.VOLUNTEER, str(nearby[0]))}"}
+    assert site.http.post(f"{url}/ack", headers=volunteer).status_code == 200
+    # What the outbox and the SMS answers record, as they record it.
+    attempts = [
+        str(a) for a in site.client.zrange(keys.incident_attempts(elder_id, incident_id), 0, -1)
+    ]
+    guardian = next(
+        a for a in attempts if site.client.hget(keys.attempt(a), "recipient") == "guardian:0"
+    )
+    site.client.hset(
+        keys.attempt(guardian),
+        mapping={"status": "failed", "error": "twilio 21211: invalid number"},
+    )
+    volunteer_attempt = next(
+        a
+        for a in attempts
+        if site.client.hget(keys.attempt(a), "recipient") == f"volunteer:{nearby[1]}"
+    )
+    site.client.hset(
+        keys.attempt(volunteer_attempt),
+        mapping={"status": "sent", "error": "recorded in the notifications log"},
+    )
+    at = site.http.get(url, headers=site.as_("dispatcher")).json()["timeline"][0]["at"]
+    for made_up in (
+        {
+            "type": "note",
+            "text": "guardian +8613800138000 says safe (SMS)",
+            "actor": "guardian:+8613800138000",
+            "channel": "sms",
+        },
+        {"type": "drone_launched", "actor": "system", "channel": "drone_link"},
+    ):
+        site.client.rpush(
+            keys.incident_timeline(elder_id, incident_id), json.dumps({"at": at, **made_up})
+        )
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, site.url, site.tokens["dispatcher"], next_path="/console")
+    page.locator("#timeline li[data-type=accepted]").wait_for()
+    # Names come in after their look-ups: the guardian's from her elder's record.
+    page.locator("#notifications td", has_text="李明").first.wait_for()
+    human(page)
+    accepted = entry(page, "accepted")
+    assert "接单" in accepted and "志愿者1" in accepted and "网页/App" in accepted, accepted
+    opened = entry(page, "opened")
+    # Her family's note is text, never markup; the trigger, who and how are in words.
+    assert "家属报告走失" in opened and "<b>穿蓝外套</b>" in opened, opened
+    assert "家属 · 网页/App" in opened, opened
+    assert page.locator("#timeline b", has_text="穿蓝外套").count() == 0
+    notified = page.locator("#timeline li[data-type=notified]").first.inner_text()
+    assert "志愿者1、志愿者2、志愿者3" in notified and "首轮" in notified, notified
+    note = entry(page, "note")
+    assert "家属 李明短信回复平安" in note and note.count("李明") == 1, note
+    # A type this page does not know yet reads as words, never breaks the panel.
+    assert "Drone launched 系统 · drone link" in entry(page, "drone_launched")
+    row = page.locator("#notifications tr", has_text="家属 李明").first.inner_text()
+    assert "记录" in row, row  # the log channel (no SMS provider in tests)
+    assert "失败" in row and "号码无效" in row, row
+    assert page.locator("#notifications td", has_text="已记入通知日志").count() >= 1
+    assert page.locator("#log td", has_text="家属 李明").count() >= 1  # the log across incidents
+    # In English on one click: the same details, in English, still no raw ids.
+    page.click("#lang")
+    page.locator("#detail h4", has_text="Timeline").wait_for()
+    text = human(page)
+    accepted = entry(page, "accepted")
+    assert "Accepted" in accepted and "志愿者1" in accepted and "web/app" in accepted, accepted
+    assert "Reported missing" in entry(page, "opened")
+    assert 'Guardian 李明 replied "safe" by SMS' in entry(page, "note")
+    assert "invalid number" in text and "failed" in text and "twilio" not in text.lower()
+    assert "recorded in the log" in text
+    log = str(page.inner_text("#log"))
+    assert not RAW.search(log), RAW.findall(log)
     assert not errors, errors
     context.close()
 

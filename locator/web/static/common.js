@@ -24,7 +24,7 @@ const HW = (() => {
       forbidden: "无权访问", expired: "登录已过期，请重新登录",
       notifications_log: "通知日志（全部事件）", time: "时间", guardian: "家属", dispatcher: "调度员",
       kind_paired: "结对志愿者", kind_nearby: "附近志愿者", kind_team: "救援队", kind_wide: "扩大范围", kind_lead: "队长",
-      ch_sms: "短信", ch_voice: "语音", ch_mqtt: "App 推送", ch_webpush: "浏览器推送", ch_log: "记录",
+      ch_sms: "短信", ch_voice: "语音电话", ch_mqtt: "App 推送", ch_webpush: "浏览器推送", ch_log: "记录",
       n_queued: "排队中", n_sending: "发送中", n_retry: "稍后重试", n_sent: "已发送", n_delivered: "已送达",
       n_failed: "失败", n_undelivered: "未送达", n_unknown: "结果未知", n_no_answer: "无人接听",
       n_answered: "已接听", n_superseded: "已无需发送",
@@ -50,7 +50,7 @@ const HW = (() => {
       forbidden: "Not allowed", expired: "Session expired: please log in again",
       notifications_log: "Notifications log (all incidents)", time: "Time", guardian: "Guardian", dispatcher: "Dispatcher",
       kind_paired: "paired", kind_nearby: "nearby", kind_team: "rescue team", kind_wide: "wider area", kind_lead: "team lead",
-      ch_sms: "SMS", ch_voice: "Voice", ch_mqtt: "App push", ch_webpush: "Web push", ch_log: "Log",
+      ch_sms: "SMS", ch_voice: "Voice call", ch_mqtt: "App push", ch_webpush: "Web push", ch_log: "Log",
       n_queued: "queued", n_sending: "sending", n_retry: "retrying", n_sent: "sent", n_delivered: "delivered",
       n_failed: "failed", n_undelivered: "undelivered", n_unknown: "fate unknown", n_no_answer: "no answer",
       n_answered: "answered", n_superseded: "no longer needed",
@@ -111,8 +111,63 @@ const HW = (() => {
     trigger_removed: "Bracelet taken off", trigger_device_offline: "Bracelet offline", trigger_missing: "Reported missing",
     f_incident_open: "Incident in progress", f_incident_last: "Last incident",
   });
+  // The console's incident detail: timeline entries, who did what and how, what each
+  // notification was and what became of it (the server records ids and English codes).
+  Object.assign(I18N["zh-CN"], {
+    volunteer: "志愿者", role_system: "系统", role_admin: "管理员", list_sep: "、", sep: "，",
+    ch_api: "网页/App", ch_link: "短信链接", ch_location: "位置共享", ch_timer: "计时器", ch_geofence: "电子围栏",
+    ch_device: "手环", ch_system: "系统", ch_console: "调度台", ch_push: "推送",
+    tl_opened: "事件开启", tl_notified: "已通知", tl_alarm: "再次报警", tl_step: "升级", tl_no_more_volunteers: "没有更多可通知的志愿者",
+    tl_dispatcher_paged: "调度员追加呼叫", tl_accepted: "接单", tl_declined: "拒绝", tl_withdrawn: "撤回", tl_arrived: "到场",
+    tl_found: "已找到", tl_resolved: "事件结束", tl_cancelled: "事件取消", tl_returned_home: "已回到家中安全区", tl_note: "备注",
+    tl_no_answer: "未接听电话", tl_nobody: "无人", tl_within: "{m} 米范围内", tl_more: "追加 {n} 位附近志愿者", tl_team: "呼叫救援队",
+    step_t0: "首轮", step_nearby: "追加附近志愿者", step_voice: "语音呼叫", step_respond: "响应时限到", step_onsite: "到场时限到",
+    step_team_called: "呼叫救援队", how_pressed: "按下“我已到达”", how_location: "按位置自动判断",
+    note_left_again: "老人再次离开，已开启新事件", note_guardian_safe: "{who}短信回复平安",
+    tpl_alert: "求助通知", tpl_voice_call: "语音呼叫提示", tpl_team_call: "救援队出动", tpl_dispatcher_call: "调度提醒",
+    tpl_wide_call: "扩大范围求助", tpl_lead_call: "队长呼叫", tpl_covered: "已有人接单", tpl_resolved: "结束通知",
+    tpl_cancelled: "取消通知", tpl_returned_home: "已回家通知", tpl_family_alert: "家属告知", tpl_accepted: "接单告知",
+    tpl_on_site: "到场告知", tpl_low_battery: "低电量提醒", tpl_offline_home: "手环离线提醒", tpl_removed_home: "手环摘下提醒",
+    tpl_back_online: "恢复在线",
+    e_logged: "已记入通知日志", e_mqtt_sent: "已推送到志愿者 App", e_push_sent: "已推送到 {n} 个浏览器", e_sms_accepted: "短信平台已接收",
+    e_call_placed: "电话已拨出", e_volunteers_only: "只能发给志愿者", e_no_subscription: "未开启浏览器推送",
+    e_subscription_gone: "浏览器推送订阅已失效", e_no_phone: "没有手机号码", e_voice_unconfigured: "语音电话未配置（缺少公网地址）",
+    e_invalid_number: "号码无效", e_unsubscribed: "对方已退订短信", e_not_mobile: "不是手机号码", e_unreachable_handset: "手机无法接通",
+    e_unknown_number: "号码不存在", e_landline: "固话或无法接收短信", e_filtered: "被运营商拦截", e_provider: "短信/电话平台错误 {code}",
+    e_provider_down: "无法连接短信平台", e_interrupted: "发送中断，结果未知，未重发", e_incident_resolved: "事件已结束，无需发送",
+    e_incident_cancelled: "事件已取消，无需发送", e_volunteer_already: "志愿者{state}", e_not_configured: "渠道未配置：{ch}",
+  });
+  Object.assign(I18N.en, {
+    volunteer: "Volunteer", role_system: "System", role_admin: "Admin", list_sep: ", ", sep: ", ",
+    ch_api: "web/app", ch_link: "SMS link", ch_location: "shared location", ch_timer: "timer", ch_geofence: "geofence",
+    ch_device: "bracelet", ch_system: "system", ch_console: "console", ch_push: "push",
+    tl_opened: "Opened", tl_notified: "Notified", tl_alarm: "Another alarm", tl_step: "Escalation", tl_no_more_volunteers: "No more volunteers to notify",
+    tl_dispatcher_paged: "Dispatcher paged more", tl_accepted: "Accepted", tl_declined: "Declined", tl_withdrawn: "Withdrew", tl_arrived: "Arrived",
+    tl_found: "Found", tl_resolved: "Resolved", tl_cancelled: "Cancelled", tl_returned_home: "Back inside the home zone", tl_note: "Note",
+    tl_no_answer: "Did not answer the call", tl_nobody: "nobody", tl_within: "within {m} m", tl_more: "{n} more nearby", tl_team: "the rescue team",
+    step_t0: "first round", step_nearby: "more nearby", step_voice: "voice calls", step_respond: "respond deadline", step_onsite: "on-site deadline",
+    step_team_called: "team called", how_pressed: "pressed \"I'm here\"", how_location: "by shared location",
+    note_left_again: "She left again: a new incident follows", note_guardian_safe: "{who} replied \"safe\" by SMS",
+    tpl_alert: "alert", tpl_voice_call: "voice call notice", tpl_team_call: "team call-out", tpl_dispatcher_call: "dispatcher alert",
+    tpl_wide_call: "wider call", tpl_lead_call: "team lead call", tpl_covered: "covered, stand by", tpl_resolved: "closed",
+    tpl_cancelled: "cancelled", tpl_returned_home: "back home", tpl_family_alert: "family alert", tpl_accepted: "accepted notice",
+    tpl_on_site: "on-site notice", tpl_low_battery: "low battery", tpl_offline_home: "bracelet offline", tpl_removed_home: "bracelet taken off",
+    tpl_back_online: "back online",
+    e_logged: "recorded in the log", e_mqtt_sent: "pushed to the volunteer app", e_push_sent: "pushed to {n} browser(s)", e_sms_accepted: "accepted by the SMS provider",
+    e_call_placed: "call placed", e_volunteers_only: "reaches volunteers only", e_no_subscription: "no browser push subscription",
+    e_subscription_gone: "browser push subscription expired", e_no_phone: "no phone number", e_voice_unconfigured: "voice calls not set up (no public URL)",
+    e_invalid_number: "invalid number", e_unsubscribed: "unsubscribed (STOP)", e_not_mobile: "not a mobile number", e_unreachable_handset: "handset unreachable",
+    e_unknown_number: "unknown number", e_landline: "landline or cannot receive SMS", e_filtered: "filtered by the carrier", e_provider: "SMS/voice provider error {code}",
+    e_provider_down: "SMS provider unreachable", e_interrupted: "interrupted while sending: fate unknown, not resent", e_incident_resolved: "incident already resolved",
+    e_incident_cancelled: "incident cancelled", e_volunteer_already: "volunteer already {state}", e_not_configured: "channel not set up: {ch}",
+  });
   let locale = localStorage.getItem("hw.locale") || document.documentElement.dataset.locale || "zh-CN";
   const t = (key) => (I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key] || key;
+  const has = (key) => Boolean((I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key]);
+  // A code from the server in words: its translation, else readable ("no_more" → "no more").
+  const label = (prefix, value) => (value == null || value === "" ? "" : has(prefix + value) ? t(prefix + value) : String(value).replace(/_/g, " "));
+  // A translation with {placeholders} filled in.
+  const fmt = (key, values) => t(key).replace(/\{(\w+)\}/g, (m, name) => (name in values ? String(values[name]) : m));
   function setLocale(next) { locale = next; localStorage.setItem("hw.locale", next); document.documentElement.lang = next; }
   function getLocale() { return locale; }
 
@@ -220,5 +275,5 @@ const HW = (() => {
   async function whoami() { return api("/api/v1/session"); }
   async function logout() { await api("/api/v1/session", { method: "DELETE" }); location.href = "/login"; }
 
-  return { t, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, esc, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
+  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, esc, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
 })();

@@ -26,6 +26,7 @@
     volunteers: L.layerGroup().addTo(M.map), area: L.layerGroup().addTo(M.map), track: L.layerGroup().addTo(M.map) };
 
   function drawOverview() {
+    learn(state.overview.volunteers, "id");
     layers.zones.clearLayers(); layers.elders.clearLayers(); layers.volunteers.clearLayers();
     for (const elder of state.overview.elders) {
       for (const zone of elder.zones) {
@@ -108,6 +109,7 @@
   async function loadIncidents() {
     const page = await HW.api("/api/v1/incidents?status=open&limit=200");
     state.incidents = page.items;
+    for (const incident of page.items) learn(incident.responders, "volunteer_id");
     if (state.selected && !state.incidents.find((i) => i.id === state.selected)) {
       // Closed meanwhile: keep showing it in the detail panel, read directly.
       try { state.detail = await HW.api(`/api/v1/incidents/${state.selected}`); } catch (e) { state.detail = null; }
@@ -178,24 +180,157 @@
     slider.oninput = show; show();
   }
 
-  // Who a recipient is: the responder's name, "guardian 1", or the raw id as a last resort.
-  function who(recipient, responders) {
-    const [kind, id] = recipient.split(":");
-    if (kind === "volunteer") {
-      const r = (responders || []).find((x) => String(x.volunteer_id) === id);
-      const v = state.overview.volunteers.find((x) => String(x.id) === id);
-      return (r && r.name) || (v && v.name) || recipient;
+  // --- people and codes in words ---------------------------------------------------------
+  // The server's records name people by id ("volunteer:66", "guardian:0", "dispatcher:1"):
+  // names come from the overview, the incidents' responders and, for anyone else, one
+  // lookup each (then the panels redraw).
+  const names = { volunteers: new Map(), dispatchers: new Map(), guardians: new Map() };
+  const asked = new Set(), wanted = new Map();
+  let lookingUp = null;
+  function learn(people, idKey) {
+    for (const p of people || []) if (p && p.name && p[idKey] != null) names.volunteers.set(String(p[idKey]), p.name);
+  }
+  function want(path, use) {
+    if (asked.has(path)) return;
+    asked.add(path); wanted.set(path, use);
+    if (!lookingUp) lookingUp = setTimeout(lookUp, 0);
+  }
+  async function lookUp() {
+    lookingUp = null;
+    const batch = [...wanted]; wanted.clear();
+    const got = await Promise.allSettled(batch.map(([path]) => HW.api(path)));
+    let learnt = false;
+    got.forEach((r, i) => { if (r.status === "fulfilled" && r.value) { batch[i][1](r.value); learnt = true; } });
+    if (learnt) { drawDetail(); drawLog(); }
+  }
+  function volunteerName(id) {
+    const key = String(id);
+    if (names.volunteers.has(key)) return names.volunteers.get(key);
+    if (/^\d+$/.test(key)) want(`/api/v1/volunteers/${key}`, (v) => names.volunteers.set(key, v.name));
+    return `${t("volunteer")} #${key}`;
+  }
+  function guardiansOf(elderId) {
+    if (elderId == null) return [];
+    if (!names.guardians.has(elderId)) want(`/api/v1/elders/${Number(elderId)}`, (e) => names.guardians.set(elderId, e.guardians || []));
+    return names.guardians.get(elderId) || [];
+  }
+  // A guardian by index (a recipient) or by phone (an SMS answer); else the role alone.
+  function guardianName(elderId, ident) {
+    if (!ident) return t("guardian");
+    const list = guardiansOf(elderId);
+    const g = /^\d+$/.test(ident) ? list[Number(ident)] : list.find((x) => x.phone === ident);
+    if (g && g.name) return `${t("guardian")} ${g.name}`;
+    return /^\d+$/.test(ident) ? `${t("guardian")} ${Number(ident) + 1}` : t("guardian");
+  }
+  function dispatcherName(ident) {
+    if (!/^\d+$/.test(ident)) return t("dispatcher");
+    want("/api/v1/dispatchers?limit=200", (page) => page.items.forEach((x) => names.dispatchers.set(String(x.id), x.name)));
+    const name = names.dispatchers.get(ident);
+    return name ? `${t("dispatcher")} ${name}` : t("dispatcher");
+  }
+  // Who someone is: "volunteer:66" → her name, "guardian:0" → "家属 王芳", "system" → "系统".
+  // A recipient's id is a roster entry; an actor's is a login's subject (a volunteer's id,
+  // a guardian's phone when she answered by SMS, else nothing to name her by).
+  function who(someone, elderId, { actor = false } = {}) {
+    const text = String(someone || "");
+    const at = text.indexOf(":");
+    const kind = at < 0 ? text : text.slice(0, at), ident = at < 0 ? "" : text.slice(at + 1);
+    if (kind === "volunteer") return /^\d+$/.test(ident) ? volunteerName(ident) : t("volunteer");
+    if (kind === "guardian") return actor && /^\d+$/.test(ident) ? t("guardian") : guardianName(elderId, ident);
+    if (kind === "dispatcher") return actor ? t("dispatcher") : dispatcherName(ident);
+    return HW.label("role_", kind);
+  }
+
+  // What became of a notification, in words; an unknown detail stays as the provider said it.
+  const TWILIO = { 21211: "e_invalid_number", 21610: "e_unsubscribed", 21614: "e_not_mobile", 30003: "e_unreachable_handset",
+    30005: "e_unknown_number", 30006: "e_landline", 30007: "e_filtered" };
+  const ERRORS = [
+    [/^recorded in the notifications log$/, () => t("e_logged")],
+    [/^published to the volunteer's MQTT topic$/, () => t("e_mqtt_sent")],
+    [/^pushed to (\d+) browser/, (m) => HW.fmt("e_push_sent", { n: m[1] })],
+    [/^accepted by Twilio$/, () => t("e_sms_accepted")],
+    [/^call placed by Twilio$/, () => t("e_call_placed")],
+    [/reaches volunteers only$/, () => t("e_volunteers_only")],
+    [/^no browser subscription$/, () => t("e_no_subscription")],
+    [/subscription gone/, () => t("e_subscription_gone")],
+    [/^no phone number$/, () => t("e_no_phone")],
+    [/^voice calls need /, () => t("e_voice_unconfigured")],
+    [/^twilio (\d+)/, (m) => (TWILIO[m[1]] ? t(TWILIO[m[1]]) : HW.fmt("e_provider", { code: m[1] }))],
+    [/^Twilio unreachable/, () => t("e_provider_down")],
+    [/^interrupted after sending began/, () => t("e_interrupted")],
+    [/^incident (resolved|cancelled)$/, (m) => t("e_incident_" + m[1])],
+    [/^volunteer already (\w+)$/, (m) => HW.fmt("e_volunteer_already", { state: HW.label("r_", m[1]) })],
+    [/^channel (\w+) is not configured$/, (m) => HW.fmt("e_not_configured", { ch: HW.label("ch_", m[1]) })],
+  ];
+  function humanError(error) {
+    if (!error) return "";
+    for (const [pattern, say] of ERRORS) { const m = pattern.exec(error); if (m) return say(m); }
+    return error;
+  }
+
+  // Elements with text set as text, never parsed as HTML.
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === "class") node.className = v; else if (k === "data") Object.assign(node.dataset, v); else node.setAttribute(k, v);
     }
-    if (kind === "guardian") return `${t("guardian")} ${Number(id) + 1}`;
-    if (kind === "dispatcher") return t("dispatcher");
-    return recipient;
+    for (const c of children) if (c != null && c !== "") node.append(c instanceof Node ? c : String(c));
+    return node;
+  }
+  const muted = (text) => (text ? el("span", { class: "muted" }, text) : "");
+
+  function notificationRow(n, withIncident) {
+    const detail = humanError(n.error);
+    const cells = [
+      ...(withIncident ? [el("td", {}, HW.hhmm(n.created_at)), el("td", {}, n.incident_id ? "#" + n.incident_id : "")] : []),
+      el("td", { class: "recipient" }, who(n.recipient, n.elder_id), withIncident ? "" : " ", withIncident ? "" : muted(HW.label("tpl_", n.template || n.step))),
+      el("td", { class: "channel" }, HW.label("ch_", n.channel)),
+      el("td", { class: "result" }, HW.label("n_", n.status), detail ? " " : "", detail ? el("span", { class: "muted", title: n.error }, detail) : ""),
+    ];
+    return el("tr", { data: { status: n.status || "" } }, ...cells);
+  }
+
+  function header(...keys) { return el("tr", {}, ...keys.map((k) => el("th", {}, k === "#" ? "#" : t(k)))); }
+
+  // One timeline entry: what happened, to whom or with what, and (muted) who did it and how.
+  function timelineItem(e, d) {
+    const sep = t("sep");
+    const person = e.volunteer_id != null ? volunteerName(e.volunteer_id) : "";
+    let named = person;  // whom the entry itself names
+    const note = (text) => {
+      if (!text) return "";
+      if (text === "she left again: a new incident follows") return t("note_left_again");
+      const safe = /^guardian (\S+) says safe \(SMS\)$/.exec(text);
+      if (!safe) return text;
+      named = guardianName(d.elder_id, safe[1]);
+      return HW.fmt("note_guardian_safe", { who: named });
+    };
+    const parts = {
+      opened: () => [HW.label("trigger_", e.trigger), note(e.note)],
+      alarm: () => [HW.label("trigger_", e.trigger), note(e.note)],
+      notified: () => [(e.volunteers || []).map(volunteerName).join(t("list_sep")) || t("tl_nobody"), HW.label("step_", e.step)],
+      step: () => [HW.label("step_", e.step), e.breach ? t("breached") : ""],
+      no_more_volunteers: () => [e.radius_m != null ? HW.fmt("tl_within", { m: Math.round(e.radius_m) }) : ""],
+      dispatcher_paged: () => [e.more ? HW.fmt("tl_more", { n: e.more }) : "", e.team ? t("tl_team") : ""],
+      arrived: () => [person, HW.label("how_", e.how)],
+      found: () => [person, note(e.note)],
+      resolved: () => [HW.label("", e.outcome), note(e.note)],
+      cancelled: () => [note(e.note)],
+      note: () => [note(e.text)],
+    };
+    const detail = (parts[e.type] ? parts[e.type]() : [person]).filter(Boolean).join(sep);
+    // Who did it, unless the entry already names them; then how it reached us.
+    const actor = e.actor ? who(e.actor, d.elder_id, { actor: true }) : "";
+    const how = [actor === named ? "" : actor, HW.label("ch_", e.channel)].filter(Boolean).join(" · ");
+    const what = HW.label("tl_", e.type || "note");
+    return el("li", { data: { type: e.type || "" } },
+      el("span", { class: "at" }, HW.hhmm(e.at)), " ", el("b", {}, what.charAt(0).toUpperCase() + what.slice(1)),
+      detail ? " " : "", detail, how ? " " : "", muted(how));
   }
 
   function drawLog() {
     const box = document.getElementById("log");
-    box.innerHTML = `<tr><th>${t("time")}</th><th>#</th><th>${t("recipient")}</th><th>${t("channel")}</th><th>${t("result")}</th></tr>` +
-      state.log.map((n) => `<tr data-status="${n.status}"><td>${HW.hhmm(n.created_at)}</td><td>${n.incident_id || ""}</td>` +
-        `<td>${HW.esc(who(n.recipient))}</td><td>${HW.esc(t("ch_" + n.channel))}</td><td>${HW.esc(t("n_" + n.status))}</td></tr>`).join("");
+    box.replaceChildren(header("time", "#", "recipient", "channel", "result"), ...state.log.map((n) => notificationRow(n, true)));
   }
 
   async function loadLog() {
@@ -221,12 +356,18 @@
         <button class="danger" id="cancel">${t("cancel")}</button></div>` : `<p>${t("outcome")}: ${t(d.outcome || "")}</p>`}
       <div class="actions"><button id="replay">${t("replay")}</button><input id="replay-slider" type="range" min="1" max="1" value="1" aria-label="${t("replay")}"></div>
       <h4>${t("responders")}</h4>
-      <table class="log" id="responders">${d.responders.map((r) => `<tr data-volunteer="${r.volunteer_id}" data-state="${r.state}"><td>${HW.esc(r.name)}</td><td>${HW.esc(t("kind_" + r.kind))}</td><td>${HW.esc(t("r_" + r.state))}</td><td>${r.distance_m != null ? Math.round(r.distance_m) + " m" : ""}</td></tr>`).join("")}</table>
+      <table class="log" id="responders"></table>
       <h4>${t("notifications")}</h4>
-      <table class="log" id="notifications"><tr><th>${t("recipient")}</th><th>${t("channel")}</th><th>${t("result")}</th></tr>
-      ${state.notifications.map((n) => `<tr data-status="${n.status}"><td>${HW.esc(who(n.recipient, d.responders))} <span class="muted">${HW.esc(n.step)}</span></td><td>${HW.esc(t("ch_" + n.channel))}</td><td>${HW.esc(t("n_" + n.status))}${n.error ? ` <span class="muted">${HW.esc(n.error)}</span>` : ""}</td></tr>`).join("")}</table>
+      <table class="log" id="notifications"></table>
       <h4>${t("timeline")}</h4>
-      <ol id="timeline">${d.timeline.map((e) => `<li>${HW.hhmm(e.at)} ${HW.esc(e.type)} <span class="muted">${HW.esc(e.actor)} · ${HW.esc(e.channel)}</span></li>`).join("")}</ol>`;
+      <ol id="timeline"></ol>`;
+    learn(d.responders, "volunteer_id");
+    document.getElementById("responders").replaceChildren(...d.responders.map((r) => el("tr", { data: { volunteer: r.volunteer_id, state: r.state } },
+      el("td", {}, r.name || volunteerName(r.volunteer_id)), el("td", {}, HW.label("kind_", r.kind)), el("td", {}, HW.label("r_", r.state)),
+      el("td", {}, r.distance_m != null ? Math.round(r.distance_m) + " m" : ""))));
+    document.getElementById("notifications").replaceChildren(header("recipient", "channel", "result"),
+      ...state.notifications.map((n) => notificationRow(n, false)));
+    document.getElementById("timeline").replaceChildren(...d.timeline.map((e) => timelineItem(e, d)));
     const act = (id, fn) => { const el = document.getElementById(id); if (el) el.onclick = fn; };
     act("notify-more", async () => { await HW.api(`/api/v1/incidents/${d.id}/notify-more?count=3`, { method: "POST" }); loadDetail(); });
     act("call-team", async () => { await HW.api(`/api/v1/incidents/${d.id}/call-team`, { method: "POST" }); loadDetail(); });
