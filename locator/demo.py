@@ -515,7 +515,7 @@ class DemoDistrict:
 
 
 TRIGGERS = {
-    "zone_exit": "left her safe zone",
+    "zone_exit": "left the safe zone",
     "danger_enter": "entered a danger zone",
     "sos": "SOS pressed",
     "fall": "fall detected",

@@ -67,12 +67,20 @@ def report_missing(
 def list_incidents(
     redis: SyncRedisDep,
     caller: CallerDep,
-    status: Annotated[str, Query(pattern="^(open|closed|all)$")] = "open",
+    status: Annotated[
+        str,
+        Query(
+            pattern="^(open|closed|all)$",
+            description="open (the default: still running), closed, or all for the history",
+        ),
+    ] = "open",
     cursor: str | None = None,
     limit: Limit = 50,
     elder_id: Annotated[int | None, Query(gt=0)] = None,
 ) -> Page[IncidentRead]:
-    """Incidents the caller may see, newest first; ``elder_id`` keeps one elder's."""
+    """Incidents the caller may see, newest first: by default only the open ones
+    (``?status=all`` for the history, ``closed`` for the finished); ``elder_id`` keeps one
+    elder's."""
     ids, next_cursor = service.list_ids(
         redis, caller=caller, status=status, cursor=cursor, limit=limit, elder_id=elder_id
     )
