@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
+from devices.registry.mqtt_credentials import device_password, passwd_line
 from locator.core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,15 @@ DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 PROCESSES = ("api", "ingest", "ticker")
 STATE = ("redis", "mosquitto")
-DEV_PASSWORD = "change-me"
+INIT = ("mosquitto-auth",)  # one-shot services: run to completion before the broker
+# What an operator puts in .env: compose has no default for any of them.
+SECRETS = {
+    "HOMEWARD_MQTT_INGEST_PASSWORD": "ingest-9f2c4e7a1b",
+    "HOMEWARD_MQTT_API_PASSWORD": "api-3d8e6a0c5f",
+    "HOMEWARD_MQTT_TICKER_PASSWORD": "ticker-7b1f9e2d4a",
+    "HOMEWARD_MQTT_HEALTH_PASSWORD": "health-5c0a8d3e6b",
+    "HOMEWARD_MQTT_DEVICE_SECRET": "device-secret-2e7f1a9c4d8b",
+}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -61,12 +70,16 @@ _INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
 def _interpolate(value: str) -> str:
-    """Compose interpolation with an empty environment: defaults, `$$` -> `$`."""
+    """Compose interpolation with only SECRETS set: defaults, required values, `$$` -> `$`."""
 
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        operator, default = match.group(2), match.group(3)
+        name, operator, default = match.group(1), match.group(2), match.group(3)
+        if operator in ("?", ":?"):
+            assert name in SECRETS, f"{name} is required: add it to SECRETS and deploy/README"
+            return SECRETS[name]
+        assert name not in SECRETS, f"{match.group(0)}: a secret must be required (`:?`)"
         assert operator in ("-", ":-"), f"{match.group(0)} has no default: set one"
         return default or ""
 
@@ -105,8 +118,9 @@ def _acl_users(text: str) -> set[str]:
 
 
 def _passwd_users() -> set[str]:
-    lines = (MOSQUITTO_DIR / "passwd").read_text().splitlines()
-    return {line.split(":", 1)[0] for line in lines if line.strip()}
+    """The service users deploy/mosquitto/make-passwd.sh writes into the password file."""
+    script = (MOSQUITTO_DIR / "make-passwd.sh").read_text()
+    return set(re.findall(r'(?m)^mosquitto_passwd (?:-c )?-b "\$tmp" (\S+) ', script))
 
 
 def _mount_target(service: dict[str, Any], source_suffix: str) -> str:
@@ -126,9 +140,9 @@ def _free_port() -> int:
 
 # --- docker-compose.yml -------------------------------------------------------------------
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) >= {*STATE, *PROCESSES}
+    assert set(compose["services"]) >= {*STATE, *PROCESSES, *INIT}
     for name, service in compose["services"].items():
-        assert service.get("restart") == "unless-stopped", name
+        assert service.get("restart") == ("no" if name in INIT else "unless-stopped"), name
 
 
 def test_processes_run_the_homeward_script(compose: dict[str, Any]) -> None:
@@ -140,6 +154,8 @@ def test_processes_run_the_homeward_script(compose: dict[str, Any]) -> None:
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
+        if name in INIT:
+            continue
         check = service.get("healthcheck")
         assert check and not check.get("disable"), f"{name} has no healthcheck"
         test = _argv(check["test"])
@@ -271,7 +287,12 @@ def test_mosquitto_conf_is_deliberate(compose: dict[str, Any]) -> None:
     broker = _service(compose, "mosquitto")
     assert _one(conf, "listener").split()[0] == "1883"
     assert _one(conf, "allow_anonymous") == "false"
-    assert _one(conf, "password_file") == _mount_target(broker, "deploy/mosquitto/passwd")
+    auth = _mount_target(broker, "mosquitto-auth")
+    assert _one(conf, "password_file") == f"{auth}/passwd"
+    init = _service(compose, "mosquitto-auth")
+    assert _mount_target(init, "mosquitto-auth") == auth
+    assert _argv(init["command"]) == ["sh", _mount_target(init, "deploy/mosquitto/make-passwd.sh")]
+    assert broker["depends_on"]["mosquitto-auth"]["condition"] == "service_completed_successfully"
     assert _one(conf, "acl_file") == _mount_target(broker, "deploy/mosquitto/acl")
     assert _mount_target(broker, "deploy/mosquitto/mosquitto.conf") == (
         "/mosquitto/config/mosquitto.conf"
@@ -301,10 +322,31 @@ def test_acl_confines_devices_and_names_services() -> None:
     assert not any(re.match(r"(pattern|topic)\s+(read|readwrite)\s+#$", line) for line in lines)
 
 
-def test_passwd_is_hashed() -> None:
-    for line in (MOSQUITTO_DIR / "passwd").read_text().splitlines():
-        user, _, secret = line.partition(":")
-        assert secret.startswith("$7$"), f"{user}: not a sha512-pbkdf2 hash"
+def test_no_secret_ships_with_the_repository() -> None:
+    """Compose refuses to start without its secrets; no password or hash is committed."""
+    assert not (MOSQUITTO_DIR / "passwd").exists(), "the broker's passwd is built at start"
+    local = set((MOSQUITTO_DIR / "devices").glob("*.passwd"))  # an operator's, gitignored
+    shipped = [COMPOSE_FILE, DOCKERFILE, *(ROOT / "deploy").rglob("*")]
+    for path in (p for p in shipped if p.is_file() and p not in local):
+        text = path.read_text()
+        assert "change-me" not in text.lower(), path
+        assert not re.search(r"\$7\$\d+\$", text), f"{path}: a password hash"
+    lines = COMPOSE_FILE.read_text().splitlines()
+    compose_text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    used = {m.group(1): m.group(2) for m in _INTERPOLATION.finditer(compose_text) if m.group(1)}
+    for name, operator in used.items():
+        if re.search(r"PASSWORD|SECRET|TOKEN|_KEY", name):
+            assert operator in ("?", ":?"), f"{name} must be required, with no default"
+    assert {name for name, op in used.items() if op == ":?"} == set(SECRETS)
+    for url in re.findall(r"mqtt://.+", compose_text):
+        assert re.match(r"mqtt://homeward-\w+:\$\{HOMEWARD_\w+:\?[^}]*\}@mosquitto:", url), url
+
+
+def test_ingest_keeps_one_client_id_across_containers(compose: dict[str, Any]) -> None:
+    env = _environment(_service(compose, "ingest"))
+    client_id = env.get("HOMEWARD_MQTT_CLIENT_ID")
+    assert client_id and "$" not in client_id, "a fixed id, not one from the hostname"
+    assert "protocol=5" in str(env["HOMEWARD_MQTT_URL"])  # a session that outlives the process
 
 
 # --- Dockerfile ---------------------------------------------------------------------------
@@ -359,31 +401,49 @@ def test_dockerignore_keeps_what_pip_needs() -> None:
 
 # --- a real Mosquitto on the committed configuration --------------------------------------
 needs_mosquitto = pytest.mark.skipif(
-    not shutil.which("mosquitto"), reason="mosquitto not installed"
+    not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
+    or not shutil.which("mosquitto_passwd"),
+    reason="mosquitto / mosquitto_passwd not installed",
 )
 
 
+def _make_passwd(tmp: Path, devices: list[str] = ()) -> Path:  # type: ignore[assignment]
+    """The password file as the mosquitto-auth service builds it, from SECRETS and
+    ``devices`` (lines of a deploy/mosquitto/devices/*.passwd file)."""
+    devices_dir = tmp / "devices"
+    devices_dir.mkdir()
+    (devices_dir / "site.passwd").write_text("".join(f"{line}\n" for line in devices))
+    out = tmp / "passwd"
+    env = {**os.environ, **SECRETS, "PASSWD_FILE": str(out), "DEVICES_DIR": str(devices_dir)}
+    subprocess.run(["sh", str(MOSQUITTO_DIR / "make-passwd.sh")], env=env, check=True, timeout=60)
+    return out
+
+
 @contextmanager
-def _mosquitto(tmp: Path, passwd: Path | None = None) -> Iterator[tuple[int, Path]]:
+def _mosquitto(tmp: Path, passwd: Path) -> Iterator[tuple[int, Path]]:
     """mosquitto -c <the committed conf, paths and listener rewritten>; yields (port, log)."""
     port = _free_port()
     data = tmp / "data"
     data.mkdir()
-    shutil.copy(passwd or MOSQUITTO_DIR / "passwd", tmp / "passwd")
+    if passwd != tmp / "passwd":
+        shutil.copy(passwd, tmp / "passwd")
     shutil.copy(MOSQUITTO_DIR / "acl", tmp / "acl")
     text = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
     text, listeners = re.subn(r"(?m)^listener 1883$", f"listener {port} 127.0.0.1", text)
     assert listeners == 1
-    text = text.replace("/mosquitto/config/", f"{tmp}/").replace("/mosquitto/data/", f"{data}/")
+    for container_dir in ("/mosquitto/config/", "/mosquitto/auth/"):
+        text = text.replace(container_dir, f"{tmp}/")
+    text = text.replace("/mosquitto/data/", f"{data}/")
     settings = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     assert not any("/mosquitto/" in line for line in settings), "a container path is left"
     # As root, mosquitto would drop to the `mosquitto` user, who cannot write tmp_path.
     text += f"\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
     (tmp / "mosquitto.conf").write_text(text)
     log = tmp / "mosquitto.log"
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            ["mosquitto", "-c", str(tmp / "mosquitto.conf")], stdout=out, stderr=subprocess.STDOUT
+            [binary, "-c", str(tmp / "mosquitto.conf")], stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 10
@@ -440,11 +500,25 @@ class _Client:
         self._client.loop_stop()
 
 
+def test_make_passwd_refuses_to_run_without_the_secrets(tmp_path: Path) -> None:
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd not installed")
+    env = {**os.environ, **SECRETS, "PASSWD_FILE": str(tmp_path / "passwd")}
+    del env["HOMEWARD_MQTT_TICKER_PASSWORD"]
+    result = subprocess.run(
+        ["sh", str(MOSQUITTO_DIR / "make-passwd.sh")], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert b"HOMEWARD_MQTT_TICKER_PASSWORD" in result.stderr
+    assert not (tmp_path / "passwd").exists()
+
+
 @needs_mosquitto
 @pytest.mark.timeout(60)
 def test_mosquitto_runs_the_committed_config(compose: dict[str, Any], tmp_path: Path) -> None:
-    with _mosquitto(tmp_path) as (port, log):
-        health = _Client(port, "homeward-health", DEV_PASSWORD)
+    passwd = _make_passwd(tmp_path)
+    with _mosquitto(tmp_path, passwd) as (port, log):
+        health = _Client(port, "homeward-health", SECRETS["HOMEWARD_MQTT_HEALTH_PASSWORD"])
         try:
             assert not health.reason.is_failure, health.reason
             assert health.subscribe("$SYS/broker/uptime")
@@ -455,7 +529,7 @@ def test_mosquitto_runs_the_committed_config(compose: dict[str, Any], tmp_path: 
         for username, password in [(None, None), ("homeward-ingest", "wrong")]:
             refused = _Client(port, username, password)
             refused.close()
-            assert refused.reason.is_failure, f"{username} must be refused"
+            assert str(refused.reason) == "Not authorized", f"{username} must be refused"
         if shutil.which("mosquitto_sub"):
             # The compose health check itself, pointed at this broker.
             broker = _service(compose, "mosquitto")
@@ -475,50 +549,65 @@ def test_mosquitto_runs_the_committed_config(compose: dict[str, Any], tmp_path: 
 
 
 @needs_mosquitto
-@pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="mosquitto_passwd missing")
 @pytest.mark.timeout(60)
 def test_mosquitto_acl_confines_each_device(tmp_path: Path) -> None:
-    passwd = tmp_path / "passwd.devices"
-    shutil.copy(MOSQUITTO_DIR / "passwd", passwd)
-    for device in ("bracelet-1", "bracelet-2"):
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwd), device, "s3cret"], check=True, timeout=30
-        )
+    """Bracelet A, with its own valid credentials, attacks: it publishes as B, reads every
+    bracelet's positions, commands B and itself, and a device file tries to redefine the
+    ingest's user. None of it reaches anyone; anonymous clients are refused."""
+    secret = SECRETS["HOMEWARD_MQTT_DEVICE_SECRET"]
+    password = {
+        d: device_password(secret=secret, kind="native", username=d) for d in ("860001", "860002")
+    }
+    lines = [passwd_line(username=d, password=p) for d, p in password.items()]
+    lines.append(passwd_line(username="homeward-ingest", password="takeover"))
+    passwd = _make_passwd(tmp_path, lines)
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
     with _mosquitto(broker_dir, passwd) as (port, _log):
+        for username, secret_ in [
+            (None, None),
+            ("860001", password["860002"]),
+            ("homeward-ingest", "takeover"),
+        ]:
+            refused = _Client(port, username, secret_)
+            refused.close()
+            assert str(refused.reason) == "Not authorized", username
         clients: list[_Client] = []
         try:
             ingest, api, one, two = (
-                _Client(port, user, password)
-                for user, password in [
-                    ("homeward-ingest", DEV_PASSWORD),
-                    ("homeward-api", DEV_PASSWORD),
-                    ("bracelet-1", "s3cret"),
-                    ("bracelet-2", "s3cret"),
+                _Client(port, user, secret_)
+                for user, secret_ in [
+                    ("homeward-ingest", SECRETS["HOMEWARD_MQTT_INGEST_PASSWORD"]),
+                    ("homeward-api", SECRETS["HOMEWARD_MQTT_API_PASSWORD"]),
+                    ("860001", password["860001"]),
+                    ("860002", password["860002"]),
                 ]
             )
             clients += [ingest, api, one, two]
             assert not any(c.reason.is_failure for c in clients)
             for client, topic in [
                 (ingest, "homeward/devices/+/up"),
-                (one, "homeward/devices/bracelet-1/cmd"),
-                (two, "homeward/devices/bracelet-2/cmd"),
+                (one, "homeward/devices/860001/cmd"),
+                (two, "homeward/devices/860002/cmd"),
                 # Denied: MQTT 3.1.1 still gets a SUBACK, but nothing is delivered.
-                (one, "homeward/devices/bracelet-2/cmd"),
+                (one, "homeward/devices/860002/cmd"),
                 (one, "homeward/devices/+/up"),
+                (one, "owntracks/#"),
             ]:
                 client.subscribe(topic)
             # Each client's messages arrive in order: what was denied would come first.
-            one.publish("homeward/devices/bracelet-2/up", b"spoofed")
-            one.publish("homeward/devices/bracelet-1/up", b"one")
-            two.publish("homeward/devices/bracelet-2/up", b"two")
-            assert ingest.messages.get(timeout=5) == ("homeward/devices/bracelet-1/up", b"one")
-            assert ingest.messages.get(timeout=5) == ("homeward/devices/bracelet-2/up", b"two")
-            api.publish("homeward/devices/bracelet-2/cmd", b"for two")
-            api.publish("homeward/devices/bracelet-1/cmd", b"for one")
-            assert two.messages.get(timeout=5) == ("homeward/devices/bracelet-2/cmd", b"for two")
-            assert one.messages.get(timeout=5) == ("homeward/devices/bracelet-1/cmd", b"for one")
+            one.publish("homeward/devices/860002/up", b"spoofed")
+            one.publish("homeward/devices/860002/cmd", b"forged command")
+            one.publish("homeward/devices/860001/cmd", b"own command")
+            one.publish("homeward/devices/860001/up", b"one")
+            two.publish("homeward/devices/860002/up", b"two")
+            assert ingest.messages.get(timeout=5) == ("homeward/devices/860001/up", b"one")
+            assert ingest.messages.get(timeout=5) == ("homeward/devices/860002/up", b"two")
+            api.publish("homeward/devices/860002/cmd", b"for two")
+            api.publish("homeward/devices/860001/cmd", b"for one")
+            assert two.messages.get(timeout=5) == ("homeward/devices/860002/cmd", b"for two")
+            assert one.messages.get(timeout=5) == ("homeward/devices/860001/cmd", b"for one")
+            time.sleep(0.2)  # anything leaking would be queued by now
             assert ingest.messages.empty() and one.messages.empty() and two.messages.empty()
         finally:
             for client in clients:
