@@ -487,6 +487,35 @@ def token_revoke(token: Annotated[str, typer.Argument(help="the token to revoke"
     typer.echo("revoked")
 
 
+@app.command("mqtt-credentials")
+def mqtt_credentials_command(
+    usernames: Annotated[list[str], typer.Argument(help="bracelet ids or OwnTracks users")],
+    owntracks: Annotated[bool, typer.Option(help="the names are OwnTracks {user}s")] = False,
+    password: Annotated[bool, typer.Option(help="print `user password`, not passwd lines")] = (
+        False
+    ),
+) -> None:
+    """Broker password-file lines for devices (from HOMEWARD_MQTT_DEVICE_SECRET).
+
+    Append the lines to deploy/mosquitto/devices/site.passwd; --password shows what to
+    provision on a bracelet (a phone gets its own in the OwnTracks QR code).
+    """
+    from devices.registry import mqtt_credentials as creds
+
+    secret = get_settings().mqtt_device_secret
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError("set HOMEWARD_MQTT_DEVICE_SECRET (the one the API has)")
+    for name in usernames:
+        if not creds.valid_username(name):
+            raise typer.BadParameter(f"{name!r}: letters, digits and _ . @ - only, no homeward-")
+        kind: creds.Kind = "owntracks" if owntracks else "native"
+        secret_ = creds.device_password(secret=secret.get_secret_value(), kind=kind, username=name)
+        line = (
+            f"{name} {secret_}" if password else creds.passwd_line(username=name, password=secret_)
+        )
+        typer.echo(line)
+
+
 @app.command("import")
 def import_csv(
     file: Annotated[

@@ -66,7 +66,13 @@ async def owntracks_setup(
     if _local(host):
         host = request.url.hostname or host  # a phone reaches the broker where it reached us
     tls = broker.startswith("mqtts")
-    config = owntracks.app_config(host=host, port=port, tls=tls, external_id=device.external_id)
+    secret = ctx.settings.mqtt_device_secret
+    password = owntracks.phone_password(
+        secret=secret.get_secret_value() if secret else None, external_id=device.external_id
+    )
+    config = owntracks.app_config(
+        host=host, port=port, tls=tls, external_id=device.external_id, password=password
+    )
     url = owntracks.config_url(config)
     return OwnTracksSetup(config=config, url=url, qr=owntracks.qr_data_uri(url))
 

@@ -14,19 +14,33 @@ from typing import Any
 
 import segno
 
+from devices.registry import mqtt_credentials
+
 MONITORING_MOVE = 2  # report continuously while moving: what wandering detection needs
 
 
-def app_config(*, host: str, port: int, tls: bool, external_id: str) -> dict[str, Any]:
+def phone_password(*, secret: str | None, external_id: str) -> str | None:
+    """The MQTT password of the phone ``user/device`` (None: the broker takes anyone)."""
+    if not secret:
+        return None
+    user = external_id.split("/", 1)[0]
+    return mqtt_credentials.device_password(secret=secret, kind="owntracks", username=user)
+
+
+def app_config(
+    *, host: str, port: int, tls: bool, external_id: str, password: str | None = None
+) -> dict[str, Any]:
     """The configuration document for the phone registered as ``user/device``."""
     user, device = external_id.split("/", 1)
+    # The broker refuses anonymous clients in production: the phone logs in as its user.
+    auth = {"auth": True, "password": password} if password else {"auth": False}
     return {
         "_type": "configuration",
         "mode": 0,  # MQTT
         "host": host,
         "port": port,
         "tls": tls,
-        "auth": False,
+        **auth,
         "username": user,
         "deviceId": device,
         "tid": device[:2],

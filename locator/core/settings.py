@@ -9,7 +9,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from locator.core.errors import ConfigError
@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     map_tiles: str = "osm"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Derives each bracelet's and phone's MQTT password (devices/registry/mqtt_credentials.py).
+    mqtt_device_secret: SecretStr | None = None
 
     @field_validator("redis_url")
     @classmethod
