@@ -57,20 +57,16 @@ _TEXT = {
     },
 }
 
-_STYLE = """
-body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:0;padding:16px;max-width:560px}
-h1{font-size:1.4rem} img{max-width:100%;border-radius:8px}
-button{font-size:1.3rem;width:100%;padding:18px;margin:8px 0;border-radius:10px;border:0}
-.yes{background:#0a7d32;color:#fff} .no{background:#ddd}
-.meta{color:#444} a{font-size:1.1rem}
-"""
+# A static file: the page's policy allows no inline <style>.
+_STYLESHEET = "/static/answer.css"
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     doc = (
         "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{html.escape(title)}</title>"
+        f"<link rel='stylesheet' href='{_STYLESHEET}'></head>"
         f"<body>{body}</body></html>"
     )
     return HTMLResponse(doc, status_code=status, headers={"Cache-Control": "no-store"})

@@ -28,12 +28,13 @@ from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops, watchdog
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
-from locator.core.errors import HomewardError
+from locator.core.errors import HomewardError, TooManyRequests
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
 from locator.core.settings import Settings
 from locator.web import pages
+from locator.web.security import SecurityHeaders
 
 log = get_logger(__name__)
 
@@ -45,6 +46,8 @@ async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("request_failed", path=request.url.path, detail=str(exc.detail))
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
@@ -121,6 +124,7 @@ def create_app(
     app.add_exception_handler(HomewardError, _homeward_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
+    app.add_middleware(SecurityHeaders, map_tiles=settings.map_tiles)
     app.include_router(ops.router)
     app.include_router(webhooks_router)
     app.include_router(answer_page_router)

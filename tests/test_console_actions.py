@@ -126,10 +126,10 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
     assert "超时" in page.inner_text(".incident .countdown.respond")
     # Notify more: the two volunteers not yet alerted; then the team.
     page.click("#notify-more")
-    page.wait_for_function("document.querySelectorAll('#responders tr').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#responders tr').length === 5")
     assert responders() == set(nearby)
     page.click("#call-team")
-    page.wait_for_function("document.querySelectorAll('#responders tr').length === 7")
+    page.wait_for_function("() => document.querySelectorAll('#responders tr').length === 7")
     assert responders() == set(nearby) | set(team)
     paged = page.locator("#timeline li[data-type=dispatcher_paged]")
     paged.last.wait_for()
@@ -275,7 +275,7 @@ def test_login_never_follows_next_off_the_site(site: Site, browser: Any, next_pa
         page.fill("#token", site.tokens["dispatcher"])
         page.click("button[type=submit]")
         page.wait_for_load_state()
-        page.wait_for_function("location.pathname !== '/login'")
+        page.wait_for_function("() => location.pathname !== '/login'")
         assert page.url.startswith(site.url), page.url
     finally:
         context.close()

@@ -61,7 +61,7 @@ def test_a_login_link_logs_in_and_forgets_the_token(
         page = context.new_page()
         try:
             page.goto(f"{live.url}/login#token=hw_not-a-real-token")
-            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            page.wait_for_function("() => document.getElementById('error').textContent.length > 0")
             assert "/login" in page.url and "hw_not" not in page.url
         finally:
             context.close()

@@ -212,7 +212,7 @@ def _register_pair_and_draw(site: Site, page: Any) -> int:
     page.fill("#z-start", "20:00")
     page.fill("#z-end", "07:00")
     page.click("#zone-save")
-    page.wait_for_function("document.querySelectorAll('#zones li.zone').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#zones li.zone').length === 2")
 
     zones = site.http.get(f"/api/v1/elders/{elder_id}/zones", headers=site.as_("admin")).json()
     by_type = {z["geometry"]["type"]: z for z in zones["items"]}
@@ -292,7 +292,9 @@ def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_se
         vpage.goto(sms_link)
         vpage.wait_for_selector("#answer:not(.hidden)")
         assert "张阿婆" in vpage.text_content("#elder-name")
-        vpage.wait_for_function("document.getElementById('description').textContent.length > 0")
+        vpage.wait_for_function(
+            "() => document.getElementById('description').textContent.length > 0"
+        )
         assert "灰色外套" in vpage.text_content("#description")
         assert "t=" not in vpage.url  # the token is out of the address bar
         amap = vpage.get_attribute("#nav-amap", "href")
@@ -406,7 +408,9 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     device = site.http.get("/api/v1/devices/phone-chen", headers=site.as_("admin")).json()
     assert device["protocol"] == "owntracks" and device["external_id"] == "chen/phone"
     # The same settings as a QR code for the phone's camera, and as the app's import URL.
-    page.wait_for_function("document.getElementById('ot-qr').src.startsWith('data:image/svg+xml')")
+    page.wait_for_function(
+        "() => document.getElementById('ot-qr').src.startsWith('data:image/svg+xml')"
+    )
     opened = page.get_attribute("#ot-open", "href") or ""
     assert opened.startswith("owntracks:///config?inline=")
     config = json.loads(base64.b64decode(opened.split("inline=", 1)[1]))
@@ -494,7 +498,7 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
             "#photo-file", files=[{"name": "a.png", "mimeType": "image/png", "buffer": tiny_png()}]
         )
         page.wait_for_function(
-            "document.getElementById('photo').src.includes('/photo?v=')"
+            "() => document.getElementById('photo').src.includes('/photo?v=')"
             " && document.getElementById('photo').naturalWidth === 1"
         )
         stored = site.http.get(f"/api/v1/elders/{elder_id}/photo", headers=site.as_("admin"))
@@ -504,7 +508,7 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
             "#photo-file",
             files=[{"name": "camera.png", "mimeType": "image/png", "buffer": camera_png()}],
         )
-        page.wait_for_function("document.getElementById('photo').naturalWidth === 1600")
+        page.wait_for_function("() => document.getElementById('photo').naturalWidth === 1600")
         stored = site.http.get(f"/api/v1/elders/{elder_id}/photo", headers=site.as_("admin"))
         assert stored.headers["content-type"] == "image/jpeg"
         assert len(stored.content) <= 900 * 1024

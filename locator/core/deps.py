@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import redis as redis_sync
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from locator.core import login_limit
 from locator.core.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -50,7 +52,26 @@ async def get_clock(ctx: Annotated[AppContext, Depends(get_context)]) -> Clock:
     return ctx.clock
 
 
+T = TypeVar("T")
 _bearer = HTTPBearer(auto_error=False, description="Token from `homeward token create`")
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def login_with(
+    redis: aioredis.Redis, request: Request, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Run a token check unless this address failed too often; count it if it fails."""
+    client = client_address(request)
+    await login_limit.check(redis, client=client)
+    try:
+        return await attempt()
+    except Unauthorized:
+        await login_limit.failed(redis, client=client)
+        raise
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -63,7 +84,9 @@ async def get_principal(
 ) -> Principal:
     """The caller: a bearer token, or the session cookie the web pages log in with."""
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        return await resolve_token(redis, credentials.credentials)
+        return await login_with(
+            redis, request, lambda: resolve_token(redis, credentials.credentials)
+        )
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         # A cookie rides along on cross-site requests too: a page of ours says so in a

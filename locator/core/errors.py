@@ -52,3 +52,13 @@ class Unprocessable(HomewardError):
         super().__init__([{"loc": [where, *loc], "msg": message, "type": kind}])
         self.loc = list(loc)
         self.message = message
+
+
+class TooManyRequests(HomewardError):
+    """Too many failed attempts from one place; ``retry_after`` seconds until it may try again."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)

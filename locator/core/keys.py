@@ -279,3 +279,9 @@ def push_subscriptions(volunteer_id: int) -> str:
 HEARTBEATS = "hw:heartbeats"  # hash loop name -> JSON {at, host, pid, ...}
 SYSTEM_STATE = "hw:system:state"  # "ok" | "degraded": the last state put on the feed
 NOTIFICATION_STATS = "hw:stats:notifications"  # hash "channel:status" -> count
+
+
+# --- failed logins --------------------------------------------------------------------------
+def login_failures(client: str) -> str:
+    """Failed token logins (bearer or session) from one client address; expires with its window."""
+    return f"hw:loginfail:{client}"

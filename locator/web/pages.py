@@ -33,7 +33,14 @@ from locator.core.auth import (
     open_session_for,
     resolve_session,
 )
-from locator.core.deps import CallerDep, ContextDep, RedisDep, SyncRedisDep
+from locator.core.deps import (
+    AppContext,
+    CallerDep,
+    ContextDep,
+    RedisDep,
+    SyncRedisDep,
+    login_with,
+)
 from locator.core.errors import Forbidden, HomewardError
 from locator.core.schemas import Strict
 
@@ -82,14 +89,22 @@ def console_page(request: Request) -> Response:
     return _page("console.html")
 
 
-def _set_cookie(response: Response, request: Request, session: str, max_age: int) -> None:
+def _secure(request: Request, ctx: AppContext) -> bool:
+    """Secure cookies when the public address is https: a TLS proxy talks plain http to us."""
+    public = ctx.settings.public_url or ""
+    return public.lower().startswith("https:") or request.url.scheme == "https"
+
+
+def _set_cookie(
+    response: Response, request: Request, ctx: AppContext, session: str, max_age: int
+) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session,
         max_age=max_age,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, ctx),
         path="/",
     )
 
@@ -165,7 +180,7 @@ async def volunteer_page(
     )
     page = (STATIC / "volunteer.html").read_text().replace("<!--noscript-->", form, 1)
     response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
-    _set_cookie(response, request, session, links.LINK_TTL_S)
+    _set_cookie(response, request, ctx, session, links.LINK_TTL_S)
     return response
 
 
@@ -192,14 +207,18 @@ async def family_elder_page(elder_id: int, request: Request, redis: RedisDep) ->
 
 
 @api.post("/session")
-async def open_session(body: SessionBody, redis: RedisDep, request: Request) -> Response:
+async def open_session(
+    body: SessionBody, redis: RedisDep, request: Request, ctx: ContextDep
+) -> Response:
     """Log in once with a token: the browser keeps an HttpOnly session cookie instead."""
-    session, principal = await create_session(redis, token=body.token)
+    session, principal = await login_with(
+        redis, request, lambda: create_session(redis, token=body.token)
+    )
     response = Response(
         json.dumps({"role": principal.role.value, "subject": principal.subject}),
         media_type="application/json",
     )
-    _set_cookie(response, request, session, SESSION_TTL_S)
+    _set_cookie(response, request, ctx, session, SESSION_TTL_S)
     return response
 
 
@@ -213,12 +232,14 @@ async def who_am_i(caller: CallerDep) -> dict[str, Any]:
 
 
 @api.delete("/session", status_code=204)
-async def close_session(redis: RedisDep, request: Request) -> Response:
+async def close_session(redis: RedisDep, request: Request, ctx: ContextDep) -> Response:
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         await end_session(redis, session)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=_secure(request, ctx), httponly=True, samesite="strict"
+    )
     return response
 
 

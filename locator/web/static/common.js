@@ -263,7 +263,21 @@ const HW = (() => {
   // GeoJSON [lon, lat] rings -> Leaflet [lat, lon] (shifted for the tiles).
   function ring(coords, ll) { return coords.map(([lon, lat]) => ll(lat, lon)); }
 
-  function esc(s) { return String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c])); }
+  // Elements whose text is text, never parsed as HTML: every name, note or address a user
+  // typed goes through here (or textContent), never through innerHTML.
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v == null || v === false) continue;
+      if (k === "class") node.className = v; else if (k === "data") Object.assign(node.dataset, v);
+      else if (k === "selected" || k === "checked" || k === "value") node[k] = v; else node.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null && c !== "") node.append(c instanceof Node ? c : String(c));
+    return node;
+  }
+  // Leaflet puts a string tooltip in with innerHTML: hand it a node holding plain text.
+  function tip(text) { return el("span", {}, text == null ? "" : String(text)); }
+
   function clock(seconds) { const s = Math.max(0, Math.floor(Math.abs(seconds))); return (seconds < 0 ? "-" : "") + Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
   function hhmm(iso) { return iso ? new Date(iso).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "—"; }
 
@@ -275,5 +289,5 @@ const HW = (() => {
   async function whoami() { return api("/api/v1/session"); }
   async function logout() { await api("/api/v1/session", { method: "DELETE" }); location.href = "/login"; }
 
-  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, esc, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
+  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, el, tip, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
 })();

@@ -13,7 +13,7 @@
   };
   document.getElementById("logout").onclick = HW.logout;
   const me = await HW.whoami();
-  if (me.role !== "admin" && me.role !== "dispatcher") { document.body.innerHTML = `<h1>${t("forbidden")}</h1>`; return; }
+  if (me.role !== "admin" && me.role !== "dispatcher") { document.body.replaceChildren(HW.el("h1", {}, t("forbidden"))); return; }
 
   // Dispatcher choices survive the refreshes (every feed event redraws the detail panel).
   const state = { incidents: [], overview: { elders: [], volunteers: [] }, selected: null, detail: null, notifications: [],
@@ -42,14 +42,14 @@
         const marker = L.circleMarker(M.ll(p.lat, p.lon), {
           radius: 8, weight: 2, color: elder.incident_id ? "#b3261e" : (p.stale ? "#777" : "#12355b"),
           fillOpacity: p.stale ? 0.1 : 0.8, className: `elder ${p.stale ? "stale" : "fresh"}`,
-        }).bindTooltip(`${HW.esc(elder.name)} · ${p.stale ? t("stale") : t("fresh")}`);
+        }).bindTooltip(HW.tip(`${elder.name} · ${p.stale ? t("stale") : t("fresh")}`));
         marker.on("click", () => { if (elder.incident_id) select(elder.incident_id); });
         marker.addTo(layers.elders);
       }
     }
     for (const v of state.overview.volunteers) {
       L.circleMarker(M.ll(v.lat, v.lon), { radius: 5, color: v.on_duty ? "#d97706" : "#999", fillOpacity: 0.9, className: "volunteer" })
-        .bindTooltip(HW.esc(v.name)).addTo(layers.volunteers);
+        .bindTooltip(HW.tip(v.name)).addTo(layers.volunteers);
     }
   }
 
@@ -77,7 +77,7 @@
     const board = document.getElementById("board");
     const now = HW.now();
     const sorted = [...state.incidents].sort((a, b) => urgency(a, now) - urgency(b, now));
-    board.innerHTML = "";
+    board.replaceChildren();
     document.getElementById("empty").classList.toggle("hidden", sorted.length > 0);
     const tpl = document.getElementById("incident-card");
     for (const incident of sorted) {
@@ -149,7 +149,7 @@
         if (f.geometry.type === "Polygon") {
           const p = f.properties.probability || 0;
           L.polygon(HW.ring(f.geometry.coordinates[0], M.ll), { color: "#c2410c", weight: 1, fillOpacity: 0.06 + 0.1 * (1 - p), className: "search-ring" })
-            .bindTooltip(`${Math.round(p * 100)}% · ${Math.round(f.properties.radius_m)} m`).addTo(layers.area);
+            .bindTooltip(HW.tip(`${Math.round(p * 100)}% · ${Math.round(f.properties.radius_m)} m`)).addTo(layers.area);
         } else {
           const [lon, lat] = f.geometry.coordinates;
           L.circleMarker(M.ll(lat, lon), { radius: 7, color: "#c2410c", className: "last-seen" }).addTo(layers.area);
@@ -268,15 +268,7 @@
     return error;
   }
 
-  // Elements with text set as text, never parsed as HTML.
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(props || {})) {
-      if (k === "class") node.className = v; else if (k === "data") Object.assign(node.dataset, v); else node.setAttribute(k, v);
-    }
-    for (const c of children) if (c != null && c !== "") node.append(c instanceof Node ? c : String(c));
-    return node;
-  }
+  const el = HW.el;  // elements with text set as text, never parsed as HTML
   const muted = (text) => (text ? el("span", { class: "muted" }, text) : "");
 
   function notificationRow(n, withIncident) {
@@ -345,22 +337,24 @@
     box.classList.remove("hidden");
     const active = ["open", "acknowledged", "on_site"].includes(d.status);
     const outcomes = ["found_safe", "returned_home", "found_injured", "handed_to_police", "false_alarm", "other"];
-    box.innerHTML = `
-      <div class="row"><h3>${HW.esc(d.elder_name)} <span class="pill ${d.status}" id="detail-status">${t("status_" + d.status)}</span></h3>
-      <a class="button" id="handoff" target="_blank" href="/api/v1/incidents/${d.id}/handoff">${t("handoff")}</a></div>
-      ${active ? `<div class="actions">
-        <button id="notify-more">${t("notify_more")}</button>
-        <button id="call-team">${t("call_team")}</button>
-        <select id="outcome">${outcomes.map((o) => `<option value="${o}" ${o === (state.outcome[d.id] || d.suggested_outcome || "found_safe") ? "selected" : ""}>${t(o)}</option>`).join("")}</select>
-        <button class="primary" id="resolve">${t("resolve")}</button>
-        <button class="danger" id="cancel">${t("cancel")}</button></div>` : `<p>${t("outcome")}: ${t(d.outcome || "")}</p>`}
-      <div class="actions"><button id="replay">${t("replay")}</button><input id="replay-slider" type="range" min="1" max="1" value="1" aria-label="${t("replay")}"></div>
-      <h4>${t("responders")}</h4>
-      <table class="log" id="responders"></table>
-      <h4>${t("notifications")}</h4>
-      <table class="log" id="notifications"></table>
-      <h4>${t("timeline")}</h4>
-      <ol id="timeline"></ol>`;
+    const chosen = state.outcome[d.id] || d.suggested_outcome || "found_safe";
+    box.replaceChildren(
+      el("div", { class: "row" },
+        el("h3", {}, d.elder_name || `#${d.elder_id}`, " ", el("span", { class: `pill ${d.status}`, id: "detail-status" }, t("status_" + d.status))),
+        el("a", { class: "button", id: "handoff", target: "_blank", rel: "noopener", href: `/api/v1/incidents/${Number(d.id)}/handoff` }, t("handoff"))),
+      active
+        ? el("div", { class: "actions" },
+          el("button", { id: "notify-more" }, t("notify_more")),
+          el("button", { id: "call-team" }, t("call_team")),
+          el("select", { id: "outcome" }, ...outcomes.map((o) => el("option", { value: o, selected: o === chosen }, t(o)))),
+          el("button", { class: "primary", id: "resolve" }, t("resolve")),
+          el("button", { class: "danger", id: "cancel" }, t("cancel")))
+        : el("p", {}, `${t("outcome")}: ${t(d.outcome || "")}`),
+      el("div", { class: "actions" }, el("button", { id: "replay" }, t("replay")),
+        el("input", { id: "replay-slider", type: "range", min: "1", max: "1", value: "1", "aria-label": t("replay") })),
+      el("h4", {}, t("responders")), el("table", { class: "log", id: "responders" }),
+      el("h4", {}, t("notifications")), el("table", { class: "log", id: "notifications" }),
+      el("h4", {}, t("timeline")), el("ol", { id: "timeline" }));
     learn(d.responders, "volunteer_id");
     document.getElementById("responders").replaceChildren(...d.responders.map((r) => el("tr", { data: { volunteer: r.volunteer_id, state: r.state } },
       el("td", {}, r.name || volunteerName(r.volunteer_id)), el("td", {}, HW.label("kind_", r.kind)), el("td", {}, HW.label("r_", r.state)),

@@ -27,9 +27,10 @@
   function guardianRow(g) {
     const row = document.createElement("div");
     row.className = "guardian row3";
-    row.innerHTML = `<input class="g-name" maxlength="64" required placeholder="${HW.esc(HW.t("f_g_name"))}" aria-label="${HW.esc(HW.t("f_g_name"))}">` +
-      `<input class="g-phone" type="tel" required placeholder="+86…" aria-label="${HW.esc(HW.t("f_g_phone"))}">` +
-      `<input class="g-relation" maxlength="32" placeholder="${HW.esc(HW.t("f_g_relation"))}" aria-label="${HW.esc(HW.t("f_g_relation"))}">`;
+    row.append(
+      HW.el("input", { class: "g-name", maxlength: "64", required: "", placeholder: HW.t("f_g_name"), "aria-label": HW.t("f_g_name") }),
+      HW.el("input", { class: "g-phone", type: "tel", required: "", placeholder: "+86…", "aria-label": HW.t("f_g_phone") }),
+      HW.el("input", { class: "g-relation", maxlength: "32", placeholder: HW.t("f_g_relation"), "aria-label": HW.t("f_g_relation") }));
     if (g) { row.querySelector(".g-name").value = g.name; row.querySelector(".g-phone").value = g.phone; row.querySelector(".g-relation").value = g.relation || ""; }
     $("guardians").appendChild(row);
   }
@@ -38,14 +39,8 @@
     show("home", true);
     const page = await HW.api("/api/v1/elders");
     const box = $("elders");
-    box.innerHTML = "";
-    page.items.forEach((e) => {
-      const a = document.createElement("a");
-      a.className = "card elder-link";
-      a.href = `/family/elders/${e.id}`;
-      a.innerHTML = `<b>${HW.esc(e.name)}</b><br><span class="muted">${HW.esc(e.address || "")}</span>`;
-      box.appendChild(a);
-    });
+    box.replaceChildren(...page.items.map((e) => HW.el("a", { class: "card elder-link", href: `/family/elders/${Number(e.id)}` },
+      HW.el("b", {}, e.name), HW.el("br"), HW.el("span", { class: "muted" }, e.address || ""))));
     if (!page.items.length) show("register", true);
     $("new-elder").onclick = () => { show("register", true); homeMap(); $("e-name").focus(); };
     $("add-guardian").onclick = () => guardianRow();
@@ -130,8 +125,7 @@
     if (draftLayer) draftLayer.remove();
     draftLayer = L.layerGroup().addTo(map);
     const list = $("draft-points");
-    list.innerHTML = "";
-    draft.forEach(([lat, lon]) => { const li = document.createElement("li"); li.textContent = `${lat.toFixed(6)}, ${lon.toFixed(6)}`; list.appendChild(li); });
+    list.replaceChildren(...draft.map(([lat, lon]) => HW.el("li", {}, `${lat.toFixed(6)}, ${lon.toFixed(6)}`)));
     const style = { color: "#12355b", dashArray: "6 4", weight: 3, fillOpacity: 0.1 };
     if (shape() === "circle" && draft.length) {
       L.circle(ll(draft[0][0], draft[0][1]), { ...style, radius: Number($("z-radius").value) || 200 }).addTo(draftLayer);
@@ -182,16 +176,14 @@
     const page = await HW.api(`/api/v1/elders/${elderId}/zones`);
     zones = page.items || page;
     const list = $("zones");
-    list.innerHTML = "";
+    list.replaceChildren();
     zones.forEach((z) => {
       const p = z.properties;
-      const li = document.createElement("li");
-      li.className = "zone";
-      li.dataset.zone = z.id;
       const what = z.geometry.type === "Point" ? `${HW.t("f_circle")} ${Math.round(p.radius_m)} m` : HW.t("f_polygon");
-      li.innerHTML = `<span><b>${HW.esc(p.name || HW.t("f_" + p.kind))}</b> · ${HW.esc(HW.t("f_" + p.kind))} · ${HW.esc(what)}<br>` +
-        `<span class="muted">${HW.esc(scheduleText(p.schedule))}</span></span>` +
-        `<button type="button" class="del" aria-label="${HW.esc(HW.t("delete"))}">${HW.esc(HW.t("delete"))}</button>`;
+      const li = HW.el("li", { class: "zone", data: { zone: z.id } },
+        HW.el("span", {}, HW.el("b", {}, p.name || HW.t("f_" + p.kind)), ` · ${HW.t("f_" + p.kind)} · ${what}`, HW.el("br"),
+          HW.el("span", { class: "muted" }, scheduleText(p.schedule))),
+        HW.el("button", { type: "button", class: "del", "aria-label": HW.t("delete") }, HW.t("delete")));
       li.querySelector(".del").onclick = () => confirmThen(HW.t("delete") + " — " + HW.t("really"), async () => {
         await HW.api(`/api/v1/elders/${elderId}/zones/${z.id}`, { method: "DELETE" }); await loadZones();
       });
@@ -222,8 +214,8 @@
     }
     if (position) {
       L.circle(ll(position.lat, position.lon), { radius: Math.max(position.acc || 0, 5), color: "#1565c0", weight: 1, fillOpacity: 0.15 }).addTo(dataLayer);
-      L.circleMarker(ll(position.lat, position.lon), { radius: 9, color: "#fff", weight: 2, fillColor: position.stale ? "#888" : "#1565c0", fillOpacity: 1 })
-        .bindTooltip(elder.name).addTo(dataLayer);
+      L.circleMarker(ll(position.lat, position.lon), { radius: 9, color: "#fff", weight: 2, fillColor: position.stale ? "#888" : "#1565c0", fillOpacity: 1, className: "elder-marker" })
+        .bindTooltip(HW.tip(elder.name)).addTo(dataLayer);
     }
   }
 
@@ -275,7 +267,7 @@
   async function loadIncidents() {
     const page = await HW.api(`/api/v1/incidents?status=all&elder_id=${elderId}&limit=20`);
     const list = $("incidents");
-    list.innerHTML = "";
+    list.replaceChildren();
     const mine = page.items;
     // The newest incident at the top: open ones in red, a recent outcome in green.
     const latest = mine[0];
@@ -285,32 +277,28 @@
       const open = !["resolved", "cancelled"].includes(latest.status);
       const who = latest.responders.filter((r) => ["accepted", "arrived"].includes(r.state)).map((r) => r.name).join("、");
       box.className = "card latest " + (open ? "open" : "closed");
-      box.innerHTML = `<b>${HW.esc(HW.t(open ? "f_incident_open" : "f_incident_last"))}</b> · ${HW.esc(HW.t("trigger_" + latest.trigger))} · ` +
-        `<span class="pill ${latest.status}">${HW.esc(HW.t("status_" + latest.status))}</span>` +
-        (who ? `<br>${HW.esc(HW.t("responders"))}: ${HW.esc(who)}` : "") +
-        (latest.outcome ? `<br>${HW.esc(HW.t("outcome"))}: ${HW.esc(HW.t(latest.outcome))} · ${HW.esc(HW.hhmm(latest.resolved_at))}` : "");
+      box.replaceChildren(HW.el("b", {}, HW.t(open ? "f_incident_open" : "f_incident_last")), ` · ${HW.t("trigger_" + latest.trigger)} · `,
+        HW.el("span", { class: `pill ${latest.status}` }, HW.t("status_" + latest.status)),
+        ...(who ? [HW.el("br"), `${HW.t("responders")}: ${who}`] : []),
+        ...(latest.outcome ? [HW.el("br"), `${HW.t("outcome")}: ${HW.t(latest.outcome)} · ${HW.hhmm(latest.resolved_at)}`] : []));
     }
-    if (!mine.length) list.innerHTML = `<li class="muted">${HW.esc(HW.t("no_incidents"))}</li>`;
+    if (!mine.length) list.replaceChildren(HW.el("li", { class: "muted" }, HW.t("no_incidents")));
     mine.forEach((i) => {
-      const li = document.createElement("li");
-      li.className = "incident";
-      li.dataset.incident = i.id;
-      li.dataset.status = i.status;
       const who = i.responders.filter((r) => r.state === "accepted" || r.state === "arrived").map((r) => r.name).join("、");
-      li.innerHTML = `<span class="pill ${i.status}">${HW.esc(HW.t("status_" + i.status))}</span> ` +
-        `<b>${HW.esc(HW.t("trigger_" + i.trigger))}</b> · ${HW.esc(HW.hhmm(i.t0))}` +
-        (who ? `<br>${HW.esc(HW.t("responders"))}: ${HW.esc(who)}` : "") +
-        (i.on_site_at ? `<br>${HW.esc(HW.t("on_site"))} ${HW.esc(HW.hhmm(i.on_site_at))}` : "") +
-        (i.outcome ? `<br>${HW.esc(HW.t("outcome"))}: <b class="outcome">${HW.esc(HW.t(i.outcome))}</b> ${HW.esc(HW.hhmm(i.resolved_at))}` : "");
-      list.appendChild(li);
+      list.appendChild(HW.el("li", { class: "incident", data: { incident: i.id, status: i.status } },
+        HW.el("span", { class: `pill ${i.status}` }, HW.t("status_" + i.status)), " ",
+        HW.el("b", {}, HW.t("trigger_" + i.trigger)), ` · ${HW.hhmm(i.t0)}`,
+        ...(who ? [HW.el("br"), `${HW.t("responders")}: ${who}`] : []),
+        ...(i.on_site_at ? [HW.el("br"), `${HW.t("on_site")} ${HW.hhmm(i.on_site_at)}`] : []),
+        ...(i.outcome ? [HW.el("br"), `${HW.t("outcome")}: `, HW.el("b", { class: "outcome" }, HW.t(i.outcome)), ` ${HW.hhmm(i.resolved_at)}`] : [])));
     });
   }
 
   async function loadNotices() {
     const page = await HW.api(`/api/v1/elders/${elderId}/notices`);
     const list = $("notices");
-    list.innerHTML = "";
-    if (!page.items.length) list.innerHTML = `<li class="muted">${HW.esc(HW.t("f_no_notices"))}</li>`;
+    list.replaceChildren();
+    if (!page.items.length) list.replaceChildren(HW.el("li", { class: "muted" }, HW.t("f_no_notices")));
     page.items.slice(0, 20).forEach((n) => {
       const li = document.createElement("li");
       const at = typeof n.at === "number" ? new Date(n.at * 1000).toISOString() : n.at;
@@ -348,9 +336,7 @@
     $("z-night").onchange = () => show("schedule", $("z-night").checked);
     const days = $("days");
     for (let d = 1; d <= 7; d += 1) {
-      const label = document.createElement("label");
-      label.innerHTML = `<input type="checkbox" value="${d}" checked> <span>${HW.esc(HW.t("day" + d))}</span>`;
-      days.appendChild(label);
+      days.appendChild(HW.el("label", {}, HW.el("input", { type: "checkbox", value: String(d), checked: true }), " ", HW.el("span", {}, HW.t("day" + d))));
     }
     $("draw-clear").onclick = () => { draft = []; drawDraft(); };
     $("zone-save").onclick = saveZone;

@@ -37,11 +37,11 @@
     rings.forEach((f) => {
       const p = f.properties || {};
       L.polygon(HW.ring(f.geometry.coordinates[0], ll), { color: "#b26a00", weight: 1, fillOpacity: 0.06 })
-        .bindTooltip(p.probability ? Math.round(p.probability * 100) + "% · " + Math.round(p.radius_m) + " m" : "")
+        .bindTooltip(HW.tip(p.probability ? Math.round(p.probability * 100) + "% · " + Math.round(p.radius_m) + " m" : ""))
         .addTo(layers);
     });
-    L.circleMarker(ll(area.lat, area.lon), { radius: 10, color: "#b3261e", fillColor: "#b3261e", fillOpacity: 0.9 })
-      .bindTooltip(incident.elder_name || "").addTo(layers);
+    L.circleMarker(ll(area.lat, area.lon), { radius: 10, color: "#b3261e", fillColor: "#b3261e", fillOpacity: 0.9, className: "elder-marker" })
+      .bindTooltip(HW.tip(incident.elder_name || "")).addTo(layers);
     const inner = rings.length ? rings[rings.length - 1] : null;
     if (inner) map.fitBounds(L.polygon(HW.ring(inner.geometry.coordinates[0], ll)).getBounds(), { maxZoom: 17 });
     else map.setView(ll(area.lat, area.lon), 16);
@@ -144,18 +144,13 @@
   async function loadList() {
     const page = await HW.api("/api/v1/incidents?status=open");
     const box = $("alerts");
-    box.innerHTML = "";
-    if (!page.items.length) { box.innerHTML = `<p class="card muted">${HW.esc(HW.t("no_alerts"))}</p>`; return; }
-    page.items.forEach((i) => {
+    if (!page.items.length) { box.replaceChildren(HW.el("p", { class: "card muted" }, HW.t("no_alerts"))); return; }
+    box.replaceChildren(...page.items.map((i) => {
       const r = i.responders.find((x) => x.volunteer_id === me.volunteer_id);
-      const a = document.createElement("a");
-      a.className = "card alert-link";
-      a.href = `/v/${i.id}`;
-      a.innerHTML = `<b>${HW.esc(i.elder_name || "")}</b> <span class="pill ${i.status}">${HW.esc(HW.t("status_" + i.status))}</span>` +
-        `<br><span class="muted">${HW.esc(HW.t("code"))} ${HW.esc(i.code)} · ${HW.esc(HW.hhmm(i.t0))}` +
-        (r ? " · " + HW.esc(HW.t("r_" + r.state)) : "") + "</span>";
-      box.appendChild(a);
-    });
+      return HW.el("a", { class: "card alert-link", href: `/v/${Number(i.id)}` },
+        HW.el("b", {}, i.elder_name || ""), " ", HW.el("span", { class: `pill ${i.status}` }, HW.t("status_" + i.status)),
+        HW.el("br"), HW.el("span", { class: "muted" }, `${HW.t("code")} ${i.code} · ${HW.hhmm(i.t0)}` + (r ? " · " + HW.t("r_" + r.state) : "")));
+    }));
   }
 
   async function loadMe() {
