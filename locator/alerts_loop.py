@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from alerts import intake
+from alerts import intake, links
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
@@ -54,7 +54,11 @@ def channels_for(
             auth_token=settings.twilio_auth_token,
             base_url=settings.twilio_base_url,
         )
-        sender = {"from_": settings.twilio_from, "public_url": settings.public_url}
+        sender = {
+            "from_": settings.twilio_from,
+            "public_url": settings.public_url,
+            "link_secret": links.secret(client),
+        }
         out["sms"] = twilio.TwilioSms(twilio_client, **sender)  # type: ignore[arg-type]
         out["voice"] = twilio.TwilioVoice(twilio_client, **sender)  # type: ignore[arg-type]
     if settings is not None and "webpush" in cfg.channels and settings.vapid_private_key:

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,6 +66,13 @@ class Stack:
 def stack(
     redis: object, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
 ) -> Iterator[Stack]:
+    with running_stack(redis_url, clock, tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_stack(redis_url: str, clock: ManualClock, tmp_path: Path) -> Iterator[Stack]:
+    """The app on a loopback port, the alerts workers and a Twilio-compatible server."""
     twilio = TwilioLoopback(account_sid=SID, auth_token=TOKEN).start()
     port = free_port()
     public = f"http://127.0.0.1:{port}"

@@ -354,8 +354,13 @@ def _build(
                         "code": code,
                         "elder_id": plan.elder_id,
                         "elder_name": elder.get("name", ""),
-                        "link": text_values.get("link"),
                     }
+                    text = render(notice.template, cfg.locale, text_values)
+                    if "link" in text_values:
+                        # Rendered with the link so an SMS is shortened to fit with it; stored
+                        # without: the SMS channel signs it again (alerts/links.py).
+                        data["link_expires"] = int(t0 + links.LINK_TTL_S)
+                        text = text.replace(text_values["link"], links.placeholder(cfg.locale))
                     body["attempts"].append(
                         {
                             "k": plan.key_index(keys.attempt(aid)),
@@ -370,7 +375,7 @@ def _build(
                                 "channel": channel,
                                 "extra": "1" if extra else "",
                                 "template": notice.template,
-                                "text": render(notice.template, cfg.locale, text_values),
+                                "text": text,
                                 "data": json.dumps(data, ensure_ascii=False),
                                 "locale": cfg.locale,
                             },

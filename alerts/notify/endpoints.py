@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import Field
 
+from alerts import links
 from alerts.incidents import service as incidents
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
@@ -36,7 +37,8 @@ def _read(attempt: str, doc: dict[str, str]) -> NotificationRead:
         recipient=doc.get("recipient", ""),
         channel=doc.get("channel", ""),
         template=doc.get("template", ""),
-        text=doc.get("text", ""),
+        # Texts stored before links were kept out of them still carry one: never show it.
+        text=links.redact(doc.get("text", ""), doc.get("locale") or "zh-CN"),
         status=doc.get("status", ""),
         error=doc.get("error", ""),
         tries=int(doc.get("tries", "0")),

@@ -297,6 +297,7 @@ def _message(attempt: str, doc: dict[str, str]) -> Message:
         template=doc["template"],
         text=doc.get("text", ""),
         data=json.loads(doc.get("data") or "{}"),
+        locale=doc.get("locale") or "zh-CN",
     )
 
 

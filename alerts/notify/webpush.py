@@ -46,6 +46,8 @@ class WebPush:
         subscriptions = self._client.hgetall(key)
         if not subscriptions:
             return Result("failed", "no browser subscription")
+        # Encrypted to the subscription, but staff may register one for a volunteer: no
+        # one-tap link (the service worker opens /v/{incident}, where the session is).
         payload = json.dumps(
             {"title": "爱回家 Homeward", "body": message.text, **message.data}, ensure_ascii=False
         )
