@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +50,14 @@ class Stack:
     settings: Settings
 
     def webhook(self, path: str, params: dict[str, str]) -> httpx.Response:
-        """POST a webhook the way Twilio does (signed over PUBLIC_URL + path)."""
+        """POST a webhook the way Twilio does (signed over PUBLIC_URL + path).
+
+        Every SMS Twilio forwards has its own MessageSid; one is made up when not given.
+        """
         from twilio.request_validator import RequestValidator
+
+        if path.startswith("/webhooks/twilio/sms") and "MessageSid" not in params:
+            params = {**params, "MessageSid": "SM" + uuid.uuid4().hex}
 
         url = self.url + path
         signature = RequestValidator(TOKEN).compute_signature(url, params)
@@ -219,8 +226,13 @@ async def test_several_alerts_need_the_code(api: Api, stack: Stack) -> None:
     assert incidents.load(stack.client, first).status == "open"
     r = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "2"})
     assert incidents.load(stack.client, first).responders[d.vid("pair1")]["state"] == "declined"
-    # The guardian says she is safe: a note dispatch can read, then closed as a false alarm.
+    # The guardian says she is safe (and confirms with the code she is sent back): a note
+    # dispatch can read, then closed as a false alarm.
     r = stack.webhook("/webhooks/twilio/sms", {"From": "+8613800138000", "Body": "0"})
+    assert r.status_code == 200
+    confirm = re.search(r"回复 0 (\d{6})", r.text)
+    assert confirm and incidents.load(stack.client, first).status == "open", r.text
+    r = stack.webhook("/webhooks/twilio/sms", {"From": "+8613800138000", "Body": f"0 {confirm[1]}"})
     assert r.status_code == 200
     closed = incidents.load(stack.client, first)
     assert closed.status == "resolved" and closed.fields["outcome"] == "false_alarm"

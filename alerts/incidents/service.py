@@ -1216,19 +1216,22 @@ def note(
 
 
 def guardian_says_safe(
-    client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, phone: str
+    client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, guardian: int
 ) -> Snapshot:
     """A guardian answered "safe" by SMS: a note dispatch can see, then a false-alarm close."""
     now = cfg.clock.time()
 
+    # The guardian by their place in her record (the console shows the name), never by
+    # phone number: timelines and the feed are read far more widely than the record.
     def action(view: View) -> Change:
         change = escalation.close(
             view, status="resolved", outcome="false_alarm", now=now, actor="guardian"
         )
-        change.timeline.insert(0, {"type": "note", "text": f"guardian {phone} says safe (SMS)"})
+        change.timeline.insert(0, {"type": "note", "text": f"guardian {guardian} says safe (SMS)"})
         return change
 
-    _mutate(client, cfg, incident_id, _decide(action), actor=f"guardian:{phone}", channel="sms")
+    actor = f"guardian:{guardian}"
+    _mutate(client, cfg, incident_id, _decide(action), actor=actor, channel="sms")
     return load(client, incident_id)
 
 
