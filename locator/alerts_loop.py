@@ -155,8 +155,11 @@ def start_workers(
     """Start the intake, delivery and relay loops as daemon threads."""
     ensure_groups(client)
     intake_consumer = consumer_name("alerts")
-    deliverer = Deliverer(client, channels_for(client, cfg, publisher), consumer_name("delivery"))
+    channels = channels_for(client, cfg, publisher)
+    deliverer = Deliverer(client, channels, consumer_name("delivery"), lane="chain")
     deliverer.ensure_group()
+    pusher = Deliverer(client, channels, consumer_name("push"), lane="extra")
+    pusher.ensure_group()
     claim_every = {"n": 0}
 
     def intake_body() -> None:
@@ -168,6 +171,7 @@ def start_workers(
     loops: list[tuple[str, Callable[[], object]]] = [
         ("alerts", intake_body),
         ("delivery", lambda: deliverer.run_once(now=cfg.clock.time())),
+        ("push", lambda: pusher.run_once(now=cfg.clock.time())),
     ]
     if publisher is not None:
         relay_consumer = consumer_name("relay")
