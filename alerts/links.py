@@ -3,6 +3,11 @@
 The token names the volunteer and an expiry and carries a truncated HMAC under a secret
 kept in Redis (created once, shared by every process), so a link is short enough for a
 two-part SMS and cannot be forged or reused for another volunteer or incident.
+
+A link opens a volunteer session, so it exists only in the SMS that carries it: the stored
+text has a placeholder (what the console and the family read: "link sent"), and the SMS
+channel signs it again at send time from (incident, volunteer, expiry), which gives the
+same token every time.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 
 import redis
@@ -61,3 +67,35 @@ def verify(key: bytes, *, incident_id: int, token: str, now: float) -> int:
 def url(public_url: str | None, *, incident_id: int, token: str) -> str:
     base = (public_url or "http://127.0.0.1:8000").rstrip("/")
     return f"{base}/v/{incident_id}?t={token}"
+
+
+# What everyone but the SMS's recipient sees where the link was.
+PLACEHOLDER = {"zh-CN": "[链接已发送]", "en": "[link sent]"}
+_LINK = re.compile(r"\S*/v/\d+\?t=\S+")
+
+
+def placeholder(locale: str) -> str:
+    return PLACEHOLDER.get(locale, PLACEHOLDER["zh-CN"])
+
+
+def redact(text: str, locale: str) -> str:
+    """``text`` with every one-tap link replaced by the placeholder (texts stored earlier)."""
+    return _LINK.sub(placeholder(locale), text)
+
+
+def fill(
+    text: str,
+    key: bytes,
+    *,
+    public_url: str | None,
+    locale: str,
+    incident_id: int,
+    volunteer_id: int,
+    expires: float,
+) -> str:
+    """The SMS as sent: the placeholder replaced by the recipient's own signed link."""
+    mark = placeholder(locale)
+    if mark not in text:
+        return text
+    token = sign(key, incident_id=incident_id, volunteer_id=volunteer_id, expires=expires)
+    return text.replace(mark, url(public_url, incident_id=incident_id, token=token), 1)

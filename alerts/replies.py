@@ -9,6 +9,7 @@ attempt and, when the message did not arrive, moves that recipient to the next c
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import redis
@@ -24,6 +25,13 @@ from locator.core.errors import HomewardError
 from locator.core.logging import get_logger
 
 log = get_logger(__name__)
+
+VOICE_ACTIONS = ("1", "2")  # keys that accept or decline; others only repeat
+SEEN_TTL_S = 3 * 86400  # longer than Twilio retries a webhook
+# A guardian's SMS cancel: six digits (incident codes have four), ten minutes, five guesses.
+CONFIRM_DIGITS = 6
+CONFIRM_TTL_S = 600
+CONFIRM_TRIES = 5
 
 # Twilio's final statuses that mean the person did not get the message or call.
 NOT_REACHED = frozenset({"undelivered", "failed", "no-answer", "busy", "canceled"})
@@ -49,16 +57,17 @@ def _open_alerts(client: redis.Redis, volunteer_id: int, action: str) -> dict[st
     return out
 
 
-def _guardian_incidents(client: redis.Redis, phone: str) -> dict[str, int]:
-    """code -> incident id of open incidents whose elder lists this phone as a guardian."""
-    out: dict[str, int] = {}
+def _guardian_incidents(client: redis.Redis, phone: str) -> dict[str, tuple[int, int, int]]:
+    """code -> (incident, elder, guardian index) of open incidents listing this phone."""
+    out: dict[str, tuple[int, int, int]] = {}
     for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
         incident_id = int(str(raw))
         elder_id = incidents.elder_of(client, incident_id)
         doc = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
-        if any(g.get("phone") == phone for g in doc.get("guardians", [])):
+        phones = [g.get("phone") for g in doc.get("guardians", [])]
+        if phone in phones:
             code = client.hget(keys.incident(elder_id, incident_id), "code")
-            out[str(code)] = incident_id
+            out[str(code)] = (incident_id, elder_id, phones.index(phone))
     return out
 
 
@@ -102,13 +111,63 @@ def sms_reply(client: redis.Redis, cfg: AlertsConfig, *, phone: str, body: str) 
         key = "accepted" if action == "accept" else "declined"
         return reply(key, locale, {"code": snap.fields["code"]})
     if action == "safe":
-        incident_id, problem = _pick(_guardian_incidents(client, phone), code, locale)
-        if incident_id is None:
-            return problem
-        snap = incidents.guardian_says_safe(client, cfg, incident_id=incident_id, phone=phone)
-        elder = json.loads(str(client.get(keys.elder(snap.elder_id)) or "{}"))
-        return reply("safe", locale, {"name": elder.get("name", ""), "code": snap.fields["code"]})
+        return _guardian_cancel(client, cfg, phone=phone, code=code)
     return reply("none", locale, {})
+
+
+def first_time(client: redis.Redis, *, kind: str, ident: str) -> bool:
+    """Claim a signed webhook (MessageSid, call keypress, status): False if seen before."""
+    if not ident:
+        return False  # nothing to tell a replay by: act on nothing
+    return bool(client.set(keys.twilio_seen(kind, ident), "1", nx=True, ex=SEEN_TTL_S))
+
+
+def forget(client: redis.Redis, *, kind: str, ident: str) -> None:
+    """Release a claim whose handling failed, so Twilio's retry is acted on."""
+    client.delete(keys.twilio_seen(kind, ident))
+
+
+def _guardian_cancel(
+    client: redis.Redis, cfg: AlertsConfig, *, phone: str, code: str | None
+) -> str:
+    """A guardian's "0" gets a confirmation code by SMS; only "0 <that code>" cancels.
+
+    A sender number can be spoofed; the code goes to the real phone, so whoever cannot
+    read that phone's messages cannot cancel a search.
+    """
+    locale = cfg.locale
+    mine = _guardian_incidents(client, phone)
+    if code is not None and len(code) == CONFIRM_DIGITS:
+        for incident_id, elder_id, guardian in mine.values():
+            key = keys.cancel_confirmation(elder_id, incident_id, guardian)
+            if not secrets.compare_digest(str(client.hget(key, "code") or ""), code):
+                continue
+            if not client.delete(key):
+                break  # another request used it meanwhile
+            snap = incidents.guardian_says_safe(
+                client, cfg, incident_id=incident_id, guardian=guardian
+            )
+            name = json.loads(str(client.get(keys.elder(elder_id)) or "{}")).get("name", "")
+            return reply("safe", locale, {"name": name, "code": snap.fields["code"]})
+        for incident_id, elder_id, guardian in mine.values():
+            key = keys.cancel_confirmation(elder_id, incident_id, guardian)
+            if client.exists(key) and client.hincrby(key, "tries", 1) >= CONFIRM_TRIES:
+                client.delete(key)  # guessing: the guardian asks for a new code
+        return reply("bad_confirm", locale, {})
+    chosen, problem = _pick({c: v[0] for c, v in mine.items()}, code, locale)
+    if chosen is None:
+        return problem
+    _, elder_id, guardian = next(v for v in mine.values() if v[0] == chosen)
+    confirm = f"{secrets.randbelow(9 * 10 ** (CONFIRM_DIGITS - 1)) + 10 ** (CONFIRM_DIGITS - 1)}"
+    key = keys.cancel_confirmation(elder_id, chosen, guardian)
+    pipe = client.pipeline()
+    pipe.delete(key)
+    pipe.hset(key, mapping={"code": confirm, "tries": 0})
+    pipe.expire(key, CONFIRM_TTL_S)
+    pipe.execute()
+    name = json.loads(str(client.get(keys.elder(elder_id)) or "{}")).get("name", "")
+    code_of = str(client.hget(keys.incident(elder_id, chosen), "code") or "")
+    return reply("confirm_cancel", locale, {"name": name, "code": code_of, "confirm": confirm})
 
 
 def voice_answer(
@@ -134,7 +193,7 @@ def voice_answer(
             entry={"type": "no_answer", "volunteer_id": int(ident)},
         )
         return "no_answer", reply("voice_no_input", cfg.locale, {})
-    if digits in ("1", "2"):
+    if digits in VOICE_ACTIONS:
         action = "ack" if digits == "1" else "decline"
         try:
             incidents.answer(

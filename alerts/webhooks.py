@@ -1,13 +1,17 @@
 """Twilio webhooks: SMS replies, the voice step's TwiML, delivery status callbacks.
 
 Every request must carry a valid ``X-Twilio-Signature`` computed over
-``HOMEWARD_PUBLIC_URL`` + path (+ query) and the form: anything else is 403.
+``HOMEWARD_PUBLIC_URL`` + path (+ query) and the form: anything else is 403. A signature
+does not expire, so a captured request could be sent again: each message (``MessageSid``),
+keypress (``CallSid`` + step) and status is acted on once; a replay gets a 200 with an
+empty answer (Twilio then stops retrying) and changes nothing.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import APIRouter, Header, Request
@@ -50,6 +54,26 @@ def _config(ctx: ContextDep) -> AlertsConfig:
 
 Signature = Annotated[str | None, Header(alias="X-Twilio-Signature")]
 XML = "application/xml"
+T = TypeVar("T")
+
+
+async def _once(redis: SyncRedisDep, kind: str, ident: str, act: Callable[[], T]) -> T | None:
+    """``act()`` unless this webhook was acted on before (None then)."""
+
+    def run() -> T | None:
+        if not replies.first_time(redis, kind=kind, ident=ident):
+            return None
+        try:
+            return act()
+        except BaseException:
+            replies.forget(redis, kind=kind, ident=ident)  # Twilio's retry gets another go
+            raise
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def _empty() -> Response:
+    return Response(str(MessagingResponse()), media_type=XML)
 
 
 @router.post("/sms")
@@ -59,9 +83,16 @@ async def sms(
     """A reply to an alert: 1/Y/是 accept, 2/N/否 decline (plus the code), 0/取消 safe."""
     form = await _verified(request, ctx, signature)
     cfg = _config(ctx)
-    text = await anyio.to_thread.run_sync(
-        lambda: replies.sms_reply(redis, cfg, phone=form.get("From", ""), body=form.get("Body", ""))
+    text = await _once(
+        redis,
+        "sms",
+        form.get("MessageSid", ""),
+        lambda: replies.sms_reply(
+            redis, cfg, phone=form.get("From", ""), body=form.get("Body", "")
+        ),
     )
+    if text is None:
+        return _empty()
     answer = MessagingResponse()
     answer.message(text)
     return Response(str(answer), media_type=XML)
@@ -79,11 +110,24 @@ async def voice(
     """The voice step: read the alert, then 1 accept, 2 decline, 5 repeat."""
     form = await _verified(request, ctx, signature)
     cfg = _config(ctx)
-    _, say = await anyio.to_thread.run_sync(
-        lambda: replies.voice_answer(
-            redis, cfg, attempt=attempt, digits=form.get("Digits"), no_input=bool(noinput)
+    digits = form.get("Digits")
+
+    def answer_call() -> tuple[str, str | None]:
+        return replies.voice_answer(
+            redis, cfg, attempt=attempt, digits=digits, no_input=bool(noinput)
         )
-    )
+
+    if noinput or digits in replies.VOICE_ACTIONS:
+        # Only a step that changes something is claimed: the script and "5" (repeat) are
+        # asked for again and again within one call.
+        call = form.get("CallSid", "")
+        step = f"{call}:{attempt}:{'-' if noinput else digits}" if call else ""
+        answered = await _once(redis, "voice", step, answer_call)
+        if answered is None:
+            return Response(str(VoiceResponse()), media_type=XML)
+        _, say = answered
+    else:
+        _, say = await anyio.to_thread.run_sync(answer_call)
     language = VOICE_LANGUAGE.get(cfg.locale, "zh-CN")
     answer = VoiceResponse()
     if say is not None:
@@ -111,7 +155,12 @@ async def status(
     """Delivery status of a message or call; not delivered → the recipient's next channel."""
     form = await _verified(request, ctx, signature)
     cfg = _config(ctx)
-    result = await anyio.to_thread.run_sync(
-        lambda: replies.status_callback(redis, cfg, attempt=attempt, params=form)
+    sid = form.get("MessageSid") or form.get("CallSid") or ""
+    state = form.get("MessageStatus") or form.get("CallStatus") or ""
+    result = await _once(
+        redis,
+        "status",
+        f"{sid}:{attempt}:{state}" if sid else "",
+        lambda: replies.status_callback(redis, cfg, attempt=attempt, params=form),
     )
-    return {"result": result}
+    return {"result": "duplicate" if result is None else result}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from alerts import intake
+from alerts import intake, links
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
@@ -54,7 +54,11 @@ def channels_for(
             auth_token=settings.twilio_auth_token,
             base_url=settings.twilio_base_url,
         )
-        sender = {"from_": settings.twilio_from, "public_url": settings.public_url}
+        sender = {
+            "from_": settings.twilio_from,
+            "public_url": settings.public_url,
+            "link_secret": links.secret(client),
+        }
         out["sms"] = twilio.TwilioSms(twilio_client, **sender)  # type: ignore[arg-type]
         out["voice"] = twilio.TwilioVoice(twilio_client, **sender)  # type: ignore[arg-type]
     if settings is not None and "webpush" in cfg.channels and settings.vapid_private_key:
@@ -151,8 +155,11 @@ def start_workers(
     """Start the intake, delivery and relay loops as daemon threads."""
     ensure_groups(client)
     intake_consumer = consumer_name("alerts")
-    deliverer = Deliverer(client, channels_for(client, cfg, publisher), consumer_name("delivery"))
+    channels = channels_for(client, cfg, publisher)
+    deliverer = Deliverer(client, channels, consumer_name("delivery"), lane="chain")
     deliverer.ensure_group()
+    pusher = Deliverer(client, channels, consumer_name("push"), lane="extra")
+    pusher.ensure_group()
     claim_every = {"n": 0}
 
     def intake_body() -> None:
@@ -164,6 +171,7 @@ def start_workers(
     loops: list[tuple[str, Callable[[], object]]] = [
         ("alerts", intake_body),
         ("delivery", lambda: deliverer.run_once(now=cfg.clock.time())),
+        ("push", lambda: pusher.run_once(now=cfg.clock.time())),
     ]
     if publisher is not None:
         relay_consumer = consumer_name("relay")

@@ -138,6 +138,11 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         wait_for(lambda: any(m["incident_id"] == incident_id for _, m in events.messages))
         opened = next(m for _, m in events.messages if m["incident_id"] == incident_id)
         assert opened["status"] == "open" and "opened" in opened["change"]
+        # Any client may subscribe to any volunteer's topic: the push says a link went by
+        # SMS, and carries none (nor does the integration feed).
+        alerts = [m for _, m in pages.messages if m["type"] == "alert"]
+        assert alerts and all("[链接已发送]" in m["text"] for m in alerts)
+        assert "?t=" not in json.dumps([*pages.messages, *events.messages], ensure_ascii=False)
         # The first accept stands the others down over the same channel.
         pages.messages.clear()
         r = await api.http.post(f"/api/v1/incidents/{incident_id}/ack", headers=d.auth("pair1"))

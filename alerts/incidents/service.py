@@ -354,8 +354,13 @@ def _build(
                         "code": code,
                         "elder_id": plan.elder_id,
                         "elder_name": elder.get("name", ""),
-                        "link": text_values.get("link"),
                     }
+                    text = render(notice.template, cfg.locale, text_values)
+                    if "link" in text_values:
+                        # Rendered with the link so an SMS is shortened to fit with it; stored
+                        # without: the SMS channel signs it again (alerts/links.py).
+                        data["link_expires"] = int(t0 + links.LINK_TTL_S)
+                        text = text.replace(text_values["link"], links.placeholder(cfg.locale))
                     body["attempts"].append(
                         {
                             "k": plan.key_index(keys.attempt(aid)),
@@ -370,7 +375,7 @@ def _build(
                                 "channel": channel,
                                 "extra": "1" if extra else "",
                                 "template": notice.template,
-                                "text": render(notice.template, cfg.locale, text_values),
+                                "text": text,
                                 "data": json.dumps(data, ensure_ascii=False),
                                 "locale": cfg.locale,
                             },
@@ -1211,19 +1216,22 @@ def note(
 
 
 def guardian_says_safe(
-    client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, phone: str
+    client: redis.Redis, cfg: AlertsConfig, *, incident_id: int, guardian: int
 ) -> Snapshot:
     """A guardian answered "safe" by SMS: a note dispatch can see, then a false-alarm close."""
     now = cfg.clock.time()
 
+    # The guardian by their place in her record (the console shows the name), never by
+    # phone number: timelines and the feed are read far more widely than the record.
     def action(view: View) -> Change:
         change = escalation.close(
             view, status="resolved", outcome="false_alarm", now=now, actor="guardian"
         )
-        change.timeline.insert(0, {"type": "note", "text": f"guardian {phone} says safe (SMS)"})
+        change.timeline.insert(0, {"type": "note", "text": f"guardian {guardian} says safe (SMS)"})
         return change
 
-    _mutate(client, cfg, incident_id, _decide(action), actor=f"guardian:{phone}", channel="sms")
+    actor = f"guardian:{guardian}"
+    _mutate(client, cfg, incident_id, _decide(action), actor=actor, channel="sms")
     return load(client, incident_id)
 
 

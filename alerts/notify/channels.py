@@ -36,8 +36,9 @@ class Message:
     recipient: str  # "volunteer:3", "guardian:12.0", "dispatcher:1"
     phone: str | None
     template: str
-    text: str
+    text: str  # the stored text: a one-tap link is only a placeholder here
     data: dict[str, object]
+    locale: str = "zh-CN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class MqttPushChannel:
         kind, _, ident = message.recipient.partition(":")
         if kind != "volunteer":
             return Result("failed", "MQTT push reaches volunteers only")
+        # The broker does not keep one volunteer off another's topic: no one-tap link here
+        # (the app opens /v/{incident} with the session it already has).
         payload = {
             "attempt_id": message.attempt_id,
             "type": message.template,

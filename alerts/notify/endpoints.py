@@ -7,15 +7,16 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from alerts import links
 from alerts.incidents import service as incidents
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
-from locator.core.deps import CallerDep, SyncRedisDep
+from locator.core.deps import CallerDep, ClockDep, SyncRedisDep
 from locator.core.errors import Forbidden, NotFound
 from locator.core.schemas import Page, Strict
 
@@ -36,7 +37,8 @@ def _read(attempt: str, doc: dict[str, str]) -> NotificationRead:
         recipient=doc.get("recipient", ""),
         channel=doc.get("channel", ""),
         template=doc.get("template", ""),
-        text=doc.get("text", ""),
+        # Texts stored before links were kept out of them still carry one: never show it.
+        text=links.redact(doc.get("text", ""), doc.get("locale") or "zh-CN"),
         status=doc.get("status", ""),
         error=doc.get("error", ""),
         tries=int(doc.get("tries", "0")),
@@ -106,9 +108,15 @@ class PushKeys(Strict):
 class PushSubscription(Strict):
     """What the browser's ``PushManager.subscribe()`` returns (its JSON form)."""
 
-    endpoint: str = Field(pattern=r"^https?://", max_length=2000)
+    endpoint: str = Field(max_length=2000)
     keys: PushKeys
     expirationTime: float | None = None  # noqa: N815 (the browser's field name)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _public_https(cls, value: str) -> str:
+        # The server posts to this URL: never to itself or anything on its own network.
+        return webpush.check_endpoint(value)
 
 
 def _self_or_staff(caller: Principal, volunteer_id: int) -> None:
@@ -118,14 +126,26 @@ def _self_or_staff(caller: Principal, volunteer_id: int) -> None:
 
 @router.post("/volunteers/{volunteer_id}/push-subscriptions", status_code=201, tags=["volunteers"])
 def add_push_subscription(
-    volunteer_id: int, body: PushSubscription, redis: SyncRedisDep, caller: CallerDep
-) -> dict[str, str]:
-    """Web push opt-in from the volunteer page (best effort beside SMS and voice)."""
+    volunteer_id: int,
+    body: PushSubscription,
+    redis: SyncRedisDep,
+    caller: CallerDep,
+    clock: ClockDep,
+) -> dict[str, str | None]:
+    """Web push opt-in from the volunteer page (best effort beside SMS and voice).
+
+    At most five per volunteer: a sixth browser replaces the one subscribed longest ago.
+    """
     _self_or_staff(caller, volunteer_id)
     if not redis.exists(keys.volunteer(volunteer_id)):
         raise NotFound(f"volunteer {volunteer_id} not found")
-    webpush.subscribe(redis, volunteer_id=volunteer_id, subscription=body.model_dump(mode="json"))
-    return {"endpoint": body.endpoint}
+    replaced = webpush.subscribe(
+        redis,
+        volunteer_id=volunteer_id,
+        subscription=body.model_dump(mode="json"),
+        now=clock.time(),
+    )
+    return {"endpoint": body.endpoint, "replaced": replaced}
 
 
 @router.delete(

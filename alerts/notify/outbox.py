@@ -24,6 +24,10 @@ from locator.core.redis import claimed_entries, stream_reply
 log = get_logger(__name__)
 
 GROUP = "delivery"
+# Best-effort channels get their own consumer group and worker: a push service that answers
+# slowly must never hold an SMS or a call queued behind it.
+EXTRA_GROUP = "delivery-extra"
+EXTRA_CHANNELS = frozenset({"mqtt", "webpush"})
 MAX_TRIES = 4
 RETRY_BASE_S = 2.0
 CLAIM_IDLE_MS = 30_000
@@ -118,15 +122,23 @@ class Deliverer:
     client: redis.Redis
     channels: dict[str, Channel]
     consumer: str
+    # None: every attempt; "chain": all but the best-effort extras; "extra": only those.
+    lane: str | None = None
 
     def __post_init__(self) -> None:
         self._begin = self.client.register_script(_BEGIN)
         self._finish = self.client.register_script(_FINISH)
         self._claimed_at = 0.0
+        self.group = EXTRA_GROUP if self.lane == "extra" else GROUP
+
+    def _mine(self, attempt: str) -> bool:
+        if self.lane is None:
+            return True
+        return (self._channel_of(attempt) in EXTRA_CHANNELS) == (self.lane == "extra")
 
     def ensure_group(self) -> None:
         try:
-            self.client.xgroup_create(keys.OUTBOX, GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(keys.OUTBOX, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -137,18 +149,18 @@ class Deliverer:
         if now - self._claimed_at > CLAIM_IDLE_MS / 1000 / 2:
             self._claimed_at = now
             claimed = self.client.xautoclaim(
-                keys.OUTBOX, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=100
+                keys.OUTBOX, self.group, self.consumer, CLAIM_IDLE_MS, "0-0", count=100
             )
             entries.extend(claimed_entries(claimed))
         reply = self.client.xreadgroup(
-            GROUP, self.consumer, {keys.OUTBOX: ">"}, count=50, block=block_ms
+            self.group, self.consumer, {keys.OUTBOX: ">"}, count=50, block=block_ms
         )
         for _, batch in stream_reply(reply):
             entries.extend(batch)
         for entry_id, fields in entries:
-            if fields and "attempt" in fields:
+            if fields and "attempt" in fields and self._mine(fields["attempt"]):
                 self.deliver(fields["attempt"], now=now)
-            self.client.xack(keys.OUTBOX, GROUP, entry_id)
+            self.client.xack(keys.OUTBOX, self.group, entry_id)
         return len(entries)
 
     def deliver(self, attempt: str, *, now: float) -> str:
@@ -297,6 +309,7 @@ def _message(attempt: str, doc: dict[str, str]) -> Message:
         template=doc["template"],
         text=doc.get("text", ""),
         data=json.loads(doc.get("data") or "{}"),
+        locale=doc.get("locale") or "zh-CN",
     )
 
 

@@ -21,6 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from alerts import links
 from alerts.notify.channels import Message, Result
 
 TWILIO_API = "https://api.twilio.com"
@@ -77,10 +78,35 @@ def _never_sent(exc: Exception) -> bool:
 
 
 class _TwilioChannel:
-    def __init__(self, client: Client, *, from_: str, public_url: str | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        from_: str,
+        public_url: str | None,
+        link_secret: bytes | None = None,
+    ) -> None:
         self._client = client
         self._from = from_
         self._public_url = public_url
+        self._link_secret = link_secret
+
+    def _body(self, message: Message) -> str:
+        """The text with the recipient's own one-tap link where the stored text has none."""
+        kind, _, ident = message.recipient.partition(":")
+        expires = message.data.get("link_expires")
+        incident = message.data.get("incident_id")
+        if self._link_secret is None or kind != "volunteer" or expires is None or not incident:
+            return message.text
+        return links.fill(
+            message.text,
+            self._link_secret,
+            public_url=self._public_url,
+            locale=message.locale,
+            incident_id=int(str(incident)),
+            volunteer_id=int(ident),
+            expires=float(str(expires)),
+        )
 
 
 class TwilioSms(_TwilioChannel):
@@ -89,7 +115,11 @@ class TwilioSms(_TwilioChannel):
     def send(self, message: Message) -> Result:
         if not message.phone:
             return Result("failed", "no phone number")
-        kwargs: dict[str, Any] = {"to": message.phone, "from_": self._from, "body": message.text}
+        kwargs: dict[str, Any] = {
+            "to": message.phone,
+            "from_": self._from,
+            "body": self._body(message),
+        }
         callback = _callback(self._public_url, "/webhooks/twilio/status", message.attempt_id)
         if callback:
             kwargs["status_callback"] = callback

@@ -270,6 +270,16 @@ POLICY = "hw:policy"  # the dispatch policy new incidents snapshot (settings whe
 LINK_SECRET = "hw:secret:links"  # noqa: S105 (a key name): signs the one-tap links in SMS
 
 
+def twilio_seen(kind: str, ident: str) -> str:
+    """Set once a signed webhook (a MessageSid, a call's keypress) was acted on: no replay."""
+    return f"hw:twilio:seen:{kind}:{ident}"
+
+
+def cancel_confirmation(elder_id: int, incident_id: int, guardian: int) -> str:
+    """Hash code, tries: the code a guardian must send back to cancel by SMS (short TTL)."""
+    return f"hw:{elder_tag(elder_id)}:inc:{incident_id}:cancel:{guardian}"
+
+
 def push_subscriptions(volunteer_id: int) -> str:
     """Hash endpoint -> web push subscription JSON."""
     return f"hw:volunteer:{volunteer_id}:push"
