@@ -523,6 +523,13 @@ async def test_token_minting_through_the_api(api: Api) -> None:
     assert (await api.http.get("/api/v1/elders", headers=family)).status_code == 401
 
 
+async def _send_to_open_incident(api: Api, elder_id: int, volunteer_id: int) -> None:
+    """What the alerts commit writes when it sends a volunteer an elder's open incident."""
+    await api.redis.set(keys.open_incident(elder_id), "77")
+    await api.redis.hset(keys.incident_responders(elder_id, 77), str(volunteer_id), "{}")
+    await api.redis.sadd(keys.elder_readers(elder_id), str(volunteer_id))
+
+
 async def test_a_volunteer_reads_only_elders_of_incidents_they_were_sent(api: Api) -> None:
     elder = await create_elder(api)
     me = (
@@ -531,8 +538,8 @@ async def test_a_volunteer_reads_only_elders_of_incidents_they_were_sent(api: Ap
     api.tokens["me"] = await api.token(Role.VOLUNTEER, str(me["id"]))
     url = f"/api/v1/elders/{elder['id']}"
     assert (await api.http.get(url, headers=api.auth("me"))).status_code == 403
-    # Dispatch (alerts) records who was sent the incident; that is what opens the elder.
-    await api.redis.sadd(keys.elder_readers(elder["id"]), str(me["id"]))
+    # Dispatch (alerts) records who was sent her open incident; that is what opens the elder.
+    await _send_to_open_incident(api, elder["id"], me["id"])
     assert (await api.http.get(url, headers=api.auth("me"))).json()["name"] == "张阿婆"
     assert (
         await api.http.patch(url, json={"name": "x"}, headers=api.auth("me"))
@@ -657,7 +664,7 @@ async def test_a_photo_upload_is_served_to_those_who_may_read_her(api: Api) -> N
     ).json()
     api.tokens["me"] = await api.token(Role.VOLUNTEER, str(me["id"]))
     assert (await api.http.get(url, headers=api.auth("me"))).status_code == 403
-    await api.redis.sadd(keys.elder_readers(elder["id"]), str(me["id"]))
+    await _send_to_open_incident(api, elder["id"], me["id"])
     assert (await api.http.get(url, headers=api.auth("me"))).content == png
     # Refused with the reason, the old photo kept.
     for content, kind, reason in (

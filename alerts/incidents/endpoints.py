@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse, Response
 
 from alerts import handoff, reports
-from alerts.incidents import service
+from alerts.incidents import access, service
 from alerts.incidents.schemas import (
     CancelBody,
     FoundBody,
@@ -120,6 +120,7 @@ def search_area(
     """GeoJSON: the live fix while the bracelet reports, else probability rings (Grampian)."""
     snap = service.load(redis, incident_id)
     service.authorize(redis, caller=caller, snap=snap)
+    access.require_running(caller, status=snap.status, incident_id=incident_id)
     return service.search_area(redis, config(ctx), snap=snap)
 
 

@@ -232,6 +232,8 @@ async def set_pair(
             pipe.multi()  # type: ignore[no-untyped-call]
             for old in previous:
                 pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+                if old not in body.volunteer_ids:  # her elder no more (reads check it too)
+                    pipe.srem(keys.elder_readers(elder_id), str(old))
             for new in body.volunteer_ids:
                 pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
             pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
