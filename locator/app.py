@@ -26,6 +26,7 @@ from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops, watchdog
+from locator.body_limit import BodyLimit
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
@@ -121,6 +122,7 @@ def create_app(
     app.add_exception_handler(HomewardError, _homeward_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: first
     app.include_router(ops.router)
     app.include_router(webhooks_router)
     app.include_router(answer_page_router)
