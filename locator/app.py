@@ -46,6 +46,7 @@ async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("request_failed", path=request.url.path, detail=str(exc.detail))
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {**(headers or {}), **getattr(exc, "headers", {})} or None
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 

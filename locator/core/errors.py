@@ -52,3 +52,13 @@ class Unprocessable(HomewardError):
         super().__init__([{"loc": [where, *loc], "msg": message, "type": kind}])
         self.loc = list(loc)
         self.message = message
+
+
+class TooManyRequests(HomewardError):
+    """A rate limit: the answer says (``Retry-After``) when to try again."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(1, retry_after_s))}
