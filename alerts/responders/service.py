@@ -332,6 +332,8 @@ async def update_team(
     changes = store.patch_changes(body, required=("name", "members", "on_duty"))
     if body.members is not None:
         await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
+        # Whole members, defaults included: a member sent without "role" is still a member.
+        changes["members"] = [m.model_dump(mode="json") for m in body.members]
     apply = _patched(changes, clock, f"team {team_id} not found")
     doc = await store.update_doc(redis, keys.team(team_id), apply)
     return await _team_read(redis, doc)
