@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from alerts.incidents import access
 from alerts.incidents.schemas import TicketRead
 from locator.core import keys
 from locator.core.auth import Principal, Role, resolve_token
@@ -77,8 +78,10 @@ class _Audience:
         vid = self._caller.volunteer_id()
         if not incident or vid is None:
             return False
-        score = await self._redis.zscore(keys.volunteer_incidents(vid), incident)
-        return score is not None
+        if await self._redis.zscore(keys.volunteer_incidents(vid), incident) is None:
+            return False
+        running = await self._redis.zscore(keys.INCIDENTS_OPEN, incident) is not None
+        return access.feed_event_allowed(incident_open=running, data=fields.get("data"))
 
 
 def _event(entry_id: str, fields: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ from devices.registry.schemas import DeviceCreate
 from locator.core import keys
 from locator.core.auth import Principal
 from locator.core.clock import Clock
-from locator.core.errors import Forbidden, HomewardError
+from locator.core.errors import Forbidden, HomewardError, Unprocessable
 
 COLUMNS = (
     "name",
@@ -113,8 +113,13 @@ async def import_csv(
     """Register every valid row (elder, then its device); report each row's fate."""
     if not caller.is_staff:
         raise Forbidden("only staff may bulk-import elders")
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    # newline="": the csv module reads line ends itself (a lone CR inside a field is data).
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = list(reader)  # the body is capped (MAX_BODY_BYTES), so this is bounded
+    except csv.Error as exc:
+        raise Unprocessable(["csv"], f"not a readable CSV: {exc}") from None
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in COLUMNS]
     if missing or unknown:
@@ -125,7 +130,7 @@ async def import_csv(
         )
     results: list[RowResult] = []
     seen_devices: dict[str, int] = {}
-    for number, raw in enumerate(reader, start=2):
+    for number, raw in enumerate(rows, start=2):
         if number - 1 > MAX_ROWS:
             results.append(
                 RowResult(

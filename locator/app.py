@@ -26,9 +26,10 @@ from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops, watchdog
+from locator.body_limit import BodyLimit
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
-from locator.core.errors import HomewardError, TooManyRequests
+from locator.core.errors import HomewardError
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
@@ -46,8 +47,7 @@ async def _homeward_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("request_failed", path=request.url.path, detail=str(exc.detail))
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    if isinstance(exc, TooManyRequests):
-        headers = {"Retry-After": str(exc.retry_after)}
+    headers = {**(headers or {}), **getattr(exc, "headers", {})} or None
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
@@ -125,6 +125,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.middleware("http")(ops.account_request)
     app.add_middleware(SecurityHeaders, map_tiles=settings.map_tiles)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: first
     app.include_router(ops.router)
     app.include_router(webhooks_router)
     app.include_router(answer_page_router)

@@ -7,13 +7,14 @@ alerts services (shared with the alerts worker and the ticker) do their Redis wo
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse, Response
 
 from alerts import handoff, reports
-from alerts.incidents import service
+from alerts.incidents import access, reporting, service
 from alerts.incidents.schemas import (
     CancelBody,
     FoundBody,
@@ -45,10 +46,14 @@ def report_missing(
     """A guardian or dispatcher reports the elder missing: opens (or joins) the incident."""
     if caller.role not in (Role.ADMIN, Role.DISPATCHER, Role.GUARDIAN):
         raise Forbidden("only a guardian or a dispatcher reports an elder missing")
-    authorize_sync(redis, caller=caller, elder_id=body.elder_id, write=True)
+    reporting.count_report(
+        redis, caller=caller, now=ctx.clock.time(), report_id=secrets.token_hex(8)
+    )
+    elder = authorize_sync(redis, caller=caller, elder_id=body.elder_id, write=True)
     at = None
     if body.last_seen_at is not None:
         point = body.last_seen_at.to_wgs84(body.crs)
+        reporting.check_place(elder, lat=point.lat, lon=point.lon)
         at = (point.lat, point.lon)
     incident_id, _ = service.open_or_join(
         redis,
@@ -120,6 +125,7 @@ def search_area(
     """GeoJSON: the live fix while the bracelet reports, else probability rings (Grampian)."""
     snap = service.load(redis, incident_id)
     service.authorize(redis, caller=caller, snap=snap)
+    access.require_running(caller, status=snap.status, incident_id=incident_id)
     return service.search_area(redis, config(ctx), snap=snap)
 
 

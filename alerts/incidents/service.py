@@ -23,6 +23,7 @@ import redis
 from alerts import escalation, links
 from alerts import search_area as geo_area
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, Policy, View
+from alerts.incidents import access
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.notify import messages
 from alerts.notify.channels import chain_for, configured, extras_for
@@ -1127,7 +1128,7 @@ def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentR
     origin = None
     if f.get("origin_lat"):
         origin = {"lat": float(f["origin_lat"]), "lon": float(f["origin_lon"])}
-    return IncidentRead(
+    incident = IncidentRead(
         id=snap.incident_id,
         code=f["code"],
         elder_id=snap.elder_id,
@@ -1152,6 +1153,7 @@ def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentR
         responders=responders,
         timeline=timeline,
     )
+    return access.redact(incident, caller)
 
 
 def _str(value: object) -> str | None:

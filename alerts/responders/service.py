@@ -232,6 +232,8 @@ async def set_pair(
             pipe.multi()  # type: ignore[no-untyped-call]
             for old in previous:
                 pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+                if old not in body.volunteer_ids:  # her elder no more (reads check it too)
+                    pipe.srem(keys.elder_readers(elder_id), str(old))
             for new in body.volunteer_ids:
                 pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
             pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
@@ -330,6 +332,8 @@ async def update_team(
     changes = store.patch_changes(body, required=("name", "members", "on_duty"))
     if body.members is not None:
         await _require_volunteers(redis, [m.volunteer_id for m in body.members], ["members"])
+        # Whole members, defaults included: a member sent without "role" is still a member.
+        changes["members"] = [m.model_dump(mode="json") for m in body.members]
     apply = _patched(changes, clock, f"team {team_id} not found")
     doc = await store.update_doc(redis, keys.team(team_id), apply)
     return await _team_read(redis, doc)

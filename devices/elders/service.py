@@ -53,13 +53,31 @@ async def _authorize_doc(
         return doc
     if caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject:
         return doc
-    if (
-        caller.role is Role.VOLUNTEER
-        and not write
-        and await redis.sismember(keys.elder_readers(elder_id), caller.subject or "")
-    ):
-        return doc
+    vid = caller.volunteer_id()
+    if vid is not None and not write:
+        async with redis.pipeline(transaction=False) as pipe:
+            _queue_volunteer_checks(pipe, elder_id, vid)
+            open_id, reader, paired = await pipe.execute()
+        if reader and paired:
+            return doc
+        responders = _open_responders(elder_id, open_id)
+        if responders and await redis.hexists(responders, str(vid)):
+            return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
+
+
+# A volunteer reads an elder while sent to her open incident, or while paired with her
+# (and sent once): checked on every read, so closing or unpairing ends it at once even if
+# the readers set kept a stale member.
+def _queue_volunteer_checks(pipe: Any, elder_id: int, vid: int) -> None:
+    pipe.get(keys.open_incident(elder_id))
+    pipe.sismember(keys.elder_readers(elder_id), str(vid))
+    pipe.sismember(keys.volunteer_pairs(vid), str(elder_id))
+
+
+def _open_responders(elder_id: int, open_id: object) -> str | None:
+    text = store.text(open_id)
+    return keys.incident_responders(elder_id, int(text)) if text and text.isdigit() else None
 
 
 def authorize_sync(
@@ -70,12 +88,16 @@ def authorize_sync(
     doc = _live(json.loads(raw) if raw is not None else None, elder_id)
     if caller.is_staff or (caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject):
         return doc
-    if (
-        caller.role is Role.VOLUNTEER
-        and not write
-        and client.sismember(keys.elder_readers(elder_id), caller.subject or "")
-    ):
-        return doc
+    vid = caller.volunteer_id()
+    if vid is not None and not write:
+        pipe = client.pipeline(transaction=False)
+        _queue_volunteer_checks(pipe, elder_id, vid)
+        open_id, reader, paired = pipe.execute()
+        if reader and paired:
+            return doc
+        responders = _open_responders(elder_id, open_id)
+        if responders and client.hexists(responders, str(vid)):
+            return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -73,12 +73,16 @@ async def track(
 ) -> TrackCollection:
     """The elder's fixes between two fix times, oldest first, as GeoJSON points."""
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
-    until = until or clock.now()
-    since = since or until - timedelta(hours=24)
+    # A time without an offset is UTC (comparing it with an aware one would be a 500).
+    until = _utc(until) if until else clock.now()
+    since = _utc(since) if since else until - timedelta(hours=24)
     if since > until:
         raise Unprocessable(["since"], "must not be after until", where="query")
     devices = store.texts(await redis.smembers(keys.elder_track_devices(elder_id)))
-    start = str(int((since - LATE_ARRIVAL_SLACK).timestamp() * 1000))
+    # Stream ids are milliseconds since 1970: an earlier `since` reads from the start.
+    start = str(
+        max(0, int(since.timestamp() * 1000) - int(LATE_ARRIVAL_SLACK.total_seconds() * 1000))
+    )
     lo, hi = since.timestamp(), until.timestamp()
     features: list[tuple[float, dict[str, Any]]] = []
     for device_id in sorted(devices):
@@ -92,6 +96,10 @@ async def track(
                 features.append((tst, _feature(entry_id, device_id, fields)))
     features.sort(key=lambda item: item[0])
     return TrackCollection(features=[f for _, f in features[-MAX_TRACK_POINTS:]])
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _feature(entry_id: str, device_id: str, fields: dict[str, str]) -> dict[str, Any]:

@@ -55,10 +55,11 @@ class Unprocessable(HomewardError):
 
 
 class TooManyRequests(HomewardError):
-    """Too many failed attempts from one place; ``retry_after`` seconds until it may try again."""
+    """A rate limit: the answer says (``Retry-After``) when to try again."""
 
     status_code = 429
 
-    def __init__(self, detail: str, *, retry_after: int) -> None:
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
         super().__init__(detail)
-        self.retry_after = max(1, retry_after)
+        self.retry_after_s = max(1, retry_after_s)
+        self.headers = {"Retry-After": str(self.retry_after_s)}

@@ -238,6 +238,11 @@ def elder_incidents(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:incidents"
 
 
+def missing_reports(reporter: str) -> str:
+    """Zset of one guardian's recent missing reports (epoch -> epoch), for the rate limit."""
+    return f"hw:reports:missing:{reporter}"
+
+
 def elder_notices(elder_id: int) -> str:
     """Family-first notices (low battery, offline at home, removed at home): a capped list."""
     return f"hw:{elder_tag(elder_id)}:notices"

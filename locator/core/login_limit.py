@@ -28,7 +28,7 @@ async def check(redis: aioredis.Redis, *, client: str) -> None:
     if count is not None and int(count) >= MAX_FAILURES:
         raise TooManyRequests(
             "too many failed logins from this address: try again later",
-            retry_after=int(ttl) if int(ttl) > 0 else WINDOW_S,
+            retry_after_s=int(ttl) if int(ttl) > 0 else WINDOW_S,
         )
 
 
