@@ -20,7 +20,7 @@ from alerts.incidents import access
 from alerts.incidents.schemas import TicketRead
 from locator.core import keys
 from locator.core.auth import Principal, Role, resolve_token
-from locator.core.deps import CallerDep, RedisDep
+from locator.core.deps import CallerDep, RedisDep, login_with
 from locator.core.errors import Unauthorized
 from locator.core.redis import stream_reply
 
@@ -106,7 +106,8 @@ async def stream(
     authorization: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events from now on, or after ``Last-Event-ID`` (or ``?since=``)."""
-    caller = await _principal(redis, ticket, authorization)
+    # Tickets and tokens are guessed here as anywhere else: the failed-login limit applies.
+    caller = await login_with(redis, request, lambda: _principal(redis, ticket, authorization))
     audience = _Audience(redis, caller)
     start = last_event_id or since
     if start is None:

@@ -347,3 +347,13 @@ async def test_repeated_failed_logins_get_429_before_the_token_is_checked(api: A
     # The window ends: the address may try again.
     await api.redis.delete(keys.login_failures("127.0.0.1"))
     assert (await api.http.get("/api/v1/elders", headers=api.auth("admin"))).status_code == 200
+
+
+async def test_guessing_stream_tickets_counts_as_failed_logins(api: Api) -> None:
+    for n in range(login_limit.MAX_FAILURES):
+        bad = await api.http.get(f"/api/v1/stream?ticket=guess{n}")
+        assert bad.status_code == 401, bad.text
+    refused = await api.http.get("/api/v1/stream", headers=api.auth("admin"))
+    assert refused.status_code == 429, refused.text
+    assert int(refused.headers["retry-after"]) > 0
+    await api.redis.delete(keys.login_failures("127.0.0.1"))
