@@ -26,6 +26,7 @@ from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops, watchdog
+from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
@@ -33,7 +34,7 @@ from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
 from locator.core.settings import Settings
-from locator.web import pages
+from locator.web import link_sessions, pages
 
 log = get_logger(__name__)
 
@@ -99,6 +100,7 @@ def create_app(
             local_loops=local_loops,
             sync_redis=sync_redis,
         )
+        await migrate_tokens(redis, now=app.state.ctx.clock.time(), ttl_s=settings.token_ttl_s)
         watcher = asyncio.create_task(_watch(sync_redis, app.state.ctx.clock))
         try:
             yield
@@ -126,6 +128,7 @@ def create_app(
     app.include_router(answer_page_router)
     app.include_router(pages.router)
     app.include_router(pages.api, prefix=API_PREFIX)
+    app.state.link_guard = link_sessions.still_responding  # SMS-link sessions (deps)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     for router in (
         elders_router,

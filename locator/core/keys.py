@@ -130,7 +130,13 @@ def token(token_hash: str) -> str:
     return f"hw:token:{token_hash}"
 
 
-TOKENS = "hw:tokens"  # zset token hash -> created epoch
+TOKENS = "hw:tokens"  # before token ids: zset token hash -> created epoch (migrated away)
+TOKEN_IDS = "hw:tokens:ids"  # noqa: S105 (a key name): zset token hash -> token id
+
+
+def token_sessions(token_hash: str) -> str:
+    """Set of the web sessions opened with a token: revoking the token ends them too."""
+    return f"hw:token:{token_hash}:sessions"
 
 
 def session(session_hash: str) -> str:

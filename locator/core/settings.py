@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     voice_after_s: int = Field(default=90, gt=0)
     offline_after_s: int = Field(default=1200, gt=0)
     track_retention_s: int = Field(default=2_592_000, gt=0)
+    token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_from: str | None = None
