@@ -44,7 +44,7 @@ async def create_ticket(redis: RedisDep, caller: CallerDep) -> TicketRead:
 
 
 async def _principal(
-    redis: aioredis.Redis, ticket: str | None, authorization: str | None
+    redis: aioredis.Redis, ticket: str | None, authorization: str | None, *, now: float
 ) -> Principal:
     if ticket:
         raw = await redis.get(keys.stream_ticket(ticket))
@@ -53,7 +53,7 @@ async def _principal(
         data = json.loads(raw)
         return Principal(role=Role(data["role"]), subject=data["subject"])
     if authorization and authorization.lower().startswith("bearer "):
-        return await resolve_token(redis, authorization.split(" ", 1)[1])
+        return await resolve_token(redis, authorization.split(" ", 1)[1], now=now)
     raise Unauthorized("a stream needs ?ticket= (POST /api/v1/stream/ticket) or a bearer token")
 
 
@@ -107,7 +107,10 @@ async def stream(
 ) -> StreamingResponse:
     """Server-sent events from now on, or after ``Last-Event-ID`` (or ``?since=``)."""
     # Tickets and tokens are guessed here as anywhere else: the failed-login limit applies.
-    caller = await login_with(redis, request, lambda: _principal(redis, ticket, authorization))
+    now = request.app.state.ctx.clock.time()
+    caller = await login_with(
+        redis, request, lambda: _principal(redis, ticket, authorization, now=now)
+    )
     audience = _Audience(redis, caller)
     start = last_event_id or since
     if start is None:

@@ -64,6 +64,11 @@ def verify(key: bytes, *, incident_id: int, token: str, now: float) -> int:
     return volunteer_id
 
 
+def expires_at(token: str) -> int:
+    """The expiry (epoch seconds) a verified link token carries."""
+    return int(token.split(".")[1], 16)
+
+
 def url(public_url: str | None, *, incident_id: int, token: str) -> str:
     base = (public_url or "http://127.0.0.1:8000").rstrip("/")
     return f"{base}/v/{incident_id}?t={token}"

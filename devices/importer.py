@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from devices.elders import service as elders
 from devices.elders.schemas import ElderCreate
 from devices.registry import service as registry
+from devices.registry import stock
 from devices.registry.schemas import DeviceCreate
 from locator.core import keys
 from locator.core.auth import Principal
@@ -35,6 +36,7 @@ COLUMNS = (
     "device_id",
     "protocol",
     "external_id",
+    "claim_code",
     "owner",
     "crs",
 )
@@ -187,15 +189,27 @@ async def _import_row(
         ext = device_fields["external_id"]
         if ext and await redis.exists(keys.device_external(device_fields["protocol"], ext)):
             errors.append(RowError(column="external_id", message="is already registered"))
+        errors += await _claim_code_errors(redis, row)
+    elif row.get("claim_code"):
+        errors.append(RowError(column="claim_code", message="a claim code needs a device_id"))
     if errors or elder_body is None:
         return RowResult(row=number, status="error", errors=errors)
     elder = await elders.create(redis, caller=caller, body=elder_body, clock=clock)
     if device_fields is None:
         return RowResult(row=number, status="created", elder_id=elder.id)
+    code = stock.normalize(row.get("claim_code", ""))
+    stocked = False
     try:
         device = DeviceCreate.model_validate({**device_fields, "elder_id": elder.id})
+        if code:
+            await stock.put(
+                redis, device_id=device.device_id, protocol=device.protocol, code=code, clock=clock
+            )
+            stocked = True
         await registry.register(redis, caller=caller, body=device, clock=clock)
     except HomewardError as exc:
+        if stocked:
+            await stock.discard(redis, device_id=device.device_id)
         # Keep the file's rows all-or-nothing: an elder without the device it was listed with
         # would look registered but never be located.
         await elders.mark_deleted(redis, caller=caller, elder_id=elder.id, clock=clock)
@@ -205,3 +219,18 @@ async def _import_row(
             errors=[RowError(column="device_id", message=str(exc.detail))],
         )
     return RowResult(row=number, status="created", elder_id=elder.id, device_id=device.device_id)
+
+
+async def _claim_code_errors(redis: aioredis.Redis, row: dict[str, str]) -> list[RowError]:
+    """A ``claim_code`` stocks the row's bracelet with the code printed on its box."""
+    if not row.get("claim_code"):
+        return []
+    if stock.normalize(row["claim_code"]) is None:
+        message = (
+            f"must be at least {stock.MIN_CODE_LENGTH} characters of "
+            f"{stock.ALPHABET} (dashes and spaces ignored)"
+        )
+        return [RowError(column="claim_code", message=message)]
+    if await redis.exists(keys.device_stock(row["device_id"])):
+        return [RowError(column="claim_code", message="the bracelet is already in stock")]
+    return []

@@ -27,6 +27,7 @@ from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, ops, watchdog
 from locator.body_limit import BodyLimit
+from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
@@ -34,7 +35,7 @@ from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
 from locator.core.settings import Settings
-from locator.web import pages
+from locator.web import link_sessions, pages
 from locator.web.security import SecurityHeaders
 
 log = get_logger(__name__)
@@ -102,6 +103,7 @@ def create_app(
             local_loops=local_loops,
             sync_redis=sync_redis,
         )
+        await migrate_tokens(redis, now=app.state.ctx.clock.time(), ttl_s=settings.token_ttl_s)
         watcher = asyncio.create_task(_watch(sync_redis, app.state.ctx.clock))
         try:
             yield
@@ -131,6 +133,7 @@ def create_app(
     app.include_router(answer_page_router)
     app.include_router(pages.router)
     app.include_router(pages.api, prefix=API_PREFIX)
+    app.state.link_guard = link_sessions.still_responding  # SMS-link sessions (deps)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     for router in (
         elders_router,

@@ -157,14 +157,14 @@ def _require_port(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def _bootstrap_admin(redis_url: str) -> str | None:
+async def _bootstrap_admin(redis_url: str, ttl_s: int) -> str | None:
     """On the very first start of a data store, mint an admin token (printed once)."""
     redis = async_client(redis_url, process="bootstrap")
     try:
         if not await redis.set(keys.BOOTSTRAP_ADMIN, str(time.time()), nx=True):
             return None
         token, _ = await create_token(
-            redis, role=Role.ADMIN, subject="bootstrap", created_at=time.time()
+            redis, role=Role.ADMIN, subject="bootstrap", created_at=time.time(), ttl_s=ttl_s
         )
         return token
     finally:
@@ -280,7 +280,7 @@ def _run(
             log.info("embedded_redis_started", url=_masked(redis_url), dir=str(redis_server.dir))
         step = "minting the first admin token"
         # Printed before anything else can fail: it is shown only once.
-        admin_token = asyncio.run(_bootstrap_admin(redis_url))
+        admin_token = asyncio.run(_bootstrap_admin(redis_url, settings.token_ttl_s))
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
         mqtt_url = settings.mqtt_url
@@ -450,15 +450,23 @@ def token_create(
     subject: Annotated[
         str | None, typer.Option(help="guardian id, or the volunteer's id for a volunteer token")
     ] = None,
+    ttl: Annotated[
+        int | None,
+        typer.Option(min=60, help="lifetime in seconds (default HOMEWARD_TOKEN_TTL_S, 90 days)"),
+    ] = None,
 ) -> None:
-    """Mint a bearer token and print only the token."""
+    """Mint a bearer token that expires and print only the token."""
     settings = _command_settings()
 
     async def mint(url: str) -> str:
         redis = async_client(url, process="cli")
         try:
             token, _ = await create_token(
-                redis, role=Role(role.value), subject=subject, created_at=time.time()
+                redis,
+                role=Role(role.value),
+                subject=subject,
+                created_at=time.time(),
+                ttl_s=ttl or settings.token_ttl_s,
             )
             return token
         finally:

@@ -63,12 +63,15 @@ class Api:
     http: httpx.AsyncClient
     redis: aioredis.Redis
     tokens: dict[str, str]
+    clock: ManualClock
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
     async def token(self, role: Role, subject: str | None = None) -> str:
-        token, _ = await create_token(self.redis, role=role, subject=subject, created_at=0.0)
+        token, _ = await create_token(
+            self.redis, role=role, subject=subject, created_at=self.clock.time()
+        )
         return token
 
 
@@ -96,9 +99,11 @@ async def api(
         ("guardian_a", Role.GUARDIAN, "fam-a"),
         ("guardian_b", Role.GUARDIAN, "fam-b"),
     ]:
-        tokens[who], _ = await create_token(redis, role=role, subject=subject, created_at=0.0)
+        tokens[who], _ = await create_token(
+            redis, role=role, subject=subject, created_at=clock.time()
+        )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://homeward.test") as http:
-        yield Api(http=http, redis=redis, tokens=tokens)
+        yield Api(http=http, redis=redis, tokens=tokens, clock=clock)
     publisher.close()
     sync_redis.close()

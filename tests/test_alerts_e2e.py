@@ -72,7 +72,7 @@ async def district_with_bracelet(api: Api) -> District:
     r = await api.http.post(
         "/api/v1/devices",
         json={"device_id": "b-1", "elder_id": d.elder_id},
-        headers=api.auth("guardian_a"),
+        headers=api.auth("dispatcher"),
     )
     assert r.status_code == 201, r.text
     return d

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -164,6 +165,26 @@ def test_token_create_without_a_running_service_uses_the_data_dir(tmp_path: Path
             f"{running.url}/api/v1/elders", headers={"Authorization": f"Bearer {token}"}
         )
         assert listed.status_code == 200
+
+
+def test_token_create_ttl_sets_the_expiry(tmp_path: Path) -> None:
+    env = _env(HOMEWARD_DATA_DIR=str(tmp_path / "data"))
+    admin = _homeward("token", "create", "--role", "admin", env=env).stdout.strip()
+    short = _homeward("token", "create", "--role", "guardian", "--ttl", "120", env=env)
+    assert short.returncode == 0, short.stderr
+    assert re.fullmatch(r"hw_[\w-]+\n", short.stdout)  # still only the token
+    assert _homeward("token", "create", "--role", "admin", "--ttl", "5", env=env).returncode == 2
+    with homeward_run(tmp_path / "data", free_port()) as running:
+        listed = httpx.get(
+            f"{running.url}/api/v1/tokens", headers={"Authorization": f"Bearer {admin}"}
+        ).json()["items"]
+    lifetimes = {
+        item["role"]: datetime.fromisoformat(item["expires_at"])
+        - datetime.fromisoformat(item["created_at"])
+        for item in listed
+    }
+    assert lifetimes["guardian"].total_seconds() == pytest.approx(120, abs=1)
+    assert lifetimes["admin"].total_seconds() == pytest.approx(7_776_000, abs=1)
 
 
 def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

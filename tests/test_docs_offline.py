@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,9 @@ def _mint(redis_url: str) -> str:
     async def make() -> str:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
-            token, _ = await create_token(client, role=Role.ADMIN, subject=None, created_at=0.0)
+            token, _ = await create_token(
+                client, role=Role.ADMIN, subject=None, created_at=time.time()
+            )
             return token
         finally:
             await client.aclose()

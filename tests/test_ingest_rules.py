@@ -40,7 +40,7 @@ async def elder_id(api: Api) -> int:
     ).json()
     body = {"device_id": "b-1", "elder_id": elder["id"]}
     assert (
-        await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     ).status_code == 201
     return int(elder["id"])
 
@@ -194,7 +194,7 @@ async def test_a_last_will_then_silence_is_reported_offline(
         "protocol": "owntracks",
         "external_id": "li/phone",
     }
-    await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+    await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     store = UplinkStore(client, clock=clock, retention_s=86400, offline_after_s=1200)
     topic = "owntracks/li/phone"
     store.process(
@@ -231,7 +231,7 @@ async def test_a_longer_device_offline_window_is_honoured_even_by_a_stale_cache(
     send(store, clock, fix(clock.time()))  # routes cached with the default 1200 s
     await api.http.delete("/api/v1/devices/b-1", headers=api.auth("guardian_a"))
     body = {"device_id": "b-1", "elder_id": elder_id, "offline_after_s": 3600}
-    await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+    await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     clock.advance(60)
     send(store, clock, fix(clock.time()))
     ticker = Ticker(client, clock=clock, offline_after_s=1200)

@@ -4,6 +4,7 @@ address bar and history, and each role lands on its own page."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ def _mint(redis_url: str, role: Role, subject: str | None) -> str:
     async def make() -> str:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
-            token, _ = await create_token(client, role=role, subject=subject, created_at=0.0)
+            token, _ = await create_token(
+                client, role=role, subject=subject, created_at=time.time()
+            )
             return token
         finally:
             await client.aclose()

@@ -15,6 +15,7 @@ import base64
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,9 @@ def mint(redis_url: str, role: Role, subject: str | None = None) -> str:
     async def make() -> str:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
-            token, _ = await create_token(client, role=role, subject=subject, created_at=0.0)
+            token, _ = await create_token(
+                client, role=role, subject=subject, created_at=time.time()
+            )
             return token
         finally:
             await client.aclose()
@@ -210,8 +213,15 @@ def _register_pair_and_draw(site: Site, page: Any) -> int:
         ("王芳", "+8613800138001", "女儿"),
     ]
 
-    # Pair a native bracelet.
+    # Pair a native bracelet from stock, with the code printed on its box.
+    stocked = site.http.post(
+        "/api/v1/devices/stock",
+        json={"device_id": "b-1", "protocol": "native"},
+        headers=site.as_("admin"),
+    )
+    assert stocked.status_code == 201, stocked.text
     page.fill("#d-id", "b-1")
+    page.fill("#d-code", stocked.json()["claim_code"].lower())
     page.select_option("#d-protocol", "native")
     page.click("#pair button[type=submit]")
     page.wait_for_selector("#pair.hidden", state="attached")
@@ -415,7 +425,14 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     assert page.locator("#elders a.elder-link").count() == 1  # only her own family's elder
     page.click("#elders a.elder-link")
     page.wait_for_url(f"**/family/elders/{mine['id']}")
+    stocked = site.http.post(
+        "/api/v1/devices/stock",
+        json={"device_id": "phone-chen", "protocol": "owntracks"},
+        headers=site.as_("admin"),
+    )
+    assert stocked.status_code == 201, stocked.text
     page.fill("#d-id", "phone-chen")
+    page.fill("#d-code", stocked.json()["claim_code"])
     page.select_option("#d-protocol", "owntracks")
     page.fill("#d-ext", "chen/phone")
     page.click("#pair button[type=submit]")
@@ -438,7 +455,7 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     natives = site.http.post(
         "/api/v1/devices",
         json={"device_id": "b-wang", "elder_id": theirs["id"]},
-        headers=site.as_("guardian_a"),
+        headers=site.as_("admin"),
     )
     assert natives.status_code == 201
     refused = site.http.get("/api/v1/devices/b-wang/owntracks", headers=site.as_("admin"))

@@ -175,7 +175,7 @@ async def test_device_registration_rules(api: Api) -> None:
     elder = await create_elder(api)
     other = await create_elder(api, name="李阿公")
     body = {"device_id": "bracelet-1", "elder_id": elder["id"]}
-    created = await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+    created = await api.http.post("/api/v1/devices", json=body, headers=api.auth("dispatcher"))
     assert created.status_code == 201, created.text
     assert created.json() | {"created_at": None} == {
         "device_id": "bracelet-1",
@@ -190,13 +190,13 @@ async def test_device_registration_rules(api: Api) -> None:
         "online": False,
     }
     twice = await api.http.post(
-        "/api/v1/devices", json={**body, "elder_id": other["id"]}, headers=api.auth("guardian_a")
+        "/api/v1/devices", json={**body, "elder_id": other["id"]}, headers=api.auth("dispatcher")
     )
     assert twice.status_code == 409
     second = await api.http.post(
         "/api/v1/devices",
         json={"device_id": "bracelet-2", "elder_id": elder["id"]},
-        headers=api.auth("guardian_a"),
+        headers=api.auth("dispatcher"),
     )
     assert second.status_code == 409
     assert "already wears device bracelet-1" in second.json()["detail"]
@@ -220,7 +220,7 @@ async def test_device_registration_rules(api: Api) -> None:
     again = await api.http.post(
         "/api/v1/devices",
         json={"device_id": "bracelet-2", "elder_id": elder["id"]},
-        headers=api.auth("guardian_a"),
+        headers=api.auth("dispatcher"),
     )
     assert again.status_code == 201
 
@@ -566,7 +566,7 @@ async def test_an_elder_without_a_device_shows_none_and_leaks_nothing(api: Api) 
     await api.http.post(
         "/api/v1/devices",
         json={"device_id": "None", "elder_id": theirs["id"]},
-        headers=api.auth("guardian_b"),
+        headers=api.auth("dispatcher"),
     )
     devices = (await api.http.get("/api/v1/devices", headers=api.auth("guardian_a"))).json()
     assert devices["items"] == []

@@ -32,7 +32,7 @@ async def setup(api: Api, **device: Any) -> int:
     ).json()
     body = {"device_id": "b-1", "elder_id": elder["id"], **device}
     assert (
-        await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     ).status_code == 201
     zone = {
         "type": "Feature",

@@ -34,7 +34,13 @@ async def _new_elder_device(w: World, h: dict[str, str]) -> httpx.Response:
     elder = await w.api.http.post(
         "/api/v1/elders", json=elder_body(), headers=w.api.auth("guardian_a")
     )
-    body = {"device_id": f"dev-{next(_unique)}", "elder_id": elder.json()["id"]}
+    device_id = f"dev-{next(_unique)}"
+    # From stock, with the code on its box: a family binds nothing without it.
+    stocked = await w.api.http.post(
+        "/api/v1/devices/stock", json={"device_id": device_id}, headers=w.api.auth("admin")
+    )
+    code = stocked.json()["claim_code"]
+    body = {"device_id": device_id, "elder_id": elder.json()["id"], "claim_code": code}
     return await w.api.http.post("/api/v1/devices", json=body, headers=h)
 
 

@@ -85,7 +85,7 @@ async def _register(api: Api, **device: object) -> int:
     ).json()
     body = {"device_id": "b-1", "elder_id": elder["id"], **device}
     assert (
-        await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     ).status_code == 201
     return int(elder["id"])
 

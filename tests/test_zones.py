@@ -269,7 +269,7 @@ async def with_device(api: Api, **device: Any) -> int:
     elder_id = await new_elder(api)
     body = {"device_id": "b-1", "elder_id": elder_id, **device}
     assert (
-        await api.http.post("/api/v1/devices", json=body, headers=api.auth("guardian_a"))
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
     ).status_code == 201
     return elder_id
 

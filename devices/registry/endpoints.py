@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from devices.elders import service as elders
-from devices.registry import commands, owntracks, service
+from devices.registry import commands, owntracks, service, stock
 from devices.registry.schemas import DeviceCreate, DeviceRead, OwnTracksSetup
 from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep
 from locator.core.errors import Unprocessable
@@ -44,6 +44,25 @@ async def list_devices(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[DeviceRead]:
     return await service.list_page(redis, caller=caller, cursor=cursor, limit=limit)
+
+
+@router.post("/stock", status_code=status.HTTP_201_CREATED)
+async def stock_device(
+    body: stock.StockCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+) -> stock.StockCreated:
+    """Put a bracelet in stock (staff); the answer's claim code is shown once: print it."""
+    return await stock.add(redis, caller=caller, body=body, clock=clock)
+
+
+@router.get("/stock")
+async def list_stock(
+    redis: RedisDep,
+    caller: CallerDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[stock.StockRead]:
+    """Bracelets in stock and not bound (staff), without their codes."""
+    return await stock.list_page(redis, caller=caller, cursor=cursor, limit=limit)
 
 
 @router.get("/{device_id}")

@@ -22,6 +22,10 @@ class DeviceCreate(Strict):
     report_interval_s: Annotated[
         int | None, Field(ge=5, le=3600, description="base reporting interval (default 60 s)")
     ] = None
+    claim_code: Annotated[
+        str | None,
+        Field(max_length=32, description="the code on the bracelet's box (guardians need it)"),
+    ] = None
 
     @field_validator("external_id")
     @classmethod

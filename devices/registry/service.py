@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.exceptions import WatchError
 
 from devices.elders import service as elders
+from devices.registry import stock
 from devices.registry.schemas import DeviceCreate, DeviceRead
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat, ms_to_iso
-from locator.core.errors import Conflict, Forbidden, NotFound
+from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locator.core.schemas import Page
 
 
@@ -35,9 +37,11 @@ async def _read(redis: aioredis.Redis, doc: dict[str, Any]) -> DeviceRead:
 async def register(
     redis: aioredis.Redis, *, caller: Principal, body: DeviceCreate, clock: Clock
 ) -> DeviceRead:
-    """Bind a new device to an elder; 409 if the id, the external id or the elder is taken."""
+    """Bind a device to an elder (a guardian with its claim code); 409 if anything is taken."""
     await elders.authorize(redis, caller=caller, elder_id=body.elder_id, write=True)
-    doc = body.model_dump(mode="json")
+    if not caller.is_staff:
+        body = await _claimed(redis, body)
+    doc = body.model_dump(mode="json", exclude={"claim_code"})
     doc["created_at"] = isoformat(clock.now())
     device_key = keys.device(body.device_id)
     binding_key = keys.elder_device(body.elder_id)
@@ -66,12 +70,31 @@ async def register(
             if external_key:
                 pipe.set(external_key, body.device_id)
             pipe.zadd(keys.DEVICES, {body.device_id: 0})
+            pipe.zrem(keys.DEVICE_STOCK, body.device_id)
             pipe.incr(keys.DEVICES_VERSION)
             pipe.sadd(keys.elder_track_devices(body.elder_id), body.device_id)
             await pipe.execute()
         except WatchError:
             raise Conflict("the device or elder changed meanwhile; try again") from None
     return await _read(redis, doc)
+
+
+async def _claimed(redis: aioredis.Redis, body: DeviceCreate) -> DeviceCreate:
+    """A guardian's binding, checked against the stocked bracelet's claim code."""
+    if not body.claim_code:
+        raise Forbidden("type the claim code printed on the bracelet's box (claim_code)")
+    protocol = await stock.check_claim(redis, device_id=body.device_id, code=body.claim_code)
+    fields = stock.reconcile(
+        body.model_dump(mode="json"),
+        stocked_protocol=protocol,
+        explicit="protocol" in body.model_fields_set,
+    )
+    try:
+        return DeviceCreate.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise Unprocessable(list(first["loc"]) or ["protocol"], message) from None
 
 
 async def _load(redis: aioredis.Redis, device_id: str) -> dict[str, Any]:
@@ -119,8 +142,12 @@ async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
     doc = await store.get_doc(redis, keys.device(device_id))
     if doc is None:
         return
+    stocked = await redis.exists(keys.device_stock(device_id))
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.device(device_id))
+        if stocked:
+            # Back on the shelf with the code on its box: the next family claims it with that.
+            pipe.zadd(keys.DEVICE_STOCK, {device_id: 0})
         if doc.get("external_id"):
             pipe.delete(keys.device_external(doc["protocol"], doc["external_id"]))
         pipe.zrem(keys.DEVICES, device_id)

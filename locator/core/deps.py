@@ -16,6 +16,7 @@ from locator.core.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
     Principal,
+    end_session,
     resolve_session,
     resolve_token,
 )
@@ -77,15 +78,33 @@ async def login_with(
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+# The shell's check that an SMS link's session may go on: (context, incident, volunteer).
+# Set on ``app.state.link_guard`` by the app factory (locator.core cannot read incidents).
+LinkGuard = Callable[[AppContext, int, Principal], Awaitable[bool]]
+
+
+async def session_principal(request: Request, session: str) -> Principal:
+    """The principal of a session cookie; an SMS link's only while its guard allows it."""
+    ctx: AppContext = request.app.state.ctx
+    found = await resolve_session(ctx.redis, session, now=ctx.clock.time())
+    if found.incident_id is not None:
+        guard: LinkGuard | None = getattr(request.app.state, "link_guard", None)
+        if guard is None or not await guard(ctx, found.incident_id, found.principal):
+            await end_session(ctx.redis, session)
+            raise Unauthorized("this alert is over for you: its link's session has ended")
+    return found.principal
+
+
 async def get_principal(
     request: Request,
-    redis: Annotated[aioredis.Redis, Depends(get_redis)],
+    ctx: Annotated[AppContext, Depends(get_context)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller: a bearer token, or the session cookie the web pages log in with."""
     if credentials is not None and credentials.scheme.lower() == "bearer":
+        token = credentials.credentials
         return await login_with(
-            redis, request, lambda: resolve_token(redis, credentials.credentials)
+            ctx.redis, request, lambda: resolve_token(ctx.redis, token, now=ctx.clock.time())
         )
     session = request.cookies.get(SESSION_COOKIE)
     if session:
@@ -93,7 +112,7 @@ async def get_principal(
         # header another site cannot set without CORS, which we never grant.
         if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
             raise Forbidden(f"a cookie session must send the {CSRF_HEADER}: 1 header")
-        return await resolve_session(redis, session)
+        return await session_principal(request, session)
     raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
 
 

@@ -46,6 +46,21 @@ def device_external(protocol: str, external_id: str) -> str:
     return f"hw:device:ext:{protocol}:{external_id}"
 
 
+# Bracelets in stock: a record per bracelet that has a claim code (kept while it is bound,
+# so unbinding returns it with the same code), and the set of those not bound right now.
+DEVICE_STOCK = "hw:stock"  # zset (score 0) of unbound stocked device ids, lexicographic
+
+
+def device_stock(device_id: str) -> str:
+    """Hash: protocol, hash of the claim code printed on the box, created_at."""
+    return f"hw:stock:device:{device_id}"
+
+
+def claim_attempts(device_id: str) -> str:
+    """Claim attempts on one bracelet in the current hour (429 past the limit)."""
+    return f"hw:stock:claims:{device_id}"
+
+
 def device_state(elder_id: int, device_id: str) -> str:
     """last_seen, battery, online: written by the ingest in the same commit as the fix."""
     return f"hw:{elder_tag(elder_id)}:devstate:{device_id}"
@@ -115,7 +130,13 @@ def token(token_hash: str) -> str:
     return f"hw:token:{token_hash}"
 
 
-TOKENS = "hw:tokens"  # zset token hash -> created epoch
+TOKENS = "hw:tokens"  # before token ids: zset token hash -> created epoch (migrated away)
+TOKEN_IDS = "hw:tokens:ids"  # noqa: S105 (a key name): zset token hash -> token id
+
+
+def token_sessions(token_hash: str) -> str:
+    """Set of the web sessions opened with a token: revoking the token ends them too."""
+    return f"hw:token:{token_hash}:sessions"
 
 
 def session(session_hash: str) -> str:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     offline_after_s: int = Field(default=1200, gt=0)
     track_retention_s: int = Field(default=2_592_000, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_from: str | None = None

@@ -25,13 +25,11 @@ from devices.elders.service import authorize as authorize_elder
 from locator.core import keys, store
 from locator.core.auth import (
     SESSION_COOKIE,
-    SESSION_TTL_S,
     Principal,
     Role,
     create_session,
     end_session,
     open_session_for,
-    resolve_session,
 )
 from locator.core.deps import (
     AppContext,
@@ -40,9 +38,11 @@ from locator.core.deps import (
     RedisDep,
     SyncRedisDep,
     login_with,
+    session_principal,
 )
 from locator.core.errors import Forbidden, HomewardError
 from locator.core.schemas import Strict
+from locator.web.link_sessions import still_responding
 
 STATIC = Path(__file__).with_name("static")
 router = APIRouter(include_in_schema=False)
@@ -114,7 +114,7 @@ async def _session_role(request: Request, redis: RedisDep) -> Principal | None:
     if not session:
         return None
     try:
-        return await resolve_session(redis, session)
+        return await session_principal(request, session)
     except HomewardError:
         return None
 
@@ -169,7 +169,16 @@ async def volunteer_page(
     if isinstance(checked, Response):
         return checked
     principal = Principal(role=Role.VOLUNTEER, subject=str(checked))
-    session = await open_session_for(redis, principal=principal, ttl_s=links.LINK_TTL_S)
+    # The session lasts what is left of the link and only while the alert needs this
+    # volunteer: closing the incident or standing them down ends it (link_sessions).
+    if not await still_responding(ctx, incident_id, principal):
+        return _refused(
+            "已结束 Over", "此求助已结束或已有人接手，谢谢 · This alert is over for you"
+        )
+    ttl_s = max(1, int(links.expires_at(t) - ctx.clock.time()))
+    session = await open_session_for(
+        redis, principal=principal, ttl_s=ttl_s, incident_id=incident_id
+    )
     # Without JavaScript the page still answers: a form posting the link's own token.
     form = (
         f"<noscript><form method='post' action='/v/{incident_id}/answer' class='card'>"
@@ -180,7 +189,7 @@ async def volunteer_page(
     )
     page = (STATIC / "volunteer.html").read_text().replace("<!--noscript-->", form, 1)
     response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
-    _set_cookie(response, request, ctx, session, links.LINK_TTL_S)
+    _set_cookie(response, request, ctx, session, ttl_s)
     return response
 
 
@@ -211,14 +220,15 @@ async def open_session(
     body: SessionBody, redis: RedisDep, request: Request, ctx: ContextDep
 ) -> Response:
     """Log in once with a token: the browser keeps an HttpOnly session cookie instead."""
-    session, principal = await login_with(
-        redis, request, lambda: create_session(redis, token=body.token)
+    now = ctx.clock.time()
+    session, principal, ttl_s = await login_with(
+        redis, request, lambda: create_session(redis, token=body.token, now=now)
     )
     response = Response(
         json.dumps({"role": principal.role.value, "subject": principal.subject}),
         media_type="application/json",
     )
-    _set_cookie(response, request, ctx, session, SESSION_TTL_S)
+    _set_cookie(response, request, ctx, session, ttl_s)
     return response
 
 

@@ -343,7 +343,7 @@
     $("d-protocol").onchange = () => show("ot-row", $("d-protocol").value === "owntracks");
     $("pair").onsubmit = async (ev) => {
       ev.preventDefault();
-      const body = { device_id: $("d-id").value.trim(), elder_id: elderId, protocol: $("d-protocol").value };
+      const body = { device_id: $("d-id").value.trim(), elder_id: elderId, protocol: $("d-protocol").value, claim_code: $("d-code").value.trim() };
       if (body.protocol === "owntracks") body.external_id = $("d-ext").value.trim();
       try { await HW.api("/api/v1/devices", { method: "POST", body }); elder = await HW.api(`/api/v1/elders/${elderId}`); await loadDevice(); say(HW.t("saved"), "ok"); }
       catch (e) { fail(e); }

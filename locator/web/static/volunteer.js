@@ -108,12 +108,14 @@
     $("confirm-no").onclick = () => show("confirm", false);
   }
 
+  let acting = false;  // an answer in flight: its reply, not a reload, says what happened
   async function act(action, body) {
+    acting = true;
     try {
       incident = await HW.api(`/api/v1/incidents/${incidentId}/${action}`, { method: "POST", body });
       mine = incident.responders.find((r) => r.volunteer_id === me.volunteer_id) || mine;
       renderActions();
-    } catch (e) { fail(e); }
+    } catch (e) { fail(e); } finally { acting = false; }
   }
 
   // Share my location: each fix (at most one per 10 s) drives automatic on-site.
@@ -208,8 +210,10 @@
         throw e;
       }
       // Live: every change to this incident arrives on the event feed; the poll is a backstop.
-      HW.stream((type, data) => { if (data.incident_id === Number(incidentId)) loadIncident().catch(() => {}); });
-      setInterval(() => { if (document.visibilityState === "visible") loadIncident().catch(() => {}); }, 15000);
+      // Closed is final, and an SMS link's session ends with the incident: stop asking.
+      const over = () => acting || incident.status === "resolved" || incident.status === "cancelled";
+      HW.stream((type, data) => { if (data.incident_id === Number(incidentId) && !over()) loadIncident().catch(() => {}); });
+      setInterval(() => { if (document.visibilityState === "visible" && !over()) loadIncident().catch(() => {}); }, 15000);
     } else {
       show("list", true);
       await loadList();
