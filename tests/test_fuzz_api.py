@@ -9,6 +9,7 @@ by the number of examples per operation.
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ EXAMPLES_PER_OPERATION = 60
 async def _admin_token(redis_url: str) -> str:
     client = async_client(redis_url, process="fuzz")
     try:
-        token, _ = await create_token(client, role=Role.ADMIN, subject=None, created_at=0.0)
+        token, _ = await create_token(client, role=Role.ADMIN, subject=None, created_at=time.time())
         return token
     finally:
         await client.aclose()

@@ -37,7 +37,7 @@ async def site(
     app.state.ctx = AppContext(settings=settings, redis=redis, clock=clock)
     headers = {}
     for who, role, subject in [("admin", Role.ADMIN, None), ("guardian", Role.GUARDIAN, "f1")]:
-        token, _ = await create_token(redis, role=role, subject=subject, created_at=0.0)
+        token, _ = await create_token(redis, role=role, subject=subject, created_at=clock.time())
         headers[who] = f"Bearer {token}"
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://homeward.test") as http:
