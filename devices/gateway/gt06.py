@@ -15,6 +15,8 @@ a zero length byte, photos, OBD, the 0x94 information packets.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from devices.gateway.common import (
     Alarm,
     Cell,
@@ -192,13 +194,13 @@ def _decode_messages(proto: int, content: bytes) -> tuple[Message, ...]:
             _lbs(r, length_byte=False)
             r.take(2)  # ACC, data upload mode
             history = r.u8() == 0x01  # GPS real-time re-upload: 0 real time, 1 re-upload
-            fix = _replace_history(fix, history)
+            fix = replace(fix, history=history)
         return (fix,)
     if proto in (ALARM, ALARM_2, ALARM_3):
         fix = _gps(r)
         _lbs(r, length_byte=True)
         batt, gsm, alarm = _status_block(r)
-        return (_with_status(fix, batt, gsm, alarm),)
+        return (replace(fix, batt=batt, gsm=gsm, alarm=alarm),)
     if proto == LBS_STATUS:
         cell = _lbs(r, length_byte=False)
         batt, gsm, alarm = _status_block(r)
@@ -236,35 +238,6 @@ def _command_of(text: str) -> Message:
     if text.startswith("TIMER,") and text.endswith("#") and text[6:-1].isdigit():
         return Command("setInterval", int(text[6:-1]))
     return Other("gt06_command", text)
-
-
-def _replace_history(fix: Location, history: bool) -> Location:
-    return Location(
-        tst=fix.tst,
-        lat=fix.lat,
-        lon=fix.lon,
-        valid=fix.valid,
-        satellites=fix.satellites,
-        speed_kmh=fix.speed_kmh,
-        course=fix.course,
-        alarm=fix.alarm,
-        history=history,
-    )
-
-
-def _with_status(fix: Location, batt: int | None, gsm: int, alarm: Alarm | None) -> Location:
-    return Location(
-        tst=fix.tst,
-        lat=fix.lat,
-        lon=fix.lon,
-        valid=fix.valid,
-        satellites=fix.satellites,
-        speed_kmh=fix.speed_kmh,
-        course=fix.course,
-        batt=batt,
-        gsm=gsm,
-        alarm=alarm,
-    )
 
 
 def decode(frame: bytes) -> Packet:
