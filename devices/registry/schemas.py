@@ -10,7 +10,9 @@ from locator.core.schemas import Strict
 
 # Device ids become MQTT topic levels, so no '/', '+', '#' or spaces.
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-Protocol = Literal["native", "owntracks"]
+# native: our JSON over MQTT; owntracks: the app; the rest reach us through `homeward gateway`
+# (TCP), which publishes them as native uplinks under the id the bracelet itself sends.
+Protocol = Literal["native", "owntracks", "gt06", "jt808", "watch", "h02"]
 
 
 class DeviceCreate(Strict):
