@@ -51,9 +51,11 @@ class Running:
 
 
 @contextmanager
-def homeward_run(data_dir: Path, port: int, *, kill: bool = False) -> Iterator[Running]:
+def homeward_run(
+    data_dir: Path, port: int, *, kill: bool = False, **env_extra: str
+) -> Iterator[Running]:
     log = data_dir.parent / f"run-{port}-{time.monotonic_ns()}.log"
-    env = _env(HOMEWARD_DATA_DIR=str(data_dir), HOMEWARD_HTTP_PORT=str(port))
+    env = _env(HOMEWARD_DATA_DIR=str(data_dir), HOMEWARD_HTTP_PORT=str(port), **env_extra)
     with log.open("w") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "locator", "run"],

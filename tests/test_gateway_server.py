@@ -4,6 +4,7 @@ dead letters; commands in each protocol, also for a bracelet that reconnects lat
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -557,3 +558,37 @@ async def test_the_ack_waits_for_the_brokers_puback(
         stop.set()
         thread.join(timeout=10)
         broker.stop()
+
+
+def test_homeward_run_starts_the_gateway_and_records_its_ports(tmp_path: Path) -> None:
+    """`run` listens for bracelets; a taken port falls back to a free one, announced."""
+    import httpx
+
+    from tests.test_cli import _admin_token, homeward_run
+
+    data = tmp_path / "data"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        jt808_port = free_port()
+        wanted = f"gt06={taken},jt808={jt808_port}"
+        with homeward_run(data, free_port(), HOMEWARD_GATEWAY_PORTS=wanted) as running:
+            runtime = json.loads((data / "runtime.json").read_text())
+            ports = runtime["gateway"]
+            assert set(ports) == {"gt06", "jt808"}
+            assert ports["jt808"] == jt808_port
+            assert ports["gt06"] not in (taken, 0)
+            assert f"port {taken} is taken" in running.output()
+            headers = {"Authorization": f"Bearer {_admin_token(running.output())}"}
+            elder = httpx.post(f"{running.url}/api/v1/elders", json=elder_body(), headers=headers)
+            device = {"device_id": IMEI, "elder_id": elder.json()["id"], "protocol": "gt06"}
+            r = httpx.post(f"{running.url}/api/v1/devices", json=device, headers=headers)
+            assert r.status_code == 201, r.text
+            bracelet = Bracelet(ports["gt06"], "gt06")
+            try:
+                bracelet.send(gt06_login(IMEI, serial=5))
+                assert bracelet.receive(timeout=10).header.serial == 5  # type: ignore[union-attr]
+            finally:
+                bracelet.close()
+    assert running.process.returncode == 0, running.output()
