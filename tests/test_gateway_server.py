@@ -592,3 +592,56 @@ def test_homeward_run_starts_the_gateway_and_records_its_ports(tmp_path: Path) -
             finally:
                 bracelet.close()
     assert running.process.returncode == 0, running.output()
+
+
+def test_homeward_gateway_on_a_taken_port_is_one_clear_line(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    from tests.test_cli import _env, _homeward
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = _homeward(
+            "gateway",
+            env=_env(
+                HOMEWARD_DATA_DIR=str(tmp_path),
+                HOMEWARD_REDIS_URL=redis_url,
+                HOMEWARD_MQTT_URL=mqtt_url,
+                HOMEWARD_GATEWAY_PORTS=f"watch={taken}",
+            ),
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"homeward: gateway port 127.0.0.1:{taken} (watch) is in use; "
+        "set HOMEWARD_GATEWAY_PORTS to free ports"
+    )
+
+
+async def test_with_two_gateways_only_the_one_holding_the_socket_sends(
+    api: Api, redis_url: str, mqtt_url: str, clock: ManualClock, pipeline: Pipeline
+) -> None:
+    await elder_wearing(api, "watch", WATCH_ID)
+    other, stop, thread = start_gateway(redis_url, mqtt_url, clock)
+    bracelet = Bracelet(other.ports["watch"], "watch")
+    publisher = Publisher(mqtt_url)
+    try:
+        bracelet.send(watch.encode("SG", WATCH_ID, "LK,0,0,80"))
+        assert bracelet.receive().messages  # LK echoed
+        assert pipeline.client.get(keys.gateway_holder(WATCH_ID)) == other.client_id
+        publisher.send(
+            f"homeward/devices/{WATCH_ID}/cmd",
+            {"_type": "cmd", "action": "setInterval", "seconds": 20},
+        )
+        assert bracelet.receive().messages == (Command("setInterval", 20),)
+        assert bracelet.silent_for(1.0)  # not twice
+        # The gateway without the socket neither sent nor queued it.
+        assert pipeline.client.exists(keys.gateway_pending(WATCH_ID)) == 0
+    finally:
+        publisher.close()
+        bracelet.close()
+        stop.set()
+        thread.join(timeout=10)
+    # Once the socket is gone, its mark is gone too: the next command waits in Redis.
+    wait_for(lambda: pipeline.client.exists(keys.gateway_holder(WATCH_ID)) == 0)

@@ -52,6 +52,7 @@ class Connection:
         "device_id",
         "elder_id",
         "framer",
+        "held_at",
         "index",
         "peer",
         "phone",
@@ -68,6 +69,7 @@ class Connection:
         self.peer = peer
         self.device_id: str | None = None
         self.elder_id: int | None = None
+        self.held_at = 0.0  # monotonic time the holder mark in Redis was last renewed
         self.serial = 0
         self.bad = 0  # bad events since the last good frame
         self.authenticated = False

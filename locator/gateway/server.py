@@ -196,9 +196,15 @@ class Gateway:
                 await writer.drain()
         except (ConnectionError, OSError):
             reason = "reset"
+        except Exception:  # Redis away, a bug: this socket ends, the gateway carries on
+            log.exception("gateway_connection_failed", protocol=conn.protocol, peer=conn.peer)
+            reason = "error"
         finally:
             writer.close()
-            await self._disconnected(conn, reason or "closed")
+            try:
+                await self._disconnected(conn, reason or "closed")
+            except Exception:
+                log.exception("gateway_release_failed", device_id=conn.device_id)
 
     async def _feed(self, conn: Connection, data: bytes) -> str:
         """Handle the frames these bytes complete; a non-empty answer closes the connection."""
@@ -255,6 +261,7 @@ class Gateway:
             await self._reject(conn, "unknown_device", detail, data, now)
             return "unknown_device", []
         conn.device_id, conn.elder_id = device_id, int(doc["elder_id"])
+        conn.held_at = time.monotonic()
         previous = self.connections.get(device_id)
         if previous is not None and previous is not conn:
             previous.writer.close()  # the bracelet reconnected: its old socket is dead
@@ -284,6 +291,11 @@ class Gateway:
             return await self._reject(conn, "device_changed", detail, data, now)
         device_id = conn.device_id
         assert device_id is not None
+        if time.monotonic() - conn.held_at > HOLD_TTL_S / 3:  # a long-lived socket stays ours
+            conn.held_at = time.monotonic()
+            await state.refresh(
+                self.redis, device_id=device_id, gateway=self.client_id, ttl_s=HOLD_TTL_S
+            )
         conn.bad = 0
         conn.remember(packet)
         auth_code = ""
