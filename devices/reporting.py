@@ -21,6 +21,7 @@ import json
 
 import redis
 
+from devices.ingest.codecs import NATIVE_TOPIC_PROTOCOLS
 from devices.registry.commands import send_command
 from locator.core import keys, timers
 from locator.core.logging import get_logger
@@ -55,7 +56,7 @@ def start_fast_mode(
     if device is None:
         return False
     send_command(publisher, device, action="reportLocation")
-    if device["protocol"] == "native":
+    if device["protocol"] in NATIVE_TOPIC_PROTOCOLS:  # OwnTracks has no interval command
         send_command(publisher, device, action="setInterval", seconds=FAST_INTERVAL_S)
     log.info("fast_mode_started", elder_id=elder_id, device_id=device_id)
     return True
@@ -69,7 +70,7 @@ def restore(client: redis.Redis, publisher: Publisher, job: Job, *, now: float) 
         timers.schedule(client, job.id, due=now + WINDOW_S)
         return "extended"
     device = _device(client, device_id)
-    if device is not None and device["protocol"] == "native":
+    if device is not None and device["protocol"] in NATIVE_TOPIC_PROTOCOLS:
         base = device.get("report_interval_s") or DEFAULT_BASE_INTERVAL_S
         send_command(publisher, device, action="setInterval", seconds=int(base))  # type: ignore[call-overload]
     client.delete(keys.fast_mode(elder_id))

@@ -29,6 +29,7 @@ from locator.core.errors import ConfigError, HomewardError, Unprocessable
 from locator.core.logging import configure_logging, get_logger
 from locator.core.redis import async_client
 from locator.core.settings import Settings, get_settings
+from locator.gateway.server import Gateway
 from locator.ingest_loop import IngestLoop
 from locator.ticker import run_ticker
 
@@ -297,6 +298,9 @@ def _run(
                     f"listens on {mqtt_url} (bracelets and `homeward simulate` must use it)"
                 )
             log.info("embedded_mqtt_started", url=_masked(mqtt_url))
+        step = "starting the gateway"
+        gateway = _start_gateway(settings, redis_url=redis_url, mqtt_url=mqtt_url, stop=stop)
+        workers.append(gateway)
         step = "writing runtime.json"
         embedded.write_runtime(
             settings.data_dir,
@@ -308,6 +312,7 @@ def _run(
                 embedded_redis=redis_server is not None,
                 embedded_mqtt=broker is not None,
                 started_at=time.time(),
+                gateway=gateway.ports,
             ),
         )
         step = "starting the ingest, ticker and alerts loops"
@@ -332,8 +337,9 @@ def _run(
             step = "starting the demo district"
             workers.append(extra(redis_url, mqtt_url, stop))
         for thread in workers:
-            thread.daemon = True
-            thread.start()
+            if thread.ident is None:  # the gateway's thread is already running
+                thread.daemon = True
+                thread.start()
         (on_up or _announce_up)(
             f"Homeward is running at {_http_url(settings)}  (API docs: {_http_url(settings)}/docs)"
             f"\nRedis {_masked(redis_url)}   MQTT {_masked(mqtt_url)}   "
@@ -373,6 +379,48 @@ def _run(
             redis_server.stop()
         embedded.runtime_path(settings.data_dir).unlink(missing_ok=True)
         lock.release()
+
+
+class _GatewayThread(threading.Thread):
+    """The gateway's event loop in a thread of `run`, with the ports it listens on."""
+
+    def __init__(self, gateway: Gateway, stop: threading.Event) -> None:
+        self.ready = threading.Event()
+        super().__init__(target=gateway.run, args=(stop, self.ready), name="gateway", daemon=True)
+        self.gateway = gateway
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self.gateway.ports)
+
+
+def _start_gateway(
+    settings: Settings, *, redis_url: str, mqtt_url: str, stop: threading.Event
+) -> _GatewayThread:
+    """Start the gateway beside the API; a taken port falls back to a free one, announced."""
+    gateway = Gateway(
+        redis_url=redis_url,
+        mqtt_url=mqtt_url,
+        host=settings.gateway_host,
+        ports=settings.gateway_port_map,
+        client_id=settings.gateway_client_id,
+        fall_back=True,
+    )
+    thread = _GatewayThread(gateway, stop)
+    thread.start()
+    if not thread.ready.wait(15):
+        raise StartupFailed("the gateway did not start listening within 15 s")
+    if gateway.error is not None:
+        if isinstance(gateway.error, HomewardError):
+            raise gateway.error
+        raise StartupFailed(f"the gateway did not start: {gateway.error}")
+    for name, taken in gateway.fell_back.items():
+        embedded.announce(
+            f"port {taken} is taken: the gateway's {name} server listens on "
+            f"{settings.gateway_host}:{gateway.ports[name]} (point {name} bracelets there)"
+        )
+    log.info("gateway_started", ports=gateway.ports)
+    return thread
 
 
 def _announce_up(summary: str) -> None:
@@ -427,6 +475,33 @@ def ticker() -> None:
         mqtt_url=mqtt_url,
         alerts=config_from(settings, clock=SystemClock(), mqtt_url=mqtt_url),
     )
+
+
+@app.command()
+def gateway() -> None:
+    """TCP gateway for GT06, JT/T 808, watch and H02 bracelets (HOMEWARD_GATEWAY_PORTS)."""
+    settings = _settings()
+    redis_url, mqtt_url = _require_urls(settings, mqtt=True)
+    assert mqtt_url is not None
+    server = Gateway(
+        redis_url=redis_url,
+        mqtt_url=mqtt_url,
+        host=settings.gateway_host,
+        ports=settings.gateway_port_map,
+        client_id=settings.gateway_client_id,
+    )
+    stop = _stop_on_signals()
+    ready = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop, ready), name="gateway")
+    thread.start()
+    ready.wait()
+    if server.error is not None:
+        thread.join()
+        raise server.error
+    ports = ", ".join(f"{name} {port}" for name, port in server.ports.items())
+    print(f"Gateway listening on {settings.gateway_host}: {ports}", flush=True)
+    while thread.is_alive():
+        thread.join(timeout=0.5)  # short joins: the signal handlers run in this thread
 
 
 @app.command()

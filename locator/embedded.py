@@ -75,6 +75,7 @@ class Runtime:
     embedded_redis: bool
     embedded_mqtt: bool
     started_at: float
+    gateway: dict[str, int] | None = None  # protocol -> TCP port (absent in older files)
 
 
 def runtime_path(data_dir: Path) -> Path:

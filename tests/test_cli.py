@@ -51,9 +51,11 @@ class Running:
 
 
 @contextmanager
-def homeward_run(data_dir: Path, port: int, *, kill: bool = False) -> Iterator[Running]:
+def homeward_run(
+    data_dir: Path, port: int, *, kill: bool = False, **env_extra: str
+) -> Iterator[Running]:
     log = data_dir.parent / f"run-{port}-{time.monotonic_ns()}.log"
-    env = _env(HOMEWARD_DATA_DIR=str(data_dir), HOMEWARD_HTTP_PORT=str(port))
+    env = _env(HOMEWARD_DATA_DIR=str(data_dir), HOMEWARD_HTTP_PORT=str(port), **env_extra)
     with log.open("w") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "locator", "run"],
@@ -217,6 +219,7 @@ def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         ("HOMEWARD_RESPOND_SLA_S", "-5", "bad setting HOMEWARD_RESPOND_SLA_S"),
         ("HOMEWARD_MAP_TILES", "google", "bad setting HOMEWARD_MAP_TILES"),
         ("HOMEWARD_TWILIO_FROM", "12345", "bad setting HOMEWARD_TWILIO_FROM"),
+        ("HOMEWARD_GATEWAY_PORTS", "gt06=5023,tk103=5002", "bad setting HOMEWARD_GATEWAY_PORTS"),
     ],
 )
 def test_a_bad_setting_is_one_clear_line(

@@ -230,7 +230,9 @@ async def test_device_registration_rules(api: Api) -> None:
     [
         ({"device_id": "a/b"}, ["device_id"]),
         ({"device_id": "a+b"}, ["device_id"]),
-        ({"protocol": "gt06"}, ["protocol"]),
+        ({"protocol": "tk103"}, ["protocol"]),
+        ({"protocol": "gt06"}, ["protocol"]),  # "dev-1" is no 15-digit IMEI
+        ({"protocol": "jt808", "device_id": "12345"}, ["protocol"]),
         ({"protocol": "owntracks"}, ["external_id"]),
         ({"protocol": "owntracks", "external_id": "onlyuser"}, ["external_id"]),
         ({"elder_id": 0}, ["elder_id"]),

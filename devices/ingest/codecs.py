@@ -22,6 +22,9 @@ OWNTRACKS_IGNORED = frozenset(
 )
 
 Protocol = Literal["native", "owntracks"]
+# Registered protocols whose uplinks arrive as native JSON on homeward/devices/{id}/up: our
+# own bracelets, and the TCP trackers `homeward gateway` republishes under their own ids.
+NATIVE_TOPIC_PROTOCOLS = frozenset({"native", "gt06", "jt808", "watch", "h02"})
 
 
 class DecodeError(ValueError):

@@ -22,6 +22,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
 from devices.ingest.codecs import (
+    NATIVE_TOPIC_PROTOCOLS,
     DecodeError,
     Fix,
     Heartbeat,
@@ -68,6 +69,7 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', 10000, '*', unpack(ARGV))
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return 1
 """
+DEAD_LETTER_SCRIPT = _DEAD_LETTER  # the gateway dead-letters its frames through the same script
 
 
 class PreparedUpdate(Protocol):
@@ -241,7 +243,11 @@ class DeviceRoutes:
             if raw is None:
                 continue
             doc: dict[str, Any] = json.loads(raw)
-            if doc.get("protocol", "native") != route.protocol:
+            registered = doc.get("protocol", "native")
+            if route.protocol == "native":
+                if registered not in NATIVE_TOPIC_PROTOCOLS:
+                    continue
+            elif registered != route.protocol:
                 continue
             found_target = Target(
                 device_id=str(device_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -10,7 +11,16 @@ from locator.core.schemas import Strict
 
 # Device ids become MQTT topic levels, so no '/', '+', '#' or spaces.
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-Protocol = Literal["native", "owntracks"]
+# native: our JSON over MQTT; owntracks: the app; the rest reach us through `homeward gateway`
+# (TCP), which publishes them as native uplinks under the id the bracelet itself sends.
+Protocol = Literal["native", "owntracks", "gt06", "jt808", "watch", "h02"]
+# The id a TCP tracker sends about itself: a registration under any other id never matches.
+GATEWAY_IDS = {
+    "gt06": (r"\d{15}", "the bracelet's 15-digit IMEI"),
+    "jt808": (r"\d{12}", "the terminal's 12-digit phone number"),
+    "watch": (r"[0-9A-Za-z]{1,32}", "the id between the first * of its frames (letters, digits)"),
+    "h02": (r"[0-9A-Za-z]{1,20}", "the id after *HQ, (letters, digits)"),
+}
 
 
 class DeviceCreate(Strict):
@@ -26,6 +36,15 @@ class DeviceCreate(Strict):
         str | None,
         Field(max_length=32, description="the code on the bracelet's box (guardians need it)"),
     ] = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _gateway_device_id(cls, protocol: str, info: ValidationInfo) -> str:
+        device_id = info.data.get("device_id")
+        rule = GATEWAY_IDS.get(protocol)
+        if rule and isinstance(device_id, str) and not re.fullmatch(rule[0], device_id):
+            raise ValueError(f"a {protocol} device_id must be {rule[1]}")
+        return protocol
 
     @field_validator("external_id")
     @classmethod

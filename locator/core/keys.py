@@ -74,6 +74,27 @@ def last_position(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:pos"
 
 
+# --- TCP gateway (devices domain): per-bracelet keys share the hash tag {d:<device_id>} -----
+def device_tag(device_id: str) -> str:
+    return f"{{d:{device_id}}}"
+
+
+def gateway_device(device_id: str) -> str:
+    """Hash: auth_code (JT/T 808), gateway/connected_at/disconnected_at, last_command(_at),
+    last_answer(_at): what the console shows about a gateway bracelet."""
+    return f"hw:gw:{device_tag(device_id)}:state"
+
+
+def gateway_holder(device_id: str) -> str:
+    """The gateway process holding the bracelet's connection (expires unless refreshed)."""
+    return f"hw:gw:{device_tag(device_id)}:holder"
+
+
+def gateway_pending(device_id: str) -> str:
+    """Hash action -> command JSON waiting for the bracelet's next connection (10 min)."""
+    return f"hw:gw:{device_tag(device_id)}:pending"
+
+
 # --- geofences -------------------------------------------------------------------------
 def zones(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:zones"

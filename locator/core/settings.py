@@ -15,6 +15,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from locator.core.errors import ConfigError
 
 _TILE_TEMPLATE = re.compile(r"^https?://.*\{z\}.*\{x\}.*\{y\}.*$")
+GATEWAY_PROTOCOLS = ("gt06", "jt808", "watch", "h02")
+DEFAULT_GATEWAY_PORTS = "gt06=5023,jt808=5015,watch=5093,h02=5013"  # Traccar's ports
+
+
+def parse_gateway_ports(value: str) -> dict[str, int]:
+    """``gt06=5023,jt808=5015`` → {protocol: port}; a bad entry is a ValueError saying which."""
+    ports: dict[str, int] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, number = item.partition("=")
+        name = name.strip()
+        if not sep or name not in GATEWAY_PROTOCOLS:
+            raise ValueError(f"{item!r} is not <protocol>=<port> (gt06|jt808|watch|h02)")
+        if name in ports:
+            raise ValueError(f"{name} is given twice")
+        if not number.strip().isdigit() or not 1 <= int(number) <= 65535:
+            raise ValueError(f"{item!r}: the port must be 1..65535")
+        ports[name] = int(number)
+    if len(set(ports.values())) != len(ports):
+        raise ValueError("two protocols cannot share a port")
+    return ports
 
 
 class Settings(BaseSettings):
@@ -50,6 +72,10 @@ class Settings(BaseSettings):
     mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     # Derives each bracelet's and phone's MQTT password (devices/registry/mqtt_credentials.py).
     mqtt_device_secret: SecretStr | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_ports: str = DEFAULT_GATEWAY_PORTS
+    # The gateway's MQTT client id; default homeward-gateway-<hostname> (stable per machine).
+    gateway_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     @field_validator("redis_url")
     @classmethod
@@ -105,6 +131,17 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"\+[1-9]\d{6,14}", value):
             raise ValueError("must be an E.164 phone number such as +8613800138000")
         return value or None
+
+    @field_validator("gateway_ports")
+    @classmethod
+    def _gateway_ports(cls, value: str) -> str:
+        parse_gateway_ports(value)
+        return value
+
+    @property
+    def gateway_port_map(self) -> dict[str, int]:
+        """The gateway's listening port per protocol (only the protocols listed)."""
+        return parse_gateway_ports(self.gateway_ports)
 
     @field_validator("map_tiles")
     @classmethod

@@ -1,0 +1,1 @@
+"""`homeward gateway`: real bracelets over TCP into the one MQTT pipeline."""
