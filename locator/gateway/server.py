@@ -142,6 +142,13 @@ class Gateway:
             server.close()
         for conn in list(self.connections.values()):
             conn.writer.close()
+            # Python 3.11's wait_closed does not wait for the handlers, which would release
+            # their holder marks after Redis is closed: give the marks back here, so the
+            # next command waits in Redis for the bracelet's next connection.
+            try:
+                await self._disconnected(conn, "shutdown")
+            except Exception:
+                log.exception("gateway_release_failed", device_id=conn.device_id)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
