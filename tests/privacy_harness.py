@@ -22,13 +22,18 @@ async def bind(api: Api, elder_id: int) -> None:
     assert r.status_code == 201, r.text
 
 
-def walk(client: redis.Redis, clock: ManualClock, metres: tuple[float, ...]) -> None:
-    """One fix per minute at home and then north of it, stored as the ingest stores them."""
+def walk(
+    client: redis.Redis, clock: ManualClock, metres: tuple[float, ...], *, last_alarm: str = ""
+) -> None:
+    """One fix per minute at home and then north of it, stored as the ingest stores them;
+    the last fix may carry an alarm (the ingest then emits her device event)."""
     store = UplinkStore(client, clock=clock, retention_s=2_592_000, offline_after_s=1200)
     for m in metres:
         clock.advance(60)
         point = north(m) if m else {"lat": LAT, "lon": LON}
         fix = {"_type": "location", **point, "tst": clock.time(), "acc": 8, "src": "gps"}
+        if last_alarm and m == metres[-1]:
+            fix["alarm"] = last_alarm
         message = Message(f"homeward/devices/{DEVICE}/up", json.dumps(fix).encode(), clock.time())
         assert store.process([message]).outcomes["stored"] == 1
 
