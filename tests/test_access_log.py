@@ -167,3 +167,17 @@ def test_a_detail_shaped_like_a_coordinate_is_never_kept(
             detail="",
             now=clock.time(),
         )
+
+
+async def test_the_console_map_is_a_read_of_each_position_it_shows(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    await bind(api, d.elder_id)
+    walk(client, clock, (0,))
+    r = await api.http.get("/api/v1/overview", headers=api.auth("dispatcher"))
+    assert r.status_code == 200, r.text
+    log = await _log(api, d.elder_id, api.auth("guardian_a"))
+    assert {
+        (i["role"], i["action"], i["detail"]) for i in log if i["action"] == "position.read"
+    } == {("dispatcher", "position.read", "console map")}
