@@ -25,7 +25,7 @@ from devices.elders.endpoints import router as elders_router
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
-from locator import endpoints, ops, watchdog
+from locator import endpoints, export, ops, watchdog
 from locator.body_limit import BodyLimit
 from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
@@ -145,6 +145,7 @@ def create_app(
         notifications_router,
         feed_router,
         endpoints.router,
+        export.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -23,6 +23,7 @@ from alerts.incidents.schemas import (
     ResolveBody,
 )
 from alerts.incidents.service import AlertsConfig
+from devices.elders.access_log import AccessLogDep
 from devices.elders.service import authorize_sync
 from locator.core import keys
 from locator.core.auth import Role
@@ -94,10 +95,15 @@ def list_incidents(
 
 
 @router.get("/incidents/{incident_id}")
-def get_incident(incident_id: int, redis: SyncRedisDep, caller: CallerDep) -> IncidentRead:
+def get_incident(
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, log: AccessLogDep
+) -> IncidentRead:
     snap = service.load(redis, incident_id)
     service.authorize(redis, caller=caller, snap=snap)
-    return service.read(redis, snap, caller=caller)
+    incident = service.read(redis, snap, caller=caller)
+    detail = f"incident {incident_id}"
+    log.record_sync(elder_id=snap.elder_id, action="incident.read", detail=detail)
+    return incident
 
 
 def _answer(action: str):  # type: ignore[no-untyped-def]
@@ -120,13 +126,16 @@ for _action in ("ack", "decline", "withdraw", "arrive"):
 
 @router.get("/incidents/{incident_id}/search-area")
 def search_area(
-    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep, log: AccessLogDep
 ) -> dict[str, Any]:
     """GeoJSON: the live fix while the bracelet reports, else probability rings (Grampian)."""
     snap = service.load(redis, incident_id)
     service.authorize(redis, caller=caller, snap=snap)
     access.require_running(caller, status=snap.status, incident_id=incident_id)
-    return service.search_area(redis, config(ctx), snap=snap)
+    area = service.search_area(redis, config(ctx), snap=snap)
+    detail = f"incident {incident_id}"
+    log.record_sync(elder_id=snap.elder_id, action="search_area.read", detail=detail)
+    return area
 
 
 @router.post("/incidents/{incident_id}/notify-more")
@@ -257,7 +266,7 @@ def sla_report(
 
 @router.get("/incidents/{incident_id}/handoff", response_class=HTMLResponse)
 def handoff_pack(
-    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+    incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep, log: AccessLogDep
 ) -> HTMLResponse:
     """The printable police hand-off page (dispatch and the elder's family)."""
     if caller.role is Role.VOLUNTEER:
@@ -294,4 +303,6 @@ def handoff_pack(
         area=area,
         tz=ctx.settings.zone,
     )
+    detail = f"incident {incident_id}"
+    log.record_sync(elder_id=snap.elder_id, action="handoff.read", detail=detail)
     return HTMLResponse(page)

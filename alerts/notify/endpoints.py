@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated
 
+import redis
 from fastapi import APIRouter, Query
 from pydantic import Field, field_validator
 
@@ -46,6 +47,19 @@ def _read(attempt: str, doc: dict[str, str]) -> NotificationRead:
         sent_at=_iso(doc.get("sent_at")),
         fallback_of=doc.get("fallback_of") or None,
     )
+
+
+def attempts_about(client: redis.Redis, *, elder_id: int) -> list[NotificationRead]:
+    """Every notification attempt about one elder, oldest first (her export authorises)."""
+    # Attempt ids start with her id (outbox.attempt_id); an export is rare, so a ZSCAN of
+    # the attempts index is cheaper than keeping a per-elder index on every send.
+    found = {str(a): score for a, score in client.zscan_iter(keys.ATTEMPTS, match=f"{elder_id}.*")}
+    ids = sorted(found, key=lambda a: found[a])
+    pipe = client.pipeline(transaction=False)
+    for attempt in ids:
+        pipe.hgetall(keys.attempt(attempt))
+    docs = pipe.execute() if ids else []
+    return [_read(a, d) for a, d in zip(ids, docs, strict=True) if d]
 
 
 @router.get("/notifications")

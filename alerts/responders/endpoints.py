@@ -24,6 +24,7 @@ from alerts.responders.schemas import (
     VolunteerRead,
     VolunteerUpdate,
 )
+from devices.elders.access_log import AccessLogDep
 from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep, SyncRedisDep
 from locator.core.schemas import Page
 
@@ -88,8 +89,13 @@ async def share_location(
 
 
 @router.put("/elders/{elder_id}/pair", tags=["pairs"])
-async def set_pair(elder_id: int, body: PairBody, redis: RedisDep, caller: CallerDep) -> PairRead:
-    return await service.set_pair(redis, caller=caller, elder_id=elder_id, body=body)
+async def set_pair(
+    elder_id: int, body: PairBody, redis: RedisDep, caller: CallerDep, log: AccessLogDep
+) -> PairRead:
+    pair = await service.set_pair(redis, caller=caller, elder_id=elder_id, body=body)
+    detail = "volunteers " + ",".join(str(v) for v in body.volunteer_ids)
+    await log.record(elder_id=elder_id, action="pair.set", detail=detail)
+    return pair
 
 
 @router.get("/elders/{elder_id}/pair", tags=["pairs"])

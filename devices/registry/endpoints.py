@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from devices.elders import service as elders
+from devices.elders.access_log import AccessLogDep
 from devices.registry import commands, owntracks, service, stock
 from devices.registry.schemas import DeviceCreate, DeviceRead, OwnTracksSetup
 from locator.core.deps import CallerDep, ClockDep, ContextDep, RedisDep
@@ -31,9 +32,12 @@ def _local(host: str) -> bool:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def register_device(
-    body: DeviceCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep
+    body: DeviceCreate, redis: RedisDep, caller: CallerDep, clock: ClockDep, log: AccessLogDep
 ) -> DeviceRead:
-    return await service.register(redis, caller=caller, body=body, clock=clock)
+    device = await service.register(redis, caller=caller, body=body, clock=clock)
+    detail = f"device {body.device_id}"
+    await log.record(elder_id=body.elder_id, action="device.bind", detail=detail)
+    return device
 
 
 @router.get("")
@@ -97,8 +101,11 @@ async def owntracks_setup(
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_device(device_id: str, redis: RedisDep, caller: CallerDep) -> Response:
-    await service.delete(redis, caller=caller, device_id=device_id)
+async def delete_device(
+    device_id: str, redis: RedisDep, caller: CallerDep, log: AccessLogDep
+) -> Response:
+    elder_id = await service.delete(redis, caller=caller, device_id=device_id)
+    await log.record(elder_id=elder_id, action="device.unbind", detail=f"device {device_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

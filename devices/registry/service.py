@@ -160,11 +160,12 @@ async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
         await redis.delete(binding)
 
 
-async def delete(redis: aioredis.Redis, *, caller: Principal, device_id: str) -> None:
-    """Unregister a device the caller may change."""
+async def delete(redis: aioredis.Redis, *, caller: Principal, device_id: str) -> int:
+    """Unregister a device the caller may change; the id of the elder who wore it."""
     doc = await _load(redis, device_id)
     await elders.authorize(redis, caller=caller, elder_id=doc["elder_id"], write=True)
     await unbind(redis, device_id=device_id)
+    return int(doc["elder_id"])
 
 
 async def unbind_elder(redis: aioredis.Redis, *, elder_id: int) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from devices.elders.access_log import AccessLogDep
 from devices.telemetry import service
 from devices.telemetry.schemas import DeviceEventRead, PositionRead, RejectedRead, TrackCollection
 from locator.core.deps import CallerDep, ClockDep, RedisDep
@@ -18,9 +19,11 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 @router.get("/elders/{elder_id}/position")
 async def get_position(
-    elder_id: int, redis: RedisDep, caller: CallerDep, clock: ClockDep
+    elder_id: int, redis: RedisDep, caller: CallerDep, clock: ClockDep, log: AccessLogDep
 ) -> PositionRead:
-    return await service.position(redis, caller=caller, elder_id=elder_id, clock=clock)
+    position = await service.position(redis, caller=caller, elder_id=elder_id, clock=clock)
+    await log.record(elder_id=elder_id, action="position.read")
+    return position
 
 
 @router.get("/elders/{elder_id}/track")
@@ -29,22 +32,35 @@ async def get_track(
     redis: RedisDep,
     caller: CallerDep,
     clock: ClockDep,
+    log: AccessLogDep,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> TrackCollection:
     """GeoJSON FeatureCollection of fixes whose fix time is in [since, until] (default 24 h)."""
-    return await service.track(
+    track = await service.track(
         redis, caller=caller, elder_id=elder_id, since=since, until=until, clock=clock
     )
+    window = f"since {since.isoformat() if since else '24 h'}" + (
+        f" until {until.isoformat()}" if until else ""
+    )
+    await log.record(elder_id=elder_id, action="track.read", detail=window)
+    return track
 
 
 @router.get("/elders/{elder_id}/events")
 async def get_device_events(
-    elder_id: int, redis: RedisDep, caller: CallerDep, cursor: str | None = None, limit: Limit = 50
+    elder_id: int,
+    redis: RedisDep,
+    caller: CallerDep,
+    log: AccessLogDep,
+    cursor: str | None = None,
+    limit: Limit = 50,
 ) -> Page[DeviceEventRead]:
-    return await service.device_events(
+    events = await service.device_events(
         redis, caller=caller, elder_id=elder_id, cursor=cursor, limit=limit
     )
+    await log.record(elder_id=elder_id, action="events.read")
+    return events
 
 
 @router.get("/rejected", tags=["ingest"])

@@ -30,6 +30,16 @@ def elder_device(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:device"
 
 
+def access_log(elder_id: int) -> str:
+    """Stream (ids = app-clock ms) of who read or changed her data; trimmed by time."""
+    return f"hw:{elder_tag(elder_id)}:access"
+
+
+def access_log_recent(elder_id: int, digest: str) -> str:
+    """When (app-clock ms) a read was last logged: a page's 15 s polls log it once."""
+    return f"hw:{elder_tag(elder_id)}:access:recent:{digest}"
+
+
 def owner_elders(owner: str) -> str:
     return f"hw:owner:{owner}:elders"
 

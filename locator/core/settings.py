@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     voice_after_s: int = Field(default=90, gt=0)
     offline_after_s: int = Field(default=1200, gt=0)
     track_retention_s: int = Field(default=2_592_000, gt=0)
+    # PIPL Art. 51/55: who read or changed her data is kept 3 years (devices/elders/access_log).
+    access_log_retention_s: int = Field(default=94_608_000, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None

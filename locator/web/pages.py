@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import Field
 
 from alerts import answer_page, links
+from devices.elders import access_log
 from devices.elders.service import authorize as authorize_elder
 from locator.core import keys, store
 from locator.core.auth import (
@@ -341,5 +342,15 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
                         "at": loc.get("at"),
                     }
                 )
+    # The map shows where each of them is: a read of each one's position (folded per 10 min).
+    await access_log.record_many(
+        redis,
+        elder_ids=[e["id"] for e in elders if e["position"]],
+        caller=caller,
+        action="position.read",
+        detail="console map",
+        now=now,
+        retention_s=ctx.settings.access_log_retention_s,
+    )
     degraded = await redis.get(keys.SYSTEM_STATE) == "degraded"
     return {"elders": elders, "volunteers": volunteers, "system": "degraded" if degraded else "ok"}

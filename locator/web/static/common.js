@@ -111,6 +111,29 @@ const HW = (() => {
     trigger_removed: "Bracelet taken off", trigger_device_offline: "Bracelet offline", trigger_missing: "Reported missing",
     f_incident_open: "Incident in progress", f_incident_last: "Last incident",
   });
+  // The family's privacy card (privacy.js): her access log, export and erasure.
+  Object.assign(I18N["zh-CN"], {
+    al_title: "谁查看过她的信息", al_hint: "每次查看位置、轨迹、资料、照片、搜索范围或协查单，以及每次修改，都会记录在此（保存 3 年，不含坐标）。",
+    al_empty: "暂无记录", al_you: "您", al_role_guardian: "家属", al_role_dispatcher: "调度员", al_role_admin: "管理员", al_role_volunteer: "志愿者",
+    al_record_read: "查看资料", al_photo_read: "查看照片", al_position_read: "查看位置", al_track_read: "查看轨迹", al_events_read: "查看手环事件",
+    al_zones_read: "查看安全区域", al_incident_read: "查看走失事件", al_search_area_read: "查看搜索范围", al_handoff_read: "查看协查单",
+    al_record_create: "登记老人", al_record_change: "修改资料", al_photo_change: "更换照片", al_zone_create: "新增区域", al_zone_delete: "删除区域",
+    al_pause_set: "暂停监护", al_pause_end: "恢复监护", al_pair_set: "设置结对志愿者", al_device_bind: "绑定手环", al_device_unbind: "解绑手环",
+    al_export: "导出她的全部数据", al_exported: "已导出（JSON 文件）", al_erase: "删除她的全部数据", al_erased: "她的数据已删除",
+    al_erase_type: "此操作无法撤销：将删除{name}的资料、照片、位置、轨迹、事件与短信内容。请输入她的姓名“{name}”以确认。",
+    al_erase_yes: "永久删除", al_erase_kept: "已取消，数据保留", al_export_action: "导出数据", al_erased_action: "已删除",
+  });
+  Object.assign(I18N.en, {
+    al_title: "Who looked at her data", al_hint: "Every read of her position, track, record, photo, search area or hand-off page, and every change, is listed here (kept 3 years, never coordinates).",
+    al_empty: "Nothing yet", al_you: "You", al_role_guardian: "Family", al_role_dispatcher: "Dispatcher", al_role_admin: "Administrator", al_role_volunteer: "Volunteer",
+    al_record_read: "read her record", al_photo_read: "viewed her photo", al_position_read: "viewed her position", al_track_read: "viewed her track", al_events_read: "read bracelet events",
+    al_zones_read: "read her zones", al_incident_read: "read an incident", al_search_area_read: "viewed the search area", al_handoff_read: "opened the hand-off page",
+    al_record_create: "registered her", al_record_change: "changed her record", al_photo_change: "changed her photo", al_zone_create: "added a zone", al_zone_delete: "deleted a zone",
+    al_pause_set: "paused monitoring", al_pause_end: "resumed monitoring", al_pair_set: "set paired volunteers", al_device_bind: "paired a bracelet", al_device_unbind: "unpaired a bracelet",
+    al_export: "Export all her data", al_exported: "Exported (a JSON file)", al_erase: "Delete all her data", al_erased: "Her data was deleted",
+    al_erase_type: "This cannot be undone: {name}'s record, photo, positions, tracks, incidents and message texts are erased. Type her name \"{name}\" to confirm.",
+    al_erase_yes: "Delete for ever", al_erase_kept: "Cancelled: her data is kept", al_export_action: "exported her data", al_erased_action: "erased her data",
+  });
   // The console's incident detail: timeline entries, who did what and how, what each
   // notification was and what became of it (the server records ids and English codes).
   Object.assign(I18N["zh-CN"], {

@@ -37,6 +37,8 @@
 
   async function loadHome() {
     show("home", true);
+    const flash = sessionStorage.getItem("hw.flash");  // e.g. "her data was deleted"
+    if (flash) { sessionStorage.removeItem("hw.flash"); say(flash, "ok"); }
     const page = await HW.api("/api/v1/elders");
     const box = $("elders");
     box.replaceChildren(...page.items.map((e) => HW.el("a", { class: "card elder-link", href: `/family/elders/${Number(e.id)}` },
@@ -361,7 +363,8 @@
       await loadIncidents();
     });
     drawDraft();
-    await Promise.all([loadZones(), loadWhere(), loadDevice(), loadPause(), loadIncidents(), loadNotices()]);
+    await Promise.all([loadZones(), loadWhere(), loadDevice(), loadPause(), loadIncidents(), loadNotices(),
+      HWPrivacy.init(elderId, elder, say, fail)]);
     // Incidents and notices arrive live on the event feed (own elders only); positions by poll.
     HW.stream((type, data) => {
       if (data.elder_id !== Number(elderId)) return;
