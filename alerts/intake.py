@@ -19,9 +19,9 @@ from alerts.notify.channels import chain_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import attempt_id, enqueue
 from geofences import service as geofences
-from locator.core import keys
+from locator.core import keys, streams
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, claimed_entries, stream_reply
+from locator.core.redis import StreamEntries, stream_reply
 
 log = get_logger(__name__)
 
@@ -236,20 +236,25 @@ def consume_once(
 ) -> int:
     """Handle one batch of new (or, with ``claim``, abandoned) entries; ack each after it."""
     batches: list[tuple[str, StreamEntries]] = []
+    now = cfg.clock.time()
     if claim:
         for stream in HANDLERS:
-            claimed = client.xautoclaim(stream, GROUP, consumer, 30_000, "0-0", count=100)
-            batches.append((stream, claimed_entries(claimed)))
+            claimed = streams.claim(
+                client, stream=stream, group=GROUP, consumer=consumer, min_idle_ms=30_000, now=now
+            )
+            batches.append((stream, claimed))
     reply = client.xreadgroup(
         GROUP, consumer, {s: ">" for s in HANDLERS}, count=100, block=block_ms
     )
     batches.extend(stream_reply(reply))
     handled = 0
     for stream_name, entries in batches:
+        # An alarm deleted before it was handled is an error to see, never a silent ack.
+        entries = streams.live_entries(client, entries, stream=stream_name, group=GROUP, now=now)
         for entry_id, fields in entries:
             # Two streams can hold the same entry id: the source names both.
             source = f"{stream_name.rsplit(':', 1)[-1]}@{entry_id}"
-            if fields and not client.exists(keys.alarm_handled(source)):
+            if not client.exists(keys.alarm_handled(source)):
                 try:
                     result = HANDLERS[stream_name](client, cfg, source, fields)
                 except redis.RedisError:

@@ -33,7 +33,8 @@ local fields = {'type', 'device_offline', 'elder_id', ARGV[3], 'device_id', ARGV
   'tst', p[1] or '', 'lat', p[2] or '', 'lon', p[3] or '', 'acc', p[4] or '',
   'received_ms', ARGV[1], 'detail', 'silent since ' .. state[2]}
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 500, '*', unpack(fields))
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', unpack(fields))
+-- No MAXLEN: the ticker trims device events only behind the alerts group.
+redis.call('XADD', KEYS[4], '*', unpack(fields))
 return 'offline'
 """
 

@@ -24,10 +24,10 @@ from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
 from alerts.notify.webpush import WebPush
 from locator import processes, watchdog
-from locator.core import keys
+from locator.core import keys, streams
 from locator.core.logging import get_logger
 from locator.core.mqtt import BrokerUnavailable, Publisher
-from locator.core.redis import claimed_entries, stream_reply
+from locator.core.redis import stream_reply
 
 log = get_logger(__name__)
 
@@ -80,16 +80,20 @@ def relay_once(
     """
     batches = stream_reply(client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: "0"}, count=100))
     if not any(entries for _, entries in batches):
-        claimed = client.xautoclaim(keys.FEED, RELAY_GROUP, consumer, 30_000, "0-0", count=100)
-        batches = [(keys.FEED, claimed_entries(claimed))]
+        claimed = streams.claim(
+            client, stream=keys.FEED, group=RELAY_GROUP, consumer=consumer, min_idle_ms=30_000
+        )
+        batches = [(keys.FEED, claimed)]
     if not any(entries for _, entries in batches):
         batches = stream_reply(
             client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: ">"}, count=100, block=block_ms)
         )
     sent = 0
     for _, entries in batches:
+        # The feed is capped: an entry trimmed while pending is counted as lost, not relayed.
+        entries = streams.live_entries(client, entries, stream=keys.FEED, group=RELAY_GROUP)
         for entry_id, fields in entries:
-            if fields and fields.get("type") == "incident":
+            if fields.get("type") == "incident":
                 body = {
                     "event_id": entry_id,
                     "incident_id": int(fields["incident_id"]),

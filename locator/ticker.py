@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from alerts.incidents.service import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
 from locator import processes, watchdog
+from locator.core import streams
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher, Publisher
@@ -26,6 +28,8 @@ log = get_logger(__name__)
 
 FIRED = Counter("homeward_timers_fired_total", "Timer jobs handled", ["kind", "result"])
 POLL_S = 0.5
+# The alarm streams are trimmed behind their consumer groups this often (they have no MAXLEN).
+TRIM_EVERY_S = 60.0
 
 Handler = Callable[[Job, float], str]
 
@@ -83,12 +87,23 @@ class Ticker:
             done.append((job, result))
         return done
 
+    def trim_streams(self) -> dict[str, int]:
+        """Drop alarm-stream entries every consumer group has acknowledged, and nothing else."""
+        removed = streams.trim_handled(self._redis)
+        if any(removed.values()):
+            log.info("streams_trimmed", **{k.rsplit(":", 1)[-1]: v for k, v in removed.items()})
+        return removed
+
     def run(self, stop: threading.Event, *, data_dir: Path) -> None:
         """Poll for due jobs until ``stop``; survives a Redis outage by retrying."""
         delay = POLL_S
+        last_trim = 0.0
         while not stop.is_set():
             try:
                 fired = self.run_once()
+                if time.monotonic() - last_trim > TRIM_EVERY_S:
+                    last_trim = time.monotonic()
+                    self.trim_streams()
                 delay = POLL_S if len(fired) < 100 else 0.0
                 processes.beat(data_dir, "ticker", redis_ok=True)
                 watchdog.beat(self._redis, "ticker", now=self._clock.time())

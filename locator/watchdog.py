@@ -18,12 +18,16 @@ from typing import Any
 import redis
 
 from alerts import intake
-from locator.core import keys
+from locator.core import keys, streams
 
 TICKER_STALE_S = 15.0  # the ticker beats every half second
 TIMERS_OVERDUE_S = 30.0  # a due job unclaimed this long: nobody is firing timers
 LOOP_STALE_S = 30.0
 WATCHED = ("ticker", "alerts", "delivery", "ingest")
+# Redis refuses every write at maxmemory (noeviction): warn well before, while there is time.
+MEMORY_WARN = 0.80
+MEMORY_CRITICAL = 0.95  # /healthz answers 503 from here
+LOST_RECENT_S = 3600.0  # a lost stream entry keeps the banner up this long
 
 _TRANSITION = """
 local previous = redis.call('GET', KEYS[1])
@@ -55,10 +59,14 @@ class Assessment:
     outbox_oldest_s: float = 0.0
     notifications: dict[str, int] = field(default_factory=dict)  # "channel:status" -> count
     incidents_by_sla: dict[str, int] = field(default_factory=dict)
+    # Not the machinery failing (yet): on the banner, but /healthz decides on its own.
+    warnings: list[str] = field(default_factory=list)
+    redis_memory_ratio: float | None = None  # used_memory / maxmemory; None: no maxmemory
+    streams_lost: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
-        return "degraded" if self.problems else "ok"
+        return "degraded" if self.problems or self.warnings else "ok"
 
 
 def _stream_ms(entry_id: str) -> float:
@@ -164,13 +172,41 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
     stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
     result.notifications = {str(k): int(v) for k, v in stats.items()}
     result.incidents_by_sla = _incident_states(client, now)
+    _memory(client, result)
+    result.streams_lost, lost_at = streams.lost_counts(client)
+    if lost_at is not None and now - lost_at < LOST_RECENT_S:
+        total = sum(result.streams_lost.values())
+        result.warnings.append(
+            f"streams: {total} entries deleted before they were handled so far, the last "
+            f"{max(0.0, now - lost_at):.0f} s ago (log: stream_entry_lost)"
+        )
     return result
+
+
+def _memory(client: redis.Redis, result: Assessment) -> None:
+    """used_memory against maxmemory: past MEMORY_WARN the banner says so."""
+    info: Any = client.info("memory")
+    limit = int(info.get("maxmemory", 0))
+    if not limit:
+        return  # no limit set: Redis grows until the host runs out (compose sets one)
+    used = int(info["used_memory"])
+    result.redis_memory_ratio = round(used / limit, 4)
+    if result.redis_memory_ratio >= MEMORY_WARN:
+        result.warnings.append(
+            f"redis memory: {memory_text(result.redis_memory_ratio)} "
+            f"({used // 2**20} of {limit // 2**20} MiB); at 100% every write is refused"
+        )
+
+
+def memory_text(ratio: float) -> str:
+    return f"{ratio * 100:.0f}% of maxmemory"
 
 
 def record(client: redis.Redis, assessment: Assessment, *, now: float) -> bool:
     """Put a change of system state on the live feed (once, whichever process sees it)."""
+    problems = assessment.problems + assessment.warnings
     data = json.dumps(
-        {"status": assessment.status, "problems": assessment.problems, "at": now},
+        {"status": assessment.status, "problems": problems, "at": now},
         ensure_ascii=False,
     )
     return bool(client.eval(_TRANSITION, 2, keys.SYSTEM_STATE, keys.FEED, assessment.status, data))

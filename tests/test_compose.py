@@ -221,6 +221,8 @@ def test_redis_flags_start_a_real_redis_62(compose: dict[str, Any], tmp_path: Pa
         assert client.config_get("appendonly")["appendonly"] == "yes"
         assert client.config_get("appendfsync")["appendfsync"] == "everysec"
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        # A limit by default, so the memory guard has something to warn against.
+        assert int(client.config_get("maxmemory")["maxmemory"]) == 2 * 2**30
     finally:
         client.close()
         process.terminate()

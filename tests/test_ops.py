@@ -19,7 +19,13 @@ from tests.conftest import Api
 async def test_healthz_is_ok_when_redis_and_broker_answer(api: Api) -> None:
     response = await api.http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "redis": "ok", "mqtt": "ok", "alerting": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "redis": "ok",
+        "mqtt": "ok",
+        "alerting": "ok",
+        "redis_memory": "ok",
+    }
 
 
 async def test_healthz_names_what_is_down(redis_url: str, tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ for _, a in ipairs(plan.attempts or {}) do
     redis.call('HSET', akey, unpack(af))
     redis.call('ZADD', KEYS[4], seq, a.id)
     redis.call('ZADD', KEYS[9], seq, a.id)
-    redis.call('XADD', KEYS[7], 'MAXLEN', '~', 100000, '*', 'attempt', a.id)
+    redis.call('XADD', KEYS[7], '*', 'attempt', a.id)  -- trimmed behind delivery (ticker)
     queued = queued + 1
   end
 end

@@ -17,9 +17,9 @@ import redis
 from prometheus_client import Counter, Gauge
 
 from alerts.notify.channels import Channel, Message, Result, chain_for
-from locator.core import keys, timers
+from locator.core import keys, streams, timers
 from locator.core.logging import get_logger
-from locator.core.redis import claimed_entries, stream_reply
+from locator.core.redis import stream_reply
 
 log = get_logger(__name__)
 
@@ -45,7 +45,8 @@ for k, v in pairs(cjson.decode(ARGV[2])) do table.insert(f, k); table.insert(f, 
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
 if KEYS[5] ~= KEYS[3] then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'attempt', ARGV[1])
+-- No MAXLEN: the ticker trims the outbox only behind every delivery group.
+redis.call('XADD', KEYS[2], '*', 'attempt', ARGV[1])
 return 1
 """
 
@@ -148,17 +149,27 @@ class Deliverer:
         entries: list[tuple[str, dict[str, str]]] = []
         if now - self._claimed_at > CLAIM_IDLE_MS / 1000 / 2:
             self._claimed_at = now
-            claimed = self.client.xautoclaim(
-                keys.OUTBOX, self.group, self.consumer, CLAIM_IDLE_MS, "0-0", count=100
+            entries.extend(
+                streams.claim(
+                    self.client,
+                    stream=keys.OUTBOX,
+                    group=self.group,
+                    consumer=self.consumer,
+                    min_idle_ms=CLAIM_IDLE_MS,
+                    now=now,
+                )
             )
-            entries.extend(claimed_entries(claimed))
         reply = self.client.xreadgroup(
             self.group, self.consumer, {keys.OUTBOX: ">"}, count=50, block=block_ms
         )
         for _, batch in stream_reply(reply):
             entries.extend(batch)
+        # A page deleted before it was sent is an error to see, never a silent ack.
+        entries = streams.live_entries(
+            self.client, entries, stream=keys.OUTBOX, group=self.group, now=now
+        )
         for entry_id, fields in entries:
-            if fields and "attempt" in fields and self._mine(fields["attempt"]):
+            if "attempt" in fields and self._mine(fields["attempt"]):
                 self.deliver(fields["attempt"], now=now)
             self.client.xack(keys.OUTBOX, self.group, entry_id)
         return len(entries)
@@ -317,7 +328,7 @@ def requeue(client: redis.Redis, attempt: str) -> str:
     """The ticker's ``deliver`` job: a transient failure's backoff is over, try again."""
     if client.hget(keys.attempt(attempt), "status") != "retry":
         return "skipped"
-    client.xadd(keys.OUTBOX, {"attempt": attempt}, maxlen=100_000, approximate=True)
+    client.xadd(keys.OUTBOX, {"attempt": attempt})  # trimmed behind the groups (ticker)
     return "requeued"
 
 

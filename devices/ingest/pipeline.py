@@ -36,6 +36,7 @@ from devices.ingest.codecs import (
     route_of,
 )
 from devices.ingest.position import Position
+from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
 from locator.core import keys
 from locator.core.clock import Clock
@@ -264,6 +265,13 @@ class DeviceRoutes:
         return answer
 
 
+def _alarm(uplink: Uplink | DecodeError) -> bool:
+    """An alarm someone must act on: it may pass a device's empty bucket now and then."""
+    if isinstance(uplink, DecodeError):
+        return uplink.salvage is not None and _alarm(uplink.salvage)
+    return getattr(uplink, "alarm", None) in ("sos", "fall", "removed")
+
+
 def fix_id(device_id: str, fix: Fix) -> str:
     """The identity of a fix: the same device, time, place and alarm is the same fix."""
     raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}|{fix.alarm}".encode()
@@ -295,9 +303,11 @@ class UplinkStore:
         retention_s: int,
         offline_after_s: int = 1200,
         evaluator: FixEvaluator | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self._redis = client
         self.evaluator = evaluator
+        self.throttle = throttle or Throttle()
         self._clock = clock
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
@@ -315,6 +325,7 @@ class UplinkStore:
         # One slot per message, in arrival order, so dead letters read chronologically.
         slots: list[list[_Pending | _Reject]] = []
         decoded: list[tuple[int, Message, Route, Uplink | DecodeError]] = []
+        throttled: dict[Route, list[Message]] = {}
         for message in batch:
             try:
                 route = route_of(message.topic)
@@ -328,6 +339,9 @@ class UplinkStore:
             slots.append([])
             if isinstance(uplink, Ignored):
                 outcome.outcomes["ignored"] += 1
+                continue
+            if not self.throttle.allow(route, message.received_at, alarm=_alarm(uplink)):
+                throttled.setdefault(route, []).append(message)
                 continue
             decoded.append((len(slots) - 1, message, route, uplink))
         for index, item in self._attribute([(m, r, u) for _, m, r, u in decoded]):
@@ -352,6 +366,8 @@ class UplinkStore:
         for pending in stale:
             self._count_reject(outcome, "unknown_device")
             log.warning("ingest_route_unstable", device_id=pending.target.device_id)
+        if throttled:
+            self._report_throttled(throttled, outcome)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
         for key, count in outcome.outcomes.items():
             if key.startswith("rejected:"):
@@ -396,9 +412,35 @@ class UplinkStore:
             out.append((index, _Pending(message, route, uplink, target)))
         return out
 
-    def _count_reject(self, outcome: BatchOutcome, reason: str) -> None:
-        outcome.outcomes["rejected"] += 1
-        outcome.outcomes[f"rejected:{reason}"] += 1
+    def _count_reject(self, outcome: BatchOutcome, reason: str, count: int = 1) -> None:
+        outcome.outcomes["rejected"] += count
+        outcome.outcomes[f"rejected:{reason}"] += count
+
+    def _report_throttled(
+        self, throttled: dict[Route, list[Message]], outcome: BatchOutcome
+    ) -> None:
+        """A flood's excess, aggregated: one count per device and batch, a sampled dead letter.
+
+        At thousands of messages a second, one dead letter each would fill Redis: the
+        thing the throttle is there to prevent.
+        """
+        targets = self.routes.resolve(set(throttled))
+        pipe = self._redis.pipeline(transaction=False)
+        for route, messages in throttled.items():
+            count, last = len(messages), messages[-1]
+            self._count_reject(outcome, "rate_limited", count)
+            pipe.hincrby(keys.REJECTED_COUNTS, "rate_limited", count)
+            sampled = self.throttle.dropped(route, count, last.received_at)
+            if sampled is not None:
+                detail = (
+                    f"{sampled} messages dropped since the last sample: over "
+                    f"{self.throttle.burst} at once or {self.throttle.rate_per_s:g}/s; "
+                    "this is the latest of them"
+                )
+                fields = _Reject(last, "rate_limited", detail, targets.get(route)).fields()
+                pipe.xadd(keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+                log.warning("ingest_rate_limited", topic=last.topic[:200], dropped=sampled)
+        pipe.execute()
 
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
         """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""

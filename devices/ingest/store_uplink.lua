@@ -54,7 +54,8 @@ local function emit(event_type, tst, lat, lon, acc, detail)
     'tst', tst, 'lat', lat, 'lon', lon, 'acc', acc, 'received_ms', received_ms,
     'detail', detail}
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', 500, '*', unpack(fields))
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', 100000, '*', unpack(fields))
+  -- No MAXLEN on the global stream: the ticker trims it behind the alerts group.
+  redis.call('XADD', KEYS[7], '*', unpack(fields))
 end
 
 local pos = redis.call('HMGET', KEYS[2], 'order_t', 'lat', 'lon', 'acc',
@@ -202,7 +203,7 @@ if ARGV[23] ~= '' and not late then
       'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
       'device_id', device, 'received_ms', received_ms}
     redis.call('XADD', KEYS[12], 'MAXLEN', '~', 1000, '*', unpack(tf))
-    redis.call('XADD', KEYS[13], 'MAXLEN', '~', 100000, '*', unpack(tf))
+    redis.call('XADD', KEYS[13], '*', unpack(tf))  -- trimmed behind the alerts group
   end
   zones_applied = 'zones'
 end

@@ -346,6 +346,8 @@ def push_subscriptions(volunteer_id: int) -> str:
 HEARTBEATS = "hw:heartbeats"  # hash loop name -> JSON {at, host, pid, ...}
 SYSTEM_STATE = "hw:system:state"  # "ok" | "degraded": the last state put on the feed
 NOTIFICATION_STATS = "hw:stats:notifications"  # hash "channel:status" -> count
+# hash "<stream>|<group>" -> entries found deleted under a pending read; "at" -> last time
+STREAM_LOST = "hw:stats:stream-lost"
 
 
 # --- failed logins --------------------------------------------------------------------------
