@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     voice_after_s: int = Field(default=90, gt=0)
     offline_after_s: int = Field(default=1200, gt=0)
     track_retention_s: int = Field(default=2_592_000, gt=0)
+    # Closed incidents keep names, places and message texts this long (180 days), then
+    # only their anonymous SLA figures.
+    incident_retention_s: int = Field(default=15_552_000, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None
