@@ -8,12 +8,26 @@ import redis
 import redis.asyncio as aioredis
 
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys
+from locator.core import keys, streams
 
 
 async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
-    """Drop an elder's zones, zone state and pause window."""
-    await redis.delete(keys.zones(elder_id), keys.zone_state(elder_id), keys.pause(elder_id))
+    """Drop an elder's zones, zone state, pause window and her own transitions stream."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(
+            keys.zones(elder_id),
+            keys.zone_state(elder_id),
+            keys.pause(elder_id),
+            keys.elder_transitions(elder_id),
+        )
+        pipe.zrem(keys.RETENTION_STREAMS, keys.elder_transitions(elder_id))
+        await pipe.execute()
+
+
+def purge_transitions(client: redis.Redis, *, elder_id: int) -> int:
+    """Erase her entries from the global transitions stream (acknowledged in every group)."""
+    elder = str(elder_id)
+    return streams.purge(client, keys.TRANSITIONS, lambda f: f.get("elder_id") == elder)
 
 
 def safe_zone_sides(client: redis.Redis, *, elder_id: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import BaseModel, Field
 
+from alerts.incidents.service import config_from
 from devices import importer
 from locator import flows
 from locator.core import auth, store
@@ -138,11 +139,18 @@ async def revoke(body: TokenRevoke, redis: RedisDep, caller: CallerDep) -> Respo
 
 
 @router.delete("/elders/{elder_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["elders"])
-async def delete_elder(
-    elder_id: int, redis: RedisDep, caller: CallerDep, clock: ClockDep
-) -> Response:
-    """Remove an elder with their device binding, zones and pair; incidents stay."""
-    await flows.delete_elder(redis, caller=caller, elder_id=elder_id, clock=clock)
+async def delete_elder(elder_id: int, caller: CallerDep, ctx: ContextDep) -> Response:
+    """Erase an elder's personal data everywhere; only anonymous SLA figures remain."""
+    if ctx.sync_redis is None:
+        raise RuntimeError("the app context has no synchronous Redis client")
+    await flows.delete_elder(
+        ctx.redis,
+        caller=caller,
+        elder_id=elder_id,
+        clock=ctx.clock,
+        sync_redis=ctx.sync_redis,
+        alerts=config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

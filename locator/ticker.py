@@ -17,8 +17,8 @@ from alerts.incidents import service as incidents
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
-from locator import processes, watchdog
-from locator.core import streams
+from locator import processes, retention, watchdog
+from locator.core import keys, streams, timers
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher, Publisher
@@ -43,6 +43,7 @@ class Ticker:
         offline_after_s: int,
         publisher: Publisher | None = None,
         alerts: AlertsConfig | None = None,
+        retention_policy: retention.Retention | None = None,
     ) -> None:
         self._redis = client
         self._clock = clock
@@ -57,6 +58,18 @@ class Ticker:
         }
         if alerts is not None:
             self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
+        self._retention = retention_policy
+        if retention_policy is not None:
+            self.handlers[retention.JOB] = self._sweep
+            # One job for every ticker: the claim's lease keeps two from sweeping at once.
+            client.zadd(keys.TIMERS, {retention.JOB: clock.time()}, nx=True)
+
+    def _sweep(self, job: Job, now: float) -> str:
+        assert self._retention is not None
+        retention.sweep(self._redis, self._retention, now=now)
+        # Rescheduled before completing: the new due time stands (a new token).
+        timers.schedule(self._redis, retention.JOB, due=now + retention.EVERY_S)
+        return "swept"
 
     def _restore_interval(self, job: Job, now: float) -> str:
         if self._publisher is None:
@@ -141,6 +154,11 @@ def run_ticker(
             offline_after_s=offline_after_s,
             publisher=publisher,
             alerts=alerts,
+            retention_policy=(
+                retention.Retention.from_settings(alerts.settings)
+                if alerts is not None and alerts.settings is not None
+                else None
+            ),
         )
         workers = []
         if alerts is not None:

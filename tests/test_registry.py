@@ -281,7 +281,7 @@ async def test_device_list_is_scoped_to_the_guardian(api: Api) -> None:
 
 
 # --- deleting an elder --------------------------------------------------------------------
-async def test_deleting_an_elder_removes_binding_zones_and_pair_but_keeps_history(api: Api) -> None:
+async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api) -> None:
     elder = await create_elder(api)
     eid = elder["id"]
     await api.http.post(
@@ -305,8 +305,8 @@ async def test_deleting_an_elder_removes_binding_zones_and_pair_but_keeps_histor
     assert (await api.http.get("/api/v1/devices/b-1", headers=api.auth("admin"))).status_code == 404
     assert not await api.redis.exists(keys.zones(eid), keys.pair(eid), keys.elder_device(eid))
     assert not await api.redis.sismember(keys.volunteer_pairs(volunteer["id"]), str(eid))
-    tombstone = await api.redis.get(keys.elder(eid))
-    assert tombstone is not None and "deleted_at" in tombstone
+    # Erased, not tombstoned: her record (name, phones, notes) is gone, not kept for history.
+    assert not await api.redis.exists(keys.elder(eid))
     listed = (await api.http.get("/api/v1/elders", headers=api.auth("guardian_a"))).json()
     assert listed["items"] == []
     # The device id is free again for a new bracelet.

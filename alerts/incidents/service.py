@@ -224,7 +224,11 @@ def _s(value: object) -> str:
 
 def _elder_doc(client: redis.Redis, elder_id: int) -> dict[str, Any]:
     raw = client.get(keys.elder(elder_id))
-    return json.loads(raw) if raw else {"id": elder_id, "name": f"#{elder_id}", "guardians": []}
+    doc = json.loads(raw) if raw else None
+    if doc is None or doc.get("deleted_at"):
+        # Gone or being erased: messages name her by number and reach no family phone.
+        return {"id": elder_id, "name": f"#{elder_id}", "guardians": []}
+    return doc  # type: ignore[no-any-return]
 
 
 def _expand(
@@ -443,6 +447,10 @@ def _mutate(
         plan.body["source"] = source
         plan.body["code"] = snap.fields.get("code", "")
         plan.body["close"] = change.status in ("resolved", "cancelled")
+        if plan.body["close"]:
+            # Retention strips closed incidents of names, places and texts after a while.
+            at = plan.key_index(keys.INCIDENTS_CLOSED)
+            plan.body["index"].append([at, "zadd", now, str(incident_id)])
         _build(
             client,
             cfg,

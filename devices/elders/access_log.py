@@ -271,3 +271,9 @@ def _logger(ctx: ContextDep, caller: CallerDep) -> AccessLogger:
 
 
 AccessLogDep = Annotated[AccessLogger, Depends(_logger)]
+
+
+async def erase(redis: aioredis.Redis, *, elder_id: int) -> None:
+    """Forget her log on erasure (the caller then records "erased by X at T"); the
+    fold markers hold only a time and expire within minutes."""
+    await redis.delete(keys.access_log(elder_id))

@@ -276,3 +276,11 @@ async def get_photo(
     if not stored:
         raise NotFound(f"elder {elder_id} has no uploaded photo")
     return stored["type"], base64.b64decode(stored["data"])
+
+
+async def erase_record(redis: aioredis.Redis, *, elder_id: int) -> None:
+    """Delete her record and photo for good: the last step of erasing her (nothing names her)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.elder(elder_id), keys.elder_photo(elder_id))
+        pipe.zrem(keys.ELDERS, str(elder_id))
+        await pipe.execute()

@@ -548,6 +548,7 @@ class UplinkStore:
             keys.zone_state(elder),
             keys.elder_transitions(elder),
             keys.TRANSITIONS,
+            keys.RETENTION_STREAMS,
         ]
         common = [
             device,

@@ -5,6 +5,7 @@
 --       6 elder's events (stream)  7 device events (stream) 8 rejected (stream)
 --       9 rejected counts (hash)   10 timers (zset)          11 zone state (hash, with v)
 --       12 elder's transitions (stream)                      13 transitions (stream)
+--       14 retention index (zset: per-elder stream -> its oldest entry's arrival, seconds)
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
 --       5 retention_ms  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
@@ -49,11 +50,18 @@ if redis.call('ZCARD', KEYS[5]) > 96 then
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -65)
 end
 
+-- The first write to a per-elder stream enters it in the retention index (NX keeps the
+-- oldest time); the ticker's sweep trims what is due and moves the score on.
+local function indexed(stream)
+  redis.call('ZADD', KEYS[14], 'NX', tonumber(received_ms) / 1000, stream)
+end
+
 local function emit(event_type, tst, lat, lon, acc, detail)
   local fields = {'type', event_type, 'elder_id', elder, 'device_id', device,
     'tst', tst, 'lat', lat, 'lon', lon, 'acc', acc, 'received_ms', received_ms,
     'detail', detail}
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', 500, '*', unpack(fields))
+  indexed(KEYS[6])
   -- No MAXLEN on the global stream: the ticker trims it behind the alerts group.
   redis.call('XADD', KEYS[7], '*', unpack(fields))
 end
@@ -174,6 +182,7 @@ redis.call('XADD', KEYS[3], 'MINID', '~', tostring(tonumber(received_ms) - tonum
   'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'src', ARGV[12],
   'vel', ARGV[13], 'cog', ARGV[14], 'batt', batt, 'alarm', alarm, 'flags', flag_text,
   'received_ms', received_ms)
+indexed(KEYS[3])
 
 if not late then
   local p = {'order_t', tostring(order_t), 'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10],
@@ -203,6 +212,7 @@ if ARGV[23] ~= '' and not late then
       'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
       'device_id', device, 'received_ms', received_ms}
     redis.call('XADD', KEYS[12], 'MAXLEN', '~', 1000, '*', unpack(tf))
+    indexed(KEYS[12])
     redis.call('XADD', KEYS[13], '*', unpack(tf))  -- trimmed behind the alerts group
   end
   zones_applied = 'zones'

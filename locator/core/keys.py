@@ -202,6 +202,11 @@ REJECTED_COUNTS = "hw:stats:rejected"  # hash reason -> count since the store wa
 DEVICES_VERSION = "hw:devices:version"  # bumped on every (un)registration: ingest cache check
 
 
+# Retention: each per-elder stream of fixes or events (track, events, transitions) by the
+# arrival time of its oldest entry, so the ticker's sweep reads only what is due, no SCAN.
+RETENTION_STREAMS = "hw:retention:streams"  # zset stream key -> oldest entry's epoch seconds
+
+
 def elder_track_devices(elder_id: int) -> str:
     """Every device that ever reported for this elder (their tracks outlive the binding)."""
     return f"hw:{elder_tag(elder_id)}:trackdevices"
@@ -255,6 +260,8 @@ INCIDENTS = "hw:incidents"  # zset id -> id, every incident
 INCIDENTS_OPEN = "hw:incidents:open"  # zset id -> id, incidents not yet resolved or cancelled
 INCIDENT_ELDER = "hw:incidents:elder"  # hash incident id -> elder id (locates the hash tag)
 INCIDENT_CODES = "hw:incidents:codes"  # hash short code -> incident id, open incidents only
+# Closed incidents not yet stripped of names, places and texts, by closing time (retention).
+INCIDENTS_CLOSED = "hw:incidents:closed"  # zset incident id -> closed epoch seconds
 
 
 def incident(elder_id: int, incident_id: int) -> str:

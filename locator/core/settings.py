@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     track_retention_s: int = Field(default=2_592_000, gt=0)
     # PIPL Art. 51/55: who read or changed her data is kept 3 years (devices/elders/access_log).
     access_log_retention_s: int = Field(default=94_608_000, gt=0)
+    # Closed incidents keep names, places and message texts this long (180 days), then
+    # only their anonymous SLA figures.
+    incident_retention_s: int = Field(default=15_552_000, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None

@@ -8,6 +8,10 @@ pending entry and the last-delivered id of each group). A stream with no group i
 trimmed at all: nobody has read it yet. What grows because a consumer is stuck shows up as
 the watchdog's backlog and memory warnings, not as silently missing alarms.
 
+Removing entries (an erased elder's, entries past retention) goes through
+``delete_entries``/``purge``: every group acknowledges what is deleted, in the same
+transaction, so no pending read meets a hole.
+
 An entry that comes back empty from a pending read (deleted or trimmed while it was pending)
 is still an error: ``note_lost`` logs it, counts it in Redis (for ``/metrics`` and the
 degraded banner) and only then acknowledges it, so it is not claimed and counted forever.
@@ -15,7 +19,7 @@ degraded banner) and only then acknowledges it, so it is not claimed and counted
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -149,3 +153,66 @@ def lost_counts(client: redis.Redis) -> tuple[dict[tuple[str, str], int], float 
         stream, _, group = str(field).partition("|")
         counts[(stream, group)] = int(value)
     return counts, float(at) if at is not None else None
+
+
+# --- removing entries (erasure, retention) ------------------------------------------------
+BATCH = 500
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def groups(client: redis.Redis, stream: str) -> list[str]:
+    """The consumer groups of a stream (none when it does not exist)."""
+    try:
+        info: Any = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return []
+    return [_s(g["name"]) for g in info]
+
+
+def delete_entries(client: redis.Redis, stream: str, ids: list[str]) -> int:
+    """XDEL the ids, acknowledged first in every group (a pending hole is never read)."""
+    if not ids:
+        return 0
+    names = groups(client, stream)
+    deleted = 0
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        pipe = client.pipeline(transaction=True)
+        for group in names:
+            pipe.xack(stream, group, *chunk)
+        pipe.xdel(stream, *chunk)
+        deleted += int(pipe.execute()[-1])
+    return deleted
+
+
+def purge(
+    client: redis.Redis,
+    stream: str,
+    match: Callable[[dict[str, str]], bool],
+    *,
+    upto: str = "+",
+) -> int:
+    """Delete every entry (up to id ``upto``) whose fields ``match``; returns how many.
+
+    Reads the whole stream in batches: for erasure (rare), not for anything per fix.
+    """
+    doomed: list[str] = []
+    start = "-"
+    while True:
+        entries: Any = client.xrange(stream, start, upto, count=BATCH)
+        for entry_id, fields in entries:
+            if match({_s(k): _s(v) for k, v in fields.items()}):
+                doomed.append(_s(entry_id))
+        if len(entries) < BATCH:
+            break
+        start = "(" + _s(entries[-1][0])
+    return delete_entries(client, stream, doomed)
+
+
+def last_id(client: redis.Redis, stream: str) -> str:
+    """The newest entry's id, or ``0-0`` for an empty or missing stream."""
+    newest: Any = client.xrevrange(stream, "+", "-", count=1)
+    return _s(newest[0][0]) if newest else "0-0"
