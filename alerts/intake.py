@@ -43,6 +43,10 @@ def _t0(fields: dict[str, str], cfg: AlertsConfig) -> float:
 def _open(
     client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str], trigger: str
 ) -> str:
+    elder = client.get(keys.elder(int(fields["elder_id"])))
+    if elder is None or json.loads(elder).get("deleted_at"):
+        # An alarm read just before her erasure must not open an incident about her again.
+        return "gone"
     _, opened = incidents.open_or_join(
         client,
         cfg,

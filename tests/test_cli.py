@@ -106,6 +106,7 @@ def test_run_twice_keeps_what_was_registered(tmp_path: Path) -> None:
             "delivery": "ok",
             "relay": "ok",
             "alerting": "ok",
+            "redis_memory": "ok",
         }
         assert httpx.get(f"{first.url}/docs").status_code == 200
         created = httpx.post(f"{first.url}/api/v1/elders", json=elder_body(), headers=headers)
