@@ -699,6 +699,33 @@ def bench_ingest(
     typer.echo(bench.report(result))
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    connections: Annotated[int, typer.Option(min=1, help="GT06 bracelet sockets held")] = 10_000,
+    frames: Annotated[int, typer.Option(min=1, help="location frames per socket")] = 5,
+    rate: Annotated[float, typer.Option(help="offered frames/s for the latency run")] = 2000.0,
+    seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
+    fleets: Annotated[int, typer.Option(min=1, help="processes holding the sockets")] = 2,
+) -> None:
+    """`homeward gateway` + Mosquitto + ingest vs a bare asyncio reader of the same bytes."""
+    from locator.bench import gateway as bench
+
+    configure_logging("warning")
+    if rate > connections:
+        raise ConfigError("--rate must be <= --connections (a GT06 fix time has whole seconds)")
+    if connections * (frames + 1) > 100_000:
+        raise ConfigError("--connections x (--frames + 1) must be <= 100000 (the broker queue)")
+    result = bench.run(
+        connections=connections,
+        frames=frames,
+        rate=rate,
+        seconds=seconds,
+        fleets=fleets,
+        workdir=None,
+    )
+    typer.echo(bench.report(result))
+
+
 @bench_app.command("alerts")
 def bench_alerts(
     incidents: Annotated[int, typer.Option(help="elders who walk out (one incident each)")] = 200,

@@ -114,6 +114,8 @@ class Gateway:
         except BaseException:
             await self.close()
             raise
+        expiry = loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S))
+        self._background.add(expiry)
         log.info("gateway_started", ports=self.ports, client_id=self.client_id)
         return dict(self.ports)
 
@@ -320,8 +322,8 @@ class Gateway:
         topic = uplink_topic(device_id)
         futures = [self.bridge.publish(topic, json.dumps(u).encode()) for u in uplinks]
         try:
-            async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                await asyncio.gather(*futures)
+            for future in futures:  # the bridge fails them after PUBACK_TIMEOUT_S
+                await future
         except (TimeoutError, ConnectionError) as exc:
             self.bridge.forget(futures)
             log.warning("gateway_uplink_not_accepted", device_id=device_id, error=str(exc))
