@@ -120,3 +120,18 @@ def test_southern_and_western_fixes_keep_their_signs() -> None:
         (message,) = through(protocol, data).messages
         assert isinstance(message, Location), protocol
         assert abs(message.lat - lat) < 1e-5 and abs(message.lon - lon) < 1e-5, protocol
+
+
+def test_an_untrusted_fix_becomes_a_cell_accuracy_uplink_in_every_protocol() -> None:
+    for protocol, data in (
+        ("gt06", dev.gt06_location(tst=TST, lat=LAT, lon=LON, serial=1, valid=False)),
+        (
+            "jt808",
+            dev.jt808_location(phone=PHONE, tst=TST, lat=LAT, lon=LON, serial=1, valid=False),
+        ),
+        ("watch", dev.watch_location(device_id=WATCH_ID, tst=TST, lat=LAT, lon=LON, valid=False)),
+        ("h02", dev.h02_location(device_id=H02_ID, tst=TST, lat=LAT, lon=LON, valid=False)),
+    ):
+        (message,) = through(protocol, data).messages
+        native = to_native(message)
+        assert native is not None and native["src"] == "cell", (protocol, native)

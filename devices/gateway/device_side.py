@@ -49,9 +49,11 @@ def gt06_heartbeat(*, serial: int, battery: int = 100, gsm: int = 4) -> bytes:
     return gt06_frame(gt06.STATUS, bytes([0x46, level, max(0, min(4, gsm)), 0x00, 0x02]), serial)
 
 
-def _gt06_gps(tst: float, lat: float, lon: float, speed_kmh: float, course: float) -> bytes:
+def _gt06_gps(
+    tst: float, lat: float, lon: float, speed_kmh: float, course: float, valid: bool
+) -> bytes:
     t = _utc(tst)
-    flags = 0x1000 | (0x0400 if lat >= 0 else 0) | (0x0800 if lon < 0 else 0)
+    flags = (0x1000 if valid else 0) | (0x0400 if lat >= 0 else 0) | (0x0800 if lon < 0 else 0)
     flags |= int(course) % 360
     return (
         bytes([t.year - 2000, t.month, t.day, t.hour, t.minute, t.second, 0xC9])  # 9 satellites
@@ -72,9 +74,13 @@ def gt06_location(
     course: float = 0.0,
     alarm: Alarm | None = None,
     battery: int = 100,
+    valid: bool = True,
 ) -> bytes:
-    """0x12 GPS+LBS (no ack expected); with an alarm, 0x16 (acknowledged) carrying its code."""
-    gps = _gt06_gps(tst, lat, lon, speed_kmh, course)
+    """0x12 GPS+LBS (no ack expected); with an alarm, 0x16 (acknowledged) carrying its code.
+
+    ``valid=False`` is a fix the tracker does not trust (no GPS lock: its last or a cell
+    position), which the gateway maps to a cell-accuracy uplink."""
+    gps = _gt06_gps(tst, lat, lon, speed_kmh, course, valid)
     if alarm is None:
         return gt06_frame(GT06_GPS_LBS, gps + bytes.fromhex("01cc00 2866 000f1b"), serial)
     level = max(0, min(6, round(battery * 6 / 100)))
@@ -115,9 +121,15 @@ def jt808_heartbeat(*, phone: str, serial: int) -> bytes:
 
 
 def _jt808_location_body(
-    tst: float, lat: float, lon: float, speed_kmh: float, course: float, alarm: Alarm | None
+    tst: float,
+    lat: float,
+    lon: float,
+    speed_kmh: float,
+    course: float,
+    alarm: Alarm | None,
+    valid: bool = True,
 ) -> bytes:
-    status = 0x02 | (0x04 if lat < 0 else 0) | (0x08 if lon < 0 else 0)  # positioned
+    status = (0x02 if valid else 0) | (0x04 if lat < 0 else 0) | (0x08 if lon < 0 else 0)
     beijing = _utc(tst + jt808.BEIJING_OFFSET_S).strftime("%y%m%d%H%M%S")
     return (
         (JT808_ALARM_FLAGS[alarm] if alarm else 0).to_bytes(4, "big")
@@ -142,9 +154,10 @@ def jt808_location(
     speed_kmh: float = 0.0,
     course: float = 0.0,
     alarm: Alarm | None = None,
+    valid: bool = True,
 ) -> bytes:
-    """0x0200 location report (SOS and low battery are alarm flags)."""
-    body = _jt808_location_body(tst, lat, lon, speed_kmh, course, alarm)
+    """0x0200 location report (SOS and low battery are alarm flags; unpositioned if not valid)."""
+    body = _jt808_location_body(tst, lat, lon, speed_kmh, course, alarm, valid)
     return jt808.encode(jt808.LOCATION, body, phone=phone, serial=serial, version=None)
 
 
@@ -181,6 +194,7 @@ def watch_location(
     course: float = 0.0,
     alarm: Alarm | None = None,
     vendor: str = "SG",
+    valid: bool = True,
 ) -> bytes:
     """``UD`` (or ``AL`` with the alarm's status bit, acknowledged by the platform)."""
     t = _utc(tst)
@@ -189,7 +203,7 @@ def watch_location(
         "AL" if alarm else "UD",
         t.strftime("%d%m%y"),
         t.strftime("%H%M%S"),
-        "A",
+        "A" if valid else "V",
         f"{abs(lat):.6f}",
         "N" if lat >= 0 else "S",
         f"{abs(lon):.6f}",
@@ -222,6 +236,7 @@ def h02_location(
     speed_kmh: float = 0.0,
     course: float = 0.0,
     alarm: Alarm | None = None,
+    valid: bool = True,
 ) -> bytes:
     """``*HQ,<id>,V1,hhmmss,A,ddmm.mmmm,N,dddmm.mmmm,E,knots,course,ddmmyy,status#``.
 
@@ -234,7 +249,7 @@ def h02_location(
     status = "FFFFFFFD" if alarm == "sos" else "FFFFFFFF"
     fields = [
         t.strftime("%H%M%S"),
-        "A",
+        "A" if valid else "V",
         lat_text,
         "N" if lat >= 0 else "S",
         lon_text,
