@@ -59,6 +59,15 @@ class RoleChoice(StrEnum):
     volunteer = "volunteer"
 
 
+class SimProtocol(StrEnum):
+    native = "native"
+    owntracks = "owntracks"
+    gt06 = "gt06"
+    jt808 = "jt808"
+    watch = "watch"
+    h02 = "h02"
+
+
 class ProcessChoice(StrEnum):
     ingest = "ingest"
     ticker = "ticker"
@@ -643,8 +652,12 @@ def simulate(
     hours: Annotated[float, typer.Option(help="simulated hours (the day ends now)")] = 24.0,
     wander: Annotated[float, typer.Option(help="fraction of elders who wander once")] = 0.5,
     seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    protocol: Annotated[
+        SimProtocol,
+        typer.Option(help="native/owntracks over MQTT; the rest over TCP to the gateway"),
+    ] = SimProtocol.native,
 ) -> None:
-    """Elders' days around Xishan community (30.51 N, 120.68 E), published over MQTT.
+    """Elders' days around Xishan community (30.51 N, 120.68 E), over MQTT or the gateway.
 
     Noise: indoor drift 20-80 m (claimed 20-60 m); Wi-Fi fixes (50-120 m) 10% of the time
     indoors; 3 cell-only runs a day (500-2,500 m off, accuracy 800-2,000 m); one-fix GPS
@@ -652,13 +665,17 @@ def simulate(
     out-of-order duplicates (0.5%); wandering episodes at 0.8-1.2 m/s, mostly straight,
     out for at least 20 minutes, with their true exit times. Answers reportLocation (a fix
     within 10 s) and setInterval like a bracelet. Uses the Redis and broker of `homeward
-    run` (or HOMEWARD_REDIS_URL / HOMEWARD_MQTT_URL) and registers its elders there.
+    run` (or HOMEWARD_REDIS_URL / HOMEWARD_MQTT_URL) and registers its elders there;
+    gt06 (15-digit IMEIs), jt808 (12-digit phones), watch and h02 bracelets connect to the
+    gateway ports in that run's runtime.json (else HOMEWARD_GATEWAY_PORTS).
     """
     from locator.simulate import driver
 
     settings = _command_settings()
     redis_url, mqtt_url = _require_urls(settings, mqtt=True)
     assert mqtt_url is not None
+    runtime = embedded.read_runtime(settings.data_dir)
+    ports = (runtime.gateway if runtime else None) or settings.gateway_port_map
     stop = _stop_on_signals()
     report = driver.run(
         redis_url=redis_url,
@@ -670,6 +687,8 @@ def simulate(
         wander_fraction=wander,
         seed=seed,
         stop=stop,
+        protocol=protocol.value,
+        gateway=(settings.gateway_host, ports),
     )
     typer.echo(driver.describe(report))
 
@@ -694,6 +713,33 @@ def bench_ingest(
         publishers=publishers,
         rate=rate,
         latency_s=seconds,
+        workdir=None,
+    )
+    typer.echo(bench.report(result))
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    connections: Annotated[int, typer.Option(min=1, help="GT06 bracelet sockets held")] = 10_000,
+    frames: Annotated[int, typer.Option(min=1, help="location frames per socket")] = 5,
+    rate: Annotated[float, typer.Option(help="offered frames/s for the latency run")] = 2000.0,
+    seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
+    fleets: Annotated[int, typer.Option(min=1, help="processes holding the sockets")] = 2,
+) -> None:
+    """`homeward gateway` + Mosquitto + ingest vs a bare asyncio reader of the same bytes."""
+    from locator.bench import gateway as bench
+
+    configure_logging("warning")
+    if rate > connections:
+        raise ConfigError("--rate must be <= --connections (a GT06 fix time has whole seconds)")
+    if connections * (frames + 1) > 100_000:
+        raise ConfigError("--connections x (--frames + 1) must be <= 100000 (the broker queue)")
+    result = bench.run(
+        connections=connections,
+        frames=frames,
+        rate=rate,
+        seconds=seconds,
+        fleets=fleets,
         workdir=None,
     )
     typer.echo(bench.report(result))

@@ -29,6 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from geofences.geometry import LocalFrame
 from locator.core.logging import get_logger
 from locator.core.mqtt import address
+from locator.embedded import read_runtime
+from locator.simulate import tcp
 
 log = get_logger(__name__)
 
@@ -53,6 +55,12 @@ class Elder:
     heading: float = 0.0
     offset_m: float = 0.0  # how far from home along ``heading``
     incident: int | None = None
+    protocol: str = "native"  # gt06/jt808: a bracelet on TCP through `homeward gateway`
+
+
+# Four elders (not the family's) wear real-protocol bracelets, so the demo exercises the
+# gateway: their fixes go as GT06 / JT/T 808 bytes over TCP, the rest as native MQTT.
+GATEWAY_ELDERS = {2: "gt06", 3: "jt808", 4: "gt06", 5: "jt808"}
 
 
 @dataclass
@@ -169,13 +177,15 @@ class DemoDistrict:
                     "guardians": [guardian],
                 },
             )
-            device = f"demo-{n + 1}"
+            protocol = GATEWAY_ELDERS.get(n, "native")
+            device = f"demo-{n + 1}" if protocol == "native" else tcp.device_id_for(protocol, 1, n)
             call(
                 "POST",
                 "/api/v1/devices",
                 {
                     "device_id": device,
                     "elder_id": elder["id"],
+                    "protocol": protocol,
                     "report_interval_s": int(REPORT_EVERY_S),
                 },
             )
@@ -194,7 +204,7 @@ class DemoDistrict:
                 for k in range(2)
             ]
             call("PUT", f"/api/v1/elders/{elder['id']}/pair", {"volunteer_ids": pair})
-            district.elders.append(Elder(elder["id"], device, home, pair))
+            district.elders.append(Elder(elder["id"], device, home, pair, protocol=protocol))
             if district.volunteer is None:
                 district.volunteer = pair[0]
         for k in range(20):  # more volunteers about the streets
@@ -245,7 +255,14 @@ class DemoDistrict:
             "family": d.family,
             "volunteer": d.volunteer,
             "elders": [
-                {"id": e.id, "device": e.device, "home": e.home, "pair": e.pair} for e in d.elders
+                {
+                    "id": e.id,
+                    "device": e.device,
+                    "home": e.home,
+                    "pair": e.pair,
+                    "protocol": e.protocol,
+                }
+                for e in d.elders
             ],
             "volunteers": {
                 str(v.id): {"token": v.token, "at": v.at} for v in d.volunteers.values()
@@ -264,7 +281,13 @@ class DemoDistrict:
             volunteer=body.get("volunteer"),
         )
         d.elders = [
-            Elder(e["id"], e["device"], (e["home"][0], e["home"][1]), e["pair"])
+            Elder(
+                e["id"],
+                e["device"],
+                (e["home"][0], e["home"][1]),
+                e["pair"],
+                protocol=e.get("protocol", "native"),
+            )
             for e in body["elders"]
         ]
         d.volunteers = {
@@ -346,14 +369,28 @@ class DemoDistrict:
         host, port = address(self.mqtt_url)
         mqtt.connect(host, port)
         mqtt.loop_start()
+        links: dict[str, tcp.TcpBracelet] = {}
+
+        def send(elder: Elder) -> None:
+            fix = self._fix(elder)
+            if elder.protocol == "native":
+                mqtt.publish(f"homeward/devices/{elder.device}/up", json.dumps(fix), qos=1)
+                return
+            link = links.get(elder.device)
+            if link is None or link.closed:
+                link = self._connect(elder)
+                if link is None:
+                    return
+                links[elder.device] = link
+            link.send_fix(fix)
+
         # Two fixes at home first: the zone engine needs two agreeing fixes to place her,
-        # and a zone's first "outside" would otherwise be learned silently.
+        # and a zone's first "outside" would otherwise be learned silently (GT06 times are
+        # whole seconds: the two fixes are a second apart).
         for _ in range(2):
             for elder in d.elders:
-                mqtt.publish(
-                    f"homeward/devices/{elder.device}/up", json.dumps(self._fix(elder)), qos=1
-                )
-            stop.wait(1.0)
+                send(elder)
+            stop.wait(1.1)
         started = time.monotonic()
         next_wander = started + self.first_after_s
         last_report: dict[int, float] = {}
@@ -376,19 +413,35 @@ class DemoDistrict:
                         if elder.wandering:
                             elder.offset_m += WALK_MPS * (now - last_report.get(elder.id, now))
                         last_report[elder.id] = now
-                        mqtt.publish(
-                            f"homeward/devices/{elder.device}/up",
-                            json.dumps(self._fix(elder)),
-                            qos=1,
-                        )
+                        send(elder)
+                for link in links.values():  # acks and commands: answered like the bracelet
+                    for packet in link.receive():
+                        link.answer(packet, time.time())
                 try:
                     self._answer(d, http)
                 except httpx.HTTPError as exc:
                     log.warning("demo_volunteers_failed", error=str(exc))
                 stop.wait(1.0)
         finally:
+            for link in links.values():
+                link.close()
             mqtt.disconnect()
             mqtt.loop_stop()
+
+    def _connect(self, elder: Elder) -> tcp.TcpBracelet | None:
+        """The elder's bracelet socket to the gateway `run` started (ports in runtime.json)."""
+        runtime = read_runtime(self.data_dir)
+        port = (runtime.gateway or {}).get(elder.protocol) if runtime else None
+        if port is None:
+            log.warning("demo_no_gateway_port", protocol=elder.protocol)
+            return None
+        try:
+            link = tcp.TcpBracelet(elder.protocol, elder.device, "127.0.0.1", port)
+        except OSError as exc:
+            log.warning("demo_gateway_unreachable", port=port, error=str(exc))
+            return None
+        link.login()
+        return link
 
     def _wander(self, elder: Elder) -> None:
         # She leaves from the garden gate: just inside her zone, walking straight out.

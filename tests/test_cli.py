@@ -345,6 +345,35 @@ def test_bench_ingest_runs_end_to_end_and_loses_nothing(tmp_path: Path) -> None:
     assert match and match.group(1) == match.group(2) == "800", result.stdout
 
 
+@pytest.mark.skipif(mosquitto_binary() is None, reason="the benchmark drives a real Mosquitto")
+def test_bench_gateway_holds_acks_and_stores_every_frame(tmp_path: Path) -> None:
+    result = _homeward(
+        "bench",
+        "gateway",
+        "--connections",
+        "50",
+        "--frames",
+        "2",
+        "--rate",
+        "26",  # 13 a second from each of the two fleets
+        "--seconds",
+        "1",
+        env=_env(HOMEWARD_DATA_DIR=str(tmp_path)),
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    held = re.search(r"connections held \(login acked\)\s+([\d,]+)\s+([\d,]+)", out)
+    assert held and held.groups() == ("50", "50"), out
+    rates = re.search(r"location frames/s acked\s+([\d,]+)\s+([\d,]+)", out)
+    assert rates and all(int(r.replace(",", "")) > 0 for r in rates.groups()), out
+    assert re.search(r"memory per connection\s+[\d.]+ KB\s+[\d.]+ KB", out), out
+    assert re.search(r"latency p50 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms \((\d+) fixes", out)
+    stored = re.search(r"track entries stored: ([\d,]+) \(expected ([\d,]+)\)", out)
+    # 50 x 2 blasted + 26 paced, each stored by the ingest: nothing lost on the way.
+    assert stored and stored.group(1) == stored.group(2) == "126", out
+
+
 def test_bench_fences_runs_end_to_end(tmp_path: Path) -> None:
     result = _homeward(
         "bench",

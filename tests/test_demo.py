@@ -93,6 +93,13 @@ def test_demo_prints_working_links_a_summary_and_stops_clean(tmp_path: Path) -> 
         # The family sees it too.
         theirs = get("/api/v1/incidents?status=open", family).json()["items"]
         assert [i["elder_name"] for i in theirs] == ["张阿公"]
+        # The third and fourth elders wear GT06 and JT/T 808 bracelets: fixes via the gateway.
+        devices = get("/api/v1/devices?limit=100", dispatcher).json()["items"]
+        gateway = sorted((d for d in devices if d["protocol"] != "native"), key=str)
+        assert sorted(d["protocol"] for d in gateway) == ["gt06", "jt808"], devices
+        for device in gateway:
+            position = get(f"/api/v1/elders/{device['elder_id']}/position", dispatcher)
+            assert position.status_code == 200, (device, position.text)
     finally:
         code = _ctrl_c(demo)
     text = out.read_text()

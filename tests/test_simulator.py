@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from locator.core import keys
-from locator.core.clock import SystemClock
+from locator.core.clock import ManualClock, SystemClock
 from locator.core.crs import haversine_m
 from locator.core.redis import sync_client
 from locator.simulate import driver
 from locator.simulate.model import DAY_S, Bracelet, elder_home, plan_episode
 from tests.conftest import Api
-from tests.ingest_harness import RunningIngest
+from tests.ingest_harness import Publisher, RunningIngest
 
 
 def day_of(
@@ -125,10 +129,65 @@ async def test_a_short_simulated_hour_flows_through_the_real_ingest(
 
 
 def _devices(client: object) -> list[tuple[int, str]]:
-    import json
-
     out = []
     for device_id in client.zrange(keys.DEVICES, 0, -1):  # type: ignore[attr-defined]
         doc = json.loads(client.get(keys.device(device_id)))  # type: ignore[attr-defined]
         out.append((int(doc["elder_id"]), device_id))
     return out
+
+
+@pytest.mark.parametrize("protocol", ["gt06", "jt808"])
+async def test_simulated_bracelets_speak_their_protocol_through_the_gateway(
+    api: Api, mqtt_url: str, redis_url: str, tmp_path: Path, protocol: str
+) -> None:
+    from tests.test_gateway_server import start_gateway
+
+    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, SystemClock())
+    gateway, stop, thread = start_gateway(redis_url, mqtt_url, ManualClock(datetime.now(UTC)))
+    publisher = Publisher(mqtt_url)
+    try:
+        run = asyncio.create_task(
+            asyncio.to_thread(
+                driver.run,
+                redis_url=redis_url,
+                mqtt_url=mqtt_url,
+                elders=2,
+                speed=900,
+                interval_s=60,
+                hours=1,
+                wander_fraction=0.0,
+                seed=3,
+                protocol=protocol,
+                gateway=("127.0.0.1", gateway.ports),
+            )
+        )
+        client = sync_client(redis_url, process="test")
+        for _ in range(500):  # the loop must turn for the simulator's thread to start
+            if len(gateway.connections) == 2:
+                break
+            await asyncio.sleep(0.02)
+        device_id = sorted(gateway.connections)[0]
+        publisher.send(
+            f"homeward/devices/{device_id}/cmd",
+            {"_type": "cmd", "action": "setInterval", "seconds": 30},
+        )
+        report = await run
+        assert report.fixes >= 2 * 55 and report.commands >= 1  # ours + adaptive reporting's
+        ingest.wait_processed(report.fixes, timeout=30)
+        devices = _devices(client)
+        assert {len(d) for _, d in devices} == {15 if protocol == "gt06" else 12}
+        for elder_id, d in devices:
+            doc = json.loads(client.get(keys.device(d)))
+            assert doc["protocol"] == protocol
+            assert client.xlen(keys.track(elder_id, d)) >= 50
+        answers = {
+            "gt06": {"command_reply TIMER OK", "command_reply DWXX OK"},
+            "jt808": {"terminal_response 0x8103 result=0", "terminal_response 0x8201 result=0"},
+        }[protocol]
+        assert client.hget(keys.gateway_device(device_id), "last_answer") in answers
+        client.close()
+    finally:
+        publisher.close()
+        stop.set()
+        thread.join(timeout=10)
+        ingest.close()

@@ -9,6 +9,7 @@ A framer never raises and never emits a byte twice: the emitted frames and skips
 
 from __future__ import annotations
 
+import binascii
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -112,14 +113,17 @@ def to_bcd(digits: str, size: int) -> bytes:
     return bytes.fromhex(digits.rjust(size * 2, "0"))
 
 
+_REVERSED = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+
+
 def crc16_x25(data: bytes) -> int:
-    """CRC-16/X-25 (CRC-ITU as the GT06 documents call it): reflected 0x1021, init/xorout 0xFFFF."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFF
+    """CRC-16/X-25 (CRC-ITU as the GT06 documents call it): reflected 0x1021, init/xorout 0xFFFF.
+
+    Computed in C: the reflected CRC of the data is the bit-reversed plain CRC (binascii's
+    CRC-CCITT) of the data with each byte bit-reversed; a bit loop in Python cost the gateway
+    a sixth of its time per frame."""
+    crc = binascii.crc_hqx(data.translate(_REVERSED), 0xFFFF)
+    return ((_REVERSED[crc & 0xFF] << 8) | _REVERSED[crc >> 8]) ^ 0xFFFF
 
 
 def xor_check(data: bytes) -> int:

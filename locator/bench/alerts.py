@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.incidents.service import config_from
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
-from locator.bench.ingest import HAINING, _Counter, _payload, _register, machine
+from locator.bench.ingest import HAINING, _Counter, _payload, machine, register_devices
 from locator.core import keys
 from locator.core.auth import Role, create_token
 from locator.core.clock import SystemClock
@@ -158,7 +158,7 @@ def run(*, incidents: int, background: int, rate: float, spacing_s: float) -> Al
         mqtt_url = broker.start()
         stop = threading.Event()
         try:
-            asyncio.run(_register(redis_url, background))
+            asyncio.run(register_devices(redis_url, background))
             seq = sync_client(redis_url, process="bench-alerts")
             seq.set(keys.sequence("elder"), background)  # the API's ids come after these
             seq.close()

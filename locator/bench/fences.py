@@ -229,7 +229,7 @@ def run_pipeline(elders: int, fixes: int, world: World) -> float:
 
     from devices.ingest.pipeline import Message, UplinkStore
     from geofences.evaluator import ZoneEvaluator
-    from locator.bench.ingest import _register
+    from locator.bench.ingest import register_devices
     from locator.core import keys, store
     from locator.core.clock import SystemClock
     from locator.core.redis import sync_client
@@ -239,7 +239,7 @@ def run_pipeline(elders: int, fixes: int, world: World) -> float:
         server = EmbeddedRedis(Path(tmp))
         url = server.start()
         try:
-            asyncio.run(_register(url, elders))
+            asyncio.run(register_devices(url, elders))
             client = sync_client(url, process="bench")
             pipe = client.pipeline(transaction=False)
             for e in range(elders):

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,17 @@ def machine() -> str:
     )
 
 
-async def _register(redis_url: str, devices: int) -> None:
+def _bench_id(n: int) -> str:
+    return f"bench-{n}"
+
+
+async def register_devices(
+    redis_url: str,
+    devices: int,
+    *,
+    device_id: Callable[[int], str] = _bench_id,
+    protocol: str = "native",
+) -> None:
     """Elders and devices written with the registry's own key layout, in pipelines."""
     from locator.core import store
 
@@ -94,20 +105,20 @@ async def _register(redis_url: str, devices: int) -> None:
                         "updated_at": now,
                     }
                     device = {
-                        "device_id": f"bench-{n}",
+                        "device_id": device_id(n),
                         "elder_id": elder_id,
-                        "protocol": "native",
+                        "protocol": protocol,
                         "external_id": None,
                         "offline_after_s": None,
                         "created_at": now,
                     }
                     pipe.set(keys.elder(elder_id), store.dump(elder))
                     pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
-                    device_id = f"bench-{n}"
-                    pipe.set(keys.device(device_id), store.dump(device))
-                    pipe.set(keys.elder_device(elder_id), device_id)
-                    pipe.zadd(keys.DEVICES, {device_id: 0})
-                    pipe.sadd(keys.elder_track_devices(elder_id), device_id)
+                    name = device_id(n)
+                    pipe.set(keys.device(name), store.dump(device))
+                    pipe.set(keys.elder_device(elder_id), name)
+                    pipe.zadd(keys.DEVICES, {name: 0})
+                    pipe.sadd(keys.elder_track_devices(elder_id), name)
                 await pipe.execute()
         await client.incr(keys.DEVICES_VERSION)
     finally:
@@ -248,7 +259,7 @@ def run(
         redis_url = redis_server.start()
         mqtt_url = broker.start()
         try:
-            asyncio.run(_register(redis_url, devices))
+            asyncio.run(register_devices(redis_url, devices))
             # Two queues of fixes in the past, one second apart per device, none in the future.
             base = time.time() - 2 * fixes / devices - 600
 

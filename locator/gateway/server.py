@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from devices.gateway.common import to_native
 from devices.gateway.framing import Frame
@@ -86,6 +87,7 @@ class Gateway:
         self._redis: aioredis.Redis | None = None
         self._bridge: MqttBridge | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # one per open socket
         self.error: BaseException | None = None
 
     @property
@@ -114,6 +116,8 @@ class Gateway:
         except BaseException:
             await self.close()
             raise
+        expiry = loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S))
+        self._background.add(expiry)
         log.info("gateway_started", ports=self.ports, client_id=self.client_id)
         return dict(self.ports)
 
@@ -121,7 +125,13 @@ class Gateway:
         adapter = ADAPTERS[name]
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(adapter, reader, writer)
+            task = asyncio.current_task()
+            if task is not None:
+                self._serving.add(task)
+            try:
+                await self._serve(adapter, reader, writer)
+            finally:
+                self._serving.discard(task)
 
         try:
             return await asyncio.start_server(handle, self.host, port, limit=READ_SIZE)
@@ -149,6 +159,8 @@ class Gateway:
                 await self._disconnected(conn, "shutdown")
             except Exception:
                 log.exception("gateway_release_failed", device_id=conn.device_id)
+        if self._serving:  # their release marks need Redis: let them finish before it goes
+            await asyncio.wait(list(self._serving), timeout=5)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -210,6 +222,8 @@ class Gateway:
             writer.close()
             try:
                 await self._disconnected(conn, reason or "closed")
+            except (RedisError, OSError) as exc:  # Redis away (or stopping first): the mark expires
+                log.warning("gateway_release_failed", device_id=conn.device_id, error=str(exc))
             except Exception:
                 log.exception("gateway_release_failed", device_id=conn.device_id)
 
@@ -327,8 +341,8 @@ class Gateway:
         topic = uplink_topic(device_id)
         futures = [self.bridge.publish(topic, json.dumps(u).encode()) for u in uplinks]
         try:
-            async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                await asyncio.gather(*futures)
+            for future in futures:  # the bridge fails them after PUBACK_TIMEOUT_S
+                await future
         except (TimeoutError, ConnectionError) as exc:
             self.bridge.forget(futures)
             log.warning("gateway_uplink_not_accepted", device_id=device_id, error=str(exc))

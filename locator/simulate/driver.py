@@ -1,5 +1,9 @@
 """`homeward simulate`: simulated elders' bracelets publishing over MQTT, answering commands.
 
+``protocol`` native publishes our JSON, owntracks the app's JSON on ``owntracks/<user>/<dev>``;
+gt06, jt808, watch and h02 bracelets open a TCP socket each to `homeward gateway` and speak
+the protocol's bytes (`locator.simulate.tcp`), answering its commands there.
+
 Time runs ``speed`` times faster than the wall clock, and the simulated day ends at "now":
 fixes carry times in the past, in order, so the real ingest accepts them as a bracelet
 uploading its day. Each elder gets a 200 m safe circle at home.
@@ -28,6 +32,7 @@ from locator.core.auth import Principal, Role
 from locator.core.clock import SystemClock
 from locator.core.mqtt import address
 from locator.core.redis import async_client
+from locator.simulate import tcp
 from locator.simulate.model import Bracelet, elder_home, plan_episode
 
 SAFE_RADIUS_M = 200.0
@@ -42,7 +47,7 @@ class SimReport:
     noise: dict[str, int] = field(default_factory=dict)
 
 
-async def register(redis_url: str, bracelets: list[Bracelet]) -> None:
+async def register(redis_url: str, bracelets: list[Bracelet], protocol: str = "native") -> None:
     """Elders, bracelets and home circles, through the registry's own services."""
     client = async_client(redis_url, process="simulate")
     admin = Principal(Role.ADMIN, "simulate")
@@ -62,6 +67,8 @@ async def register(redis_url: str, bracelets: list[Bracelet]) -> None:
             device = DeviceCreate(
                 device_id=bracelet.device_id,
                 elder_id=elder.id,
+                protocol=protocol,
+                external_id=owntracks_id(bracelet.device_id) if protocol == "owntracks" else None,
                 report_interval_s=int(bracelet.interval_s),
             )
             await registry.register(client, caller=admin, body=device, clock=clock)
@@ -80,15 +87,32 @@ async def register(redis_url: str, bracelets: list[Bracelet]) -> None:
         await client.aclose()
 
 
+def owntracks_id(device_id: str) -> str:
+    """The OwnTracks app's user/device for a simulated phone (its topic's two levels)."""
+    return f"sim/{device_id}"
+
+
 def build(
-    elders: int, *, interval_s: float, wander_fraction: float, day_start: float, seed: int
+    elders: int,
+    *,
+    interval_s: float,
+    wander_fraction: float,
+    day_start: float,
+    seed: int,
+    protocol: str = "native",
 ) -> list[Bracelet]:
     rng = random.Random(seed)
     prefix = uuid.uuid4().hex[:6]
+    number = random.randrange(1_000_000)  # ids of several runs do not collide
     bracelets = []
     for n in range(elders):
         own = random.Random(rng.random())
-        bracelet = Bracelet(f"sim-{prefix}-{n}", elder_home(own), own, interval_s, day_start)
+        name = (
+            tcp.device_id_for(protocol, number, n)
+            if protocol in tcp.TCP_PROTOCOLS
+            else f"sim-{prefix}-{n}"
+        )
+        bracelet = Bracelet(name, elder_home(own), own, interval_s, day_start)
         if n < round(elders * wander_fraction):
             bracelet.episode = plan_episode(own, day_start, SAFE_RADIUS_M)
         bracelets.append(bracelet)
@@ -106,8 +130,12 @@ def run(
     wander_fraction: float,
     seed: int,
     stop: threading.Event | None = None,
+    protocol: str = "native",
+    gateway: tuple[str, dict[str, int]] | None = None,
 ) -> SimReport:
-    """Register the elders, then publish their day at ``speed`` until it ends or ``stop``."""
+    """Register the elders, then send their day at ``speed`` until it ends or ``stop``.
+
+    ``gateway`` (host, protocol → port) is where TCP bracelets connect."""
     stop = stop or threading.Event()
     duration = hours * 3600
     day_start = time.time() - duration
@@ -117,8 +145,13 @@ def run(
         wander_fraction=wander_fraction,
         day_start=day_start,
         seed=seed,
+        protocol=protocol,
     )
-    asyncio.run(register(redis_url, bracelets))
+    asyncio.run(register(redis_url, bracelets, protocol))
+    if protocol in tcp.TCP_PROTOCOLS:
+        if gateway is None or protocol not in gateway[1]:
+            raise ValueError(f"no gateway port for {protocol}")
+        return _run_tcp(bracelets, protocol, gateway, day_start, duration, speed, stop)
     by_id = {b.device_id: b for b in bracelets}
     report = SimReport(elders=elders)
     report.exits = [
@@ -164,17 +197,79 @@ def run(
             with lock:
                 payloads = bracelet.emit()
             for payload in payloads:
-                client.publish(
-                    f"homeward/devices/{bracelet.device_id}/up", json.dumps(payload), qos=1
-                )
+                if protocol == "owntracks":
+                    topic = f"owntracks/{owntracks_id(bracelet.device_id)}"
+                    payload = {k: v for k, v in payload.items() if k != "src"}
+                    payload["tst"] = int(payload["tst"])  # the app sends whole seconds
+                else:
+                    topic = f"homeward/devices/{bracelet.device_id}/up"
+                client.publish(topic, json.dumps(payload), qos=1)
                 report.fixes += 1
     finally:
         time.sleep(0.5)
         client.disconnect()
         client.loop_stop()
+    _count_noise(report, bracelets)
+    return report
+
+
+def _count_noise(report: SimReport, bracelets: list[Bracelet]) -> None:
     for bracelet in bracelets:
         for what, count in bracelet.counts.items():
             report.noise[what] = report.noise.get(what, 0) + count
+
+
+def _run_tcp(
+    bracelets: list[Bracelet],
+    protocol: str,
+    gateway: tuple[str, dict[str, int]],
+    day_start: float,
+    duration: float,
+    speed: float,
+    stop: threading.Event,
+) -> SimReport:
+    """The same day, each bracelet on its own socket to the gateway."""
+    report = SimReport(elders=len(bracelets))
+    report.exits = [
+        (b.device_id, b.episode.exit_time) for b in bracelets if b.episode and b.episode.exit_time
+    ]
+    host, ports = gateway
+    links = {
+        b.device_id: tcp.TcpBracelet(protocol, b.device_id, host, ports[protocol])
+        for b in bracelets
+    }
+    wall0 = time.monotonic()
+
+    def sim_now() -> float:
+        return day_start + (time.monotonic() - wall0) * speed
+
+    try:
+        for link in links.values():
+            link.login()
+        end = day_start + duration
+        while not stop.is_set():
+            for bracelet in bracelets:
+                link = links[bracelet.device_id]
+                for packet in link.receive():
+                    command = link.answer(packet, sim_now())
+                    if command is not None:
+                        bracelet.command(command, sim_now())
+                        report.commands += 1
+            bracelet = min(bracelets, key=lambda b: b.due())
+            if bracelet.due() > end:
+                break
+            wait = (bracelet.due() - sim_now()) / speed
+            if wait > 0:
+                tcp.wait_readable(list(links.values()), min(wait, 0.5))
+                continue
+            for payload in bracelet.emit():
+                links[bracelet.device_id].send_fix(payload)
+                report.fixes += 1
+    finally:
+        time.sleep(0.5)
+        for link in links.values():
+            link.close()
+    _count_noise(report, bracelets)
     return report
 
 
