@@ -155,10 +155,7 @@ class Gateway:
             # Python 3.11's wait_closed does not wait for the handlers, which would release
             # their holder marks after Redis is closed: give the marks back here, so the
             # next command waits in Redis for the bracelet's next connection.
-            try:
-                await self._disconnected(conn, "shutdown")
-            except Exception:
-                log.exception("gateway_release_failed", device_id=conn.device_id)
+            await self._release(conn, "shutdown")
         if self._serving:  # their release marks need Redis: let them finish before it goes
             await asyncio.wait(list(self._serving), timeout=5)
         for server in self._servers:
@@ -220,12 +217,7 @@ class Gateway:
             reason = "error"
         finally:
             writer.close()
-            try:
-                await self._disconnected(conn, reason or "closed")
-            except (RedisError, OSError) as exc:  # Redis away (or stopping first): the mark expires
-                log.warning("gateway_release_failed", device_id=conn.device_id, error=str(exc))
-            except Exception:
-                log.exception("gateway_release_failed", device_id=conn.device_id)
+            await self._release(conn, reason or "closed")
 
     async def _feed(self, conn: Connection, data: bytes) -> str:
         """Handle the frames these bytes complete; a non-empty answer closes the connection."""
@@ -348,6 +340,15 @@ class Gateway:
             log.warning("gateway_uplink_not_accepted", device_id=device_id, error=str(exc))
             return False
         return True
+
+    async def _release(self, conn: Connection, reason: str) -> None:
+        """``_disconnected`` that never raises: a mark left behind expires by itself."""
+        try:
+            await self._disconnected(conn, reason)
+        except (RedisError, OSError) as exc:  # Redis away (or stopping first)
+            log.warning("gateway_release_failed", device_id=conn.device_id, error=str(exc))
+        except Exception:
+            log.exception("gateway_release_failed", device_id=conn.device_id)
 
     async def _disconnected(self, conn: Connection, reason: str) -> None:
         device_id = conn.device_id
