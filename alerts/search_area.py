@@ -1,9 +1,9 @@
-"""Probable search area from the last good fix and the time since (pure).
+"""Probable search area from the Point Last Seen and the time since (pure).
 
 People with dementia found on foot (Grampian 2007): 50% within 0.7 km of where they were
 last seen, 70% 1.2 km, 80% 2.0 km, 90% 3.7 km, 95% 5.8 km. Nobody walks further than time
 allows, so each ring's radius is the study's distance capped by a brisk 1.2 m/s walk since
-the last good fix (0.8 m/s is the typical pace: the "likely" core). They tend to go
+she was last seen (0.8 m/s is the typical pace: the "likely" core). They tend to go
 straight until they get stuck, so rings are pushed forward along the last heading.
 """
 
@@ -79,8 +79,13 @@ def area(
     elapsed_s: float,
     heading_deg: float | None,
     live: bool,
+    origin: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection: the last fix, then rings from most to least likely."""
+    """A GeoJSON FeatureCollection: the point last seen, then rings from most to least likely.
+
+    ``origin`` (which place and time the area starts from, and why) is carried in the
+    collection's properties so every reader can say "last seen … ago at …".
+    """
     frame = LocalFrame(lat, lon)
     seen = {
         "type": "Feature",
@@ -110,7 +115,7 @@ def area(
         return {
             "type": "FeatureCollection",
             "features": features,
-            "properties": {"mode": "live", "elapsed_s": round(elapsed_s, 1)},
+            "properties": {"mode": "live", "elapsed_s": round(elapsed_s, 1), "origin": origin},
         }
     for ring in rings(elapsed_s, accuracy_m=accuracy_m):
         shift = SKEW * ring.radius_m if heading_deg is not None else 0.0
@@ -143,5 +148,6 @@ def area(
             "heading_deg": None if heading_deg is None else round(heading_deg, 1),
             "typical_reach_m": typical_reach_m(elapsed_s),
             "fast_reach_m": round(FAST_MPS * max(0.0, elapsed_s), 1),
+            "origin": origin,
         },
     }

@@ -14,13 +14,14 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse, Response
 
 from alerts import handoff, reports
-from alerts.incidents import access, reporting, service
+from alerts.incidents import access, last_seen, reporting, service, sightings
 from alerts.incidents.schemas import (
     CancelBody,
     FoundBody,
     IncidentRead,
     MissingReport,
     ResolveBody,
+    SightingBody,
 )
 from alerts.incidents.service import AlertsConfig
 from devices.elders.access_log import AccessLogDep
@@ -51,6 +52,14 @@ def report_missing(
         redis, caller=caller, now=ctx.clock.time(), report_id=secrets.token_hex(8)
     )
     elder = authorize_sync(redis, caller=caller, elder_id=body.elder_id, write=True)
+    cfg = config(ctx)
+    seen_time = None
+    if body.last_seen_time is not None:
+        seen_time = last_seen.check_time(
+            sightings.to_epoch(body.last_seen_time, cfg),
+            now=ctx.clock.time(),
+            field="last_seen_time",
+        )
     at = None
     if body.last_seen_at is not None:
         point = body.last_seen_at.to_wgs84(body.crs)
@@ -58,13 +67,14 @@ def report_missing(
         at = (point.lat, point.lon)
     incident_id, _ = service.open_or_join(
         redis,
-        config(ctx),
+        cfg,
         elder_id=body.elder_id,
         trigger="missing",
         at=at,
         actor=service.actor_of(caller),
         channel="api",
         note=body.note,
+        seen_time=seen_time,
     )
     return service.read(redis, service.load(redis, incident_id), caller=caller)
 
@@ -136,6 +146,30 @@ def search_area(
     detail = f"incident {incident_id}"
     log.record_sync(elder_id=snap.elder_id, action="search_area.read", detail=detail)
     return area
+
+
+@router.post("/incidents/{incident_id}/sighting")
+def sighting(
+    incident_id: int,
+    body: SightingBody,
+    redis: SyncRedisDep,
+    caller: CallerDep,
+    ctx: ContextDep,
+) -> IncidentRead:
+    """Dispatch: she was seen there at that time; re-centres the area, pages nearby once."""
+    cfg = config(ctx)
+    point = body.at.to_wgs84(body.crs)
+    snap = sightings.record(
+        redis,
+        cfg,
+        caller=caller,
+        incident_id=incident_id,
+        lat=point.lat,
+        lon=point.lon,
+        seen_time=sightings.to_epoch(body.time, cfg),
+        note=body.note,
+    )
+    return service.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/notify-more")

@@ -52,15 +52,17 @@ def count_report(client: redis.Redis, *, caller: Principal, now: float, report_i
         )
 
 
-def check_place(elder: dict[str, Any], *, lat: float, lon: float) -> None:
-    """422 on ``last_seen_at`` when it is further from her home than a zone may be."""
+def check_place(
+    elder: dict[str, Any], *, lat: float, lon: float, field: tuple[str, ...] = ("last_seen_at",)
+) -> None:
+    """422 on ``field`` when the place is further from her home than a zone may be."""
     home = elder.get("home") or {}
     if "lat" not in home:
         return
     metres = crs.haversine_m(float(home["lat"]), float(home["lon"]), lat, lon)
     if metres > MAX_FROM_HOME_M:
         raise Unprocessable(
-            ["last_seen_at"],
+            list(field),
             f"{metres / 1000:.1f} km from her home (at most {MAX_FROM_HOME_M / 1000:.0f} km): "
             "check the place, or call the dispatcher",
         )

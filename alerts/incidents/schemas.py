@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -20,6 +21,17 @@ class MissingReport(Strict):
     elder_id: int = Field(gt=0)
     note: Note = ""
     last_seen_at: LatLon | None = None
+    # When she was last seen (ISO-8601; without an offset: the service's time zone).
+    last_seen_time: datetime | None = None
+    crs: CrsName = "wgs84"
+
+
+class SightingBody(Strict):
+    """Someone saw her: where and when (a neighbour at the bus stop at 14:10)."""
+
+    at: LatLon
+    time: datetime
+    note: Note = ""
     crs: CrsName = "wgs84"
 
 

@@ -21,9 +21,8 @@ from zoneinfo import ZoneInfo
 import redis
 
 from alerts import escalation, links
-from alerts import search_area as geo_area
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, Policy, View
-from alerts.incidents import access
+from alerts.incidents import access, last_seen
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.notify import messages
 from alerts.notify.channels import chain_for, configured, extras_for
@@ -320,7 +319,10 @@ def _build(
             "code": code,
             "minutes": max(0, round((now - t0) / 60)),
             "trigger": messages.trigger_name(fields.get("trigger", ""), cfg.locale),
-            "place": place_hint(elder, fields, cfg.locale),
+            # A sighting moves the place in this very change: the message names the new one.
+            "place": place_hint(
+                elder, {**fields, **{k: str(v) for k, v in change.fields.items()}}, cfg.locale
+            ),
         }
         key = links.secret(client)
         available = set(cfg.channels)
@@ -482,21 +484,6 @@ def _is_empty(change: Change) -> bool:
 
 
 # --- choosing people ---------------------------------------------------------------------
-def _origin(
-    client: redis.Redis, elder_id: int, at: tuple[float, float] | None
-) -> tuple[float, float]:
-    """Where to look for volunteers: the given point, her last good fix, or her home."""
-    if at is not None:
-        return at
-    pos = client.hmget(keys.last_position(elder_id), "good_lat", "good_lon", "lat", "lon")
-    if pos[0] and pos[1]:
-        return float(pos[0]), float(pos[1])
-    if pos[2] and pos[3]:
-        return float(pos[2]), float(pos[3])
-    home = _elder_doc(client, elder_id).get("home") or {"lat": 0.0, "lon": 0.0}
-    return float(home["lat"]), float(home["lon"])
-
-
 def _candidates(
     client: redis.Redis, *, lat: float, lon: float, radius_m: float, now: float
 ) -> list[Candidate]:
@@ -622,7 +609,10 @@ def _people_for(
     policy = snap.policy
     known = set(snap.responders) | set(change.responders)
     step = change.fields.get("step")
-    origin = _origin(client, snap.elder_id, None)
+    # Around the Point Last Seen as it is now: a sighting in this very change, else the
+    # incident's origin, unless a newer good fix says more.
+    fields = {**snap.fields, **{k: str(v) for k, v in change.fields.items()}}
+    origin = last_seen.centre(client, snap.elder_id, fields)
     if change.more_nearby:
         _page_nearby(
             extra,
@@ -715,8 +705,12 @@ def open_or_join(
     source: str = "",
     note: str = "",
     t0: float | None = None,
+    seen_time: float | None = None,
 ) -> tuple[int, bool]:
-    """Open the elder's incident, or add this alarm to the open one; (id, opened)."""
+    """Open the elder's incident, or add this alarm to the open one; (id, opened).
+
+    ``seen_time`` is when a missing report says she was last seen (see ``last_seen``).
+    """
     for _ in range(10):
         existing = open_incident_id(client, elder_id)
         if (
@@ -741,13 +735,24 @@ def open_or_join(
                 channel=channel,
                 source=source,
                 note=note,
+                seen_time=seen_time,
             )
             return existing, False
         now = cfg.clock.time()
         start = t0 if t0 is not None else now
         incident_id = int(client.incr(keys.sequence("incident")))
         policy = current_policy(client, cfg.policy)
-        origin = _origin(client, elder_id, at)
+        pos: dict[str, str] = client.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
+        home = _elder_doc(client, elder_id).get("home") or {"lat": 0.0, "lon": 0.0}
+        seen = last_seen.opening(
+            pos,
+            at=at,
+            reported=trigger == "missing",
+            seen_time=seen_time,
+            home=(float(home["lat"]), float(home["lon"])),
+            now=start,
+        )
+        origin = (seen.lat, seen.lon)
         pair = client.get(keys.pair(elder_id))
         paired: list[int] = json.loads(pair)["volunteer_ids"] if pair else []
         code = _new_code(client)
@@ -762,8 +767,10 @@ def open_or_join(
             "onsite_deadline": start + policy.onsite_s,
             "policy": json.dumps(policy.to_json()),
             "note": note,
-            "origin_lat": origin[0],
-            "origin_lon": origin[1],
+            **seen.fields(),
+            # The centre volunteers were last paged around (a sighting far from it pages again).
+            "paged_lat": origin[0],
+            "paged_lon": origin[1],
             "step": "t0",
             "opened_by": actor,
         }
@@ -787,6 +794,8 @@ def open_or_join(
                 "trigger": trigger,
                 "note": note,
                 "at_position": {"lat": origin[0], "lon": origin[1]},
+                "seen_at": seen.doc()["time"],
+                "seen_source": seen.source,
             }
         )
         change.timeline.append(
@@ -834,6 +843,7 @@ def join(
     channel: str,
     source: str = "",
     note: str = "",
+    seen_time: float | None = None,
 ) -> str:
     """A further alarm for an open incident: it goes on the timeline, nobody is paged again."""
 
@@ -841,6 +851,8 @@ def join(
         entry: dict[str, Any] = {"type": "alarm", "trigger": trigger}
         if at is not None:
             entry["at_position"] = {"lat": at[0], "lon": at[1]}
+        if seen_time is not None:
+            entry["seen_at"] = isoformat(datetime.fromtimestamp(seen_time, tz=UTC))
         if note:
             entry["note"] = note
         return Change(timeline=[entry])
@@ -1262,48 +1274,14 @@ def voice_script(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int) ->
 
 
 def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> dict[str, Any]:
-    """Where to look now: the live fix while the bracelet reports, else rings from the last."""
-    now = cfg.clock.time()
-    pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
-    # A family's report names where she was last seen; a bracelet fix newer than that wins.
-    fix_wins = bool(pos.get("good_lat")) and (
-        snap.fields.get("trigger") != "missing" or float(pos.get("good_tst") or 0) > snap.t0
+    """Where to look now: the live fix while the bracelet reports, else rings (``last_seen``)."""
+    return last_seen.search_area(
+        client,
+        now=cfg.clock.time(),
+        elder_id=snap.elder_id,
+        incident_id=snap.incident_id,
+        fields=snap.fields,
     )
-    if fix_wins:
-        lat, lon = float(pos["good_lat"]), float(pos["good_lon"])
-        acc = float(pos.get("good_acc") or 0.0)
-        seen_at = float(pos["good_tst"])
-    elif snap.fields.get("origin_lat"):
-        lat, lon = float(snap.fields["origin_lat"]), float(snap.fields["origin_lon"])
-        acc, seen_at = 0.0, snap.t0
-    else:
-        raise NotFound(f"no position is known for incident {snap.incident_id}")
-    live = (
-        bool(pos.get("received_ms"))
-        and pos.get("good_tst") == pos.get("order_t")
-        and now - float(pos["received_ms"]) / 1000 <= geo_area.LIVE_WITHIN_S
-        and fix_wins
-    )
-    heading: float | None = None
-    if pos.get("cog") not in (None, "") and float(pos.get("vel") or 0) > 0:
-        heading = float(pos["cog"]) % 360
-    elif pos.get("device_id"):
-        recent: Any = client.xrevrange(keys.track(snap.elder_id, pos["device_id"]), count=10)
-        good = [f for _, f in recent if "low_quality" not in f.get("flags", "")]
-        if len(good) >= 2:
-            heading = geo_area.heading_between(
-                float(good[1]["lat"]),
-                float(good[1]["lon"]),
-                float(good[0]["lat"]),
-                float(good[0]["lon"]),
-            )
-    result_raw = geo_area.area(
-        lat=lat, lon=lon, accuracy_m=acc, elapsed_s=now - seen_at, heading_deg=heading, live=live
-    )
-    result: dict[str, Any] = dict(result_raw)
-    result["properties"]["incident_id"] = snap.incident_id
-    result["properties"]["last_seen_at"] = isoformat(datetime.fromtimestamp(seen_at, tz=UTC))
-    return result
 
 
 def dispatcher_pages(
