@@ -34,6 +34,36 @@ def _local(epoch: float | None, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(epoch, tz=tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
+SOURCES = {
+    "bracelet_fix": "手环定位 bracelet fix",
+    "family": "家属所述 family's word",
+    "report": "按报告时间 time of the report",
+    "sighting": "目击 sighting",
+}
+
+
+def ago(seconds: float) -> str:
+    """ "2 小时 05 分 / 2 h 05 min" (minutes only under an hour)."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes} 分钟 / {minutes} min"
+    return f"{minutes // 60} 小时 {minutes % 60:02d} 分 / {minutes // 60} h {minutes % 60:02d} min"
+
+
+def last_seen_line(area: dict[str, Any], tz: ZoneInfo) -> str:
+    """The search area's starting point in words: how long ago, when, where, who said so."""
+    props = area.get("properties") or {}
+    origin = props.get("origin")
+    if not origin:
+        return ""
+    when = datetime.fromisoformat(str(origin["time"]).replace("Z", "+00:00")).astimezone(tz)
+    return (
+        f"{ago(float(props.get('elapsed_s') or 0))} 前 ago ({when:%H:%M}) · "
+        f"{origin['at']['lat']:.6f}, {origin['at']['lon']:.6f} (WGS-84) · "
+        f"依据 from: {SOURCES.get(origin.get('source'), origin.get('source'))}"
+    )
+
+
 def _svg(track: list[dict[str, float]], area: dict[str, Any], size: int = 520) -> str:
     """Track, last position and rings in a local metric frame, north up, with a scale bar."""
     features = area.get("features", [])
@@ -134,7 +164,8 @@ def render(
 <tr><td>住址 Address</td><td>{_e(elder.get("address"))}</td></tr>
 <tr><td>体貌 Description</td><td>{_e(elder.get("description"))}</td></tr>
 <tr><td>病情 Medical</td><td>{_e(elder.get("medical_notes"))}</td></tr>
-<tr><td>最后位置 Last seen</td><td>{_e(last_lat)}, {_e(last_lon)} (WGS-84) ·
+<tr><td>最后看到 Last seen</td><td id="last-seen">{_e(last_seen_line(area, tz))}</td></tr>
+<tr><td>最后定位 Last fix</td><td>{_e(last_lat)}, {_e(last_lon)} (WGS-84) ·
 {_local(float(last_t) if last_t else None, tz)} · ±{_e(position.get("good_acc") or position.get("acc"))} m</td></tr>
 </table></div></div>
 <h2>监护人 Guardians</h2><table><tr><th>姓名</th><th>关系</th><th>电话</th></tr>{guardians}</table>

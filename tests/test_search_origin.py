@@ -86,6 +86,11 @@ async def test_a_report_without_a_place_starts_from_her_two_hour_old_fix(
     ninety = _rings(area)[0.9]["properties"]
     assert ninety["radius_m"] >= 3700  # two hours on foot: the study's 90% distance
     assert ninety["center"] == pytest.approx(fix_at, abs=1e-6)
+    # The police hand-off page says it in words.
+    page = await api.http.get(
+        f"/api/v1/incidents/{incident_id}/handoff", headers=api.auth("dispatcher")
+    )
+    assert "2 小时 00 分 / 2 h 00 min" in page.text and "手环定位 bracelet fix" in page.text
     # A later good fix wins: the rings start again from it, small.
     clock.advance(60)
     later = north(1500)

@@ -184,6 +184,21 @@ const HW = (() => {
     e_provider_down: "SMS provider unreachable", e_interrupted: "interrupted while sending: fate unknown, not resent", e_incident_resolved: "incident already resolved",
     e_incident_cancelled: "incident cancelled", e_volunteer_already: "volunteer already {state}", e_not_configured: "channel not set up: {ch}",
   });
+  // The Point Last Seen: where and when the search starts, and who said so (issue 20).
+  Object.assign(I18N["zh-CN"], {
+    ls_line: "最后看到：{ago}前（{time}），在 {place}（{source}）", ls_hm: "{h} 小时 {mm} 分", ls_m: "{m} 分钟",
+    ls_bracelet_fix: "手环定位", ls_family: "家属所述", ls_report: "按报告时间", ls_sighting: "目击",
+    sighting: "目击更正", sighting_time: "看到的时间", sighting_note: "谁在哪里看到（可选）", sighting_pick: "在地图上点选地点",
+    sighting_save: "更正最后位置", sighting_saved: "已更正最后位置", sighting_repaged: "已通知附近志愿者", sighting_no_page: "未再次通知（{why}）",
+    tl_sighting: "目击", why_near_last_page: "距上次通知位置不足 500 米", why_paged_recently: "10 分钟内已通知过", why_newer_fix: "手环有更新的定位",
+  });
+  Object.assign(I18N.en, {
+    ls_line: "last seen {ago} ago ({time}) at {place} ({source})", ls_hm: "{h} h {mm} min", ls_m: "{m} min",
+    ls_bracelet_fix: "bracelet fix", ls_family: "family's word", ls_report: "time of the report", ls_sighting: "sighting",
+    sighting: "Correct where she was seen", sighting_time: "Seen at", sighting_note: "Who saw her where (optional)", sighting_pick: "Click the map to pick the place",
+    sighting_save: "Set point last seen", sighting_saved: "Point last seen corrected", sighting_repaged: "nearby volunteers paged", sighting_no_page: "nobody paged again ({why})",
+    tl_sighting: "sighting", why_near_last_page: "within 500 m of the last page", why_paged_recently: "paged in the last 10 min", why_newer_fix: "the bracelet has a newer fix",
+  });
   let locale = localStorage.getItem("hw.locale") || document.documentElement.dataset.locale || "zh-CN";
   const t = (key) => (I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key] || key;
   const has = (key) => Boolean((I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key]);
@@ -304,6 +319,18 @@ const HW = (() => {
   function clock(seconds) { const s = Math.max(0, Math.floor(Math.abs(seconds))); return (seconds < 0 ? "-" : "") + Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
   function hhmm(iso) { return iso ? new Date(iso).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "—"; }
 
+  // "last seen 2 h 05 min ago (14:10) at 30.51234, 120.68530 (sighting)" from a search
+  // area's origin; the elapsed time is the server's, so a phone's wrong clock does not lie.
+  function lastSeen(area) {
+    const props = (area && area.properties) || {};
+    const o = props.origin;
+    if (!o || !o.at) return "";
+    const minutes = Math.max(0, Math.floor((props.elapsed_s || 0) / 60));
+    const ago = minutes >= 60 ? fmt("ls_hm", { h: Math.floor(minutes / 60), mm: String(minutes % 60).padStart(2, "0") }) : fmt("ls_m", { m: minutes });
+    const time = new Date(o.time).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit" });
+    return fmt("ls_line", { ago, time, place: `${Number(o.at.lat).toFixed(5)}, ${Number(o.at.lon).toFixed(5)}`, source: label("ls_", o.source) });
+  }
+
   function applyI18n(root = document) {
     root.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
     root.querySelectorAll("[data-t-placeholder]").forEach((el) => { el.placeholder = t(el.dataset.tPlaceholder); });
@@ -312,5 +339,5 @@ const HW = (() => {
   async function whoami() { return api("/api/v1/session"); }
   async function logout() { await api("/api/v1/session", { method: "DELETE" }); location.href = "/login"; }
 
-  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, el, tip, clock, hhmm, applyI18n, whoami, logout, get config() { return config; } };
+  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, el, tip, clock, hhmm, lastSeen, applyI18n, whoami, logout, get config() { return config; } };
 })();

@@ -17,7 +17,7 @@
 
   // Dispatcher choices survive the refreshes (every feed event redraws the detail panel).
   const state = { incidents: [], overview: { elders: [], volunteers: [] }, selected: null, detail: null, notifications: [],
-    log: [], outcome: {}, replay: null };
+    log: [], outcome: {}, replay: null, area: null, sighting: {} };
   const overview = await HW.api("/api/v1/overview");
   state.overview = overview;
   const first = overview.elders.find((e) => e.home) || { home: { lat: 30.5112, lon: 120.6853 } };
@@ -123,7 +123,7 @@
   }
 
   async function select(id) {
-    if (state.selected !== id) { state.replay = null; layers.track.clearLayers(); }
+    if (state.selected !== id) { state.replay = null; layers.track.clearLayers(); state.area = null; state.sighting = {}; }
     state.selected = id;
     render();
     await loadDetail();
@@ -145,6 +145,9 @@
     layers.area.clearLayers();
     try {
       const area = await HW.api(`/api/v1/incidents/${id}/search-area`);
+      state.area = area;
+      const line = document.getElementById("last-seen");
+      if (line) line.textContent = HW.lastSeen(area);
       for (const f of area.features) {
         if (f.geometry.type === "Polygon") {
           const p = f.properties.probability || 0;
@@ -304,6 +307,8 @@
       step: () => [HW.label("step_", e.step), e.breach ? t("breached") : ""],
       no_more_volunteers: () => [e.radius_m != null ? HW.fmt("tl_within", { m: Math.round(e.radius_m) }) : ""],
       dispatcher_paged: () => [e.more ? HW.fmt("tl_more", { n: e.more }) : "", e.team ? t("tl_team") : ""],
+      sighting: () => [e.seen_at ? HW.hhmm(e.seen_at) : "", note(e.note),
+        e.repaged ? t("sighting_repaged") : HW.fmt("sighting_no_page", { why: HW.label("why_", e.reason) })],
       arrived: () => [person, HW.label("how_", e.how)],
       found: () => [person, note(e.note)],
       resolved: () => [HW.label("", e.outcome), note(e.note)],
@@ -350,6 +355,8 @@
           el("button", { class: "primary", id: "resolve" }, t("resolve")),
           el("button", { class: "danger", id: "cancel" }, t("cancel")))
         : el("p", {}, `${t("outcome")}: ${t(d.outcome || "")}`),
+      el("p", { id: "last-seen", class: "last-seen" }, HW.lastSeen(state.area)),
+      active ? sightingForm() : "",
       el("div", { class: "actions" }, el("button", { id: "replay" }, t("replay")),
         el("input", { id: "replay-slider", type: "range", min: "1", max: "1", value: "1", "aria-label": t("replay") })),
       el("h4", {}, t("responders")), el("table", { class: "log", id: "responders" }),
@@ -375,10 +382,61 @@
       await loadIncidents(); loadDetail();
     });
     act("replay", () => replay(d.elder_id));
+    bindSighting(d);
     const outcome = document.getElementById("outcome");
     if (outcome) outcome.onchange = () => { state.outcome[d.id] = outcome.value; };
     bindReplay();
   }
+
+  // A sighting corrects the Point Last Seen ("a neighbour saw her at the bus stop at
+  // 14:10"): the place from a map click, the time in the dispatcher's own clock. What was
+  // typed survives the panel's redraws (every feed event redraws it).
+  function localInput(ms) {
+    const d = new Date(ms);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+  }
+  function sightingForm() {
+    const s = state.sighting;
+    return el("form", { id: "sighting", class: "sighting" },
+      el("h4", {}, t("sighting")),
+      el("p", { class: "muted" }, t("sighting_pick")),
+      el("div", { class: "actions" },
+        el("input", { id: "sighting-lat", type: "number", step: "any", value: s.lat || "", "aria-label": "lat", required: "required" }),
+        el("input", { id: "sighting-lon", type: "number", step: "any", value: s.lon || "", "aria-label": "lon", required: "required" })),
+      el("label", {}, t("sighting_time"), " ",
+        el("input", { id: "sighting-time", type: "datetime-local", value: s.time || localInput(HW.now()), required: "required" })),
+      el("input", { id: "sighting-note", maxlength: "1000", value: s.note || "", placeholder: t("sighting_note") }),
+      el("button", { type: "submit", id: "sighting-save" }, t("sighting_save")),
+      el("p", { id: "sighting-result", class: "muted" }, s.result || ""));
+  }
+  function bindSighting(d) {
+    const form = document.getElementById("sighting");
+    if (!form) return;
+    const field = (name) => document.getElementById("sighting-" + name);
+    for (const name of ["lat", "lon", "time", "note"]) field(name).oninput = () => { state.sighting[name] = field(name).value; };
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const body = { at: { lat: Number(field("lat").value), lon: Number(field("lon").value) },
+        time: new Date(field("time").value).toISOString(), note: field("note").value };
+      try {
+        const after = await HW.api(`/api/v1/incidents/${d.id}/sighting`, { method: "POST", body });
+        const entry = [...after.timeline].reverse().find((e) => e.type === "sighting") || {};
+        state.sighting = { result: `${t("sighting_saved")} · ` +
+          (entry.repaged ? t("sighting_repaged") : HW.fmt("sighting_no_page", { why: HW.label("why_", entry.reason) })) };
+      } catch (e) {
+        state.sighting.result = `${t("error")}: ${e.message || e}`;
+      }
+      await loadDetail();
+    };
+  }
+  M.map.on("click", (ev) => {
+    if (!document.getElementById("sighting")) return;
+    const [lat, lon] = M.wgs(ev.latlng.lat, ev.latlng.lng);
+    state.sighting.lat = lat.toFixed(6); state.sighting.lon = lon.toFixed(6);
+    document.getElementById("sighting-lat").value = state.sighting.lat;
+    document.getElementById("sighting-lon").value = state.sighting.lon;
+  });
 
   function banner(status, problems) {
     const el = document.getElementById("degraded");

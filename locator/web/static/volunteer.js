@@ -65,8 +65,10 @@
       const nowServer = isNaN(lastSeen) ? HW.now() : lastSeen + (props.elapsed_s || 0) * 1000;
       const minutes = Math.max(0, Math.round((nowServer - Date.parse(incident.t0)) / 60000));
       $("since").textContent = HW.t("missing_for").replace("{m}", minutes);
-      $("last-seen").textContent = `${area.lat.toFixed(5)}, ${area.lon.toFixed(5)} · ±${Math.round(area.acc || 0)} m · ` +
-        (props.mode === "live" ? HW.t("fresh") : HW.t("last_seen") + " " + HW.hhmm(lastSeen ? new Date(lastSeen).toISOString() : null));
+      // Rings grow from the Point Last Seen: say where and how long ago, and who said so.
+      $("last-seen").textContent = props.mode === "live"
+        ? `${area.lat.toFixed(5)}, ${area.lon.toFixed(5)} · ±${Math.round(area.acc || 0)} m · ${HW.t("fresh")}`
+        : HW.lastSeen(geo) || HW.t("last_seen") + " " + HW.hhmm(lastSeen ? new Date(lastSeen).toISOString() : null);
     } catch (e) {
       if (incident.origin) area = { geo: null, lat: incident.origin.lat, lon: incident.origin.lon, acc: 0 };
     }
