@@ -16,7 +16,7 @@ import redis
 from alerts.incidents import sightings
 from locator.core import crs, keys
 from locator.core.clock import ManualClock, isoformat
-from tests.alerts_harness import attempts, build_district, north
+from tests.alerts_harness import attempts, build_district, config, consume, exit_event, north
 from tests.conftest import Api
 from tests.factories import elder_body
 
@@ -101,6 +101,21 @@ async def test_a_report_without_a_place_starts_from_her_two_hour_old_fix(
     assert area["properties"]["origin"]["at"] == pytest.approx(later, abs=1e-6)
     assert area["properties"]["origin"]["time"] == _iso(clock.time() - 430)
     assert _rings(area)[0.9]["properties"]["radius_m"] == pytest.approx(1.2 * 430 + 10, abs=0.2)
+
+
+async def test_an_alarm_searches_from_the_live_bracelet(
+    api: Api, client: redis.Redis, clock: ManualClock
+) -> None:
+    d = await build_district(api)
+    # The confirming fix was taken 20 s before the alarm was confirmed (t0).
+    _fix(client, d.elder_id, north(300), clock.time() - 20)
+    exit_event(client, d.elder_id, clock)
+    consume(client, config(clock))
+    r = await api.http.get("/api/v1/incidents", headers=api.auth("dispatcher"))
+    area = await _area(api, r.json()["items"][0]["id"])
+    assert area["properties"]["mode"] == "live"
+    assert area["properties"]["origin"]["source"] == "bracelet_fix"
+    assert area["properties"]["origin"]["time"] == _iso(clock.time() - 20)
 
 
 async def test_the_familys_time_sets_the_rings_and_is_checked(

@@ -136,7 +136,11 @@ def current(pos: Mapping[str, str], fields: Mapping[str, str]) -> tuple[Origin |
     """The origin that holds now and whether it is her latest good fix (newest wins)."""
     fix = _good_fix(pos)
     origin = stored(fields)
-    if fix is not None and (origin is None or fix.time >= origin.time):
+    # An alarm's origin is the bracelet's own word, stamped when the alarm was confirmed
+    # (after its fix was taken): her latest good fix is never older news than that.
+    if fix is not None and (
+        origin is None or origin.source == "bracelet_fix" or fix.time >= origin.time
+    ):
         return fix, True
     return origin, False
 
