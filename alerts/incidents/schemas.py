@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from locator.core.schemas import CrsName, LatLon, Strict
 
@@ -21,6 +21,20 @@ class MissingReport(Strict):
     note: Note = ""
     last_seen_at: LatLon | None = None
     crs: CrsName = "wgs84"
+    # Staff only: a drill (alerts/incidents/drills.py), now or at ``start_at``.
+    drill: bool = False
+    announced: bool = True
+    start_at: AwareDatetime | None = None
+
+
+class DrillScheduled(BaseModel):
+    """A drill set for later: the ticker opens it at ``start_at``."""
+
+    drill: bool = True
+    elder_id: int
+    start_at: str
+    announced: bool
+    job: str
 
 
 class ResolveBody(Strict):
@@ -70,6 +84,8 @@ class IncidentRead(BaseModel):
     origin: dict[str, float] | None = None
     note: str = ""
     policy: dict[str, Any]
+    drill: bool = False  # a drill (演练): reported apart, never joined by a real alarm
+    drill_announced: bool | None = None  # drills only: the family was told beforehand
     responders: list[ResponderRead]
     timeline: list[dict[str, Any]]
 
