@@ -371,6 +371,7 @@ def _build(
                         "code": code,
                         "elder_id": plan.elder_id,
                         "elder_name": elder.get("name", ""),
+                        **({"drill": True} if drill else {}),
                     }
                     text = render(notice.template, cfg.locale, text_values, drill=drill)
                     if "link" in text_values:
