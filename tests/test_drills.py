@@ -77,7 +77,7 @@ async def test_drill_ladder_then_a_real_exit_opens_a_real_incident(api: Api, sta
     # A volunteer answers as they would: "1" by SMS, 45 s after the page.
     stack.clock.advance(45)
     reply = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "1"})
-    assert reply.status_code == 200, reply.text
+    assert reply.status_code == 200 and "<Message>【演练】" in reply.text, reply.text
     assert incidents.load(stack.client, drill_id).status == "acknowledged"
 
     # A real exit during the drill: a real incident opens at once, its texts unmarked.
@@ -227,3 +227,15 @@ def test_drill_texts_say_so_first_and_still_fit_two_parts(locale: str) -> None:
         assert messages.render("alert", "en", long_values, drill=True).isascii()
     voice = messages.render("voice_script", locale, long_values, drill=True)
     assert voice.startswith(messages.drill_prefix(locale))
+
+
+async def test_erasing_her_cancels_her_drill_too(api: Api, alerts_client: redis.Redis) -> None:
+    d = await build_district(api)
+    body = {"elder_id": d.elder_id, "drill": True}
+    r = await api.http.post("/api/v1/incidents", json=body, headers=api.auth("dispatcher"))
+    assert r.status_code == 201, r.text
+    drill_id = r.json()["id"]
+    gone = await api.http.delete(f"/api/v1/elders/{d.elder_id}", headers=api.auth("guardian_a"))
+    assert gone.status_code == 204, gone.text
+    assert drills.drill_id(alerts_client, d.elder_id) is None
+    assert incidents.load(alerts_client, drill_id).status == "cancelled"
