@@ -135,6 +135,10 @@ async def test_unannounced_drill_is_staffs_alone(api: Api, stack: Stack) -> None
     mine = _get(stack, api, "/api/v1/incidents?status=all", who="guardian_a").json()["items"]
     assert drill_id not in [i["id"] for i in mine]
     assert _get(stack, api, f"/api/v1/incidents/{drill_id}").json()["drill"] is True
+    # Its feed entries say drill and unannounced: the family's live stream skips them.
+    entries = [f for _, f in stack.client.xrange(keys.FEED) if f["incident_id"] == str(drill_id)]
+    assert entries and all(json.loads(f["data"])["drill"] for f in entries)
+    assert not any(drills.family_hears(f["data"]) for f in entries)
     # One drill at a time for her.
     assert _post(stack, api, {"elder_id": d.elder_id, "drill": True}).status_code == 409
     assert not sms_to(stack, SON)
@@ -199,6 +203,10 @@ async def test_scheduled_drill_fires_at_its_time(
 
 async def test_a_volunteer_cannot_start_a_drill(api: Api) -> None:
     d = await build_district(api)
+    # A start time without "drill" would open a real incident now: refused.
+    later = {"elder_id": d.elder_id, "start_at": "2030-01-01T00:00:00Z"}
+    r = await api.http.post("/api/v1/incidents", json=later, headers=api.auth("dispatcher"))
+    assert r.status_code == 422 and "start_at" in r.text, r.text
     body = {"elder_id": d.elder_id, "drill": True}
     r = await api.http.post("/api/v1/incidents", json=body, headers=d.auth("pair1"))
     assert r.status_code == 403

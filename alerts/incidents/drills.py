@@ -15,6 +15,7 @@ with an unmarked alarm).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -39,6 +40,19 @@ def is_drill(fields: dict[str, str]) -> bool:
 def family_sees(fields: dict[str, str]) -> bool:
     """An unannounced drill is staff's secret; anything else the family may see."""
     return not is_drill(fields) or fields.get("drill_announced") == "1"
+
+
+def feed_marks(fields: dict[str, str]) -> dict[str, bool]:
+    """What a feed entry says of a drill: that it is one, and whether the family may know."""
+    if not is_drill(fields):
+        return {}
+    return {"drill": True, "drill_announced": fields.get("drill_announced") == "1"}
+
+
+def family_hears(feed_data: str | None) -> bool:
+    """Whether a feed entry (its ``data`` JSON) may reach the family's live stream."""
+    data = json.loads(feed_data or "{}")
+    return not data.get("drill") or bool(data.get("drill_announced"))
 
 
 def family_filter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from locator.core.schemas import CrsName, LatLon, Strict
 
@@ -25,6 +25,14 @@ class MissingReport(Strict):
     drill: bool = False
     announced: bool = True
     start_at: AwareDatetime | None = None
+
+    @field_validator("announced", "start_at")
+    @classmethod
+    def _drill_only(cls, value: object, info: ValidationInfo) -> object:
+        # Silently opening a real incident for what was meant as a later drill pages for real.
+        if not info.data.get("drill") and value not in (True, None):
+            raise ValueError('only for a drill ("drill": true)')
+        return value
 
 
 class DrillScheduled(BaseModel):

@@ -425,7 +425,7 @@ def _build(
                     "change": [e.get("type") for e in change.timeline],
                     "actor": actor,
                     "at": stamp,
-                    **({"drill": True} if drill else {}),
+                    **drills.feed_marks(fields),
                 },
                 ensure_ascii=False,
             ),
