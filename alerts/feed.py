@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from alerts.incidents import access
+from alerts.incidents import access, drills
 from alerts.incidents.schemas import TicketRead
 from locator.core import keys
 from locator.core.auth import Principal, Role, resolve_token
@@ -73,7 +73,8 @@ class _Audience:
             if elder not in self._owners:
                 raw = await self._redis.get(keys.elder(int(elder))) if elder.isdigit() else None
                 self._owners[elder] = json.loads(raw).get("owner") if raw else None
-            return self._owners[elder] == self._caller.subject
+            own = self._owners[elder] == self._caller.subject
+            return own and drills.family_hears(fields.get("data"))  # unannounced: staff's
         incident = fields.get("incident_id", "")
         vid = self._caller.volunteer_id()
         if not incident or vid is None:

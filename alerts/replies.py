@@ -17,7 +17,7 @@ import redis
 from alerts import escalation
 from alerts.incidents import service as incidents
 from alerts.incidents.service import AlertsConfig
-from alerts.notify.messages import parse_reply, reply
+from alerts.notify.messages import drill_prefix, parse_reply, reply
 from alerts.notify.outbox import fall_back, read_attempt
 from locator.core import keys
 from locator.core.auth import Principal, Role
@@ -109,7 +109,8 @@ def sms_reply(client: redis.Redis, cfg: AlertsConfig, *, phone: str, body: str) 
         except HomewardError as exc:
             return reply("not_allowed", locale, {"detail": exc.detail})
         key = "accepted" if action == "accept" else "declined"
-        return reply(key, locale, {"code": snap.fields["code"]})
+        marker = drill_prefix(locale) if snap.drill else ""  # a drill's answer says so too
+        return marker + reply(key, locale, {"code": snap.fields["code"]})
     if action == "safe":
         return _guardian_cancel(client, cfg, phone=phone, code=code)
     return reply("none", locale, {})

@@ -6,6 +6,11 @@ incident with no accept is a respond breach once it is closed or its deadline ha
 an open one still inside its window is pending and counts in no percentage. Cancelled
 incidents (raised in error) are listed but left out of compliance and percentiles.
 Percentiles are nearest-rank.
+
+Drills (alerts/incidents/drills.py) are reported apart: a report holds real incidents only,
+or (``drill=True``) drills only. Per volunteer and per team (its members' figures summed):
+alerted, answered (accepted or declined), and how long each took from their own page to
+accept and to be on site (p50/p90): the figures a drill is run to find.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ COLUMNS = (
     "respond_breached",
     "onsite_breached",
     "team",
+    "drill",
 )
 
 
@@ -141,6 +147,7 @@ def row(
         "respond_breached": respond_sla == "breached",
         "onsite_breached": onsite_sla == "breached",
         "team": teams.get(acceptor) if acceptor is not None else None,
+        "drill": f.get("drill") == "1",
         "_t0": t0,
         "_timeline": timeline,
         "_responders": {
@@ -174,7 +181,40 @@ def _group(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, Any]:
+def _own_times(responder: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(accept, on site) seconds from this responder's own page; None when not done."""
+    paged = _f(_str(responder.get("notified_at")))
+    accepted = _f(_str(responder.get("accepted_at")))
+    arrived = _f(_str(responder.get("arrived_at")))
+    if paged is None:
+        return None, None
+    return (
+        None if accepted is None else round(accepted - paged, 1),
+        None if arrived is None else round(arrived - paged, 1),
+    )
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _people(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Alerted, answered and own-page times over some volunteers' rows."""
+    accept = [t for s in stats for t in s["_accept"]]
+    onsite = [t for s in stats for t in s["_onsite"]]
+    return {
+        "alerted": sum(s["alerted"] for s in stats),
+        "answered": sum(s["accepts"] + s["declines"] for s in stats),
+        "accept_p50_s": nearest_rank(accept, 0.5),
+        "accept_p90_s": nearest_rank(accept, 0.9),
+        "on_site_p50_s": nearest_rank(onsite, 0.5),
+        "on_site_p90_s": nearest_rank(onsite, 0.9),
+    }
+
+
+def summarize(
+    rows: list[dict[str, Any]], names: dict[int, str], teams: dict[int, str] | None = None
+) -> dict[str, Any]:
     """Aggregates overall, by trigger, by team of the first acceptor, and by volunteer."""
     by_trigger: dict[str, list[dict[str, Any]]] = {}
     by_team: dict[str, list[dict[str, Any]]] = {}
@@ -199,9 +239,16 @@ def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, An
                     "no_answers": 0,
                     "stood_down": 0,
                     "awaiting": 0,
+                    "_accept": [],
+                    "_onsite": [],
                 },
             )
             stats["alerted"] += 1
+            to_accept, to_site = _own_times(r["_responders"][vid])
+            if to_accept is not None:
+                stats["_accept"].append(to_accept)
+            if to_site is not None:
+                stats["_onsite"].append(to_site)
             first = answered.get(vid)
             if first == "accepted":
                 stats["accepts"] += 1
@@ -216,11 +263,24 @@ def summarize(rows: list[dict[str, Any]], names: dict[int, str]) -> dict[str, An
                 stats["awaiting"] += 1
             else:
                 stats["no_answers"] += 1  # silent while the 3 minutes ran out
+    team_of = teams or {}
+    members: dict[str, list[dict[str, Any]]] = {}
+    for vid, stats in volunteers.items():
+        if vid in team_of:
+            members.setdefault(team_of[vid], []).append(stats)
+    team_rows = {k: _group(v) for k, v in by_team.items()}
+    for name, stats_list in members.items():
+        team_rows.setdefault(name, _group([])).update(_people(stats_list))
+    by_volunteer = []
+    for vid in sorted(volunteers):
+        stats = volunteers[vid]
+        public = {k: v for k, v in stats.items() if not k.startswith("_")}
+        by_volunteer.append({**public, **_people([stats])})
     return {
         "overall": _group(rows),
         "by_trigger": {k: _group(v) for k, v in sorted(by_trigger.items())},
-        "by_team": {k: _group(v) for k, v in sorted(by_team.items())},
-        "by_volunteer": [volunteers[k] for k in sorted(volunteers)],
+        "by_team": dict(sorted(team_rows.items())),
+        "by_volunteer": by_volunteer,
     }
 
 
@@ -237,9 +297,15 @@ def _team_names(client: redis.Redis) -> dict[int, str]:
 
 
 def sla_report(
-    client: redis.Redis, *, caller: Principal, since: float | None, until: float | None, now: float
+    client: redis.Redis,
+    *,
+    caller: Principal,
+    since: float | None,
+    until: float | None,
+    now: float,
+    drill: bool = False,
 ) -> dict[str, Any]:
-    """Rows for incidents with t0 in [since, until) the caller may see, and aggregates."""
+    """Rows for incidents (or drills) with t0 in [since, until) the caller may see."""
     ids = [int(str(i)) for i in client.zrange(keys.INCIDENTS, 0, -1)]
     # Two round trips pick the window (elder of each, then t0 of each); full rows are read
     # only for the incidents in it, not for every incident ever.
@@ -250,11 +316,14 @@ def sla_report(
         known = [(i, e) for i, e in known if e in own]
     pipe = client.pipeline(transaction=False)
     for incident_id, elder_id in known:
-        pipe.hget(keys.incident(elder_id, incident_id), "t0")
+        pipe.hmget(keys.incident(elder_id, incident_id), "t0", "drill", "drill_announced")
     starts = pipe.execute() if known else []
     teams = _team_names(client)
+    family = caller.role is Role.GUARDIAN
     rows = []
-    for (incident_id, _), t0_raw in zip(known, starts, strict=True):
+    for (incident_id, _), (t0_raw, is_drill, announced) in zip(known, starts, strict=True):
+        if (is_drill == "1") != drill or (family and is_drill == "1" and announced != "1"):
+            continue  # drills apart; an unannounced drill is staff's alone
         t0 = float(t0_raw) if t0_raw is not None else None
         if t0 is None or (since is not None and t0 < since) or (until is not None and t0 >= until):
             continue
@@ -266,9 +335,9 @@ def sla_report(
     ):
         if raw:
             names[vid] = json.loads(str(raw))["name"]
-    summary = summarize(rows, names)
+    summary = summarize(rows, names, teams)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    return {"from": _iso(since), "to": _iso(until), "rows": public, **summary}
+    return {"from": _iso(since), "to": _iso(until), "drill": drill, "rows": public, **summary}
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter
 
+from alerts.incidents import drill_runs
 from alerts.incidents import service as incidents
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import outbox
@@ -58,6 +59,7 @@ class Ticker:
         }
         if alerts is not None:
             self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
+            self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
         self._retention = retention_policy
         if retention_policy is not None:
             self.handlers[retention.JOB] = self._sweep

@@ -102,6 +102,7 @@ def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
         "awaiting_on_site": 0,
         "on_site_breached": 0,
         "on_site": 0,
+        "drill": 0,  # drills apart: a drill's breach is a finding, not an alarm
     }
     for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
         incident_id = str(raw)
@@ -114,7 +115,11 @@ def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
             "respond_deadline",
             "onsite_deadline",
             "acknowledged_at",
+            "drill",
         )
+        if f[4] == "1":
+            states["drill"] += 1
+            continue
         status = f[0]
         if status == "open" and f[3]:
             status = "acknowledged"  # accepted in time, then withdrawn: the on-site clock runs

@@ -299,9 +299,23 @@ async def test_sla_report_rows_and_aggregates_match_the_timelines(
         "no_answers": 1,  # B: silent past the respond deadline
         "stood_down": 1,  # C: cancelled after a minute, before they answered
         "awaiting": 1,  # D: its 3 minutes are still running
+        "answered": 1,
+        "accept_p50_s": 60.0,  # A: paged at t0, accepted a minute later
+        "accept_p90_s": 60.0,
+        "on_site_p50_s": 300.0,  # ... and on site 5 minutes after the page
+        "on_site_p90_s": 300.0,
     }
     assert volunteers[ids["v:near200"]]["declines"] == 1
     assert volunteers[ids["v:member"]]["accepts"] == 1
+    team = report["by_team"]["海宁救援队"]
+    # B: lead and member paged at the respond step (180 s); the member accepted at 240 s and
+    # was on site at 700 s: 60 s and 520 s from their own page.
+    assert {k: team[k] for k in ("alerted", "answered", "accept_p50_s", "on_site_p50_s")} == {
+        "alerted": 2,
+        "answered": 1,
+        "accept_p50_s": 60.0,
+        "on_site_p50_s": 520.0,
+    }
     # The same rows as CSV.
     r = await api.http.get("/api/v1/reports/sla?format=csv", headers=api.auth("admin"))
     assert r.headers["content-type"].startswith("text/csv")

@@ -11,12 +11,13 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from alerts import handoff, reports
-from alerts.incidents import access, last_seen, reporting, service, sightings
+from alerts.incidents import access, drill_runs, last_seen, reporting, service, sightings
 from alerts.incidents.schemas import (
     CancelBody,
+    DrillScheduled,
     FoundBody,
     IncidentRead,
     MissingReport,
@@ -45,7 +46,11 @@ def config(ctx: ContextDep) -> AlertsConfig:
 def report_missing(
     body: MissingReport, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
 ) -> IncidentRead:
-    """A guardian or dispatcher reports the elder missing: opens (or joins) the incident."""
+    """A guardian or dispatcher reports the elder missing: opens (or joins) the incident.
+
+    Staff's ``"drill": true`` starts a drill instead (now: 201; at ``start_at``: 202)."""
+    if body.drill:
+        return _drill(body, redis, caller, ctx)  # type: ignore[return-value]
     if caller.role not in (Role.ADMIN, Role.DISPATCHER, Role.GUARDIAN):
         raise Forbidden("only a guardian or a dispatcher reports an elder missing")
     reporting.count_report(
@@ -79,6 +84,32 @@ def report_missing(
     return service.read(redis, service.load(redis, incident_id), caller=caller)
 
 
+def _drill(
+    body: MissingReport, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep
+) -> IncidentRead | JSONResponse:
+    if not caller.is_staff:
+        raise Forbidden("only a dispatcher starts a drill")
+    elder = authorize_sync(redis, caller=caller, elder_id=body.elder_id, write=True)
+    at = None
+    if body.last_seen_at is not None:
+        point = body.last_seen_at.to_wgs84(body.crs)
+        reporting.check_place(elder, lat=point.lat, lon=point.lon)
+        at = (point.lat, point.lon)
+    started = drill_runs.start(
+        redis,
+        config(ctx),
+        caller=caller,
+        elder_id=body.elder_id,
+        note=body.note,
+        announced=body.announced,
+        start_at=body.start_at.timestamp() if body.start_at else None,
+        at=at,
+    )
+    if isinstance(started, DrillScheduled):
+        return JSONResponse(started.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    return service.read(redis, service.load(redis, started), caller=caller)
+
+
 @router.get("/incidents")
 def list_incidents(
     redis: SyncRedisDep,
@@ -93,12 +124,19 @@ def list_incidents(
     cursor: str | None = None,
     limit: Limit = 50,
     elder_id: Annotated[int | None, Query(gt=0)] = None,
+    drill: Annotated[bool | None, Query(description="true: drills only; false: real only")] = None,
 ) -> Page[IncidentRead]:
     """Incidents the caller may see, newest first: by default only the open ones
     (``?status=all`` for the history, ``closed`` for the finished); ``elder_id`` keeps one
     elder's."""
     ids, next_cursor = service.list_ids(
-        redis, caller=caller, status=status, cursor=cursor, limit=limit, elder_id=elder_id
+        redis,
+        caller=caller,
+        status=status,
+        cursor=cursor,
+        limit=limit,
+        elder_id=elder_id,
+        drill=drill,
     )
     items = [service.read(redis, service.load(redis, i), caller=caller) for i in ids]
     return Page[IncidentRead](items=items, next=next_cursor)
@@ -277,6 +315,7 @@ def sla_report(
     since: Annotated[str | None, Query(alias="from")] = None,
     until: Annotated[str | None, Query(alias="to")] = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    drill: Annotated[bool, Query(description="true: drills only; false (default): real")] = False,
 ) -> dict[str, Any] | Response:
     """Per incident (t0 in [from, to)): notified, accepted, on site, resolved, breaches; and
     p50/p90 and compliance overall, by trigger, by team and by volunteer."""
@@ -288,6 +327,7 @@ def sla_report(
         since=_moment(since, "from"),
         until=_moment(until, "to"),
         now=ctx.clock.time(),
+        drill=drill,
     )
     if format == "csv":
         return Response(

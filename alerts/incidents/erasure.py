@@ -16,7 +16,7 @@ import redis
 
 from alerts import escalation
 from alerts.escalation import Change, View
-from alerts.incidents import service
+from alerts.incidents import drills, service
 from alerts.incidents.service import AlertsConfig
 from locator.core import keys, streams
 from locator.core.errors import NotFound
@@ -94,9 +94,20 @@ def close_for_erasure(
     client: redis.Redis, cfg: AlertsConfig, *, elder_id: int, actor: str
 ) -> int | None:
     """Cancel her open incident with reason "erased"; her family is not messaged about it."""
+    drill = drills.drill_id(client, elder_id)
+    if drill is not None:  # her running drill goes the same way
+        _cancel_erased(client, cfg, drill, actor=actor, pointer=keys.open_drill(elder_id))
     incident_id = service.open_incident_id(client, elder_id)
     if incident_id is None:
         return None
+    return _cancel_erased(
+        client, cfg, incident_id, actor=actor, pointer=keys.open_incident(elder_id)
+    )
+
+
+def _cancel_erased(
+    client: redis.Redis, cfg: AlertsConfig, incident_id: int, *, actor: str, pointer: str
+) -> int | None:
     now = cfg.clock.time()
 
     def action(view: View) -> Change:
@@ -115,7 +126,7 @@ def close_for_erasure(
         )
     except NotFound:
         # A pointer to an incident that is not there: nothing to stand down.
-        client.delete(keys.open_incident(elder_id))
+        client.delete(pointer)
         return None
     return incident_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from locator.core.schemas import CrsName, LatLon, Strict
 
@@ -24,6 +24,18 @@ class MissingReport(Strict):
     # When she was last seen (ISO-8601; without an offset: the service's time zone).
     last_seen_time: datetime | None = None
     crs: CrsName = "wgs84"
+    # Staff only: a drill (alerts/incidents/drills.py), now or at ``start_at``.
+    drill: bool = False
+    announced: bool = True
+    start_at: AwareDatetime | None = None
+
+    @field_validator("announced", "start_at")
+    @classmethod
+    def _drill_only(cls, value: object, info: ValidationInfo) -> object:
+        # Silently opening a real incident for what was meant as a later drill pages for real.
+        if not info.data.get("drill") and value not in (True, None):
+            raise ValueError('only for a drill ("drill": true)')
+        return value
 
 
 class SightingBody(Strict):
@@ -33,6 +45,16 @@ class SightingBody(Strict):
     time: datetime
     note: Note = ""
     crs: CrsName = "wgs84"
+
+
+class DrillScheduled(BaseModel):
+    """A drill set for later: the ticker opens it at ``start_at``."""
+
+    drill: bool = True
+    elder_id: int
+    start_at: str
+    announced: bool
+    job: str
 
 
 class ResolveBody(Strict):
@@ -82,6 +104,8 @@ class IncidentRead(BaseModel):
     origin: dict[str, float] | None = None
     note: str = ""
     policy: dict[str, Any]
+    drill: bool = False  # a drill (演练): reported apart, never joined by a real alarm
+    drill_announced: bool | None = None  # drills only: the family was told beforehand
     responders: list[ResponderRead]
     timeline: list[dict[str, Any]]
 

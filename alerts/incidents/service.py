@@ -22,7 +22,7 @@ import redis
 
 from alerts import escalation, links
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, Policy, View
-from alerts.incidents import access, last_seen
+from alerts.incidents import access, drills, last_seen
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.notify import messages
 from alerts.notify.channels import chain_for, configured, extras_for
@@ -55,6 +55,7 @@ class AlertsConfig:
     policy: Policy = field(default_factory=Policy)
     public_url: str | None = None  # links in messages
     settings: Settings | None = None  # provider credentials, for the channels' construction
+    drill_notify_family: bool = False  # HOMEWARD_DRILL_NOTIFY_FAMILY (alerts/incidents/drills.py)
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Snapshot:
     @property
     def t0(self) -> float:
         return float(self.fields["t0"])
+
+    @property
+    def drill(self) -> bool:
+        return self.fields.get("drill") == "1"
 
     def view(self) -> View:
         return View(
@@ -107,6 +112,7 @@ def config_from(settings: Settings, *, clock: Clock, mqtt_url: str | None) -> Al
         ),
         public_url=settings.public_url,
         settings=settings,
+        drill_notify_family=settings.drill_notify_family,
         policy=Policy(
             respond_s=settings.respond_sla_s,
             onsite_s=settings.onsite_sla_s,
@@ -151,9 +157,10 @@ def open_incident_id(client: redis.Redis, elder_id: int) -> int | None:
 class _Plan:
     """Builds the commit script's plan and its extra keys."""
 
-    def __init__(self, snap_elder: int, incident_id: int) -> None:
+    def __init__(self, snap_elder: int, incident_id: int, *, drill: bool = False) -> None:
         self.elder_id = snap_elder
         self.incident_id = incident_id
+        self.drill = drill
         self.extra_keys: list[str] = []
         self.body: dict[str, Any] = {
             "incident_id": incident_id,
@@ -184,7 +191,7 @@ class _Plan:
             keys.OUTBOX,
             keys.FEED,
             keys.ATTEMPTS,
-            keys.open_incident(e),
+            keys.open_drill(e) if self.drill else keys.open_incident(e),
             keys.INCIDENTS_OPEN,
             keys.INCIDENT_CODES,
             keys.incident_sources(e, i),
@@ -310,6 +317,11 @@ def _build(
                 {"at": stamp, "actor": actor, "channel": channel, **entry}, ensure_ascii=False
             )
         )
+    drill = fields.get("drill") == "1"
+    if drill:
+        change.notices = drills.family_filter(
+            change.notices, fields=fields, notify_family=cfg.drill_notify_family
+        )
     if change.notices:
         elder = _elder_doc(client, plan.elder_id)
         code = fields.get("code", "")
@@ -361,8 +373,9 @@ def _build(
                         "code": code,
                         "elder_id": plan.elder_id,
                         "elder_name": elder.get("name", ""),
+                        **({"drill": True} if drill else {}),
                     }
-                    text = render(notice.template, cfg.locale, text_values)
+                    text = render(notice.template, cfg.locale, text_values, drill=drill)
                     if "link" in text_values:
                         # Rendered with the link so an SMS is shortened to fit with it; stored
                         # without: the SMS channel signs it again (alerts/links.py).
@@ -414,6 +427,7 @@ def _build(
                     "change": [e.get("type") for e in change.timeline],
                     "actor": actor,
                     "at": stamp,
+                    **drills.feed_marks(fields),
                 },
                 ensure_ascii=False,
             ),
@@ -445,7 +459,7 @@ def _mutate(
         change.responders.update(extra.responders)
         change.notices.extend(extra.notices)
         change.timeline.extend(extra.timeline)
-        plan = _Plan(snap.elder_id, incident_id)
+        plan = _Plan(snap.elder_id, incident_id, drill=snap.drill)
         plan.body["source"] = source
         plan.body["code"] = snap.fields.get("code", "")
         plan.body["close"] = change.status in ("resolved", "cancelled")
@@ -706,13 +720,15 @@ def open_or_join(
     note: str = "",
     t0: float | None = None,
     seen_time: float | None = None,
+    drill: dict[str, str] | None = None,
 ) -> tuple[int, bool]:
     """Open the elder's incident, or add this alarm to the open one; (id, opened).
 
     ``seen_time`` is when a missing report says she was last seen (see ``last_seen``).
+    ``drill`` (its fields, alerts/incidents/drills.py) opens a drill beside any real one.
     """
     for _ in range(10):
-        existing = open_incident_id(client, elder_id)
+        existing = drills.running(client, elder_id, drill=drill is not None)
         if (
             existing is not None
             and source
@@ -773,6 +789,7 @@ def open_or_join(
             "paged_lon": origin[1],
             "step": "t0",
             "opened_by": actor,
+            **(drill or {}),
         }
         change = Change(fields=fields, ladder="next")
         for vid in paired:
@@ -801,7 +818,7 @@ def open_or_join(
         change.timeline.append(
             {"type": "notified", "step": "t0", "volunteers": sorted(change.responders)}
         )
-        plan = _Plan(elder_id, incident_id)
+        plan = _Plan(elder_id, incident_id, drill=drill is not None)
         plan.body.update(source=source, code=code, close=False)
         str_fields = {k: str(v) for k, v in fields.items()}
         _build(
@@ -824,6 +841,7 @@ def open_or_join(
                 elder_id=elder_id,
                 trigger=trigger,
                 paged=sorted(change.responders),
+                drill=drill is not None,
             )
             return incident_id, True
         if verdict == "seen":
@@ -1107,7 +1125,8 @@ def authorize(client: redis.Redis, *, caller: Principal, snap: Snapshot) -> None
     if caller.is_staff:
         return
     if caller.role is Role.GUARDIAN:
-        if _elder_doc(client, snap.elder_id).get("owner") == caller.subject:
+        owner = _elder_doc(client, snap.elder_id).get("owner")
+        if owner == caller.subject and drills.family_sees(snap.fields):
             return
     elif caller.role is Role.VOLUNTEER and caller.volunteer_id() in snap.responders:
         return
@@ -1170,6 +1189,8 @@ def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentR
         origin=origin,
         note=f.get("note", ""),
         policy=json.loads(f["policy"]),
+        drill=snap.drill,
+        drill_announced=f.get("drill_announced") == "1" if snap.drill else None,
         responders=responders,
         timeline=timeline,
     )
@@ -1188,6 +1209,7 @@ def list_ids(
     cursor: str | None,
     limit: int,
     elder_id: int | None = None,
+    drill: bool | None = None,
 ) -> tuple[list[int], str | None]:
     """Incident ids the caller may see, newest first, one page (one elder's, if asked)."""
     if elder_id is not None:
@@ -1214,6 +1236,7 @@ def list_ids(
     if status != "all":
         open_ids = {int(_s(i)) for i in client.zrange(keys.INCIDENTS_OPEN, 0, -1)}
         ids = [i for i in ids if (i in open_ids) == (status == "open")]
+    ids = drills.keep(client, ids, drill=drill, family=caller.role is Role.GUARDIAN)
     after = int(cursor) if cursor and cursor.isdigit() else None
     if after is not None:
         ids = [i for i in ids if i < after]
@@ -1270,6 +1293,7 @@ def voice_script(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int) ->
             "trigger": messages.trigger_name(snap.fields.get("trigger", ""), cfg.locale),
             "place": place_hint(elder, snap.fields, cfg.locale),
         },
+        drill=snap.drill,
     )
 
 

@@ -24,6 +24,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "offline_home": "【爱回家】{name}的手环已离线（在安全区内），请检查手环。",
         "removed_home": "【爱回家】{name}的手环在家中被摘下，请检查。",
         "back_online": "【爱回家】{name}的手环已恢复在线。",
+        "drill_notice": "【演练】【爱回家】{when}将为{name}进行寻人演练，志愿者会收到标明演练的短信，您无需担心。",
     },
     "en": {
         "alert": "[Homeward] {name} missing ~{minutes} min, {place}. Reply 1 accept, 2 decline. Code {code} {link}",
@@ -44,10 +45,19 @@ _TEXT: dict[str, dict[str, str]] = {
         "offline_home": "[Homeward] {name}'s bracelet went offline (inside a safe zone): please check it.",
         "removed_home": "[Homeward] {name}'s bracelet was taken off at home: please check.",
         "back_online": "[Homeward] {name}'s bracelet is back online.",
+        "drill_notice": "[DRILL] [Homeward] A search drill for {name} starts {when}: volunteers get texts marked DRILL. No need to worry.",
     },
 }
 
 TEMPLATES = frozenset(_TEXT["en"])
+
+# A drill's every text says so first, before anything a reader might act on.
+DRILL_PREFIX = {"zh-CN": "【演练】", "en": "[DRILL] "}
+
+
+def drill_prefix(locale: str) -> str:
+    return DRILL_PREFIX.get(locale, DRILL_PREFIX["zh-CN"])
+
 
 # Short replies for SMS answers and voice prompts.
 _REPLIES: dict[str, dict[str, str]] = {
@@ -181,13 +191,15 @@ def sms_fits(text: str) -> bool:
     return units <= limit
 
 
-def render(template: str, locale: str, values: dict[str, Any]) -> str:
+def render(template: str, locale: str, values: dict[str, Any], *, drill: bool = False) -> str:
     """The message text; a missing value shows as "?" rather than failing a page.
 
     An SMS that would need a third part (a long name, place or public URL) is shortened
-    where it hurts least: the place hint first, then the name.
+    where it hurts least: the place hint first, then the name. A drill's text starts with
+    its marker, counted in the length like any other character.
     """
-    table = _TEXT.get(locale, _TEXT["zh-CN"])
+    texts = _TEXT.get(locale, _TEXT["zh-CN"])
+    table = {template: drill_prefix(locale) + texts[template]} if drill else texts
     text = table[template].format_map(_Missing(values))
     if template in _NOT_SMS or sms_fits(text):
         return text

@@ -127,7 +127,8 @@ class WebPush:
         # Encrypted to the subscription, but staff may register one for a volunteer: no
         # one-tap link (the service worker opens /v/{incident}, where the session is).
         payload = json.dumps(
-            {"title": "爱回家 Homeward", "body": message.text, **message.data}, ensure_ascii=False
+            {"title": _title(message.data), "body": message.text, **message.data},
+            ensure_ascii=False,
         )
         answers = asyncio.run(self._push_all(subscriptions, payload))
         delivered, transient, details = 0, 0, []
@@ -183,3 +184,8 @@ class WebPush:
         except Exception as exc:  # refused, reset, DNS, TLS: the push service is unreachable
             return 0, f"{type(exc).__name__}: {exc}"
         return 201, ""
+
+
+def _title(data: dict[str, object]) -> str:
+    """A drill's notification says so before anything else, its title included."""
+    return "【演练】爱回家 Homeward" if data.get("drill") else "爱回家 Homeward"

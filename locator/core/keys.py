@@ -255,6 +255,11 @@ def open_incident(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:incident"
 
 
+def open_drill(elder_id: int) -> str:
+    """Her running drill (alerts): apart from ``open_incident`` so a real alarm never joins it."""
+    return f"hw:{elder_tag(elder_id)}:drill"
+
+
 # --- incidents (alerts domain) -----------------------------------------------------------
 INCIDENTS = "hw:incidents"  # zset id -> id, every incident
 INCIDENTS_OPEN = "hw:incidents:open"  # zset id -> id, incidents not yet resolved or cancelled

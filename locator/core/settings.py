@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # Closed incidents keep names, places and message texts this long (180 days), then
     # only their anonymous SLA figures.
     incident_retention_s: int = Field(default=15_552_000, gt=0)
+    # A drill's ladder messages (each marked 演练) also reach an announced drill's family.
+    drill_notify_family: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     token_ttl_s: int = Field(default=7_776_000, ge=60)
     twilio_account_sid: str | None = None

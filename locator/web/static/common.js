@@ -199,6 +199,15 @@ const HW = (() => {
     sighting_save: "Set point last seen", sighting_saved: "Point last seen corrected", sighting_repaged: "nearby volunteers paged", sighting_no_page: "nobody paged again ({why})",
     tl_sighting: "sighting", why_near_last_page: "within 500 m of the last page", why_paged_recently: "paged in the last 10 min", why_newer_fix: "the bracelet has a newer fix",
   });
+  // Drills (演练): the board's mark and the console's "start drill".
+  Object.assign(I18N["zh-CN"], {
+    drill: "演练", start_drill: "开始演练", drill_unannounced: "不预先告知家属（仅调度知道）",
+    drill_start_at: "开始时间（留空＝现在）", drill_scheduled: "演练已排期：", drill_started: "演练已开始",
+  });
+  Object.assign(I18N.en, {
+    drill: "DRILL", start_drill: "Start drill", drill_unannounced: "Unannounced (only dispatch knows)",
+    drill_start_at: "Start at (empty = now)", drill_scheduled: "Drill scheduled: ", drill_started: "Drill started",
+  });
   let locale = localStorage.getItem("hw.locale") || document.documentElement.dataset.locale || "zh-CN";
   const t = (key) => (I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key] || key;
   const has = (key) => Boolean((I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key]);

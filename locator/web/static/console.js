@@ -89,6 +89,7 @@
       const pill = card.querySelector(".status");
       pill.textContent = t("status_" + incident.status); pill.classList.add(incident.status);
       card.querySelector(".code").textContent = "#" + incident.code;
+      if (incident.drill) { card.classList.add("drill"); card.querySelector(".pill.drill").classList.remove("hidden"); }
       card.querySelector(".trigger").textContent = `${t("trigger_" + incident.trigger)} · t0 ${HW.hhmm(incident.t0)}` +
         (incident.suggested_outcome ? ` · ${t("suggested")}: ${t(incident.suggested_outcome)}` : "");
       for (const [cls, deadline, done] of [["respond", incident.respond_deadline, incident.acknowledged_at], ["onsite", incident.onsite_deadline, incident.on_site_at]]) {
@@ -345,7 +346,8 @@
     const chosen = state.outcome[d.id] || d.suggested_outcome || "found_safe";
     box.replaceChildren(
       el("div", { class: "row" },
-        el("h3", {}, d.elder_name || `#${d.elder_id}`, " ", el("span", { class: `pill ${d.status}`, id: "detail-status" }, t("status_" + d.status))),
+        el("h3", {}, d.elder_name || `#${d.elder_id}`, " ", el("span", { class: `pill ${d.status}`, id: "detail-status" }, t("status_" + d.status)),
+          d.drill ? el("span", { class: "pill drill", id: "detail-drill" }, t("drill")) : ""),
         el("a", { class: "button", id: "handoff", target: "_blank", rel: "noopener", href: `/api/v1/incidents/${Number(d.id)}/handoff` }, t("handoff"))),
       active
         ? el("div", { class: "actions" },
@@ -466,4 +468,21 @@
   drawOverview();
   await loadIncidents();
   await loadLog();
+  // Start a drill (staff): now, or at a local time; the answer says which.
+  function drawDrillForm() {
+    const pick = document.getElementById("drill-elder");
+    pick.replaceChildren(...state.overview.elders.map((e) => HW.el("option", { value: String(e.id) }, e.name || `#${e.id}`)));
+    document.getElementById("start-drill").onclick = async () => {
+      const startAt = document.getElementById("drill-start-at").value;
+      const body = { elder_id: Number(pick.value), drill: true, announced: !document.getElementById("drill-unannounced").checked };
+      if (startAt) body.start_at = new Date(startAt).toISOString();
+      const result = document.getElementById("drill-result");
+      try {
+        const made = await HW.api("/api/v1/incidents", { method: "POST", body });
+        result.textContent = made.start_at ? t("drill_scheduled") + HW.hhmm(made.start_at) : `${t("drill_started")} #${made.code}`;
+        if (!made.start_at) { await loadIncidents(); select(made.id); }
+      } catch (e) { result.textContent = String(e.message || e); }
+    };
+  }
+  drawDrillForm();
 })();
