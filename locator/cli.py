@@ -762,9 +762,9 @@ def bench_alerts(
 
 @bench_app.command("dispatch")
 def bench_dispatch(
-    alarms: Annotated[int, typer.Option(min=1, help="simulated alarms in the month")] = 1000,
+    alarms: Annotated[int, typer.Option(min=1, help="simulated alarms in the month")] = 2000,
     densities: Annotated[str, typer.Option(help="volunteers per km², comma-separated")] = (
-        "1,2,4,8,16,32"
+        "1,2,3,4,6,8,12,16,24,32"
     ),
     elders: Annotated[int, typer.Option(min=1, help="elders in the demo district")] = 24,
     seed: Annotated[int, typer.Option(help="seed for the district, alarms and people")] = 1,

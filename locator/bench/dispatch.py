@@ -45,7 +45,7 @@ from locator.bench.district import Geography, at_density, demo_geography
 
 MONTH_S = 30 * 86_400
 HORIZON_S = 3600.0  # an incident nobody reaches within an hour counts as "> 60 min"
-DEFAULT_DENSITIES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+DEFAULT_DENSITIES = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 POLICIES: dict[str, Policy] = {
     "paired only": Policy(nearby_count=0, nearby_radius_m=0.0),
     "paired + 3 within 1 km (today)": Policy(),
@@ -292,7 +292,7 @@ class Incident:
 # --- the bench ---------------------------------------------------------------------------
 def run(
     *,
-    alarms: int = 1000,
+    alarms: int = 2000,
     densities: tuple[float, ...] = DEFAULT_DENSITIES,
     seed: int = 1,
     elders: int = 24,
@@ -380,6 +380,9 @@ def plot(result: Result, path: Path) -> Path:
                 label=name,
             )
         ax.set_xscale("log", base=2)
+        ticks = sorted({r.density for r in result.rows})
+        ax.set_xticks(ticks, [f"{d:g}" for d in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("volunteers per km²")
         ax.set_title(title)
         ax.set_ylim(0, 100)
