@@ -760,6 +760,51 @@ def bench_alerts(
     typer.echo(bench.report(result))
 
 
+@bench_app.command("dispatch")
+def bench_dispatch(
+    alarms: Annotated[int, typer.Option(min=1, help="simulated alarms in the month")] = 2000,
+    densities: Annotated[str, typer.Option(help="volunteers per km², comma-separated")] = (
+        "1,2,3,4,6,8,12,16,24,32"
+    ),
+    elders: Annotated[int, typer.Option(min=1, help="elders in the demo district")] = 24,
+    seed: Annotated[int, typer.Option(help="seed for the district, alarms and people")] = 1,
+    registry: Annotated[
+        bool, typer.Option("--registry", help="the running service's volunteers and elders")
+    ] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of compliance vs density (needs matplotlib)")
+    ] = Path("docs/dispatch-compliance.png"),
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="print the table only")] = False,
+) -> None:
+    """A month of alarms through the real dispatch ladder: 3/10 compliance per policy."""
+    from locator.bench import dispatch as bench
+    from locator.bench import district
+
+    configure_logging("warning")
+    try:
+        chosen = tuple(float(v) for v in densities.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError("--densities must be numbers, e.g. 1,2,4,8") from None
+    if not chosen or min(chosen) <= 0:
+        raise ConfigError("--densities must be positive numbers, e.g. 1,2,4,8")
+    geography = None
+    if registry:
+        redis_url, _ = _require_urls(_command_settings(), mqtt=False)
+        try:
+            geography = asyncio.run(district.registry_geography(redis_url))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    result = bench.run(
+        alarms=alarms, densities=chosen, seed=seed, elders=elders, geography=geography
+    )
+    typer.echo(bench.report(result))
+    if plot is not None and not no_plot:
+        try:
+            typer.echo(f"plot: {bench.plot(result, plot)}")
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 @bench_app.command("fences")
 def bench_fences(
     elders: Annotated[int, typer.Option(help="elders, two zones each")] = 10_000,
