@@ -61,6 +61,11 @@ def incidents_with_answers(site: Site) -> None:
             f"{url}/resolve", json={"outcome": "found_safe", "note": ""}, headers=staff
         )
         assert closed.status_code == 200, closed.text
+    # A drill, kept out of the real report and drawn in the drill view.
+    drill = http.post(
+        "/api/v1/incidents", json={"elder_id": elder.json()["id"], "drill": True}, headers=staff
+    )
+    assert drill.status_code == 201, drill.text
 
 
 def test_report_view_draws_compliance_and_respond_times_as_charts(site: Site, browser: Any) -> None:
