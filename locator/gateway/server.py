@@ -33,7 +33,7 @@ from locator.core.clock import Clock, SystemClock
 from locator.core.errors import ConfigError
 from locator.core.logging import get_logger
 from locator.core.redis import async_client
-from locator.gateway import protocols
+from locator.gateway import collector, protocols
 from locator.gateway.protocols import ADAPTERS, Connection
 from locator.gateway.uplink import MqttBridge, uplink_topic
 
@@ -72,6 +72,7 @@ class Gateway:
         first_frame_s: float = 60.0,
         idle_s: float = 900.0,
         fall_back: bool = False,
+        tend_gc: bool = False,
     ) -> None:
         self.redis_url = redis_url
         self.mqtt_url = mqtt_url
@@ -82,6 +83,7 @@ class Gateway:
         self.first_frame_s = first_frame_s
         self.idle_s = idle_s
         self.fall_back = fall_back
+        self.tend_gc = tend_gc  # a process of its own: `collector` (not inside `run`)
         self.ports: dict[str, int] = {}
         self.fell_back: dict[str, int] = {}  # protocol -> configured port that was taken
         self.connections: dict[str, Connection] = {}
@@ -119,8 +121,9 @@ class Gateway:
         except BaseException:
             await self.close()
             raise
-        expiry = loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S))
-        self._background.add(expiry)
+        self._background.add(loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S)))
+        if self.tend_gc:
+            self._background.add(loop.create_task(collector.tend()))
         log.info("gateway_started", ports=self.ports, client_id=self.client_id)
         return dict(self.ports)
 
@@ -342,6 +345,8 @@ class Gateway:
             conn.authenticated = code == await state.auth_code(self.redis, device_id=device_id)
         for answer in protocols.answers(packet):
             await state.record_answer(self.redis, device_id=device_id, answer=answer, now=now)
+        if self.bridge.full:
+            await self.bridge.room()
         topic = uplink_topic(device_id)
         futures = [
             self.bridge.publish(topic, json.dumps(uplink).encode())

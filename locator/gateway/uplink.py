@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 COMMAND_TOPIC = "homeward/devices/+/cmd"
 MAX_QUEUED = 20_000  # publishes held while the broker is away; beyond: no ack, the device resends
+IN_FLIGHT = 10_000  # connected: more publishes wait for PUBACKs to free room (backpressure)
 KEEPALIVE_S = 30
 MISC_EVERY_S = 0.5  # keepalive pings and the reconnect check
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
@@ -60,6 +61,8 @@ class MqttBridge:
         self._flush_scheduled = False
         self._writer_added = False
         self._closing = False
+        self._room = asyncio.Event()  # fewer than IN_FLIGHT publishes await their PUBACK
+        self._room.set()
         self.connected = asyncio.Event()  # connected and subscribed to the commands
         # Persistent: commands published while the gateway restarts wait for it on the broker.
         client = make_client(url, client_id=client_id, persistent=True)
@@ -170,11 +173,14 @@ class MqttBridge:
         if not self._closing:
             log.warning("gateway_mqtt_disconnected", reason=str(reason))
         self.connected.clear()
+        self._room.set()  # no waiting for PUBACKs that will not come: paho queues or refuses
 
     def _published(
         self, client: paho.Client, userdata: object, mid: int, reason: Any, props: object
     ) -> None:
         waiting = self._waiting.pop(mid, None)
+        if not self._room.is_set() and len(self._waiting) <= IN_FLIGHT // 2:
+            self._room.set()
         if waiting is None or waiting[0].done():
             return
         if getattr(reason, "is_failure", False):  # MQTT 5: the broker refused the message
@@ -193,10 +199,28 @@ class MqttBridge:
         while True:
             await asyncio.sleep(1.0)
             late = time.monotonic() - timeout_s
-            for mid in [m for m, (_, at) in self._waiting.items() if at < late]:
+            expired = []
+            for mid, (_, at) in self._waiting.items():  # in publish order: stop at the first young
+                if at >= late:
+                    break
+                expired.append(mid)
+            for mid in expired:
                 future, _ = self._waiting.pop(mid)
                 if not future.done():
                     future.set_exception(TimeoutError(f"no PUBACK in {timeout_s:.0f} s"))
+            if len(self._waiting) <= IN_FLIGHT // 2:
+                self._room.set()
+
+    @property
+    def full(self) -> bool:
+        """IN_FLIGHT publishes await their PUBACK: ``room`` before publishing more."""
+        return len(self._waiting) >= IN_FLIGHT
+
+    async def room(self) -> None:
+        """Wait, while connected, until the broker has acknowledged half of what is in flight."""
+        while self.full and self.connected.is_set():
+            self._room.clear()
+            await self._room.wait()
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
         """Publish QoS 1; the future resolves at the broker's PUBACK (fails if not queued)."""
@@ -218,10 +242,9 @@ class MqttBridge:
         self._waiting[info.mid] = (future, time.monotonic())
 
     def forget(self, futures: list[asyncio.Future[None]]) -> None:
-        """Stop waiting for publishes whose PUBACK came too late to matter."""
-        done = {id(f) for f in futures}
-        for mid in [m for m, (f, _) in self._waiting.items() if id(f) in done]:
-            del self._waiting[mid]
+        """Nobody awaits these any more (a sibling failed): a late PUBACK or expiry skips them."""
+        for future in futures:
+            future.cancel()
 
     def close(self) -> None:
         """Disconnect cleanly (the DISCONNECT is written now) and stop reconnecting."""
