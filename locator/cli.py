@@ -498,6 +498,7 @@ def gateway() -> None:
         host=settings.gateway_host,
         ports=settings.gateway_port_map,
         client_id=settings.gateway_client_id,
+        tend_gc=True,
     )
     stop = _stop_on_signals()
     ready = threading.Event()

@@ -103,6 +103,7 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
     )
     # The map shows her zone and the search area of the selected incident.
     page.locator("#detail:not(.hidden)").wait_for()
+    page.locator("#detail-device", has_text="定位手环: demo-").wait_for()  # her bracelet, in words
     page.locator("path.search-ring").first.wait_for(state="attached")
     assert page.locator("path.zone").count() >= 6
     assert page.locator("#notifications tr[data-status]").count() >= 1

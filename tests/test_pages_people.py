@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from alerts import links
 from alerts.incidents import service as incidents
 from alerts.incidents.service import config_from
+from devices.registry import gateway as gateway_state
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.app import create_app
@@ -463,6 +464,25 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     other = site.http.get("/api/v1/devices/phone-chen/owntracks", headers=site.as_("guardian_a"))
     assert other.status_code in (403, 404)
 
+    # A GT06 bracelet: the device card says its protocol, connection and last answer.
+    gt06_elder = site.http.post(
+        "/api/v1/elders", json={**body, "name": "陈爷爷"}, headers=site.as_("guardian_b")
+    ).json()
+    imei = "359710040000077"
+    bound = site.http.post(
+        "/api/v1/devices",
+        json={"device_id": imei, "elder_id": gt06_elder["id"], "protocol": "gt06"},
+        headers=site.as_("admin"),
+    )
+    assert bound.status_code == 201, bound.text
+    with ThreadPoolExecutor(1) as pool:  # no asyncio loop in the Playwright thread
+        pool.submit(asyncio.run, gateway_saw(site.redis_url, imei, site.clock.time())).result()
+    page.goto(f"{site.url}/family/elders/{gt06_elder['id']}")
+    page.wait_for_selector("#device-state:has-text('GT06')")
+    card = page.text_content("#device-state") or ""
+    assert "已连接" in card and "最近连接" in card, card  # the page is in Chinese until switched
+    assert "最近指令 reportLocation → 回复 DWXX OK" in card, card
+
     # Another family's elder: a 403 page, and the API agrees.
     response = page.goto(f"{site.url}/family/elders/{theirs['id']}")
     assert response is not None and response.status == 403
@@ -473,6 +493,21 @@ def test_owntracks_pairing_settings_and_another_familys_elder_is_a_403_page(
     page.click("#lang")
     page.wait_for_selector("text=My family")
     context.close()
+
+
+async def gateway_saw(redis_url: str, device_id: str, now: float) -> None:
+    """What the gateway records when a bracelet connects, gets a command and answers it."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await gateway_state.hold(client, device_id=device_id, gateway="gw-1", ttl_s=60, now=now)
+        await gateway_state.record_command(
+            client, device_id=device_id, command="reportLocation", now=now
+        )
+        await gateway_state.record_answer(
+            client, device_id=device_id, answer="command_reply DWXX OK", now=now
+        )
+    finally:
+        await client.aclose()
 
 
 def test_zones_drawn_on_amap_tiles_are_stored_in_wgs84(

@@ -188,6 +188,7 @@ async def test_device_registration_rules(api: Api) -> None:
         "last_seen": None,
         "battery": None,
         "online": False,
+        "gateway": None,  # a TCP bracelet's connection; a native one has none
     }
     twice = await api.http.post(
         "/api/v1/devices", json={**body, "elder_id": other["id"]}, headers=api.auth("dispatcher")

@@ -121,6 +121,30 @@ async def state(redis: aioredis.Redis, *, device_id: str) -> dict[str, str]:
     return out
 
 
+async def summary(redis: aioredis.Redis, *, device_id: str) -> dict[str, Any]:
+    """What the registry shows: connected now (a gateway holds the socket), last connection,
+    last command and the bracelet's last answer, times as epoch seconds (None: never)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.gateway_holder(device_id))
+        pipe.hgetall(keys.gateway_device(device_id))
+        held, found = await pipe.execute()
+    fields = {store.text(k) or "": store.text(v) or "" for k, v in found.items()}
+
+    def when(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if value else None
+
+    return {
+        "connected": bool(held),
+        "connected_at": when("connected_at"),
+        "disconnected_at": when("disconnected_at"),
+        "last_command": fields.get("last_command") or None,
+        "last_command_at": when("last_command_at"),
+        "last_answer": fields.get("last_answer") or None,
+        "last_answer_at": when("last_answer_at"),
+    }
+
+
 async def dead_letter(
     redis: aioredis.Redis,
     *,

@@ -59,6 +59,18 @@ class DeviceCreate(Strict):
         return ext
 
 
+class GatewayRead(BaseModel):
+    """A TCP bracelet's connection as the gateway recorded it (times ISO-8601 UTC)."""
+
+    connected: bool = Field(description="a gateway holds its connection now")
+    connected_at: str | None = Field(None, description="when it last connected")
+    disconnected_at: str | None = Field(None, description="when its last connection closed")
+    last_command: str | None = Field(None, description="the last command sent to it")
+    last_command_at: str | None = None
+    last_answer: str | None = Field(None, description="its last answer to a command")
+    last_answer_at: str | None = None
+
+
 class DeviceRead(BaseModel):
     device_id: str
     elder_id: int
@@ -70,6 +82,9 @@ class DeviceRead(BaseModel):
     last_seen: str | None = None
     battery: int | None = None
     online: bool = False
+    gateway: GatewayRead | None = Field(
+        None, description="gt06, jt808, watch, h02: its TCP connection through the gateway"
+    )
 
 
 class OwnTracksSetup(BaseModel):

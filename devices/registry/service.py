@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from redis.exceptions import WatchError
 
 from devices.elders import service as elders
-from devices.registry import stock
-from devices.registry.schemas import DeviceCreate, DeviceRead
+from devices.registry import gateway, stock
+from devices.registry.schemas import GATEWAY_IDS, DeviceCreate, DeviceRead, GatewayRead
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat, ms_to_iso
@@ -30,8 +30,17 @@ async def _read(redis: aioredis.Redis, doc: dict[str, Any]) -> DeviceRead:
             "last_seen": ms_to_iso(int(last_seen_ms)) if last_seen_ms else None,
             "battery": int(battery) if battery not in (None, "") else None,
             "online": state.get("online") == "1",
+            "gateway": await _gateway(redis, doc) if doc["protocol"] in GATEWAY_IDS else None,
         }
     )
+
+
+async def _gateway(redis: aioredis.Redis, doc: dict[str, Any]) -> GatewayRead:
+    found = await gateway.summary(redis, device_id=doc["device_id"])
+    for name, value in found.items():
+        if name.endswith("_at") and value is not None:
+            found[name] = ms_to_iso(round(value * 1000))
+    return GatewayRead.model_validate(found)
 
 
 async def register(

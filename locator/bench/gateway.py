@@ -49,6 +49,11 @@ class ServerRun:
     rss_after_kb: int
     fixes: int
     blast_s: float
+    blast_cpu_s: float  # the server's user + system CPU during the blast: steadier than rate
+
+    @property
+    def cpu_us_per_frame(self) -> float:
+        return self.blast_cpu_s * 1e6 / self.fixes if self.fixes else 0.0
 
     @property
     def per_connection_bytes(self) -> float:
@@ -118,6 +123,12 @@ class _Fleets:
                 proc.kill()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _drive(fleets: _Fleets, port: int, pid: int, *, frames: int, base_tst: int) -> ServerRun:
     """Connect every bracelet to ``port``, then blast; memory of ``pid`` around it."""
     time.sleep(1.0)  # the server settles (the gateway connects to the broker)
@@ -127,7 +138,9 @@ def _drive(fleets: _Fleets, port: int, pid: int, *, frames: int, base_tst: int) 
     connect_s = max(s for _, s in connected)
     time.sleep(0.5)
     held_kb = rss_kb(pid)
+    cpu_before = cpu_s(pid)
     blasted = fleets.ask("blast", frames, base_tst)
+    blast_cpu = cpu_s(pid) - cpu_before
     start, end = min(b[0] for b in blasted), max(b[1] for b in blasted)
     return ServerRun(
         held=held,
@@ -137,6 +150,7 @@ def _drive(fleets: _Fleets, port: int, pid: int, *, frames: int, base_tst: int) 
         rss_after_kb=rss_kb(pid),
         fixes=sum(b[2] for b in blasted),
         blast_s=end - start,
+        blast_cpu_s=blast_cpu,
     )
 
 
@@ -314,6 +328,12 @@ def report(result: GatewayBenchResult) -> str:
                 f"{bare.rate:,.0f}",
                 f"{ours.rate:,.0f}",
                 f"(target >= {TARGET_RATE:,})",
+            ),
+            row(
+                "server CPU per frame (blast)",
+                f"{bare.cpu_us_per_frame:.0f} us",
+                f"{ours.cpu_us_per_frame:.0f} us",
+                "(steadier than rates under load)",
             ),
             f"offered load: {result.offered_rate:,.0f} frames/s -> bracelet send-to-stored "
             f"latency p50 {statistics.median(lat) if lat else float('nan'):.1f} ms, "

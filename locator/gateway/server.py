@@ -3,8 +3,8 @@ as a native uplink and answering the bracelet only once the broker has it.
 
 Per connection there is one reader coroutine and a `Connection` of a few hundred bytes;
 frames are handled in order: decode → check the device is registered with this protocol
-(cached briefly) → publish its uplinks (QoS 1) → await every PUBACK → write the reply.
-Login, registration, authentication and heartbeat replies that carry no uplink go at once.
+(cached briefly) → publish its uplinks (QoS 1); the replies to the frames of one read are
+written together, in order, each once the broker has acknowledged its uplinks (PUBACK).
 Anything wrong (garbage, an oversized or badly checked frame, an unknown id) is
 dead-lettered into the ingest's rejected stream and moves nobody; a connection that names
 an unknown device, sends nothing valid within `first_frame_s`, keeps sending junk, or falls
@@ -33,7 +33,7 @@ from locator.core.clock import Clock, SystemClock
 from locator.core.errors import ConfigError
 from locator.core.logging import get_logger
 from locator.core.redis import async_client
-from locator.gateway import protocols
+from locator.gateway import collector, protocols
 from locator.gateway.protocols import ADAPTERS, Connection
 from locator.gateway.uplink import MqttBridge, uplink_topic
 
@@ -47,6 +47,9 @@ NEGATIVE_CACHE_S = 2.0
 CACHE_MAX = 100_000
 HOLD_TTL_S = 1800  # the holder mark outlives a silent bracelet's idle timeout
 SILENT_SKIPS = frozenset({"whitespace"})  # H02 line ends between frames: nothing wrong
+
+# A frame's uplink publishes and the reply to write once the broker has them all.
+Waiting = tuple[list[asyncio.Future[None]], bytes | None]
 
 
 def default_client_id() -> str:
@@ -69,6 +72,7 @@ class Gateway:
         first_frame_s: float = 60.0,
         idle_s: float = 900.0,
         fall_back: bool = False,
+        tend_gc: bool = False,
     ) -> None:
         self.redis_url = redis_url
         self.mqtt_url = mqtt_url
@@ -79,6 +83,7 @@ class Gateway:
         self.first_frame_s = first_frame_s
         self.idle_s = idle_s
         self.fall_back = fall_back
+        self.tend_gc = tend_gc  # a process of its own: `collector` (not inside `run`)
         self.ports: dict[str, int] = {}
         self.fell_back: dict[str, int] = {}  # protocol -> configured port that was taken
         self.connections: dict[str, Connection] = {}
@@ -116,8 +121,9 @@ class Gateway:
         except BaseException:
             await self.close()
             raise
-        expiry = loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S))
-        self._background.add(expiry)
+        self._background.add(loop.create_task(self._bridge.expire(PUBACK_TIMEOUT_S)))
+        if self.tend_gc:
+            self._background.add(loop.create_task(collector.tend()))
         log.info("gateway_started", ports=self.ports, client_id=self.client_id)
         return dict(self.ports)
 
@@ -220,19 +226,39 @@ class Gateway:
             await self._release(conn, reason or "closed")
 
     async def _feed(self, conn: Connection, data: bytes) -> str:
-        """Handle the frames these bytes complete; a non-empty answer closes the connection."""
+        """Handle the frames these bytes complete; a non-empty answer closes the connection.
+
+        The uplinks of every frame in ``data`` are published at once and the acks go out
+        together, in frame order, each only after its own PUBACKs: a bracelet that sends a
+        batch (history after an outage) waits one broker round trip, not one per frame.
+        """
+        waits: list[Waiting] = []
+        verdict = ""
         for event in conn.framer.feed(data):
             now = self.clock.time()
             if isinstance(event, Frame):
-                verdict = await self._frame(conn, event.data, now)
+                verdict = await self._frame(conn, event.data, now, waits)
             elif event.reason in SILENT_SKIPS:
                 continue
             else:
                 detail = f"{len(event.data)} bytes skipped between frames"
                 verdict = await self._reject(conn, event.reason, detail, event.data, now)
             if verdict:
-                return verdict
-        return ""
+                break
+        await self._acknowledge(conn, waits)
+        return verdict
+
+    async def _acknowledge(self, conn: Connection, waits: list[Waiting]) -> None:
+        """Write the replies whose uplinks the broker accepted, in order, in one write."""
+        out = []
+        for futures, ack in waits:
+            if futures and not await self._accepted(conn, futures):
+                continue  # no PUBACK: no acknowledgement, the bracelet may send it again
+            if ack is not None:
+                out.append(ack)
+        waits.clear()
+        if out:
+            conn.writer.write(b"".join(out))
 
     async def _reject(
         self, conn: Connection, reason: str, detail: str, data: bytes, now: float
@@ -285,7 +311,7 @@ class Gateway:
         log.info("gateway_connected", protocol=conn.protocol, device_id=device_id, peer=conn.peer)
         return "", pending
 
-    async def _frame(self, conn: Connection, data: bytes, now: float) -> str:
+    async def _frame(self, conn: Connection, data: bytes, now: float, waits: list[Waiting]) -> str:
         try:
             packet = conn.adapter.decode(data)
         except DecodeError as exc:
@@ -319,25 +345,28 @@ class Gateway:
             conn.authenticated = code == await state.auth_code(self.redis, device_id=device_id)
         for answer in protocols.answers(packet):
             await state.record_answer(self.redis, device_id=device_id, answer=answer, now=now)
-        uplinks = [u for u in map(to_native, packet.messages) if u is not None]
-        if uplinks and not await self._publish(device_id, uplinks):
-            return ""  # no PUBACK: no acknowledgement, the bracelet may send it again
-        ack = protocols.reply(conn, packet, auth_code=auth_code)
-        if ack is not None:
-            conn.writer.write(ack)
-        for command in pending:
-            await self._send(conn, command, now)
+        if self.bridge.full:
+            await self.bridge.room()
+        topic = uplink_topic(device_id)
+        futures = [
+            self.bridge.publish(topic, json.dumps(uplink).encode())
+            for uplink in map(to_native, packet.messages)
+            if uplink is not None
+        ]
+        waits.append((futures, protocols.reply(conn, packet, auth_code=auth_code)))
+        if pending:
+            await self._acknowledge(conn, waits)  # the login's reply before the commands
+            for command in pending:
+                await self._send(conn, command, now)
         return ""
 
-    async def _publish(self, device_id: str, uplinks: list[dict[str, Any]]) -> bool:
-        topic = uplink_topic(device_id)
-        futures = [self.bridge.publish(topic, json.dumps(u).encode()) for u in uplinks]
+    async def _accepted(self, conn: Connection, futures: list[asyncio.Future[None]]) -> bool:
         try:
             for future in futures:  # the bridge fails them after PUBACK_TIMEOUT_S
                 await future
         except (TimeoutError, ConnectionError) as exc:
             self.bridge.forget(futures)
-            log.warning("gateway_uplink_not_accepted", device_id=device_id, error=str(exc))
+            log.warning("gateway_uplink_not_accepted", device_id=conn.device_id, error=str(exc))
             return False
         return True
 

@@ -208,6 +208,17 @@ const HW = (() => {
     drill: "DRILL", start_drill: "Start drill", drill_unannounced: "Unannounced (only dispatch knows)",
     drill_start_at: "Start at (empty = now)", drill_scheduled: "Drill scheduled: ", drill_started: "Drill started",
   });
+  // A TCP bracelet's connection through the gateway (console detail, family device card).
+  Object.assign(I18N["zh-CN"], {
+    proto_native: "原生", proto_owntracks: "OwnTracks", proto_gt06: "GT06", proto_jt808: "JT/T 808", proto_watch: "3G 手表", proto_h02: "H02",
+    gw_connected: "已连接", gw_disconnected: "未连接", gw_last_connection: "最近连接", gw_never: "从未连接",
+    gw_last_command: "最近指令", gw_answer: "回复", gw_no_answer: "尚无回复", gw_no_command: "尚未发送指令",
+  });
+  Object.assign(I18N.en, {
+    proto_native: "native", proto_owntracks: "OwnTracks", proto_gt06: "GT06", proto_jt808: "JT/T 808", proto_watch: "3G watch", proto_h02: "H02",
+    gw_connected: "connected", gw_disconnected: "not connected", gw_last_connection: "last connection", gw_never: "never connected",
+    gw_last_command: "last command", gw_answer: "answer", gw_no_answer: "no answer yet", gw_no_command: "no command sent yet",
+  });
   let locale = localStorage.getItem("hw.locale") || document.documentElement.dataset.locale || "zh-CN";
   const t = (key) => (I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key] || key;
   const has = (key) => Boolean((I18N[locale] && I18N[locale][key]) || I18N["zh-CN"][key]);
@@ -326,6 +337,22 @@ const HW = (() => {
   function tip(text) { return el("span", {}, text == null ? "" : String(text)); }
 
   function clock(seconds) { const s = Math.max(0, Math.floor(Math.abs(seconds))); return (seconds < 0 ? "-" : "") + Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"); }
+  function dayTime(iso) { return new Date(iso).toLocaleString(locale, { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }); }
+  // The bracelet's own words, without the gateway's kind prefix ("command_reply TIMER OK!").
+  function answerText(answer) { return answer.replace(/^(command_reply|terminal_response)\s*/, "") || "OK"; }
+  // One line of plain text (set it with textContent): protocol, connection, last command → answer.
+  function gatewayLine(d) {
+    const parts = [t("proto_" + d.protocol)];
+    const g = d.gateway;
+    if (g) {
+      parts.push(g.connected ? t("gw_connected") : t("gw_disconnected"));
+      parts.push(g.connected_at ? `${t("gw_last_connection")} ${dayTime(g.connected_at)}` : t("gw_never"));
+      parts.push(g.last_command
+        ? `${t("gw_last_command")} ${g.last_command} → ${g.last_answer ? `${t("gw_answer")} ${answerText(g.last_answer)}` : t("gw_no_answer")}`
+        : t("gw_no_command"));
+    }
+    return parts.join(" · ");
+  }
   function hhmm(iso) { return iso ? new Date(iso).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" }) : "—"; }
 
   // "last seen 2 h 05 min ago (14:10) at 30.51234, 120.68530 (sighting)" from a search
@@ -348,5 +375,5 @@ const HW = (() => {
   async function whoami() { return api("/api/v1/session"); }
   async function logout() { await api("/api/v1/session", { method: "DELETE" }); location.href = "/login"; }
 
-  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, el, tip, clock, hhmm, lastSeen, applyI18n, whoami, logout, get config() { return config; } };
+  return { t, label, fmt, setLocale, getLocale, api, stream, map, ring, wgsToGcj, gcjToWgs, loadConfig, now, el, tip, clock, hhmm, lastSeen, gatewayLine, applyI18n, whoami, logout, get config() { return config; } };
 })();

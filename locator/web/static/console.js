@@ -140,6 +140,20 @@
     state.detail = incident; state.notifications = notes.items;
     drawDetail();
     drawArea(id);
+    drawDevice(incident.elder_id);
+  }
+
+  // The bracelet she wears: protocol, connection and the last command's answer (text only).
+  async function drawDevice(elderId) {
+    state.deviceOf = state.deviceOf || {};  // her record is read once, not at every refresh
+    try {
+      if (!(elderId in state.deviceOf)) state.deviceOf[elderId] = (await HW.api(`/api/v1/elders/${elderId}`)).device_id || null;
+      const id = state.deviceOf[elderId];
+      const d = id ? await HW.api(`/api/v1/devices/${encodeURIComponent(id)}`) : null;
+      const line = document.getElementById("detail-device");
+      state.deviceText = { [elderId]: `${t("f_device")}: ` + (d ? `${d.device_id} · ${HW.gatewayLine(d)}` : t("f_no_device")) };
+      if (line) line.textContent = state.deviceText[elderId];
+    } catch (e) { /* the incident detail stands without it */ }
   }
 
   async function drawArea(id) {
@@ -349,6 +363,7 @@
         el("h3", {}, d.elder_name || `#${d.elder_id}`, " ", el("span", { class: `pill ${d.status}`, id: "detail-status" }, t("status_" + d.status)),
           d.drill ? el("span", { class: "pill drill", id: "detail-drill" }, t("drill")) : ""),
         el("a", { class: "button", id: "handoff", target: "_blank", rel: "noopener", href: `/api/v1/incidents/${Number(d.id)}/handoff` }, t("handoff"))),
+      el("p", { class: "muted", id: "detail-device" }, (state.deviceText || {})[d.elder_id] || ""),
       active
         ? el("div", { class: "actions" },
           el("button", { id: "notify-more" }, t("notify_more")),

@@ -235,7 +235,9 @@
     if (!elder.device_id) { show("pair", true); $("device-state").textContent = HW.t("f_no_device"); show("owntracks", false); return; }
     const d = await HW.api(`/api/v1/devices/${encodeURIComponent(elder.device_id)}`);
     show("pair", false);
-    $("device-state").textContent = `${d.device_id} · ${d.protocol === "owntracks" ? "OwnTracks " + d.external_id : HW.t("f_native")} · ` +
+    // A TCP bracelet (GT06, JT/T 808, watch, H02): its protocol, connection and last command's answer.
+    const kind = d.gateway ? HW.gatewayLine(d) : d.protocol === "owntracks" ? "OwnTracks " + d.external_id : HW.t("f_native");
+    $("device-state").textContent = `${d.device_id} · ${kind} · ` +
       (d.online ? HW.t("f_online") : HW.t("f_offline")) + (d.battery != null ? ` · ${HW.t("f_battery")} ${d.battery}%` : "");
     if (d.protocol === "owntracks") {
       // One source for the QR, the link and the text: the server's settings document.
