@@ -103,6 +103,7 @@ class IngestLoop:
         self._on_batch = on_batch
         self._adaptive = adaptive_reporting
         self.commands_sent = 0
+        self.handled = 0  # messages this process stored (its share of a shared subscription)
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client_id = client_id or default_client_id()
         self.group = group
@@ -180,6 +181,7 @@ class IngestLoop:
                 if batch:
                     if not self._store_batch(store, batch, stop):
                         return  # stopping with an unstored batch: unacknowledged, redelivered
+                    self.handled += len(batch)
                     for message in batch:
                         if message.qos > 0 and message.generation == self._generation:
                             self._client.ack(message.mid, message.qos)
@@ -340,6 +342,7 @@ class IngestLoop:
             "redis_ok": self.redis_ok,
             "mqtt_ok": self.connected.is_set(),
             "subscribed": self.subscribed.is_set(),
+            "handled": self.handled,
         }
         processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
         now = self._clock.time()
