@@ -2,9 +2,13 @@
 
 Zone state lives in Redis (``hw:{e:<id>}:zonestate``, with a version ``v``) and is written
 by the ingest's store script in the same commit as the fix. This class keeps a copy per
-elder in process (one ingest owns an elder's fixes), evaluates speculatively, and hands the
-script the expected version with the new state: a mismatch means another writer or a fix
-the script did not store, and the elder is reloaded and evaluated again.
+elder in process and evaluates speculatively; every evaluation of a current fix goes to the
+script with the version it was computed against, even one that changes nothing. With several
+ingest processes (a shared subscription) one elder's fixes are handled by all of them, so a
+cached copy is often stale: the script refuses a fix whose version moved (``zone_conflict``),
+nothing is written, and the elder is reloaded and evaluated again. A stale copy can thus
+never decide a transition, nor fail to reset a streak (which would let two outside fixes
+with an inside one between them confirm an exit).
 """
 
 from __future__ import annotations
@@ -50,12 +54,17 @@ class PreparedUpdate:
     order_t: float
     leaving: bool = False
     unsure: bool = False
-    # False when the fix changes no zone state and only reports ``unsure``: nothing to write,
-    # so no version to check either.
+    # False when the fix changes no zone state: nothing to write, but the version is still
+    # checked (the fix was judged against that state: a newer one may judge it otherwise).
     writes: bool = True
 
     def args(self) -> tuple[str, str]:
-        return (self.expected, self.payload) if self.writes else ("", "")
+        return (self.expected, self.payload if self.writes else "")
+
+    @property
+    def version(self) -> int:
+        """The zone-state version once the script applied this update."""
+        return int(self.expected) + (1 if self.writes else 0)
 
 
 class ZoneEvaluator:
@@ -151,15 +160,14 @@ class ZoneEvaluator:
             paused=paused,
         )
         if not result.changed and not result.leaving:
-            if not result.unsure:
-                return None
+            self._overlay[position.elder_id] = (states, version, moment.timestamp())
             return PreparedUpdate(
                 elder_id=position.elder_id,
-                expected="",
+                expected=str(version),
                 payload="",
                 states=states,
                 order_t=moment.timestamp(),
-                unsure=True,
+                unsure=result.unsure,
                 writes=False,
             )
         update = {
@@ -187,5 +195,5 @@ class ZoneEvaluator:
             self.forget(update.elder_id)
             return
         cached.states = update.states
-        cached.version = int(update.expected) + 1
+        cached.version = update.version
         cached.order_t = max(cached.order_t, update.order_t)

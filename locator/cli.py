@@ -281,6 +281,7 @@ def _run(
     workers: list[threading.Thread] = []
     step = "checking the HTTP port"
     try:
+        _refuse_shared_on_embedded(settings, embedded_broker=settings.mqtt_url is None)
         _require_port(settings.http_host, settings.http_port)
         redis_url = settings.redis_url
         if redis_url is None:
@@ -447,6 +448,15 @@ def api() -> None:
     _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
 
 
+def _refuse_shared_on_embedded(settings: Settings, *, embedded_broker: bool) -> None:
+    """amqtt grants a $share subscription and then delivers nothing to it: refuse, loudly."""
+    if settings.ingest_group and embedded_broker:
+        raise ConfigError(
+            "HOMEWARD_INGEST_GROUP needs a broker with shared subscriptions (Mosquitto >= 2.0, "
+            "EMQX); the embedded amqtt broker has none: set HOMEWARD_MQTT_URL or unset the group"
+        )
+
+
 def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> IngestLoop:
     return IngestLoop(
         mqtt_url=mqtt_url,
@@ -457,6 +467,7 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
         offline_after_s=settings.offline_after_s,
         timezone=settings.zone,
         client_id=settings.mqtt_client_id,
+        group=settings.ingest_group,
     )
 
 
@@ -466,6 +477,11 @@ def ingest() -> None:
     settings = _settings()
     redis_url, mqtt_url = _require_urls(settings, mqtt=True)
     assert mqtt_url is not None
+    runtime = embedded.read_runtime(settings.data_dir)
+    _refuse_shared_on_embedded(
+        settings,
+        embedded_broker=settings.mqtt_url is None and runtime is not None and runtime.embedded_mqtt,
+    )
     _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url).run(_stop_on_signals())
 
 

@@ -60,6 +60,18 @@ REDIS_UP = Gauge("homeward_ingest_redis_up", "1 while the ingest can write to Re
 MQTT_UP = Gauge("homeward_ingest_mqtt_connected", "1 while the ingest is connected to the broker")
 
 
+def uplink_topics(group: str = "") -> tuple[str, ...]:
+    """What the ingest subscribes to: with a group, one share of the uplink among its peers.
+
+    The broker deals each message to one member of ``$share/<group>/`` (Mosquitto round-robin,
+    EMQX by its strategy), so one bracelet's fixes may be handled by several processes and out
+    of order: the store script and the versioned zone state keep each elder right.
+    """
+    if not group:
+        return UPLINK_TOPICS
+    return tuple(f"$share/{group}/{topic}" for topic in UPLINK_TOPICS)
+
+
 def default_client_id() -> str:
     """Stable per host, so a restarted ingest resumes its persistent session."""
     return f"homeward-ingest-{socket.gethostname()}"
@@ -77,6 +89,7 @@ class IngestLoop:
         offline_after_s: int = 1200,
         timezone: ZoneInfo | None = None,
         client_id: str | None = None,
+        group: str = "",
         on_batch: Callable[[BatchOutcome], None] | None = None,
         adaptive_reporting: bool = True,
     ) -> None:
@@ -90,8 +103,11 @@ class IngestLoop:
         self._on_batch = on_batch
         self._adaptive = adaptive_reporting
         self.commands_sent = 0
+        self.handled = 0  # messages this process stored (its share of a shared subscription)
         self._queue: queue.Queue[Message] = queue.Queue()
         self.client_id = client_id or default_client_id()
+        self.group = group
+        self.topics = uplink_topics(group)
         self._client = make_client(
             mqtt_url, client_id=self.client_id, persistent=True, manual_ack=True
         )
@@ -117,12 +133,13 @@ class IngestLoop:
         self._generation += 1
         # Subscribing on every connect restores the subscriptions if the broker lost the session.
         self.subscribed.clear()
-        client.subscribe([(topic, 1) for topic in UPLINK_TOPICS])
+        client.subscribe([(topic, 1) for topic in self.topics])
         MQTT_UP.set(1)
         self.connected.set()
         log.info(
             "ingest_connected",
             client_id=self.client_id,
+            group=self.group or None,
             session_present=getattr(flags, "session_present", None),
         )
 
@@ -164,6 +181,7 @@ class IngestLoop:
                 if batch:
                     if not self._store_batch(store, batch, stop):
                         return  # stopping with an unstored batch: unacknowledged, redelivered
+                    self.handled += len(batch)
                     for message in batch:
                         if message.qos > 0 and message.generation == self._generation:
                             self._client.ack(message.mid, message.qos)
@@ -324,6 +342,7 @@ class IngestLoop:
             "redis_ok": self.redis_ok,
             "mqtt_ok": self.connected.is_set(),
             "subscribed": self.subscribed.is_set(),
+            "handled": self.handled,
         }
         processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
         now = self._clock.time()

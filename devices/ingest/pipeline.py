@@ -48,6 +48,10 @@ MAX_SPEED_KMH = 200.0
 LOW_BATTERY_PCT = 20
 DEAD_LETTER_PAYLOAD_CHARS = 1024
 NEGATIVE_CACHE_S = 30.0
+# Tries per uplink while its device binding or its elder's zone state moves under it. With
+# several ingest processes sharing the uplink a zone conflict is common, but each one means
+# another process committed this elder's fix: eight in a row is a storm, not bad luck.
+WRITE_ATTEMPTS = 8
 
 MESSAGES = PromCounter("homeward_ingest_messages_total", "Uplink messages by outcome", ["outcome"])
 REJECTED = PromCounter(
@@ -347,11 +351,11 @@ class UplinkStore:
         for index, item in self._attribute([(m, r, u) for _, m, r, u in decoded]):
             slots[decoded[index][0]].append(item)
         stale = self._write([item for slot in slots for item in slot], outcome)
-        for attempt in (2, 3):
+        for attempt in range(2, WRITE_ATTEMPTS + 1):
             if not stale:
                 break
             # A moved device binding or zone state: look again. The last attempt stores the
-            # fix without its zone update rather than lose it.
+            # fix without its zone update (breaking every streak) rather than lose it.
             for pending in stale:
                 self.routes.forget(pending.route)
                 if self.evaluator is not None:
@@ -361,7 +365,9 @@ class UplinkStore:
             ]
             for item in again:
                 if isinstance(item, _Pending):
-                    item.skip_zones = attempt == 3
+                    item.skip_zones = attempt == WRITE_ATTEMPTS
+                    if item.skip_zones:
+                        log.warning("ingest_zones_unsettled", elder_id=item.target.elder_id)
             stale = self._write(again, outcome)
         for pending in stale:
             self._count_reject(outcome, "unknown_device")
@@ -511,7 +517,7 @@ class UplinkStore:
             stale.append(item)
             return
         update = item.zone_update
-        if self.evaluator is not None and update is not None and getattr(update, "writes", True):
+        if self.evaluator is not None and update is not None:
             applied = detail == "zones"
             self.evaluator.settle(update, applied=applied)
             if applied and getattr(update, "leaving", False):
@@ -591,6 +597,7 @@ class UplinkStore:
             own_id = message_id(device, message.payload)
             fields = [own_id, _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
         payload = message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace")
+        unevaluated = "break" if item.skip_zones and isinstance(uplink, Fix) else ""
         offline_after_s = target.offline_after_s or self._offline_after_s
         tail = [
             str(LOW_BATTERY_PCT),
@@ -598,6 +605,6 @@ class UplinkStore:
             payload,
             str(offline_after_s * 1000),
             "1" if message.retain else "0",
-            *(item.zone_update.args() if item.zone_update else ("", "")),
+            *(item.zone_update.args() if item.zone_update else ("", unevaluated)),
         ]
         return script_keys, [kind, *common, *fields, *tail]

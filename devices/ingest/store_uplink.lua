@@ -11,7 +11,9 @@
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
 --       19 topic  20 payload (truncated, for the dead letter)  21 offline_after_ms
 --       22 retained (1|0: the broker replayed a stored message on subscribe)
---       23 expected zone-state version ('' = no zone update)  24 zone update (JSON)
+--       23 expected zone-state version ('' = no zone update)
+--       24 zone update (JSON; '' = checked only, nothing changes; 'break' with no version:
+--          stored unevaluated, every hysteresis streak broken)
 -- Returns {verdict, detail}; verdict is stored | stored_late | stored_flagged | seen |
 -- retained | duplicate | too_fast | stale_route | zone_conflict; detail 'zones' when the
 -- zone update was applied with the fix.
@@ -199,7 +201,9 @@ if not late then
   if pos[9] then redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc') end
 end
 local zones_applied = ''
-if ARGV[23] ~= '' and not late then
+if ARGV[23] ~= '' and ARGV[24] == '' and not late then
+  zones_applied = 'zones'  -- evaluated against the current state, and nothing changes
+elseif ARGV[23] ~= '' and not late then
   -- Zone state moves in the same commit as the fix it was computed from.
   local update = cjson.decode(ARGV[24])
   local fields = {'v', tostring(tonumber(ARGV[23]) + 1)}
@@ -216,6 +220,23 @@ if ARGV[23] ~= '' and not late then
     redis.call('XADD', KEYS[13], '*', unpack(tf))  -- trimmed behind the alerts group
   end
   zones_applied = 'zones'
+elseif ARGV[24] == 'break' and not late then
+  -- A current fix the zone stage could not evaluate (its state kept moving under it): it
+  -- breaks every streak, so an exit may come one fix later but is never made of two fixes
+  -- that were not consecutive.
+  local raw = redis.call('HGETALL', KEYS[11])
+  local fields = {}
+  for i = 1, #raw, 2 do
+    if raw[i] == 'v' then
+      table.insert(fields, 'v'); table.insert(fields, tostring(tonumber(raw[i + 1]) + 1))
+    else
+      local zone_state = cjson.decode(raw[i + 1])
+      zone_state.s = 0
+      zone_state.to = cjson.null
+      table.insert(fields, raw[i]); table.insert(fields, cjson.encode(zone_state))
+    end
+  end
+  if #fields > 0 then redis.call('HSET', KEYS[11], unpack(fields)) end
 end
 battery(ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 if not retained then

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     map_tiles: str = "osm"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Set: ingest processes share the uplink as $share/<group>/... (one topic level, so no
+    # '/', '+' or '#'); each needs its own MQTT_CLIENT_ID. Empty: a plain subscription.
+    ingest_group: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
     # Derives each bracelet's and phone's MQTT password (devices/registry/mqtt_credentials.py).
     mqtt_device_secret: SecretStr | None = None
     gateway_host: str = "127.0.0.1"

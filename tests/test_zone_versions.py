@@ -1,0 +1,118 @@
+"""Two ingest stores on one Redis, each with its own zone cache (two ingest processes sharing
+the uplink, in miniature): a stale cache can neither confirm nor skip a step of an exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+
+from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.position import Position
+from geofences.evaluator import PreparedUpdate, ZoneEvaluator
+from locator.core import keys
+from locator.core.clock import ManualClock
+from locator.core.redis import sync_client
+from tests.alerts_harness import north
+from tests.conftest import Api
+from tests.factories import elder_body
+
+UP = "homeward/devices/z-1/up"
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture
+def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
+    sync = sync_client(redis_url, process="test")
+    yield sync
+    sync.close()
+
+
+def _store(client: redis.Redis, clock: ManualClock, evaluator: ZoneEvaluator) -> UplinkStore:
+    return UplinkStore(client, clock=clock, retention_s=86400, evaluator=evaluator)
+
+
+@pytest.fixture
+async def elder_id(api: Api) -> int:
+    elder = await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("admin"))
+    elder_id = int(elder.json()["id"])
+    home = elder_body()["home"]
+    zone = {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [home["lon"], home["lat"]]},
+        "properties": {"kind": "safe", "radius_m": 150},
+    }
+    made = await api.http.post(
+        f"/api/v1/elders/{elder_id}/zones", json=zone, headers=api.auth("admin")
+    )
+    assert made.status_code == 201, made.text
+    body = {"device_id": "z-1", "elder_id": elder_id}
+    assert (
+        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
+    ).status_code == 201
+    api.clock.advance(700)  # past the new zone's grace: a first "outside" is an exit
+    return elder_id
+
+
+def _send(store: UplinkStore, clock: ManualClock, metres: float) -> dict[str, int]:
+    """One fix ``metres`` north of home, 10 s after the last (so never too fast)."""
+    clock.advance(10)
+    body: dict[str, Any] = {"_type": "location", "tst": clock.time(), "acc": 5, **north(metres)}
+    return dict(store.process([Message(UP, json.dumps(body).encode(), clock.time())]).outcomes)
+
+
+def _exits(client: redis.Redis, elder_id: int) -> int:
+    entries = client.xrange(keys.elder_transitions(elder_id))
+    return sum(1 for _, fields in entries if fields["kind"] == "zone_exit")
+
+
+async def test_a_stale_cache_cannot_skip_the_inside_fix_between_two_outside_ones(
+    client: redis.Redis, clock: ManualClock, elder_id: int
+) -> None:
+    a = _store(client, clock, ZoneEvaluator(client, timezone=TZ))
+    b = _store(client, clock, ZoneEvaluator(client, timezone=TZ))
+    for store in (a, b, a):  # both caches learn "inside"
+        assert _send(store, clock, 0)["stored"] == 1
+    assert _send(a, clock, 250)["stored"] == 1  # A: outside, one of the two it takes
+    # B's cache still says "inside, no streak": by it this fix changes nothing. It must still
+    # be judged against the stored state (streak 1), which it resets.
+    assert _send(b, clock, 0)["stored"] == 1
+    assert _send(a, clock, 250)["stored"] == 1
+    assert _exits(client, elder_id) == 0, "outside, inside, outside is not two in a row"
+    assert _send(b, clock, 260)["stored"] == 1
+    assert _exits(client, elder_id) == 1
+    assert _send(a, clock, 270)["stored"] == 1  # A's stale cache cannot announce it again
+    assert _exits(client, elder_id) == 1
+
+
+class _AlwaysStale(ZoneEvaluator):
+    """A zone stage whose every guess is of a version that is gone."""
+
+    def prepare(self, position: Position, *, low_quality: bool) -> PreparedUpdate | None:
+        update = super().prepare(position, low_quality=low_quality)
+        return None if update is None else dataclasses.replace(update, expected="999")
+
+
+async def test_a_fix_whose_zone_state_never_settles_is_stored_and_breaks_the_streak(
+    client: redis.Redis, clock: ManualClock, elder_id: int
+) -> None:
+    good = _store(client, clock, ZoneEvaluator(client, timezone=TZ))
+    for _ in range(2):
+        _send(good, clock, 0)
+    _send(good, clock, 250)  # streak 1 towards outside
+    stale = _store(client, clock, _AlwaysStale(client, timezone=TZ))
+    assert _send(stale, clock, 255)["stored"] == 1  # stored all the same, never lost
+    state = json.loads(
+        next(v for k, v in client.hgetall(keys.zone_state(elder_id)).items() if k != "v")
+    )
+    assert (state["t"], state["s"], state["to"]) == ("inside", 0, None)
+    _send(good, clock, 260)
+    assert _exits(client, elder_id) == 0, "an unevaluated fix may delay an exit, never make one"
+    _send(good, clock, 265)
+    assert _exits(client, elder_id) == 1
+    assert client.xlen(keys.track(elder_id, "z-1")) == 6
