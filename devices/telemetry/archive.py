@@ -175,20 +175,22 @@ class TrackArchive:
         prefix = f"{TABLE}_"
         return sorted(datetime.strptime(n[len(prefix) :], "%Y%m%d").date() for n in names)
 
-    def size(self) -> tuple[int, int]:
-        """(rows, bytes on disk with indexes and TOAST) over every partition."""
+    def size(self) -> dict[str, int]:
+        """Rows and bytes over every partition: ``heap`` (the rows' pages), ``index`` (the
+        primary key), ``total`` (with TOAST and the free-space and visibility maps)."""
+        totals = {"rows": 0, "heap": 0, "index": 0, "total": 0}
         with self._connect() as conn:
-            names = [partition_name(d) for d in self.days(conn)]
-            rows = bytes_ = 0
-            for name in names:
-                count, size = conn.execute(
-                    sql.SQL("SELECT count(*), pg_total_relation_size({}) FROM {}").format(
-                        sql.Literal(name), sql.Identifier(name)
-                    )
-                ).fetchone() or (0, 0)
-                rows += int(count)
-                bytes_ += int(size)
-        return rows, bytes_
+            for day in self.days(conn):
+                name = partition_name(day)
+                row = conn.execute(
+                    sql.SQL(
+                        "SELECT count(*), pg_relation_size({0}), pg_indexes_size({0}),"
+                        " pg_total_relation_size({0}) FROM {1}"
+                    ).format(sql.Literal(name), sql.Identifier(name))
+                ).fetchone()
+                for field, value in zip(totals, row or (), strict=True):
+                    totals[field] += int(value)
+        return totals
 
 
 def _row(elder_id: int, f: Fix) -> tuple[Any, ...]:
