@@ -22,6 +22,7 @@ from devices.elders import access_log
 from devices.elders import service as elders
 from devices.elders.access_log import AccessLogDep
 from devices.registry import service as registry
+from devices.telemetry import archive
 from devices.telemetry import service as telemetry
 from geofences.zones import service as zones
 from locator.core.auth import Principal, Role
@@ -101,6 +102,7 @@ async def export_elder(
         since=until - timedelta(seconds=ctx.settings.track_retention_s),
         until=until,
         clock=clock,
+        archive=archive.for_settings(ctx.settings),
     )
     events = await _all_pages(
         lambda c: telemetry.device_events(

@@ -13,6 +13,7 @@ from alerts.responders import service as responders
 from devices.elders import access_log
 from devices.elders import service as elders
 from devices.registry import service as registry
+from devices.telemetry import archive
 from devices.telemetry import erasure as telemetry_erasure
 from geofences import service as geofences
 from locator.core.auth import Principal
@@ -42,7 +43,9 @@ async def delete_elder(
     def erase_sync() -> None:
         # Alarms of hers not yet handled go before her incident is cancelled, so none of
         # them can open a new one afterwards.
-        telemetry_erasure.erase_elder(sync_redis, elder_id=elder_id)
+        telemetry_erasure.erase_elder(
+            sync_redis, elder_id=elder_id, archive=archive.for_settings(alerts.settings)
+        )
         geofences.purge_transitions(sync_redis, elder_id=elder_id)
         incident_erasure.erase_elder(sync_redis, alerts, elder_id=elder_id, actor=actor_of(caller))
 

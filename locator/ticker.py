@@ -18,7 +18,9 @@ from alerts.incidents import service as incidents
 from alerts.incidents.service import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
-from locator import processes, retention, watchdog
+from devices.telemetry import archive as track_archive
+from devices.telemetry.archive import TrackArchive
+from locator import archiving, processes, retention, watchdog
 from locator.core import keys, streams, timers
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
@@ -45,6 +47,7 @@ class Ticker:
         publisher: Publisher | None = None,
         alerts: AlertsConfig | None = None,
         retention_policy: retention.Retention | None = None,
+        archive: TrackArchive | None = None,
     ) -> None:
         self._redis = client
         self._clock = clock
@@ -65,6 +68,10 @@ class Ticker:
             self.handlers[retention.JOB] = self._sweep
             # One job for every ticker: the claim's lease keeps two from sweeping at once.
             client.zadd(keys.TIMERS, {retention.JOB: clock.time()}, nx=True)
+        self._archive = archive
+        if archive is not None and retention_policy is not None:
+            self.handlers[archiving.JOB] = self._move_tracks
+            client.zadd(keys.TIMERS, {archiving.JOB: clock.time()}, nx=True)
 
     def _sweep(self, job: Job, now: float) -> str:
         assert self._retention is not None
@@ -72,6 +79,12 @@ class Ticker:
         # Rescheduled before completing: the new due time stands (a new token).
         timers.schedule(self._redis, retention.JOB, due=now + retention.EVERY_S)
         return "swept"
+
+    def _move_tracks(self, job: Job, now: float) -> str:
+        assert self._archive is not None and self._retention is not None
+        archiving.run(self._redis, self._archive, now=now, retention_s=self._retention.track_s)
+        timers.schedule(self._redis, archiving.JOB, due=now + archiving.EVERY_S)
+        return "archived"
 
     def _restore_interval(self, job: Job, now: float) -> str:
         if self._publisher is None:
@@ -161,6 +174,7 @@ def run_ticker(
                 if alerts is not None and alerts.settings is not None
                 else None
             ),
+            archive=track_archive.for_settings(alerts.settings if alerts is not None else None),
         )
         workers = []
         if alerts is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import secrets
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -27,6 +29,7 @@ from alerts.incidents.schemas import (
 from alerts.incidents.service import AlertsConfig
 from devices.elders.access_log import AccessLogDep
 from devices.elders.service import authorize_sync
+from devices.telemetry import archive, tracks
 from locator.core import keys
 from locator.core.auth import Role
 from locator.core.clock import parse_iso
@@ -350,21 +353,23 @@ def handoff_pack(
     incident = service.read(redis, snap, caller=caller)
     elder = json.loads(str(redis.get(keys.elder(snap.elder_id)) or "{}"))
     position: dict[str, str] = redis.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
-    since = ctx.clock.time() - handoff.TRACK_HOURS * 3600
-    track: list[dict[str, float]] = []
-    for device in [str(d) for d in redis.smembers(keys.elder_track_devices(snap.elder_id))]:
-        entries: Any = redis.xrange(keys.track(snap.elder_id, device), min=f"{int(since * 1000)}-0")
-        for _, f in entries:
-            if "low_quality" not in f.get("flags", ""):
-                track.append(
-                    {
-                        "tst": float(f["tst"]),
-                        "lat": float(f["lat"]),
-                        "lon": float(f["lon"]),
-                        "acc": float(f.get("acc") or 0),
-                    }
-                )
-    track.sort(key=lambda p: p["tst"])
+    now = ctx.clock.time()
+    fixes = anyio.from_thread.run(
+        partial(
+            tracks.read_track,
+            ctx.redis,
+            archive=archive.for_settings(ctx.settings),
+            elder_id=snap.elder_id,
+            since=now - handoff.TRACK_HOURS * 3600,
+            until=now,
+            now=now,
+        )
+    )
+    track = [
+        {"tst": f.tst, "lat": f.lat, "lon": f.lon, "acc": f.acc or 0.0}
+        for f in fixes
+        if "low_quality" not in f.flags
+    ]
     try:
         area = service.search_area(redis, config(ctx), snap=snap)
     except NotFound:

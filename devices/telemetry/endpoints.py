@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from devices.elders.access_log import AccessLogDep
 from devices.telemetry import service
+from devices.telemetry.archive import ArchiveDep
 from devices.telemetry.schemas import DeviceEventRead, PositionRead, RejectedRead, TrackCollection
 from locator.core.deps import CallerDep, ClockDep, RedisDep
 from locator.core.schemas import Page
@@ -33,12 +34,19 @@ async def get_track(
     caller: CallerDep,
     clock: ClockDep,
     log: AccessLogDep,
+    archive: ArchiveDep,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> TrackCollection:
     """GeoJSON FeatureCollection of fixes whose fix time is in [since, until] (default 24 h)."""
     track = await service.track(
-        redis, caller=caller, elder_id=elder_id, since=since, until=until, clock=clock
+        redis,
+        caller=caller,
+        elder_id=elder_id,
+        since=since,
+        until=until,
+        clock=clock,
+        archive=archive,
     )
     window = f"since {since.isoformat() if since else '24 h'}" + (
         f" until {until.isoformat()}" if until else ""

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from devices.telemetry.archive import TrackArchive
 from locator.core import keys, streams, timers
 
 # Dead letters carry the payload a bracelet sent (coordinates included): kept as long as
@@ -22,8 +23,9 @@ def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def erase_elder(client: redis.Redis, *, elder_id: int) -> list[str]:
-    """Delete her position, tracks, device state, events and dead letters; her device ids."""
+def erase_elder(client: redis.Redis, *, elder_id: int, archive: TrackArchive | None) -> list[str]:
+    """Delete her position, tracks (archived ones too), device state, events and dead
+    letters; her device ids."""
     devices = sorted(_s(d) for d in client.smembers(keys.elder_track_devices(elder_id)))
     bound = client.get(keys.elder_device(elder_id))
     if bound and _s(bound) not in devices:
@@ -50,6 +52,9 @@ def erase_elder(client: redis.Redis, *, elder_id: int) -> list[str]:
     for d in devices:
         pipe.zrem(keys.RETENTION_STREAMS, keys.track(elder_id, d))
     pipe.execute()
+    # After her Redis tracks: a copy still in flight then finds them gone and rolls back.
+    if archive is not None:
+        archive.erase_elder(elder_id=elder_id)
     for d in devices:
         for kind in ("offline", "fastmode"):
             timers.cancel(client, timers.job_id(kind, elder_id, d))
@@ -86,6 +91,12 @@ def _trim_one(client: redis.Redis, stream: str, *, cutoff_ms: float) -> int:
         removed += streams.delete_entries(client, stream, [_s(e) for e in old])
         if len(old) < len(entries) or len(entries) < SWEEP_BATCH:
             break
+    reindex(client, stream)
+    return removed
+
+
+def reindex(client: redis.Redis, stream: str) -> None:
+    """Move a trimmed stream's index entry on to its oldest entry, or drop both if empty."""
     oldest: Any = client.xrange(stream, "-", "+", count=1)
     if oldest:
         score = float(oldest[0][1].get("received_ms") or 0) / 1000
@@ -94,7 +105,6 @@ def _trim_one(client: redis.Redis, stream: str, *, cutoff_ms: float) -> int:
         # Nothing left: the key goes, and with it the index entry (a new fix adds both);
         # checked in one script so a fix stored meanwhile is not deleted with it.
         client.eval(_DROP_IF_EMPTY, 2, stream, keys.RETENTION_STREAMS)
-    return removed
 
 
 _DROP_IF_EMPTY = """

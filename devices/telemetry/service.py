@@ -8,8 +8,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from devices.elders import service as elders
+from devices.telemetry import tracks
+from devices.telemetry.archive import TrackArchive
 from devices.telemetry.schemas import (
     DeviceEventRead,
+    Fix,
     PositionRead,
     RejectedRead,
     TrackCollection,
@@ -23,10 +26,6 @@ from locator.core.schemas import LatLon, Page
 # A fix older than this is shown as stale: twice the 10-minute fast-reporting window is
 # long enough that "where she is now" must not be read from it.
 STALE_AFTER_S = 600
-MAX_TRACK_POINTS = 10_000
-# Bracelets upload fixes they buffered while out of coverage; look this far back in arrival
-# order for fixes whose own time falls in the window asked for.
-LATE_ARRIVAL_SLACK = timedelta(days=1)
 
 
 def _float(value: str | None) -> float | None:
@@ -70,6 +69,7 @@ async def track(
     since: datetime | None,
     until: datetime | None,
     clock: Clock,
+    archive: TrackArchive | None,
 ) -> TrackCollection:
     """The elder's fixes between two fix times, oldest first, as GeoJSON points."""
     await elders.authorize(redis, caller=caller, elder_id=elder_id, write=False)
@@ -78,46 +78,37 @@ async def track(
     since = _utc(since) if since else until - timedelta(hours=24)
     if since > until:
         raise Unprocessable(["since"], "must not be after until", where="query")
-    devices = store.texts(await redis.smembers(keys.elder_track_devices(elder_id)))
-    # Stream ids are milliseconds since 1970: an earlier `since` reads from the start.
-    start = str(
-        max(0, int(since.timestamp() * 1000) - int(LATE_ARRIVAL_SLACK.total_seconds() * 1000))
+    fixes = await tracks.read_track(
+        redis,
+        archive=archive,
+        elder_id=elder_id,
+        since=since.timestamp(),
+        until=until.timestamp(),
+        now=clock.time(),
     )
-    lo, hi = since.timestamp(), until.timestamp()
-    features: list[tuple[float, dict[str, Any]]] = []
-    for device_id in sorted(devices):
-        # Newest arrivals first, so a window with more fixes than the cap keeps its latest.
-        entries: list[tuple[str, dict[str, str]]] = await redis.xrevrange(  # type: ignore[assignment]
-            keys.track(elder_id, device_id), "+", start, count=MAX_TRACK_POINTS
-        )
-        for entry_id, fields in entries:
-            tst = float(fields["tst"])
-            if lo <= tst <= hi:
-                features.append((tst, _feature(entry_id, device_id, fields)))
-    features.sort(key=lambda item: item[0])
-    return TrackCollection(features=[f for _, f in features[-MAX_TRACK_POINTS:]])
+    return TrackCollection(features=[_feature(f) for f in fixes])
 
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _feature(entry_id: str, device_id: str, fields: dict[str, str]) -> dict[str, Any]:
+def _feature(fix: Fix) -> dict[str, Any]:
     return {
         "type": "Feature",
-        "id": entry_id,
-        "geometry": {"type": "Point", "coordinates": [float(fields["lon"]), float(fields["lat"])]},
+        "id": fix.entry_id,
+        "geometry": {"type": "Point", "coordinates": [fix.lon, fix.lat]},
         "properties": {
-            "device_id": device_id,
-            "tst": _epoch_iso(fields["tst"]),
-            "received_at": ms_to_iso(float(fields["received_ms"])),
-            "acc": _float(fields.get("acc")),
-            "src": fields.get("src"),
-            "speed_kmh": _float(fields.get("vel")),
-            "course": _float(fields.get("cog")),
-            "battery": int(fields["batt"]) if fields.get("batt") else None,
-            "alarm": fields.get("alarm") or None,
-            "flags": [f for f in fields.get("flags", "").split(",") if f],
+            "device_id": fix.device_id,
+            "tst": ms_to_iso(fix.tst * 1000),
+            "received_at": ms_to_iso(fix.received_ms),
+            "acc": fix.acc,
+            "src": fix.src,
+            "speed_kmh": fix.vel,
+            "course": fix.cog,
+            "battery": fix.batt,
+            "alarm": fix.alarm,
+            "flags": list(fix.flags),
         },
     }
 

@@ -6,6 +6,8 @@ state in one slot and a script touching one elder touches one slot.
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "hw:"
 
 
@@ -78,6 +80,15 @@ def device_state(elder_id: int, device_id: str) -> str:
 
 def track(elder_id: int, device_id: str) -> str:
     return f"hw:{elder_tag(elder_id)}:track:{device_id}"
+
+
+_TRACK = re.compile(r"^hw:\{e:(\d+)\}:track:(.+)$")
+
+
+def track_owner(key: str) -> tuple[int, str] | None:
+    """(elder_id, device_id) of a track key; None for any other key."""
+    match = _TRACK.match(key)
+    return (int(match.group(1)), match.group(2)) if match else None
 
 
 def last_position(elder_id: int) -> str:
@@ -205,6 +216,8 @@ DEVICES_VERSION = "hw:devices:version"  # bumped on every (un)registration: inge
 # Retention: each per-elder stream of fixes or events (track, events, transitions) by the
 # arrival time of its oldest entry, so the ticker's sweep reads only what is due, no SCAN.
 RETENTION_STREAMS = "hw:retention:streams"  # zset stream key -> oldest entry's epoch seconds
+# The track mover's place in RETENTION_STREAMS: the score up to which it has looked.
+ARCHIVE_MARK = "hw:archive:mark"
 
 
 def elder_track_devices(elder_id: int) -> str:

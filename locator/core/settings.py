@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     voice_after_s: int = Field(default=90, gt=0)
     offline_after_s: int = Field(default=1200, gt=0)
     track_retention_s: int = Field(default=2_592_000, gt=0)
+    # Tracks stay in Redis this long (72 h); older fixes move to ARCHIVE_URL when it is set.
+    track_hot_s: int = Field(default=259_200, gt=0)
+    # PostgreSQL for the cold tracks (devices/telemetry/archive.py); empty: Redis only, and
+    # the Redis window is TRACK_RETENTION_S.
+    archive_url: str | None = None
     # PIPL Art. 51/55: who read or changed her data is kept 3 years (devices/elders/access_log).
     access_log_retention_s: int = Field(default=94_608_000, gt=0)
     # Closed incidents keep names, places and message texts this long (180 days), then
@@ -112,6 +117,17 @@ class Settings(BaseSettings):
             raise ValueError("takes only ?protocol=5 or ?protocol=3.1.1")
         if not parts.hostname:
             raise ValueError("has no host (expected mqtt://HOST:PORT)")
+        _check_port(parts)
+        return value
+
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("must start with postgresql:// (a PostgreSQL connection URL)")
         _check_port(parts)
         return value
 
