@@ -110,6 +110,8 @@ def test_demo_prints_working_links_a_summary_and_stops_clean(tmp_path: Path) -> 
     assert not (data / "run.lock").exists()
     # The terminal is for people: no JSON log lines; the log file has them, with no secrets.
     assert not [line for line in text.splitlines() if line.startswith("{")], text
+    # Library warnings (urllib3's SOCKS probe...) go to the log file, not the terminal.
+    assert "warnings.warn(" not in text, text
     log = (data / "homeward.log").read_text()
     assert "embedded_redis_started" in log
     password = (data / "redis" / "password").read_text().strip()

@@ -100,6 +100,9 @@ def configure_logging(
         old.close()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+    # Library warnings (e.g. urllib3's DependencyWarning when requests probes for SOCKS
+    # support) become log lines like any other, not raw text on the demo's terminal.
+    logging.captureWarnings(True)
     # httpx logs every request at info: the demo and the Twilio client would drown the rest.
     for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
