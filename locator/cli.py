@@ -788,9 +788,9 @@ def bench_dispatch(
     registry: Annotated[
         bool, typer.Option("--registry", help="the running service's volunteers and elders")
     ] = False,
-    plot: Annotated[
-        Path | None, typer.Option(help="PNG of compliance vs density (needs matplotlib)")
-    ] = Path("docs/dispatch-compliance.png"),
+    plot: Annotated[Path | None, typer.Option(help="PNG of compliance vs density")] = Path(
+        "docs/dispatch-compliance.png"
+    ),
     no_plot: Annotated[bool, typer.Option("--no-plot", help="print the table only")] = False,
 ) -> None:
     """A month of alarms through the real dispatch ladder: 3/10 compliance per policy."""

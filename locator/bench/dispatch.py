@@ -356,15 +356,11 @@ def report(result: Result) -> str:
 
 def plot(result: Result, path: Path) -> Path:
     """Compliance against volunteers per km², one line per policy (needs matplotlib)."""
-    try:
-        import matplotlib
+    import matplotlib  # imported here: only this command needs it, and it is slow to load
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError(
-            "the plot needs matplotlib: pip install 'homeward[bench]' (or pass --no-plot)"
-        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (attr, limit, title) in zip(
         axes,
