@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from alerts import links
 from alerts.incidents import service as incidents
-from alerts.incidents.service import config_from
+from alerts.incidents.config import config_from
 from locator.core.auth import Principal, Role
 from locator.core.deps import ContextDep, SyncRedisDep
 from locator.core.errors import HomewardError

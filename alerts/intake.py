@@ -14,7 +14,8 @@ from typing import Any
 import redis
 
 from alerts.incidents import service as incidents
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents import storage
+from alerts.incidents.config import AlertsConfig
 from alerts.notify.channels import chain_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import attempt_id, enqueue
@@ -139,7 +140,7 @@ def on_transition(
             return "still_inside_another"
         return _open(client, cfg, entry_id, fields, "zone_exit")
     if kind == "zone_enter":
-        incident_id = incidents.open_incident_id(client, elder_id)
+        incident_id = storage.open_incident_id(client, elder_id)
         if incident_id is None:
             return "no_incident"
         if fields.get("zone_id") not in geofences.home_zone_ids(client, elder_id=elder_id):
@@ -154,7 +155,7 @@ def on_transition(
 def _join_if_open(
     client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str], trigger: str
 ) -> str | None:
-    incident_id = incidents.open_incident_id(client, int(fields["elder_id"]))
+    incident_id = storage.open_incident_id(client, int(fields["elder_id"]))
     if incident_id is None:
         return None
     incidents.join(

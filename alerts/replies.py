@@ -15,8 +15,9 @@ from typing import Any
 import redis
 
 from alerts import escalation
+from alerts.incidents import reads, storage
 from alerts.incidents import service as incidents
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents.config import AlertsConfig
 from alerts.notify.messages import drill_prefix, parse_reply, reply
 from alerts.notify.outbox import fall_back, read_attempt
 from locator.core import keys
@@ -50,7 +51,7 @@ def _open_alerts(client: redis.Redis, volunteer_id: int, action: str) -> dict[st
         incident_id = int(str(raw))
         if client.zscore(keys.INCIDENTS_OPEN, incident_id) is None:
             continue
-        snap = incidents.load(client, incident_id)
+        snap = storage.load(client, incident_id)
         state = snap.responders.get(volunteer_id, {}).get("state")
         if state in allowed or (action == "accept" and state in escalation.ENGAGED):
             out[snap.fields["code"]] = incident_id
@@ -62,7 +63,7 @@ def _guardian_incidents(client: redis.Redis, phone: str) -> dict[str, tuple[int,
     out: dict[str, tuple[int, int, int]] = {}
     for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
         incident_id = int(str(raw))
-        elder_id = incidents.elder_of(client, incident_id)
+        elder_id = storage.elder_of(client, incident_id)
         doc = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
         phones = [g.get("phone") for g in doc.get("guardians", [])]
         if phone in phones:
@@ -180,7 +181,7 @@ def voice_answer(
         return "gone", reply("voice_gone", cfg.locale, {})
     incident_id = int(doc["incident_id"])
     kind, _, ident = doc["recipient"].partition(":")
-    snap = incidents.load(client, incident_id)
+    snap = storage.load(client, incident_id)
     if snap.status not in escalation.ACTIVE or kind != "volunteer":
         return "gone", reply("voice_gone", cfg.locale, {})
     caller = Principal(role=Role.VOLUNTEER, subject=ident)
@@ -212,7 +213,7 @@ def script(client: redis.Redis, cfg: AlertsConfig, *, attempt: str) -> str:
     doc = read_attempt(client, attempt)
     if not doc or not doc.get("incident_id"):
         return reply("voice_gone", cfg.locale, {})
-    return incidents.voice_script(client, cfg, incident_id=int(doc["incident_id"]))
+    return reads.voice_script(client, cfg, incident_id=int(doc["incident_id"]))
 
 
 def status_callback(

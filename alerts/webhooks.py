@@ -21,7 +21,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from alerts import replies
-from alerts.incidents.service import AlertsConfig, config_from
+from alerts.incidents.config import AlertsConfig, config_from
 from locator.core.deps import ContextDep, SyncRedisDep
 from locator.core.errors import Forbidden, HomewardError
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 
 from alerts import intake, links
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents.config import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer

@@ -20,7 +20,7 @@ from typing import Annotated
 import redis
 import typer
 
-from alerts.incidents.service import config_from
+from alerts.incidents.config import config_from
 from locator import embedded, processes
 from locator.core import keys
 from locator.core.auth import Principal, Role, create_token, revoke_token

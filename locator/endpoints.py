@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import BaseModel, Field
 
-from alerts.incidents.service import config_from
+from alerts.incidents.config import config_from
 from devices import importer
 from locator import flows
 from locator.core import auth, store

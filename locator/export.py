@@ -16,7 +16,7 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from alerts.incidents import service as incidents
+from alerts.incidents import reads, storage
 from alerts.notify import endpoints as notify
 from devices.elders import access_log
 from devices.elders import service as elders
@@ -50,14 +50,14 @@ def _incidents(client: redis.Redis, *, caller: Principal, elder_id: int) -> list
     ids: list[int] = []
     cursor: str | None = None
     while True:
-        page, cursor = incidents.list_ids(
+        page, cursor = reads.list_ids(
             client, caller=caller, status="all", cursor=cursor, limit=200, elder_id=elder_id
         )
         ids += page
         if cursor is None:
             break
     return [
-        incidents.read(client, incidents.load(client, i), caller=caller).model_dump(mode="json")
+        reads.read(client, storage.load(client, i), caller=caller).model_dump(mode="json")
         for i in ids
     ]
 

@@ -8,7 +8,8 @@ import redis
 import redis.asyncio as aioredis
 
 from alerts.incidents import erasure as incident_erasure
-from alerts.incidents.service import AlertsConfig, actor_of
+from alerts.incidents.config import AlertsConfig
+from alerts.incidents.service import actor_of
 from alerts.responders import service as responders
 from devices.elders import access_log
 from devices.elders import service as elders

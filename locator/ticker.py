@@ -13,9 +13,8 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter
 
-from alerts.incidents import drill_runs
-from alerts.incidents import service as incidents
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents import drill_runs, paging
+from alerts.incidents.config import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
 from devices.telemetry import archive as track_archive
@@ -61,7 +60,7 @@ class Ticker:
             "deliver": lambda job, now: outbox.requeue(client, job.args[0]),
         }
         if alerts is not None:
-            self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
+            self.handlers["sla"] = lambda job, now: paging.run_step(client, alerts, job)
             self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
         self._retention = retention_policy
         if retention_policy is not None:

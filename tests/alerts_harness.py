@@ -11,8 +11,8 @@ import redis
 
 from alerts import intake
 from alerts.escalation import Policy
-from alerts.incidents import service as incidents
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents import storage
+from alerts.incidents.config import AlertsConfig
 from alerts.notify.channels import LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
 from geofences.geometry import LocalFrame
@@ -213,7 +213,7 @@ def ensure_groups(client: redis.Redis) -> None:
 
 
 def attempts(client: redis.Redis, incident_id: int) -> dict[str, dict[str, str]]:
-    snap = incidents.load(client, incident_id)
+    snap = storage.load(client, incident_id)
     ids = client.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
     return {str(a): client.hgetall(keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
 

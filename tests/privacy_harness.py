@@ -7,7 +7,7 @@ import json
 
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from devices.ingest.pipeline import Message, UplinkStore
 from locator.core.clock import ManualClock
 from tests.alerts_harness import LAT, LON, config, consume, exit_event, north
@@ -41,6 +41,6 @@ def walk(
 def open_incident(client: redis.Redis, elder_id: int, clock: ManualClock) -> int:
     exit_event(client, elder_id, clock)
     assert consume(client, config(clock)) == 1
-    incident_id = incidents.open_incident_id(client, elder_id)
+    incident_id = storage.open_incident_id(client, elder_id)
     assert incident_id is not None
     return incident_id

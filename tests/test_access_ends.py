@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.app import create_app
 from locator.core.clock import ManualClock
 from locator.core.settings import load_settings
@@ -31,7 +31,7 @@ def client(alerts_client: redis.Redis) -> redis.Redis:
 def _open(client: redis.Redis, d: District, clock: ManualClock) -> int:
     exit_event(client, d.elder_id, clock)
     assert consume(client, config(clock)) == 1
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
     return incident_id
 

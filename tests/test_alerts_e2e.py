@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.alerts_loop import EVENTS_TOPIC, start_workers
 from locator.app import create_app
 from locator.core import keys
@@ -97,7 +97,7 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
                 {"_type": "location", **north(metres), "tst": clock.time(), "acc": 10},
             )
             ingest.wait_processed(published)
-        assert incidents.open_incident_id(client, d.elder_id) is None  # one fix confirms nothing
+        assert storage.open_incident_id(client, d.elder_id) is None  # one fix confirms nothing
         clock.advance(15)
         started = time.monotonic()
         bracelet.send(
@@ -111,11 +111,11 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         wait_for(lambda: pair <= {t for t, _ in pages.messages}, timeout=5)
         latency = time.monotonic() - started
         assert latency < 1.0, f"paired volunteers paged {latency:.2f} s after the fix"
-        incident_id = incidents.open_incident_id(client, d.elder_id)
+        incident_id = storage.open_incident_id(client, d.elder_id)
         assert incident_id is not None
 
         def guardians_sent() -> bool:
-            found = incidents.load(client, incident_id)
+            found = storage.load(client, incident_id)
             ids = client.zrange(keys.incident_attempts(found.elder_id, incident_id), 0, -1)
             docs = [client.hgetall(keys.attempt(str(a))) for a in ids]
             return {
@@ -190,7 +190,7 @@ async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
 
     walk(0, 0, 300, 320)
     wait_for(lambda: {topic("pair1"), topic("near200")} <= paged("alert"), timeout=5)
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
     url = f"/api/v1/incidents/{incident_id}"
     # A decline pages the next nearest at once.
@@ -223,7 +223,7 @@ async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
     assert (await api.http.get(url, headers=staff)).json()["status"] == "on_site"
     r = await api.http.post(f"{url}/resolve", json={"outcome": "found_safe"}, headers=staff)
     assert r.json()["status"] == "resolved"
-    assert incidents.open_incident_id(client, d.elder_id) is None
+    assert storage.open_incident_id(client, d.elder_id) is None
     # Later the family reports her missing again: one new incident, paged afresh.
     pages.messages.clear()
     r = await api.http.post(
@@ -326,13 +326,13 @@ async def test_pause_silences_zone_alarms_but_not_sos(
         ingest.wait_processed(n)
     # Paused: the engine announced no exit, so there is nothing for alerts to act on.
     assert client.xlen(keys.elder_transitions(d.elder_id)) == 0
-    assert incidents.open_incident_id(client, d.elder_id) is None
+    assert storage.open_incident_id(client, d.elder_id) is None
     clock.advance(15)
     bracelet.send(
         "homeward/devices/b-1/up",
         {"_type": "location", **north(700), "tst": clock.time(), "acc": 10, "alarm": "sos"},
     )
-    wait_for(lambda: incidents.open_incident_id(client, d.elder_id) is not None, timeout=5)
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    wait_for(lambda: storage.open_incident_id(client, d.elder_id) is not None, timeout=5)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
-    assert incidents.load(client, incident_id).fields["trigger"] == "sos"
+    assert storage.load(client, incident_id).fields["trigger"] == "sos"

@@ -12,8 +12,7 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import drills
-from alerts.incidents import service as incidents
+from alerts.incidents import drills, storage
 from alerts.notify import messages
 from locator import watchdog
 from locator.core import keys
@@ -54,7 +53,7 @@ async def test_drill_ladder_then_a_real_exit_opens_a_real_incident(api: Api, sta
     assert drill["drill"] is True and drill["drill_announced"] is True
     drill_id = drill["id"]
     # Her open-incident pointer stays free: a real alarm must not join the drill.
-    assert incidents.open_incident_id(stack.client, d.elder_id) is None
+    assert storage.open_incident_id(stack.client, d.elder_id) is None
     assert drills.drill_id(stack.client, d.elder_id) == drill_id
     wait_for(
         lambda: bool(sms_to(stack, phones["pair1"])) and bool(sms_to(stack, phones["near200"]))
@@ -78,15 +77,15 @@ async def test_drill_ladder_then_a_real_exit_opens_a_real_incident(api: Api, sta
     stack.clock.advance(45)
     reply = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "1"})
     assert reply.status_code == 200 and "<Message>【演练】" in reply.text, reply.text
-    assert incidents.load(stack.client, drill_id).status == "acknowledged"
+    assert storage.load(stack.client, drill_id).status == "acknowledged"
 
     # A real exit during the drill: a real incident opens at once, its texts unmarked.
     before = len(stack.twilio.messages())
     exit_event(stack.client, d.elder_id, stack.clock)
-    wait_for(lambda: incidents.open_incident_id(stack.client, d.elder_id) is not None)
-    real_id = incidents.open_incident_id(stack.client, d.elder_id)
+    wait_for(lambda: storage.open_incident_id(stack.client, d.elder_id) is not None)
+    real_id = storage.open_incident_id(stack.client, d.elder_id)
     assert real_id is not None and real_id != drill_id
-    real_code = incidents.load(stack.client, real_id).fields["code"]
+    real_code = storage.load(stack.client, real_id).fields["code"]
     wait_for(lambda: any(real_code in m["Body"] for m in sms_to(stack, phones["pair2"])))
     real_texts = [
         m.form["Body"] for m in stack.twilio.messages()[before:] if real_code in m.form["Body"]
@@ -96,7 +95,7 @@ async def test_drill_ladder_then_a_real_exit_opens_a_real_incident(api: Api, sta
     # The family is paged for the real one, as always.
     wait_for(lambda: any("走失" in m["Body"] for m in sms_to(stack, SON)))
     # The drill runs on untouched.
-    still = incidents.load(stack.client, drill_id)
+    still = storage.load(stack.client, drill_id)
     assert still.status == "acknowledged" and drills.drill_id(stack.client, d.elder_id) == drill_id
 
     # The report keeps them apart; the drill's shows who answered and how fast.
@@ -191,10 +190,10 @@ async def test_scheduled_drill_fires_at_its_time(
     assert ran == [("drill", "opened")]
     drill_id = drills.drill_id(alerts_client, d.elder_id)
     assert drill_id is not None
-    snap = incidents.load(alerts_client, drill_id)
+    snap = storage.load(alerts_client, drill_id)
     assert snap.drill and snap.t0 == clock.time() and snap.status == "open"
     assert float(snap.fields["drill_scheduled_for"]) == start.timestamp()
-    assert incidents.open_incident_id(alerts_client, d.elder_id) is None
+    assert storage.open_incident_id(alerts_client, d.elder_id) is None
     # Its ladder runs on the same timers: the voice step is the drill's own.
     clock.advance(90)
     steps = [(j.kind, result) for j, result in ticker.run_once()]
@@ -246,4 +245,4 @@ async def test_erasing_her_cancels_her_drill_too(api: Api, alerts_client: redis.
     gone = await api.http.delete(f"/api/v1/elders/{d.elder_id}", headers=api.auth("guardian_a"))
     assert gone.status_code == 204, gone.text
     assert drills.drill_id(alerts_client, d.elder_id) is None
-    assert incidents.load(alerts_client, drill_id).status == "cancelled"
+    assert storage.load(alerts_client, drill_id).status == "cancelled"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from geofences.geometry import LocalFrame
 from locator.core import keys
 from locator.core.clock import ManualClock
@@ -219,8 +219,8 @@ async def test_erasure_leaves_nothing_of_her_in_redis(
     finally:
         bracelet.close()
         ingest.close()
-    wait_for(lambda: incidents.open_incident_id(client, eid) is not None)
-    incident_id = incidents.open_incident_id(client, eid)
+    wait_for(lambda: storage.open_incident_id(client, eid) is not None)
+    incident_id = storage.open_incident_id(client, eid)
     assert incident_id is not None
     r = await api.http.post(
         "/api/v1/incidents",
@@ -235,7 +235,7 @@ async def test_erasure_leaves_nothing_of_her_in_redis(
     wait_for(lambda: any(NAME in b for b in sms_to(GUARDIAN_PHONES[0])))
     wait_for(lambda: any(NAME in b for b in sms_to("+8613900000001")))
     wait_for(lambda: any("电量" in b or "%" in b for b in sms_to(GUARDIAN_PHONES[1])))
-    code_of = incidents.load(client, incident_id).fields["code"]
+    code_of = storage.load(client, incident_id).fields["code"]
 
     needles = {**TEXTS, "photo": base64.b64encode(photo()).decode()[:40]}
     needles["photo marker"] = PHOTO_MARKER.decode()

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district, config, consume, exit_event
 from tests.conftest import Api
@@ -29,7 +29,7 @@ async def test_the_export_holds_every_part_of_her_data_and_is_itself_logged(
     sms = config(clock, channels=frozenset({"sms", "voice", "mqtt", "log"}))
     exit_event(client, e, clock)
     assert consume(client, sms) == 2
-    incident_id = incidents.open_incident_id(client, e)
+    incident_id = storage.open_incident_id(client, e)
     assert incident_id is not None
 
     r = await api.http.get(f"/api/v1/elders/{e}/export", headers=api.auth("guardian_a"))

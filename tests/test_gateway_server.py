@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from devices.gateway import gt06, h02, jt808, watch
 from devices.gateway.common import Command, Jt808Header, Packet, Reply
 from devices.gateway.framing import StreamFramer, crc16_x25
@@ -281,12 +281,12 @@ async def test_a_gt06_bracelet_walks_out_of_her_zone_and_an_incident_opens(
         assert position.status_code == 200
         assert position.json()["src"] == "gps" and position.json()["acc"] == 10
         assert abs(position.json()["lat"] - at(300)[0]) < 1e-5
-        assert incidents.open_incident_id(pipeline.client, elder_id) is None  # one fix: no
+        assert storage.open_incident_id(pipeline.client, elder_id) is None  # one fix: no
         clock.advance(15)
         bracelet.send(gt06_fix(clock.time(), *at(320), serial=5))
-        wait_for(lambda: incidents.open_incident_id(pipeline.client, elder_id) is not None)
-        incident = incidents.load(
-            pipeline.client, incidents.open_incident_id(pipeline.client, elder_id) or 0
+        wait_for(lambda: storage.open_incident_id(pipeline.client, elder_id) is not None)
+        incident = storage.load(
+            pipeline.client, storage.open_incident_id(pipeline.client, elder_id) or 0
         )
         assert incident.fields["trigger"] == "zone_exit"
         # Adaptive reporting reached the bracelet in GT06: DWXX# and TIMER,15#.
@@ -311,9 +311,9 @@ async def test_a_watch_pressing_sos_opens_an_incident_at_once(
         ack = bracelet.receive()
         assert isinstance(ack.header, watch.WatchHeader) and ack.header.kind == "AL"
         # The ack came after the broker took the uplink: the alarm is on its way already.
-        wait_for(lambda: incidents.open_incident_id(pipeline.client, elder_id) is not None)
-        incident = incidents.load(
-            pipeline.client, incidents.open_incident_id(pipeline.client, elder_id) or 0
+        wait_for(lambda: storage.open_incident_id(pipeline.client, elder_id) is not None)
+        incident = storage.load(
+            pipeline.client, storage.open_incident_id(pipeline.client, elder_id) or 0
         )
         assert incident.fields["trigger"] == "sos"
         state = pipeline.client.hgetall(keys.device_state(elder_id, WATCH_ID))

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from alerts.escalation import Policy
+from alerts.incidents import paging, reads, storage
 from alerts.incidents import service as incidents
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
@@ -45,7 +46,7 @@ def open_by_exit(
     cfg = config(clock, channels=channels) if channels else config(clock)
     exit_event(client, d.elder_id, clock)
     assert consume(client, cfg) == 1
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
     return incident_id
 
@@ -87,13 +88,11 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
     assert client.zcard(keys.INCIDENTS) == 1
     timeline = [
         e["type"]
-        for e in incidents.read(
-            client, incidents.load(client, incident_id), caller=_staff()
-        ).timeline
+        for e in reads.read(client, storage.load(client, incident_id), caller=_staff()).timeline
     ]
     assert timeline == ["opened", "notified", "alarm", "alarm"]
     # A redelivered entry (crash before ack) joins once only.
-    snap = incidents.load(client, incident_id)
+    snap = storage.load(client, incident_id)
     entry = client.xrange(keys.DEVICE_EVENTS)[-1]
     assert (
         incidents.join(
@@ -108,7 +107,7 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
         )
         == "seen"
     )
-    assert incidents.load(client, incident_id).version == snap.version
+    assert storage.load(client, incident_id).version == snap.version
 
 
 def _staff():  # type: ignore[no-untyped-def]
@@ -144,7 +143,7 @@ async def test_the_ladder_voice_then_team_and_dispatcher_at_the_deadline_not_bef
         f"volunteer:{d.vid('member')}",
         f"dispatcher:{d.dispatcher_id}",
     }
-    incident = incidents.load(client, incident_id)
+    incident = storage.load(client, incident_id)
     assert incident.fields["respond_breached"] == "1"
     # The team member accepts late: the lead is told "covered, stand by"...
     incidents.answer(
@@ -160,7 +159,7 @@ async def test_the_ladder_voice_then_team_and_dispatcher_at_the_deadline_not_bef
     onsite = paged(client, incident_id, "onsite")
     assert f"volunteer:{d.vid('far2000')}" in onsite and f"volunteer:{d.vid('near900')}" in onsite
     assert f"volunteer:{d.vid('lead')}" in onsite
-    assert incidents.load(client, incident_id).fields["onsite_breached"] == "1"
+    assert storage.load(client, incident_id).fields["onsite_breached"] == "1"
     # ...and still called at the on-site deadline, standing by or not.
     lead_call = next(
         a
@@ -242,7 +241,7 @@ async def test_location_puts_an_accepted_volunteer_on_site_and_resolve_closes(
     clock.advance(60)
     r = await api.http.post(loc, json={**north(420), "acc": 10}, headers=d.auth("near600"))
     assert r.status_code == 200
-    assert incidents.load(client, incident_id).status == "acknowledged"  # 120 m > 100 + 10
+    assert storage.load(client, incident_id).status == "acknowledged"  # 120 m > 100 + 10
     clock.advance(60)
     r = await api.http.post(loc, json={**north(380), "acc": 10}, headers=d.auth("near600"))
     incident = (await api.http.get(url, headers=api.auth("dispatcher"))).json()
@@ -258,7 +257,7 @@ async def test_location_puts_an_accepted_volunteer_on_site_and_resolve_closes(
     )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "resolved" and r.json()["outcome"] == "found_safe"
-    assert incidents.open_incident_id(client, d.elder_id) is None
+    assert storage.open_incident_id(client, d.elder_id) is None
     assert f"volunteer:{vid}" in paged(client, incident_id, "resolved")
     again = await api.http.post(
         f"{url}/resolve", json={"outcome": "other"}, headers=api.auth("dispatcher")
@@ -268,7 +267,7 @@ async def test_location_puts_an_accepted_volunteer_on_site_and_resolve_closes(
     # The next alarm opens a new incident.
     exit_event(client, d.elder_id, clock)
     consume(client, config(clock))
-    assert incidents.open_incident_id(client, d.elder_id) not in (None, incident_id)
+    assert storage.open_incident_id(client, d.elder_id) not in (None, incident_id)
 
 
 async def test_manual_report_and_roles(api: Api, client: redis.Redis, clock: ManualClock) -> None:
@@ -332,7 +331,7 @@ async def test_returned_home_stands_everyone_down(
     clock.advance(120)
     exit_event(client, d.elder_id, clock, metres=50, kind="zone_enter", zone_id=str(zone_id))
     consume(client, config(clock))
-    incident = incidents.read(client, incidents.load(client, incident_id), caller=_staff())
+    incident = reads.read(client, storage.load(client, incident_id), caller=_staff())
     assert incident.suggested_outcome == "returned_home"
     assert incident.next_step is None
     assert len(paged(client, incident_id, "returned_home")) == 5 + 2
@@ -352,17 +351,17 @@ async def test_returned_home_stands_everyone_down(
         source=str(exit_source),
     )
     assert (again_id, opened) == (incident_id, False)
-    assert incidents.load(client, incident_id).status == "open"
+    assert storage.load(client, incident_id).status == "open"
     # She leaves again (or presses SOS): the quiet incident closes, a fresh ladder pages.
     clock.advance(600)
     device_event(client, d.elder_id, clock, "sos")
     consume(client, config(clock))
-    closed = incidents.load(client, incident_id)
+    closed = storage.load(client, incident_id)
     assert closed.status == "resolved" and closed.fields.get("outcome") == "returned_home"
-    again = incidents.open_incident_id(client, d.elder_id)
+    again = storage.open_incident_id(client, d.elder_id)
     assert again is not None and again != incident_id
     assert f"volunteer:{d.vid('pair1')}" in paged(client, again, "t0")
-    assert incidents.load(client, again).fields.get("trigger") == "sos"
+    assert storage.load(client, again).fields.get("trigger") == "sos"
 
 
 async def test_family_first_notices_are_not_incidents(
@@ -409,9 +408,9 @@ async def test_family_first_notices_are_not_incidents(
     )
     device_event(client, d.elder_id, clock, "device_offline", metres=400)
     consume(client, cfg)
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
-    assert incidents.load(client, incident_id).fields["trigger"] == "device_offline"
+    assert storage.load(client, incident_id).fields["trigger"] == "device_offline"
 
 
 async def test_a_running_incident_keeps_its_policy_snapshot(
@@ -435,7 +434,7 @@ async def test_a_running_incident_keeps_its_policy_snapshot(
         outcome="other",
     )
     second = open_by_exit(client, d, clock)
-    assert json.loads(incidents.load(client, second).fields["policy"])["respond_s"] == 60
+    assert json.loads(storage.load(client, second).fields["policy"])["respond_s"] == 60
 
 
 async def test_two_tickers_and_a_killed_ticker_never_double_or_skip_a_step(
@@ -443,7 +442,7 @@ async def test_two_tickers_and_a_killed_ticker_never_double_or_skip_a_step(
 ) -> None:
     d = await build_district(api)
     incident_id = open_by_exit(client, d, clock)
-    job_id = incidents.sla_job(d.elder_id, incident_id)
+    job_id = storage.sla_job(d.elder_id, incident_id)
     clock.advance(90)
     # A ticker claims the voice step and dies before running it.
     [claimed] = TimerQueue(client).claim(now=clock.time())
@@ -467,17 +466,17 @@ async def test_two_tickers_and_a_killed_ticker_never_double_or_skip_a_step(
     assert sorted(results[0] + results[1]) == ["voice"]
     # The dead ticker comes back and runs its stale claim: dropped, nobody paged twice.
     voice_pages = paged(client, incident_id, "voice")
-    assert incidents.run_step(client, config(clock), claimed) == "stale"
+    assert paging.run_step(client, config(clock), claimed) == "stale"
     assert paged(client, incident_id, "voice") == voice_pages
     # The respond step was scheduled once, at its own deadline.
-    assert timers.due_at(client, job_id) == incidents.load(client, incident_id).t0 + 180
+    assert timers.due_at(client, job_id) == storage.load(client, incident_id).t0 + 180
     # Killed after the commit but before completing the job: the step is not run again.
     clock.advance(180)
     [respond] = TimerQueue(client).claim(now=clock.time())
-    assert incidents.run_step(client, config(clock), respond) == "respond"
+    assert paging.run_step(client, config(clock), respond) == "respond"
     clock.advance(timers.LEASE_S + 1)
     assert [r for _, r in ticks[0].run_once()] == []  # the job now waits for the on-site step
-    timeline = incidents.read(client, incidents.load(client, incident_id), caller=_staff()).timeline
+    timeline = reads.read(client, storage.load(client, incident_id), caller=_staff()).timeline
     assert [e["step"] for e in timeline if e["type"] == "step"] == ["voice", "respond"]
 
 

@@ -23,7 +23,7 @@ import pytest
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from alerts.notify.outbox import read_attempt
 from locator.core import keys
 from locator.core.mqtt import address
@@ -201,8 +201,8 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
             return [f["kind"] for _, f in client.xrange(keys.elder_transitions(elder_id))]
 
         wait_for(lambda: "zone_exit" in kinds(walker), timeout=10)
-        wait_for(lambda: incidents.open_incident_id(client, walker) is not None, timeout=10)
-        incident_id = incidents.open_incident_id(client, walker)
+        wait_for(lambda: storage.open_incident_id(client, walker) is not None, timeout=10)
+        incident_id = storage.open_incident_id(client, walker)
         assert incident_id is not None
 
         def steps() -> list[str]:
@@ -221,7 +221,7 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
         # Exactly one exit; nothing for the neighbour who stayed in (one jump, shuffled noise).
         assert kinds(walker) == ["zone_exit"]
         assert kinds(stayer) == []
-        assert incidents.open_incident_id(client, stayer) is None
+        assert storage.open_incident_id(client, stayer) is None
         # Every distinct fix stored once: duplicates and redeliveries after the kill are not.
         assert client.xlen(track["w-walker"]) == sent["w-walker"] == 29
         assert client.xlen(track["w-stayer"]) == sent["w-stayer"] == 27

@@ -30,8 +30,8 @@ import redis
 import redis.asyncio as aioredis
 
 from alerts import links
-from alerts.incidents import service as incidents
-from alerts.incidents.service import config_from
+from alerts.incidents import storage
+from alerts.incidents.config import config_from
 from devices.registry import gateway as gateway_state
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
@@ -297,8 +297,8 @@ def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_se
             fix = {"_type": "location", **north(metres), "tst": site.clock.time(), "acc": 10}
             bracelet.send("homeward/devices/b-1/up", {**fix, "batt": 80})
             ingest.wait_processed(n)
-        wait_for(lambda: incidents.open_incident_id(site.client, elder_id) is not None)
-        incident_id = incidents.open_incident_id(site.client, elder_id)
+        wait_for(lambda: storage.open_incident_id(site.client, elder_id) is not None)
+        incident_id = storage.open_incident_id(site.client, elder_id)
         assert incident_id is not None
 
         # The SMS the first paired volunteer got carries the signed link.
@@ -337,16 +337,16 @@ def test_family_registers_bracelet_walks_out_volunteer_accepts_on_site_family_se
         # Opening the link (twice: a link scanner) accepted nothing.
         vpage.reload()
         vpage.wait_for_selector("#answer:not(.hidden)")
-        snap = incidents.load(site.client, incident_id)
+        snap = storage.load(site.client, incident_id)
         assert snap.status == "open" and snap.responders[vids[0]]["state"] == "notified"
         shot(vpage, "volunteer-page")
 
         vpage.click("#accept")
         vpage.wait_for_selector("body[data-responder=accepted]")
-        assert incidents.load(site.client, incident_id).status == "acknowledged"
+        assert storage.load(site.client, incident_id).status == "acknowledged"
         vpage.click("#share")
         vpage.wait_for_selector("body[data-responder=arrived]", timeout=15000)
-        snap = incidents.load(site.client, incident_id)
+        snap = storage.load(site.client, incident_id)
         assert snap.status == "on_site" and snap.responders[vids[0]]["state"] == "arrived"
         no_overlap(vpage, ["#share", "#found", "#withdraw"])
         vpage.evaluate("window.scrollTo(0, 0)")
@@ -646,7 +646,7 @@ def test_volunteers_decline_and_withdraw_from_the_page_and_set_quiet_hours(
         return found
 
     def state(vid: int) -> str:
-        return str(incidents.load(site.client, incident_id).responders[vid]["state"])
+        return str(storage.load(site.client, incident_id).responders[vid]["state"])
 
     context = browser.new_context(viewport=PHONE, locale="zh-CN")
     first = context.new_page()
@@ -666,7 +666,7 @@ def test_volunteers_decline_and_withdraw_from_the_page_and_set_quiet_hours(
     second.click("#confirm-yes")
     second.wait_for_selector("body[data-responder=withdrawn]")
     assert state(vids[1]) == "withdrawn"
-    assert incidents.load(site.client, incident_id).status == "open"  # nobody is coming now
+    assert storage.load(site.client, incident_id).status == "open"  # nobody is coming now
     # Quiet hours, saved from the same page.
     second.fill("#quiet-start", "22:00")
     second.fill("#quiet-end", "06:30")

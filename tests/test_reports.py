@@ -13,6 +13,7 @@ import redis
 
 from alerts import search_area
 from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
@@ -104,7 +105,7 @@ async def test_search_area_is_live_while_reporting_then_rings(
         )
     exit_event(client, d.elder_id, clock)
     consume(client, config(clock))
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     url = f"/api/v1/incidents/{incident_id}/search-area"
     live = (await api.http.get(url, headers=api.auth("dispatcher"))).json()
     assert live["properties"]["mode"] == "live"
@@ -192,7 +193,7 @@ async def seed(api: Api, client: redis.Redis, clock: ManualClock) -> dict[str, i
     # A: exit at 08:00:00; pair1 accepts by SMS at +60 s, arrives at +300 s, resolved +900 s.
     exit_event(client, d.elder_id, clock)
     consume(client, cfg)
-    a = incidents.open_incident_id(client, d.elder_id)
+    a = storage.open_incident_id(client, d.elder_id)
     assert a is not None
     clock.advance(20)
     _answer(client, clock, a, d.vid("near200"), "decline")
@@ -209,7 +210,7 @@ async def seed(api: Api, client: redis.Redis, clock: ManualClock) -> dict[str, i
     clock.advance(3600 - 900)
     device_event(client, d.elder_id, clock, "sos", metres=500)
     consume(client, cfg)
-    b = incidents.open_incident_id(client, d.elder_id)
+    b = storage.open_incident_id(client, d.elder_id)
     assert b is not None
     tick = Ticker(client, clock=clock, offline_after_s=1200, alerts=cfg)
     clock.advance(180)
@@ -239,7 +240,7 @@ async def seed(api: Api, client: redis.Redis, clock: ManualClock) -> dict[str, i
     clock.advance(3600 - 60)
     exit_event(client, d.elder_id, clock, metres=330)
     consume(client, cfg)
-    dd = incidents.open_incident_id(client, d.elder_id)
+    dd = storage.open_incident_id(client, d.elder_id)
     assert dd is not None
     clock.advance(30)
     return {"A": a, "B": b, "C": c, "D": dd, **{f"v:{k}": v for k, v in d.volunteers.items()}}
@@ -380,7 +381,7 @@ async def test_handoff_page_has_every_field(
     )
     exit_event(client, d.elder_id, clock)
     consume(client, config(clock))
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     url = f"/api/v1/incidents/{incident_id}/handoff"
     r = await api.http.get(url, headers=api.auth("dispatcher"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -484,7 +485,7 @@ async def test_back_home_before_any_accept_is_no_breach_and_nobody_failed_to_ans
     cfg = config(clock)
     exit_event(client, d.elder_id, clock)
     consume(client, cfg)
-    incident_id = incidents.open_incident_id(client, d.elder_id)
+    incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
     zone_id = next(iter(client.hkeys(keys.zones(d.elder_id))))  # type: ignore[call-overload]
     clock.advance(60)  # home after a minute: everyone stands down

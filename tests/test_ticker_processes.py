@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator import processes
 from locator.core import keys
 from locator.core.clock import SystemClock
@@ -51,8 +51,8 @@ async def test_two_tickers_one_killed_run_every_step_once(
                 lambda dd=data_dir: processes.read_heartbeat(dd, "alerts") is not None, timeout=20
             )
         exit_event(client, d.elder_id, SystemClock())  # type: ignore[arg-type]
-        wait_for(lambda: incidents.open_incident_id(client, d.elder_id) is not None, timeout=10)
-        incident_id = incidents.open_incident_id(client, d.elder_id)
+        wait_for(lambda: storage.open_incident_id(client, d.elder_id) is not None, timeout=10)
+        incident_id = storage.open_incident_id(client, d.elder_id)
         assert incident_id is not None
         t0 = float(client.hget(keys.incident(d.elder_id, incident_id), "t0") or 0)
 

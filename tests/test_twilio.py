@@ -22,8 +22,8 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
-from alerts.incidents.service import config_from
+from alerts.incidents import storage
+from alerts.incidents.config import config_from
 from alerts.notify import webpush
 from locator.alerts_loop import start_workers
 from locator.app import create_app
@@ -65,7 +65,7 @@ class Stack:
         return httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
 
     def attempts(self, incident_id: int) -> dict[str, dict[str, str]]:
-        snap = incidents.load(self.client, incident_id)
+        snap = storage.load(self.client, incident_id)
         ids = self.client.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
         return {str(a): self.client.hgetall(keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
 
@@ -140,8 +140,8 @@ async def people_phones(api: Api, d: District) -> dict[str, str]:
 
 def open_incident(stack: Stack, d: District) -> int:
     exit_event(stack.client, d.elder_id, stack.clock)
-    wait_for(lambda: incidents.open_incident_id(stack.client, d.elder_id) is not None)
-    incident_id = incidents.open_incident_id(stack.client, d.elder_id)
+    wait_for(lambda: storage.open_incident_id(stack.client, d.elder_id) is not None)
+    incident_id = storage.open_incident_id(stack.client, d.elder_id)
     assert incident_id is not None
     return incident_id
 
@@ -158,7 +158,7 @@ async def test_sms_to_both_paired_volunteers_and_accept_by_reply(api: Api, stack
     wait_for(lambda: bool(sms_to(stack, phones["pair1"])) and bool(sms_to(stack, phones["pair2"])))
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"the SMS reached the provider {elapsed:.2f} s after the exit"
-    code = incidents.load(stack.client, incident_id).fields["code"]
+    code = storage.load(stack.client, incident_id).fields["code"]
     [sms] = sms_to(stack, phones["pair1"])
     # What Twilio received: the real client's form body.
     assert sms["From"] == FROM
@@ -179,7 +179,7 @@ async def test_sms_to_both_paired_volunteers_and_accept_by_reply(api: Api, stack
     # Accept by replying "1" (one open alert: no code needed).
     r = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "1"})
     assert r.status_code == 200 and "<Message>" in r.text and code in r.text
-    incident = incidents.load(stack.client, incident_id)
+    incident = storage.load(stack.client, incident_id)
     assert incident.status == "acknowledged"
     timeline = [
         json.loads(e)
@@ -212,30 +212,30 @@ async def test_several_alerts_need_the_code(api: Api, stack: Stack) -> None:
         headers=api.auth("admin"),
     )
     exit_event(stack.client, other_id, stack.clock)
-    wait_for(lambda: incidents.open_incident_id(stack.client, other_id) is not None)
-    second = incidents.open_incident_id(stack.client, other_id)
+    wait_for(lambda: storage.open_incident_id(stack.client, other_id) is not None)
+    second = storage.open_incident_id(stack.client, other_id)
     assert second is not None
-    codes = {i: incidents.load(stack.client, i).fields["code"] for i in (first, second)}
+    codes = {i: storage.load(stack.client, i).fields["code"] for i in (first, second)}
     r = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "是"})
     assert codes[first] in r.text and codes[second] in r.text  # which one? it says the codes
-    assert incidents.load(stack.client, first).status == "open"
+    assert storage.load(stack.client, first).status == "open"
     r = stack.webhook(
         "/webhooks/twilio/sms", {"From": phones["pair1"], "Body": f"1 {codes[second]}"}
     )
     assert r.status_code == 200
-    assert incidents.load(stack.client, second).status == "acknowledged"
-    assert incidents.load(stack.client, first).status == "open"
+    assert storage.load(stack.client, second).status == "acknowledged"
+    assert storage.load(stack.client, first).status == "open"
     r = stack.webhook("/webhooks/twilio/sms", {"From": phones["pair1"], "Body": "2"})
-    assert incidents.load(stack.client, first).responders[d.vid("pair1")]["state"] == "declined"
+    assert storage.load(stack.client, first).responders[d.vid("pair1")]["state"] == "declined"
     # The guardian says she is safe (and confirms with the code she is sent back): a note
     # dispatch can read, then closed as a false alarm.
     r = stack.webhook("/webhooks/twilio/sms", {"From": "+8613800138000", "Body": "0"})
     assert r.status_code == 200
     confirm = re.search(r"回复 0 (\d{6})", r.text)
-    assert confirm and incidents.load(stack.client, first).status == "open", r.text
+    assert confirm and storage.load(stack.client, first).status == "open", r.text
     r = stack.webhook("/webhooks/twilio/sms", {"From": "+8613800138000", "Body": f"0 {confirm[1]}"})
     assert r.status_code == 200
-    closed = incidents.load(stack.client, first)
+    closed = storage.load(stack.client, first)
     assert closed.status == "resolved" and closed.fields["outcome"] == "false_alarm"
     notes = [
         json.loads(e)["type"]
@@ -297,7 +297,7 @@ async def test_stopped_number_falls_back_to_voice_and_keypress_declines(
     assert "<Gather" in again.text
     declined = stack.webhook(path, {"CallSid": "CA1", "Digits": "2"})
     assert "<Hangup" in declined.text
-    snap = incidents.load(stack.client, incident_id)
+    snap = storage.load(stack.client, incident_id)
     assert snap.responders[d.vid("pair2")]["state"] == "declined"
     # No key pressed: counted as no answer on the timeline, nothing else changes.
     [call2] = [c for c in calls() if c["To"] == phones["near400"]]
@@ -363,15 +363,14 @@ async def test_link_page_shows_but_only_its_button_accepts_and_links_expire(
     assert me["volunteer_id"] == d.vid("near200")
     httpx.get(link.group(1))  # a link scanner opening it again
     assert (
-        incidents.load(stack.client, incident_id).responders[d.vid("near200")]["state"]
-        == "notified"
+        storage.load(stack.client, incident_id).responders[d.vid("near200")]["state"] == "notified"
     )
     token = link.group(1).split("t=")[1]
     forged = httpx.get(link.group(1).replace(token, token[:-2] + "xx"))
     assert forged.status_code == 403 and "hw_session" not in forged.cookies
     r = httpx.post(f"{stack.url}/v/{incident_id}/answer", data={"t": token, "action": "ack"})
     assert r.status_code == 200 and "已接单" in r.text
-    assert incidents.load(stack.client, incident_id).status == "acknowledged"
+    assert storage.load(stack.client, incident_id).status == "acknowledged"
     stack.clock.advance(6 * 3600 + 1)
     assert httpx.get(link.group(1)).status_code == 410
 

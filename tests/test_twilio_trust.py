@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.core import keys
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district
@@ -114,7 +114,7 @@ async def test_a_replayed_webhook_is_acted_on_once(api: Api, stack: Stack) -> No
     accept = {"From": phones["pair1"], "Body": "1", "MessageSid": "SM" + "1" * 32}
     first = stack.webhook("/webhooks/twilio/sms", accept)
     assert first.status_code == 200 and "<Message>" in first.text
-    assert incidents.load(stack.client, incident_id).status == "acknowledged"
+    assert storage.load(stack.client, incident_id).status == "acknowledged"
     before = timeline(stack, d.elder_id, incident_id)
     # The same signed request again (a replay, or Twilio retrying): 200, nothing done, and
     # no second reply SMS.
@@ -132,7 +132,7 @@ async def test_a_replayed_webhook_is_acted_on_once(api: Api, stack: Stack) -> No
     press = {"CallSid": "CA" + "2" * 32, "Digits": "2"}
     declined = stack.webhook(path, press)
     assert "<Say" in declined.text
-    assert incidents.load(stack.client, incident_id).responders[d.vid("near200")]["state"] == (
+    assert storage.load(stack.client, incident_id).responders[d.vid("near200")]["state"] == (
         "declined"
     )
     before = timeline(stack, d.elder_id, incident_id)
@@ -172,19 +172,19 @@ async def test_a_guardian_cancels_by_sms_only_with_the_code_sent_back(
     asked = stack.webhook("/webhooks/twilio/sms", {"From": guardian, "Body": "取消"})
     confirm = re.search(r"回复 0 (\d{6}) 确认取消", asked.text)
     assert confirm, asked.text
-    assert incidents.load(stack.client, incident_id).status == "open"
+    assert storage.load(stack.client, incident_id).status == "open"
     wrong = f"{(int(confirm[1]) + 1) % 900000 + 100000}"
     refused = stack.webhook("/webhooks/twilio/sms", {"From": guardian, "Body": f"0 {wrong}"})
     assert "未取消" in refused.text
-    assert incidents.load(stack.client, incident_id).status == "open"
+    assert storage.load(stack.client, incident_id).status == "open"
     # Someone else's number cannot use her code.
     other = stack.webhook(
         "/webhooks/twilio/sms", {"From": "+8613800138000", "Body": f"0 {confirm[1]}"}
     )
-    assert incidents.load(stack.client, incident_id).status == "open", other.text
+    assert storage.load(stack.client, incident_id).status == "open", other.text
     done = stack.webhook("/webhooks/twilio/sms", {"From": guardian, "Body": f"0 {confirm[1]}"})
     assert "平安" in done.text
-    closed = incidents.load(stack.client, incident_id)
+    closed = storage.load(stack.client, incident_id)
     assert closed.status == "resolved" and closed.fields["outcome"] == "false_alarm"
     # Used once: the same code again does nothing more.
     assert (
@@ -213,4 +213,4 @@ async def test_guessing_the_cancel_code_burns_it(api: Api, stack: Stack) -> None
         stack.webhook("/webhooks/twilio/sms", {"From": guardian, "Body": f"0 {wrong}"})
     late = stack.webhook("/webhooks/twilio/sms", {"From": guardian, "Body": f"0 {confirm[1]}"})
     assert "未取消" in late.text
-    assert incidents.load(stack.client, incident_id).status == "open"
+    assert storage.load(stack.client, incident_id).status == "open"

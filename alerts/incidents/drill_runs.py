@@ -16,8 +16,8 @@ import redis
 
 from alerts import intake
 from alerts.incidents import drills, service
+from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import DrillScheduled
-from alerts.incidents.service import AlertsConfig
 from locator.core import keys, timers
 from locator.core.auth import Principal
 from locator.core.clock import isoformat

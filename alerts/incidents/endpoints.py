@@ -16,7 +16,17 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from alerts import handoff, reports
-from alerts.incidents import access, drill_runs, last_seen, reporting, service, sightings
+from alerts.incidents import (
+    access,
+    drill_runs,
+    last_seen,
+    reads,
+    reporting,
+    service,
+    sightings,
+    storage,
+)
+from alerts.incidents.config import AlertsConfig, config_from
 from alerts.incidents.schemas import (
     CancelBody,
     DrillScheduled,
@@ -26,7 +36,6 @@ from alerts.incidents.schemas import (
     ResolveBody,
     SightingBody,
 )
-from alerts.incidents.service import AlertsConfig
 from devices.elders.access_log import AccessLogDep
 from devices.elders.service import authorize_sync
 from devices.telemetry import archive, tracks
@@ -42,7 +51,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 
 
 def config(ctx: ContextDep) -> AlertsConfig:
-    return service.config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url)
+    return config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url)
 
 
 @router.post("/incidents", status_code=status.HTTP_201_CREATED)
@@ -84,7 +93,7 @@ def report_missing(
         note=body.note,
         seen_time=seen_time,
     )
-    return service.read(redis, service.load(redis, incident_id), caller=caller)
+    return reads.read(redis, storage.load(redis, incident_id), caller=caller)
 
 
 def _drill(
@@ -110,7 +119,7 @@ def _drill(
     )
     if isinstance(started, DrillScheduled):
         return JSONResponse(started.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    return service.read(redis, service.load(redis, started), caller=caller)
+    return reads.read(redis, storage.load(redis, started), caller=caller)
 
 
 @router.get("/incidents")
@@ -132,7 +141,7 @@ def list_incidents(
     """Incidents the caller may see, newest first: by default only the open ones
     (``?status=all`` for the history, ``closed`` for the finished); ``elder_id`` keeps one
     elder's."""
-    ids, next_cursor = service.list_ids(
+    ids, next_cursor = reads.list_ids(
         redis,
         caller=caller,
         status=status,
@@ -141,7 +150,7 @@ def list_incidents(
         elder_id=elder_id,
         drill=drill,
     )
-    items = [service.read(redis, service.load(redis, i), caller=caller) for i in ids]
+    items = [reads.read(redis, storage.load(redis, i), caller=caller) for i in ids]
     return Page[IncidentRead](items=items, next=next_cursor)
 
 
@@ -149,9 +158,9 @@ def list_incidents(
 def get_incident(
     incident_id: int, redis: SyncRedisDep, caller: CallerDep, log: AccessLogDep
 ) -> IncidentRead:
-    snap = service.load(redis, incident_id)
-    service.authorize(redis, caller=caller, snap=snap)
-    incident = service.read(redis, snap, caller=caller)
+    snap = storage.load(redis, incident_id)
+    reads.authorize(redis, caller=caller, snap=snap)
+    incident = reads.read(redis, snap, caller=caller)
     detail = f"incident {incident_id}"
     log.record_sync(elder_id=snap.elder_id, action="incident.read", detail=detail)
     return incident
@@ -164,7 +173,7 @@ def _answer(action: str):  # type: ignore[no-untyped-def]
         snap = service.answer(
             redis, config(ctx), caller=caller, incident_id=incident_id, action=action
         )
-        return service.read(redis, snap, caller=caller)
+        return reads.read(redis, snap, caller=caller)
 
     route.__name__ = f"{action}_incident"
     route.__doc__ = f"A volunteer who was alerted: {action}."
@@ -180,10 +189,10 @@ def search_area(
     incident_id: int, redis: SyncRedisDep, caller: CallerDep, ctx: ContextDep, log: AccessLogDep
 ) -> dict[str, Any]:
     """GeoJSON: the live fix while the bracelet reports, else probability rings (Grampian)."""
-    snap = service.load(redis, incident_id)
-    service.authorize(redis, caller=caller, snap=snap)
+    snap = storage.load(redis, incident_id)
+    reads.authorize(redis, caller=caller, snap=snap)
     access.require_running(caller, status=snap.status, incident_id=incident_id)
-    area = service.search_area(redis, config(ctx), snap=snap)
+    area = reads.search_area(redis, config(ctx), snap=snap)
     detail = f"incident {incident_id}"
     log.record_sync(elder_id=snap.elder_id, action="search_area.read", detail=detail)
     return area
@@ -210,7 +219,7 @@ def sighting(
         seen_time=sightings.to_epoch(body.time, cfg),
         note=body.note,
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/notify-more")
@@ -225,7 +234,7 @@ def notify_more(
     snap = service.dispatcher_pages(
         redis, config(ctx), caller=caller, incident_id=incident_id, more=count, team=False
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/call-team")
@@ -236,7 +245,7 @@ def call_team(
     snap = service.dispatcher_pages(
         redis, config(ctx), caller=caller, incident_id=incident_id, more=0, team=True
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/found")
@@ -258,7 +267,7 @@ def found(
         outcome=body.outcome,
         note=body.note,
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/resolve")
@@ -275,7 +284,7 @@ def resolve(
         outcome=body.outcome,
         note=body.note,
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 @router.post("/incidents/{incident_id}/cancel")
@@ -296,7 +305,7 @@ def cancel(
         outcome=None,
         note=(body or CancelBody()).note,
     )
-    return service.read(redis, snap, caller=caller)
+    return reads.read(redis, snap, caller=caller)
 
 
 def _moment(value: str | None, name: str) -> float | None:
@@ -348,9 +357,9 @@ def handoff_pack(
     """The printable police hand-off page (dispatch and the elder's family)."""
     if caller.role is Role.VOLUNTEER:
         raise Forbidden("the hand-off pack is for dispatch and the family")
-    snap = service.load(redis, incident_id)
-    service.authorize(redis, caller=caller, snap=snap)
-    incident = service.read(redis, snap, caller=caller)
+    snap = storage.load(redis, incident_id)
+    reads.authorize(redis, caller=caller, snap=snap)
+    incident = reads.read(redis, snap, caller=caller)
     elder = json.loads(str(redis.get(keys.elder(snap.elder_id)) or "{}"))
     position: dict[str, str] = redis.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
     now = ctx.clock.time()
@@ -371,7 +380,7 @@ def handoff_pack(
         if "low_quality" not in f.flags
     ]
     try:
-        area = service.search_area(redis, config(ctx), snap=snap)
+        area = reads.search_area(redis, config(ctx), snap=snap)
     except NotFound:
         area = {"type": "FeatureCollection", "features": []}
     page = handoff.render(

@@ -16,8 +16,8 @@ import redis
 
 from alerts import escalation
 from alerts.escalation import Change, View
-from alerts.incidents import drills, service
-from alerts.incidents.service import AlertsConfig
+from alerts.incidents import drills, paging, storage
+from alerts.incidents.config import AlertsConfig
 from locator.core import keys, streams
 from locator.core.errors import NotFound
 from locator.core.logging import get_logger
@@ -97,7 +97,7 @@ def close_for_erasure(
     drill = drills.drill_id(client, elder_id)
     if drill is not None:  # her running drill goes the same way
         _cancel_erased(client, cfg, drill, actor=actor, pointer=keys.open_drill(elder_id))
-    incident_id = service.open_incident_id(client, elder_id)
+    incident_id = storage.open_incident_id(client, elder_id)
     if incident_id is None:
         return None
     return _cancel_erased(
@@ -121,8 +121,8 @@ def _cancel_erased(
 
     try:
         # The alerts domain's own commit path: the same read-decide-commit as any cancel.
-        service._mutate(
-            client, cfg, incident_id, service._decide(action), actor=actor, channel="erasure"
+        paging.mutate(
+            client, cfg, incident_id, paging.guarded(action), actor=actor, channel="erasure"
         )
     except NotFound:
         # A pointer to an incident that is not there: nothing to stand down.

@@ -18,8 +18,9 @@ import redis
 
 from alerts import escalation
 from alerts.escalation import Change
-from alerts.incidents import last_seen, reporting, service
-from alerts.incidents.service import AlertsConfig, Snapshot
+from alerts.incidents import last_seen, paging, reporting, service, storage
+from alerts.incidents.config import AlertsConfig
+from alerts.incidents.storage import Snapshot
 from locator.core import crs, keys
 from locator.core.auth import Principal
 from locator.core.errors import Conflict, Forbidden
@@ -89,14 +90,14 @@ def record(
     """Dispatch records a sighting: the new Point Last Seen; pages around it once (staff)."""
     if not caller.is_staff:
         raise Forbidden("sightings are recorded by dispatch: the family calls the dispatcher")
-    snap = service.load(client, incident_id)
+    snap = storage.load(client, incident_id)
     now = cfg.clock.time()
     when = last_seen.check_time(seen_time, now=now, field="time")
-    elder: dict[str, Any] = service._elder_doc(client, snap.elder_id)
+    elder: dict[str, Any] = storage.elder_doc(client, snap.elder_id)
     reporting.check_place(elder, lat=lat, lon=lon, field=("at",))
     seen = last_seen.Origin(lat, lon, when, "sighting", "sighting")
     pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
-    service._mutate(
+    paging.mutate(
         client,
         cfg,
         incident_id,
@@ -104,7 +105,7 @@ def record(
         actor=service.actor_of(caller),
         channel="console",
     )
-    return service.load(client, incident_id)
+    return storage.load(client, incident_id)
 
 
 def to_epoch(moment: datetime, cfg: AlertsConfig) -> float:

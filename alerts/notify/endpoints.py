@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field, field_validator
 
 from alerts import links
-from alerts.incidents import service as incidents
+from alerts.incidents import reads, storage
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
 from locator.core import keys
@@ -74,8 +74,8 @@ def list_notifications(
     if caller.role is Role.VOLUNTEER:
         raise Forbidden("volunteers do not read the notifications log")
     if incident_id is not None:
-        snap = incidents.load(redis, incident_id)
-        incidents.authorize(redis, caller=caller, snap=snap)
+        snap = storage.load(redis, incident_id)
+        reads.authorize(redis, caller=caller, snap=snap)
         ids = [
             str(a) for a in redis.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
         ]

@@ -8,6 +8,7 @@ import anyio
 from fastapi import APIRouter, Query, status
 
 from alerts.incidents import service as incidents
+from alerts.incidents.config import config_from
 from alerts.responders import service
 from alerts.responders.schemas import (
     DispatcherCreate,
@@ -74,7 +75,7 @@ async def share_location(
     shared = await service.share_location(
         redis, caller=caller, volunteer_id=volunteer_id, body=body, clock=clock
     )
-    cfg = incidents.config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url)
+    cfg = config_from(ctx.settings, clock=ctx.clock, mqtt_url=ctx.mqtt_url)
     await anyio.to_thread.run_sync(
         lambda: incidents.volunteer_moved(
             sync_redis,

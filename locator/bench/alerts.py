@@ -27,7 +27,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.incidents.service import config_from
+from alerts.incidents.config import config_from
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.bench.ingest import HAINING, _Counter, _payload, machine, register_devices

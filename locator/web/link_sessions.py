@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 
 from alerts import escalation
-from alerts.incidents import service as incidents
+from alerts.incidents import storage
 from locator.core.auth import Principal
 from locator.core.deps import AppContext
 from locator.core.errors import NotFound
@@ -21,7 +21,7 @@ async def still_responding(ctx: AppContext, incident_id: int, principal: Princip
 
     def check() -> bool:
         try:
-            snap = incidents.load(client, incident_id)
+            snap = storage.load(client, incident_id)
         except NotFound:
             return False
         responder = snap.responders.get(volunteer_id)
