@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from alerts.incidents import access, drills
 from alerts.incidents.schemas import TicketRead
+from devices.elders.service import read_elder_async
 from locator.core import keys
 from locator.core.auth import Principal, Role, resolve_token
 from locator.core.deps import CallerDep, RedisDep, login_with
@@ -71,8 +72,12 @@ class _Audience:
         if self._caller.role is Role.GUARDIAN:
             elder = fields.get("elder_id", "")
             if elder not in self._owners:
-                raw = await self._redis.get(keys.elder(int(elder))) if elder.isdigit() else None
-                self._owners[elder] = json.loads(raw).get("owner") if raw else None
+                record = (
+                    await read_elder_async(self._redis, elder_id=int(elder))
+                    if elder.isdigit()
+                    else None
+                )
+                self._owners[elder] = record.owner if record else None
             own = self._owners[elder] == self._caller.subject
             return own and drills.family_hears(fields.get("data"))  # unannounced: staff's
         incident = fields.get("incident_id", "")

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from devices.elders.records import ElderRecord
 from geofences.geometry import LocalFrame
 
 TRACK_HOURS = 3
@@ -115,7 +116,7 @@ def _svg(track: list[dict[str, float]], area: dict[str, Any], size: int = 520) -
 def render(
     *,
     incident: dict[str, Any],
-    elder: dict[str, Any],
+    elder: ElderRecord | None,
     position: dict[str, str],
     track: list[dict[str, float]],
     area: dict[str, Any],
@@ -123,15 +124,15 @@ def render(
 ) -> str:
     """The whole page (zh-CN labels with English beside, for any officer)."""
     f = incident
+    her = elder or ElderRecord(id=0, name="", home=None, guardians=())
     photo = (
-        f"<img alt='photo' src='{_e(elder.get('photo_url'))}'>"
-        if elder.get("photo_url")
+        f"<img alt='photo' src='{_e(her.photo_url)}'>"
+        if her.photo_url
         else "<div>（无照片 no photo）</div>"
     )
     guardians = "".join(
-        f"<tr><td>{_e(g.get('name'))}</td><td>{_e(g.get('relation'))}</td>"
-        f"<td>{_e(g.get('phone'))}</td></tr>"
-        for g in elder.get("guardians", [])
+        f"<tr><td>{_e(g.name)}</td><td>{_e(g.relation)}</td><td>{_e(g.phone)}</td></tr>"
+        for g in her.guardians
     )
     last_lat = position.get("good_lat") or position.get("lat")
     last_lon = position.get("good_lon") or position.get("lon")
@@ -154,16 +155,16 @@ def render(
     )
     return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<title>协查单 Hand-off · {_e(elder.get("name"))} · {_e(f["code"])}</title><link rel="stylesheet" href="{STYLESHEET}"></head><body>
+<title>协查单 Hand-off · {_e(her.name)} · {_e(f["code"])}</title><link rel="stylesheet" href="{STYLESHEET}"></head><body>
 <button id="print" type="button">打印 / Print</button>
 <h1>走失老人协查单 Missing person hand-off</h1>
 <p>事件 Incident #{_e(f["id"])} · 编号 code {_e(f["code"])} · 状态 {_e(f["status"])} ·
 触发 {_e(f["trigger"])} · 开始 t0 {_e(f["t0"])}</p>
 <div class="grid"><div>{photo}</div><div><table class="meta">
-<tr><td>姓名 Name</td><td><b>{_e(elder.get("name"))}</b></td></tr>
-<tr><td>住址 Address</td><td>{_e(elder.get("address"))}</td></tr>
-<tr><td>体貌 Description</td><td>{_e(elder.get("description"))}</td></tr>
-<tr><td>病情 Medical</td><td>{_e(elder.get("medical_notes"))}</td></tr>
+<tr><td>姓名 Name</td><td><b>{_e(her.name)}</b></td></tr>
+<tr><td>住址 Address</td><td>{_e(her.address)}</td></tr>
+<tr><td>体貌 Description</td><td>{_e(her.description)}</td></tr>
+<tr><td>病情 Medical</td><td>{_e(her.medical_notes)}</td></tr>
 <tr><td>最后看到 Last seen</td><td id="last-seen">{_e(last_seen_line(area, tz))}</td></tr>
 <tr><td>最后定位 Last fix</td><td>{_e(last_lat)}, {_e(last_lon)} (WGS-84) ·
 {_local(float(last_t) if last_t else None, tz)} · ±{_e(position.get("good_acc") or position.get("acc"))} m</td></tr>

@@ -19,6 +19,7 @@ from alerts.incidents.config import AlertsConfig
 from alerts.notify.channels import chain_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import attempt_id, enqueue
+from devices.elders.service import read_elder
 from geofences import service as geofences
 from locator.core import keys, streams
 from locator.core.logging import get_logger
@@ -44,8 +45,8 @@ def _t0(fields: dict[str, str], cfg: AlertsConfig) -> float:
 def _open(
     client: redis.Redis, cfg: AlertsConfig, entry_id: str, fields: dict[str, str], trigger: str
 ) -> str:
-    elder = client.get(keys.elder(int(fields["elder_id"])))
-    if elder is None or json.loads(elder).get("deleted_at"):
+    elder = read_elder(client, elder_id=int(fields["elder_id"]))
+    if elder is None or not elder.live:
         # An alarm read just before her erasure must not open an incident about her again.
         return "gone"
     _, opened = incidents.open_or_join(
@@ -72,15 +73,14 @@ def notify_family(
     values: dict[str, Any] | None = None,
 ) -> str:
     """A family-first notice: guardians only, once per source event."""
-    raw = client.get(keys.elder(elder_id))
-    if raw is None:
+    elder = read_elder(client, elder_id=elder_id)
+    if elder is None:
         return "gone"
-    elder = json.loads(raw)
     now = cfg.clock.time()
-    text = render(template, cfg.locale, {"name": elder.get("name", ""), **(values or {})})
+    text = render(template, cfg.locale, {"name": elder.name, **(values or {})})
     scope = "n" + source.replace(".", "_")
     pipe = client.pipeline(transaction=False)
-    for index, guardian in enumerate(elder.get("guardians", [])):
+    for index, guardian in enumerate(elder.guardians):
         recipient = f"guardian:{index}"
         chain = chain_for(recipient, set(cfg.channels))
         if not chain:
@@ -98,7 +98,7 @@ def notify_family(
                 "scope": scope,
                 "step": template,
                 "recipient": recipient,
-                "phone": guardian.get("phone", ""),
+                "phone": guardian.phone,
                 "channel": chain[0],
                 "template": template,
                 "text": text,

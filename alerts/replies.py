@@ -8,7 +8,6 @@ attempt and, when the message did not arrive, moves that recipient to the next c
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
@@ -20,6 +19,7 @@ from alerts.incidents import service as incidents
 from alerts.incidents.config import AlertsConfig
 from alerts.notify.messages import drill_prefix, parse_reply, reply
 from alerts.notify.outbox import fall_back, read_attempt
+from devices.elders.service import read_elder
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.errors import HomewardError
@@ -64,12 +64,17 @@ def _guardian_incidents(client: redis.Redis, phone: str) -> dict[str, tuple[int,
     for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
         incident_id = int(str(raw))
         elder_id = storage.elder_of(client, incident_id)
-        doc = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
-        phones = [g.get("phone") for g in doc.get("guardians", [])]
+        elder = read_elder(client, elder_id=elder_id)
+        phones = [g.phone for g in elder.guardians] if elder else []
         if phone in phones:
             code = client.hget(keys.incident(elder_id, incident_id), "code")
             out[str(code)] = (incident_id, elder_id, phones.index(phone))
     return out
+
+
+def _name(client: redis.Redis, elder_id: int) -> str:
+    elder = read_elder(client, elder_id=elder_id)
+    return elder.name if elder else ""
 
 
 def _pick(candidates: dict[str, int], code: str | None, locale: str) -> tuple[int | None, str]:
@@ -149,7 +154,7 @@ def _guardian_cancel(
             snap = incidents.guardian_says_safe(
                 client, cfg, incident_id=incident_id, guardian=guardian
             )
-            name = json.loads(str(client.get(keys.elder(elder_id)) or "{}")).get("name", "")
+            name = _name(client, elder_id)
             return reply("safe", locale, {"name": name, "code": snap.fields["code"]})
         for incident_id, elder_id, guardian in mine.values():
             key = keys.cancel_confirmation(elder_id, incident_id, guardian)
@@ -167,7 +172,7 @@ def _guardian_cancel(
     pipe.hset(key, mapping={"code": confirm, "tries": 0})
     pipe.expire(key, CONFIRM_TTL_S)
     pipe.execute()
-    name = json.loads(str(client.get(keys.elder(elder_id)) or "{}")).get("name", "")
+    name = _name(client, elder_id)
     code_of = str(client.hget(keys.incident(elder_id, chosen), "code") or "")
     return reply("confirm_cancel", locale, {"name": name, "code": code_of, "confirm": confirm})
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from devices.elders.service import read_elder
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat, parse_iso
@@ -93,7 +94,7 @@ def row(
         at = client.hget(keys.attempt(attempt), "sent_at")
         if at:
             sent.append(float(str(at)))
-    elder = json.loads(str(client.get(keys.elder(elder_id)) or "{}"))
+    elder = read_elder(client, elder_id=elder_id)
     policy = json.loads(f["policy"])
     t0 = float(f["t0"])
     first_accept = next((e for e in timeline if e["type"] == "accepted"), None)
@@ -128,7 +129,7 @@ def row(
         "incident_id": incident_id,
         "code": f["code"],
         "elder_id": elder_id,
-        "elder_name": elder.get("name"),
+        "elder_name": elder.name if elder else None,
         "trigger": f["trigger"],
         "status": f["status"],
         "outcome": f.get("outcome") or None,

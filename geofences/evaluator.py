@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from devices.elders.records import ElderRecord, parse_elder
+from devices.elders.service import queue_read_elder
 from devices.ingest.position import Position
 from geofences.engine import FixInput, Zone, ZoneState, evaluate
 from geofences.geometry import LocalFrame, project_geometry
@@ -100,7 +102,7 @@ class ZoneEvaluator:
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(keys.ZONES_VERSION)
         for elder_id in missing:
-            pipe.get(keys.elder(elder_id))
+            queue_read_elder(pipe, elder_id=elder_id)
             pipe.hgetall(keys.zones(elder_id))
             pipe.hgetall(keys.zone_state(elder_id))
             pipe.get(keys.pause(elder_id))
@@ -109,18 +111,18 @@ class ZoneEvaluator:
         self.observe_version(int(results[0] or 0))
         for n, elder_id in enumerate(missing):
             elder_raw, zones_raw, states_raw, pause_raw, order_t = results[1 + 5 * n : 6 + 5 * n]
-            built = self._build(elder_raw, zones_raw, states_raw, pause_raw)
+            elder = parse_elder(elder_raw, elder_id)
+            built = self._build(elder, zones_raw, states_raw, pause_raw)
             if built is not None:
                 built.order_t = float(order_t or 0)
             self._cache[elder_id] = built
 
     def _build(
-        self, elder_raw: Any, zones_raw: Any, states_raw: Any, pause_raw: Any
+        self, elder: ElderRecord | None, zones_raw: Any, states_raw: Any, pause_raw: Any
     ) -> _ElderZones | None:
-        if not elder_raw or not zones_raw:
+        if elder is None or elder.home is None or not zones_raw:
             return None  # no zones: nothing to evaluate until one is drawn
-        elder = json.loads(elder_raw)
-        frame = LocalFrame(elder["home"]["lat"], elder["home"]["lon"])
+        frame = LocalFrame(*elder.home)
         zones = []
         for raw in zones_raw.values():
             doc = json.loads(raw)

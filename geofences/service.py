@@ -7,6 +7,7 @@ import json
 import redis
 import redis.asyncio as aioredis
 
+from devices.elders.service import read_elder
 from geofences.geometry import LocalFrame, project_geometry
 from locator.core import keys, streams
 
@@ -53,11 +54,10 @@ def is_inside_safe_zone(client: redis.Redis, *, elder_id: int) -> bool:
 
 def home_zone_ids(client: redis.Redis, *, elder_id: int) -> set[str]:
     """Safe zones that contain the elder's home; every safe zone if none does."""
-    elder_raw = client.get(keys.elder(elder_id))
-    if elder_raw is None:
+    elder = read_elder(client, elder_id=elder_id)
+    if elder is None or elder.home is None:
         return set()
-    home = json.loads(elder_raw)["home"]
-    frame = LocalFrame(home["lat"], home["lon"])
+    frame = LocalFrame(*elder.home)
     safe: set[str] = set()
     homes: set[str] = set()
     for zone_id, raw in client.hgetall(keys.zones(elder_id)).items():

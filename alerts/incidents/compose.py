@@ -20,34 +20,33 @@ from alerts.notify import messages
 from alerts.notify.channels import chain_for, extras_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import attempt_id
+from devices.elders.records import ElderRecord
 from locator.core import crs, keys
 
 LINKED_TEMPLATES = frozenset({"alert", "team_call", "wide_call", "lead_call"})
 
 
 def _expand(
-    client: redis.Redis, recipient: str, elder: dict[str, Any]
+    client: redis.Redis, recipient: str, elder: ElderRecord
 ) -> list[tuple[str, str | None]]:
     """A notice's recipient as (recipient id, phone) pairs."""
     if recipient == "guardians":
-        return [(f"guardian:{i}", g.get("phone")) for i, g in enumerate(elder.get("guardians", []))]
+        return [(f"guardian:{i}", g.phone or None) for i, g in enumerate(elder.guardians)]
     kind, _, ident = recipient.partition(":")
     key = keys.volunteer(int(ident)) if kind == "volunteer" else keys.dispatcher(int(ident))
     raw = client.get(key)
     return [(recipient, json.loads(raw).get("phone") if raw else None)]
 
 
-def place_hint(elder: dict[str, Any], fields: Mapping[str, str], locale: str) -> str:
+def place_hint(elder: ElderRecord, fields: Mapping[str, str], locale: str) -> str:
     """Where to look, in a few characters: distance and direction from home."""
-    home = elder.get("home")
-    if not home or not fields.get("origin_lat"):
+    if elder.home is None or not fields.get("origin_lat"):
         return ""
+    home_lat, home_lon = elder.home
     lat, lon = float(fields["origin_lat"]), float(fields["origin_lon"])
-    metres = crs.haversine_m(home["lat"], home["lon"], lat, lon)
+    metres = crs.haversine_m(home_lat, home_lon, lat, lon)
     bearing = (
-        math.degrees(
-            math.atan2((lon - home["lon"]) * math.cos(math.radians(lat)), lat - home["lat"])
-        )
+        math.degrees(math.atan2((lon - home_lon) * math.cos(math.radians(lat)), lat - home_lat))
         % 360
     )
     return messages.place(metres, bearing, locale)
@@ -57,7 +56,7 @@ def attempts(
     client: redis.Redis,
     cfg: AlertsConfig,
     *,
-    elder: dict[str, Any],
+    elder: ElderRecord,
     elder_id: int,
     incident_id: int,
     fields: Mapping[str, str],
@@ -70,8 +69,8 @@ def attempts(
     out: list[tuple[str, dict[str, Any]]] = []
     code = fields.get("code", "")
     t0 = float(fields.get("t0", now))
-    values = {
-        "name": elder.get("name", ""),
+    values: dict[str, Any] = {
+        "name": elder.name,
         "code": code,
         "minutes": max(0, round((now - t0) / 60)),
         "trigger": messages.trigger_name(fields.get("trigger", ""), cfg.locale),
@@ -113,7 +112,7 @@ def attempts(
                     "incident_id": incident_id,
                     "code": code,
                     "elder_id": elder_id,
-                    "elder_name": elder.get("name", ""),
+                    "elder_name": elder.name,
                     **({"drill": True} if drill else {}),
                 }
                 text = render(notice.template, cfg.locale, text_values, drill=drill)
@@ -144,13 +143,13 @@ def attempts(
     return out
 
 
-def voice_text(cfg: AlertsConfig, *, elder: dict[str, Any], fields: Mapping[str, str]) -> str:
+def voice_text(cfg: AlertsConfig, *, elder: ElderRecord, fields: Mapping[str, str]) -> str:
     """The spoken alert of the voice step, for an incident's fields as they are now."""
     return render(
         "voice_script",
         cfg.locale,
         {
-            "name": elder.get("name", ""),
+            "name": elder.name,
             "minutes": max(0, round((cfg.clock.time() - float(fields["t0"])) / 60)),
             "trigger": messages.trigger_name(fields.get("trigger", ""), cfg.locale),
             "place": place_hint(elder, fields, cfg.locale),

@@ -7,7 +7,6 @@ Staff only. An announced drill's family gets one drill-marked notice when it is 
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ from alerts import intake
 from alerts.incidents import drills, service
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import DrillScheduled
+from devices.elders.service import read_elder
 from locator.core import keys, timers
 from locator.core.auth import Principal
 from locator.core.clock import isoformat
@@ -37,8 +37,8 @@ def _when(cfg: AlertsConfig, at: float) -> str:
 
 
 def _elder_alive(client: redis.Redis, elder_id: int) -> bool:
-    raw = client.get(keys.elder(elder_id))
-    return raw is not None and not json.loads(raw).get("deleted_at")
+    elder = read_elder(client, elder_id=elder_id)
+    return elder is not None and elder.live
 
 
 def _tell_family(client: redis.Redis, cfg: AlertsConfig, *, elder_id: int, at: float) -> None:

@@ -6,7 +6,6 @@ alerts services (shared with the alerts worker and the ticker) do their Redis wo
 
 from __future__ import annotations
 
-import json
 import secrets
 from functools import partial
 from typing import Annotated, Any
@@ -37,7 +36,8 @@ from alerts.incidents.schemas import (
     SightingBody,
 )
 from devices.elders.access_log import AccessLogDep
-from devices.elders.service import authorize_sync
+from devices.elders.records import elder_from_doc
+from devices.elders.service import authorize_sync, read_elder
 from devices.telemetry import archive, tracks
 from locator.core import keys
 from locator.core.auth import Role
@@ -80,7 +80,9 @@ def report_missing(
     at = None
     if body.last_seen_at is not None:
         point = body.last_seen_at.to_wgs84(body.crs)
-        reporting.check_place(elder, lat=point.lat, lon=point.lon)
+        reporting.check_place(
+            elder_from_doc(elder, body.elder_id).home, lat=point.lat, lon=point.lon
+        )
         at = (point.lat, point.lon)
     incident_id, _ = service.open_or_join(
         redis,
@@ -105,7 +107,9 @@ def _drill(
     at = None
     if body.last_seen_at is not None:
         point = body.last_seen_at.to_wgs84(body.crs)
-        reporting.check_place(elder, lat=point.lat, lon=point.lon)
+        reporting.check_place(
+            elder_from_doc(elder, body.elder_id).home, lat=point.lat, lon=point.lon
+        )
         at = (point.lat, point.lon)
     started = drill_runs.start(
         redis,
@@ -360,7 +364,7 @@ def handoff_pack(
     snap = storage.load(redis, incident_id)
     reads.authorize(redis, caller=caller, snap=snap)
     incident = reads.read(redis, snap, caller=caller)
-    elder = json.loads(str(redis.get(keys.elder(snap.elder_id)) or "{}"))
+    elder = read_elder(redis, elder_id=snap.elder_id)
     position: dict[str, str] = redis.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
     now = ctx.clock.time()
     fixes = anyio.from_thread.run(

@@ -11,7 +11,7 @@ import redis
 from alerts.incidents import access, compose, drills, last_seen
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import IncidentRead, ResponderRead
-from alerts.incidents.storage import Snapshot, as_str, elder_doc, load
+from alerts.incidents.storage import Snapshot, as_str, elder_record, load
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
@@ -23,7 +23,7 @@ def authorize(client: redis.Redis, *, caller: Principal, snap: Snapshot) -> None
     if caller.is_staff:
         return
     if caller.role is Role.GUARDIAN:
-        owner = elder_doc(client, snap.elder_id).get("owner")
+        owner = elder_record(client, snap.elder_id).owner
         if owner == caller.subject and drills.family_sees(snap.fields):
             return
     elif caller.role is Role.VOLUNTEER and caller.volunteer_id() in snap.responders:
@@ -40,7 +40,7 @@ def _iso(value: str | None, tz: tzinfo) -> str | None:
 def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentRead:
     """The incident as the API shows it (a guardian sees responders without distances)."""
     f = snap.fields
-    elder = elder_doc(client, snap.elder_id)
+    elder = elder_record(client, snap.elder_id)
     timeline = [
         json.loads(e)
         for e in client.lrange(keys.incident_timeline(snap.elder_id, snap.incident_id), 0, -1)
@@ -69,7 +69,7 @@ def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentR
         id=snap.incident_id,
         code=f["code"],
         elder_id=snap.elder_id,
-        elder_name=elder.get("name"),
+        elder_name=elder.name,
         status=f["status"],
         trigger=f["trigger"],
         t0=str(_iso(f["t0"], UTC)),
@@ -147,7 +147,7 @@ def list_ids(
 def voice_script(client: redis.Redis, cfg: AlertsConfig, *, incident_id: int) -> str:
     """The spoken alert of the voice step."""
     snap = load(client, incident_id)
-    return compose.voice_text(cfg, elder=elder_doc(client, snap.elder_id), fields=snap.fields)
+    return compose.voice_text(cfg, elder=elder_record(client, snap.elder_id), fields=snap.fields)
 
 
 def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> dict[str, Any]:

@@ -53,13 +53,16 @@ def count_report(client: redis.Redis, *, caller: Principal, now: float, report_i
 
 
 def check_place(
-    elder: dict[str, Any], *, lat: float, lon: float, field: tuple[str, ...] = ("last_seen_at",)
+    home: tuple[float, float] | None,
+    *,
+    lat: float,
+    lon: float,
+    field: tuple[str, ...] = ("last_seen_at",),
 ) -> None:
     """422 on ``field`` when the place is further from her home than a zone may be."""
-    home = elder.get("home") or {}
-    if "lat" not in home:
+    if home is None:
         return
-    metres = crs.haversine_m(float(home["lat"]), float(home["lon"]), lat, lon)
+    metres = crs.haversine_m(home[0], home[1], lat, lon)
     if metres > MAX_FROM_HOME_M:
         raise Unprocessable(
             list(field),

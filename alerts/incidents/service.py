@@ -27,7 +27,7 @@ from alerts.incidents.storage import (
     build,
     commit,
     current_policy,
-    elder_doc,
+    elder_record,
     load,
     new_code,
 )
@@ -95,13 +95,13 @@ def open_or_join(
         incident_id = int(client.incr(keys.sequence("incident")))
         policy = current_policy(client, cfg.policy)
         pos: dict[str, str] = client.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
-        home = elder_doc(client, elder_id).get("home") or {"lat": 0.0, "lon": 0.0}
+        home = elder_record(client, elder_id).home or (0.0, 0.0)
         seen = last_seen.opening(
             pos,
             at=at,
             reported=trigger == "missing",
             seen_time=seen_time,
-            home=(float(home["lat"]), float(home["lon"])),
+            home=home,
             now=start,
         )
         origin = (seen.lat, seen.lon)

@@ -93,8 +93,8 @@ def record(
     snap = storage.load(client, incident_id)
     now = cfg.clock.time()
     when = last_seen.check_time(seen_time, now=now, field="time")
-    elder: dict[str, Any] = storage.elder_doc(client, snap.elder_id)
-    reporting.check_place(elder, lat=lat, lon=lon, field=("at",))
+    home = storage.elder_record(client, snap.elder_id).home
+    reporting.check_place(home, lat=lat, lon=lon, field=("at",))
     seen = last_seen.Origin(lat, lon, when, "sighting", "sighting")
     pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
     paging.mutate(

@@ -19,6 +19,8 @@ from alerts import escalation
 from alerts.escalation import Change, Policy, View
 from alerts.incidents import compose, drills
 from alerts.incidents.config import AlertsConfig
+from devices.elders.records import ElderRecord
+from devices.elders.service import read_elder
 from locator.core import keys, timers
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound
@@ -177,14 +179,13 @@ def as_str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def elder_doc(client: redis.Redis, elder_id: int) -> dict[str, Any]:
+def elder_record(client: redis.Redis, elder_id: int) -> ElderRecord:
     """Her record, or a nameless stand-in once she is gone or being erased."""
-    raw = client.get(keys.elder(elder_id))
-    doc = json.loads(raw) if raw else None
-    if doc is None or doc.get("deleted_at"):
+    record = read_elder(client, elder_id=elder_id)
+    if record is None or not record.live:
         # Gone or being erased: messages name her by number and reach no family phone.
-        return {"id": elder_id, "name": f"#{elder_id}", "guardians": []}
-    return doc  # type: ignore[no-any-return]
+        return ElderRecord.anonymous(elder_id)
+    return record
 
 
 def current_policy(client: redis.Redis, default: Policy) -> Policy:
@@ -262,7 +263,7 @@ def build(
         for aid, attempt in compose.attempts(
             client,
             cfg,
-            elder=elder_doc(client, plan.elder_id),
+            elder=elder_record(client, plan.elder_id),
             elder_id=plan.elder_id,
             incident_id=plan.incident_id,
             fields=fields,

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from devices.elders.records import ElderRecord, parse_elder
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
@@ -26,6 +27,22 @@ def _live(doc: dict[str, Any] | None, elder_id: int) -> dict[str, Any]:
     if doc is None or doc.get("deleted_at"):
         raise NotFound(f"elder {elder_id} not found")
     return doc
+
+
+# --- readers for the other domains: the one way they see her record -----------------------
+def read_elder(client: redis.Redis, *, elder_id: int) -> ElderRecord | None:
+    """Her record as stored, tombstone included; None if there is none."""
+    return parse_elder(client.get(keys.elder(elder_id)), elder_id)
+
+
+async def read_elder_async(redis: aioredis.Redis, *, elder_id: int) -> ElderRecord | None:
+    """``read_elder`` for the async callers."""
+    return parse_elder(await redis.get(keys.elder(elder_id)), elder_id)
+
+
+def queue_read_elder(pipe: Any, *, elder_id: int) -> None:
+    """Queue her record's read in a pipeline; ``parse_elder`` turns its reply into the record."""
+    pipe.get(keys.elder(elder_id))
 
 
 async def _load(redis: aioredis.Redis, elder_id: int) -> dict[str, Any]:

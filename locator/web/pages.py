@@ -22,7 +22,9 @@ from pydantic import Field
 
 from alerts import answer_page, links
 from devices.elders import access_log
+from devices.elders.records import parse_elder
 from devices.elders.service import authorize as authorize_elder
+from devices.elders.service import queue_read_elder
 from locator.core import keys, store
 from locator.core.auth import (
     SESSION_COOKIE,
@@ -289,21 +291,21 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
         raise Forbidden("the overview is for dispatch")
     ids = [int(i) for i in store.texts(await redis.zrange(keys.ELDERS, 0, -1))]
     now = ctx.clock.time()
-    elders = []
+    elders: list[dict[str, Any]] = []
     for start in range(0, len(ids), 200):
         chunk = ids[start : start + 200]
         async with redis.pipeline(transaction=False) as pipe:
             for elder_id in chunk:
-                pipe.get(keys.elder(elder_id))
+                queue_read_elder(pipe, elder_id=elder_id)
                 pipe.hgetall(keys.last_position(elder_id))
                 pipe.hgetall(keys.zones(elder_id))
                 pipe.get(keys.open_incident(elder_id))
             replies = await pipe.execute()
         for n, elder_id in enumerate(chunk):
             doc_raw, pos, zones_raw, incident = replies[4 * n : 4 * n + 4]
-            if not doc_raw:
+            record = parse_elder(doc_raw, elder_id)
+            if record is None:
                 continue
-            doc = json.loads(doc_raw)
             position = None
             if pos.get("lat"):
                 received = float(pos.get("received_ms") or 0) / 1000
@@ -317,8 +319,8 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
             elders.append(
                 {
                     "id": elder_id,
-                    "name": doc.get("name"),
-                    "home": doc.get("home"),
+                    "name": record.name,
+                    "home": {"lat": record.home[0], "lon": record.home[1]} if record.home else None,
                     "position": position,
                     "incident_id": int(incident) if incident else None,
                     "zones": [json.loads(z) for z in zones_raw.values()],
