@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from devices.elders.records import ElderRecord
+from devices.telemetry.positions import LastPosition
 from geofences.geometry import LocalFrame
 
 TRACK_HOURS = 3
@@ -117,7 +118,7 @@ def render(
     *,
     incident: dict[str, Any],
     elder: ElderRecord | None,
-    position: dict[str, str],
+    position: LastPosition | None,
     track: list[dict[str, float]],
     area: dict[str, Any],
     tz: ZoneInfo,
@@ -134,9 +135,12 @@ def render(
         f"<tr><td>{_e(g.name)}</td><td>{_e(g.relation)}</td><td>{_e(g.phone)}</td></tr>"
         for g in her.guardians
     )
-    last_lat = position.get("good_lat") or position.get("lat")
-    last_lon = position.get("good_lon") or position.get("lon")
-    last_t = position.get("good_tst") or position.get("tst")
+    # The fix decided on when there is one, else whatever came last.
+    fix = position.good if position else None
+    last_lat = fix.lat if fix else (position.lat if position else None)
+    last_lon = fix.lon if fix else (position.lon if position else None)
+    last_t = fix.tst if fix else (position.tst if position else None)
+    last_acc = fix.acc if fix else (position.acc if position else None)
     rings = "".join(
         f"<tr><td>{int(r['properties']['probability'] * 100)}%</td>"
         f"<td>{r['properties']['radius_m']:.0f} m</td><td>{_e(r['properties'].get('capped_by'))}</td></tr>"
@@ -167,7 +171,7 @@ def render(
 <tr><td>病情 Medical</td><td>{_e(her.medical_notes)}</td></tr>
 <tr><td>最后看到 Last seen</td><td id="last-seen">{_e(last_seen_line(area, tz))}</td></tr>
 <tr><td>最后定位 Last fix</td><td>{_e(last_lat)}, {_e(last_lon)} (WGS-84) ·
-{_local(float(last_t) if last_t else None, tz)} · ±{_e(position.get("good_acc") or position.get("acc"))} m</td></tr>
+{_local(last_t or None, tz)} · ±{_e(last_acc)} m</td></tr>
 </table></div></div>
 <h2>监护人 Guardians</h2><table><tr><th>姓名</th><th>关系</th><th>电话</th></tr>{guardians}</table>
 <h2>轨迹与搜索范围 Track and search area</h2>{_svg(track, area)}

@@ -16,9 +16,10 @@ import redis
 from alerts.incidents import service as incidents
 from alerts.incidents import storage
 from alerts.incidents.config import AlertsConfig
+from alerts.notify.attempts import Attempt
 from alerts.notify.channels import chain_for
 from alerts.notify.messages import render
-from alerts.notify.outbox import attempt_id, enqueue
+from alerts.notify.outbox import enqueue
 from devices.elders.service import read_elder
 from geofences import service as geofences
 from locator.core import keys, streams
@@ -85,27 +86,19 @@ def notify_family(
         chain = chain_for(recipient, set(cfg.channels))
         if not chain:
             continue
-        aid = attempt_id(
-            elder_id=elder_id, scope=scope, step=template, recipient=recipient, channel=chain[0]
+        attempt = Attempt(
+            elder_id=elder_id,
+            scope=scope,
+            step=template,
+            recipient=recipient,
+            phone=guardian.phone,
+            channel=chain[0],
+            template=template,
+            text=text,
+            locale=cfg.locale,
+            data=json.dumps({"elder_id": elder_id, "notice": template}),
         )
-        enqueue(
-            pipe,
-            attempt=aid,
-            now=now,
-            fields={
-                "elder_id": elder_id,
-                "incident_id": "",
-                "scope": scope,
-                "step": template,
-                "recipient": recipient,
-                "phone": guardian.phone,
-                "channel": chain[0],
-                "template": template,
-                "text": text,
-                "locale": cfg.locale,
-                "data": json.dumps({"elder_id": elder_id, "notice": template}),
-            },
-        )
+        enqueue(pipe, attempt=attempt.id, now=now, fields=attempt.record())
     notice = json.dumps(
         {"type": template, "text": text, "source": source, "at": now}, ensure_ascii=False
     )

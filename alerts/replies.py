@@ -17,8 +17,9 @@ from alerts import escalation
 from alerts.incidents import reads, storage
 from alerts.incidents import service as incidents
 from alerts.incidents.config import AlertsConfig
+from alerts.notify.attempts import read_attempt
 from alerts.notify.messages import drill_prefix, parse_reply, reply
-from alerts.notify.outbox import fall_back, read_attempt
+from alerts.notify.outbox import fall_back
 from devices.elders.service import read_elder
 from locator.core import keys
 from locator.core.auth import Principal, Role
@@ -182,10 +183,10 @@ def voice_answer(
 ) -> tuple[str, str | None]:
     """The voice step's answer: (what happened, text to say then hang up) or a repeat (None)."""
     doc = read_attempt(client, attempt)
-    if not doc or not doc.get("incident_id"):
+    if doc is None or doc.incident_id is None:
         return "gone", reply("voice_gone", cfg.locale, {})
-    incident_id = int(doc["incident_id"])
-    kind, _, ident = doc["recipient"].partition(":")
+    incident_id = doc.incident_id
+    kind, _, ident = doc.recipient.partition(":")
     snap = storage.load(client, incident_id)
     if snap.status not in escalation.ACTIVE or kind != "volunteer":
         return "gone", reply("voice_gone", cfg.locale, {})
@@ -216,9 +217,9 @@ def voice_answer(
 def script(client: redis.Redis, cfg: AlertsConfig, *, attempt: str) -> str:
     """What the call says before the keypad prompt."""
     doc = read_attempt(client, attempt)
-    if not doc or not doc.get("incident_id"):
+    if doc is None or doc.incident_id is None:
         return reply("voice_gone", cfg.locale, {})
-    return reads.voice_script(client, cfg, incident_id=int(doc["incident_id"]))
+    return reads.voice_script(client, cfg, incident_id=doc.incident_id)
 
 
 def status_callback(
@@ -226,18 +227,18 @@ def status_callback(
 ) -> str:
     """Twilio says what became of a message or call; not reached → the next channel."""
     doc = read_attempt(client, attempt)
-    if not doc:
+    if doc is None:
         return "unknown_attempt"
     status = str(params.get("MessageStatus") or params.get("CallStatus") or "")
     sid = str(params.get("MessageSid") or params.get("CallSid") or "")
-    if doc.get("provider_id") and sid and doc["provider_id"] != sid:
+    if doc.provider_id and sid and doc.provider_id != sid:
         return "other_sid"
     now = cfg.clock.time()
     fields: dict[Any, Any] = {"delivery": status, "updated": repr(now)}
     if params.get("ErrorCode"):
         fields["error"] = f"twilio {params['ErrorCode']}: {status}"
     if status in NOT_REACHED:
-        fields["status"] = "no_answer" if doc["channel"] == "voice" else "undelivered"
+        fields["status"] = "no_answer" if doc.channel == "voice" else "undelivered"
     elif status in REACHED:
         fields["status"] = REACHED[status]
     nxt = None
@@ -247,7 +248,7 @@ def status_callback(
         nxt = fall_back(client, attempt, available=set(cfg.channels), now=now)
     client.hset(keys.attempt(attempt), mapping=fields)
     if "status" in fields:
-        client.hincrby(keys.NOTIFICATION_STATS, f"{doc['channel']}:{fields['status']}", 1)
+        client.hincrby(keys.NOTIFICATION_STATS, f"{doc.channel}:{fields['status']}", 1)
     if status in NOT_REACHED:
         log.info("notification_not_reached", attempt=attempt, status=status, next=nxt)
         return f"fallback:{nxt}"

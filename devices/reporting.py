@@ -18,6 +18,7 @@ not keep a bracelet talking.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import redis
 
@@ -62,11 +63,22 @@ def start_fast_mode(
     return True
 
 
-def restore(client: redis.Redis, publisher: Publisher, job: Job, *, now: float) -> str:
-    """The window is over: back to the base interval, unless an incident keeps it fast."""
+def restore(
+    client: redis.Redis,
+    publisher: Publisher,
+    job: Job,
+    *,
+    now: float,
+    searching: Callable[[int], bool],
+) -> str:
+    """The window is over: back to the base interval, unless a search for her keeps it fast.
+
+    ``searching(elder_id)`` says whether an incident is open for her: alerts knows, and
+    devices sits below alerts, so the shell hands the question in.
+    """
     elder, device_id = job.args
     elder_id = int(elder)
-    if client.exists(keys.open_incident(elder_id)):
+    if searching(elder_id):
         timers.schedule(client, job.id, due=now + WINDOW_S)
         return "extended"
     device = _device(client, device_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter
 
-from alerts.incidents import drill_runs, paging
+from alerts.incidents import drill_runs, paging, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import outbox
 from devices import liveness, reporting
@@ -88,7 +88,13 @@ class Ticker:
     def _restore_interval(self, job: Job, now: float) -> str:
         if self._publisher is None:
             raise RuntimeError("no MQTT broker: cannot restore the reporting interval yet")
-        return reporting.restore(self._redis, self._publisher, job, now=now)
+        return reporting.restore(
+            self._redis,
+            self._publisher,
+            job,
+            now=now,
+            searching=lambda elder_id: storage.open_incident_id(self._redis, elder_id) is not None,
+        )
 
     def run_once(self, *, limit: int = 100) -> list[tuple[Job, str]]:
         """Claim what is due now, run it, complete it; a failing job is retried after its lease."""

@@ -17,9 +17,9 @@ from alerts import links
 from alerts.escalation import Notice
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import messages
+from alerts.notify.attempts import Attempt
 from alerts.notify.channels import chain_for, extras_for
 from alerts.notify.messages import render
-from alerts.notify.outbox import attempt_id
 from devices.elders.records import ElderRecord
 from locator.core import crs, keys
 
@@ -64,9 +64,9 @@ def attempts(
     notices: list[Notice],
     drill: bool,
     now: float,
-) -> list[tuple[str, dict[str, Any]]]:
-    """Each notice as (attempt id, attempt fields): one per recipient and channel."""
-    out: list[tuple[str, dict[str, Any]]] = []
+) -> list[Attempt]:
+    """Each notice as attempts: one per recipient and channel."""
+    out: list[Attempt] = []
     code = fields.get("code", "")
     t0 = float(fields.get("t0", now))
     values: dict[str, Any] = {
@@ -101,13 +101,6 @@ def attempts(
             if "webpush" in extras and not client.exists(keys.push_subscriptions(int(ident))):
                 extras.remove("webpush")  # nobody subscribed: not even an attempt
             for channel, extra in [*[(c, False) for c in chain[:1]], *[(c, True) for c in extras]]:
-                aid = attempt_id(
-                    elder_id=elder_id,
-                    scope=f"i{incident_id}",
-                    step=label,
-                    recipient=recipient,
-                    channel=channel,
-                )
                 data = {
                     "incident_id": incident_id,
                     "code": code,
@@ -122,22 +115,19 @@ def attempts(
                     data["link_expires"] = int(t0 + links.LINK_TTL_S)
                     text = text.replace(text_values["link"], links.placeholder(cfg.locale))
                 out.append(
-                    (
-                        aid,
-                        {
-                            "elder_id": elder_id,
-                            "incident_id": incident_id,
-                            "scope": f"i{incident_id}",
-                            "step": label,
-                            "recipient": recipient,
-                            "phone": phone or "",
-                            "channel": channel,
-                            "extra": "1" if extra else "",
-                            "template": notice.template,
-                            "text": text,
-                            "data": json.dumps(data, ensure_ascii=False),
-                            "locale": cfg.locale,
-                        },
+                    Attempt(
+                        elder_id=elder_id,
+                        incident_id=incident_id,
+                        scope=f"i{incident_id}",
+                        step=label,
+                        recipient=recipient,
+                        phone=phone or "",
+                        channel=channel,
+                        extra=extra,
+                        template=notice.template,
+                        text=text,
+                        data=json.dumps(data, ensure_ascii=False),
+                        locale=cfg.locale,
                     )
                 )
     return out

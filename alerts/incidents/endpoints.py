@@ -39,7 +39,7 @@ from devices.elders.access_log import AccessLogDep
 from devices.elders.records import elder_from_doc
 from devices.elders.service import authorize_sync, read_elder
 from devices.telemetry import archive, tracks
-from locator.core import keys
+from devices.telemetry.service import read_position
 from locator.core.auth import Role
 from locator.core.clock import parse_iso
 from locator.core.deps import CallerDep, ContextDep, SyncRedisDep
@@ -365,7 +365,7 @@ def handoff_pack(
     reads.authorize(redis, caller=caller, snap=snap)
     incident = reads.read(redis, snap, caller=caller)
     elder = read_elder(redis, elder_id=snap.elder_id)
-    position: dict[str, str] = redis.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
+    position = read_position(redis, elder_id=snap.elder_id)
     now = ctx.clock.time()
     fixes = anyio.from_thread.run(
         partial(

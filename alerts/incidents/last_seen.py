@@ -17,7 +17,8 @@ from typing import Any, Literal
 import redis
 
 from alerts import search_area as geo_area
-from locator.core import keys
+from devices.telemetry.positions import LastPosition
+from devices.telemetry.service import read_position, recent_good_fixes
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound, Unprocessable
 
@@ -72,21 +73,15 @@ def check_time(seen_time: float, *, now: float, field: str) -> float:
     return min(seen_time, now)
 
 
-def _good_fix(pos: Mapping[str, str]) -> Origin | None:
-    if not (pos.get("good_lat") and pos.get("good_lon") and pos.get("good_tst")):
+def _good_fix(pos: LastPosition | None) -> Origin | None:
+    if pos is None or pos.good is None:
         return None
-    return Origin(
-        float(pos["good_lat"]),
-        float(pos["good_lon"]),
-        float(pos["good_tst"]),
-        "bracelet_fix",
-        "bracelet_fix",
-        float(pos.get("good_acc") or 0.0),
-    )
+    good = pos.good
+    return Origin(good.lat, good.lon, good.tst, "bracelet_fix", "bracelet_fix", good.acc)
 
 
 def opening(
-    pos: Mapping[str, str],
+    pos: LastPosition | None,
     *,
     at: tuple[float, float] | None,
     reported: bool,
@@ -108,10 +103,8 @@ def opening(
         if seen_time is None:
             return fix
         return Origin(fix.lat, fix.lon, seen_time, "family", "bracelet_fix", fix.accuracy_m)
-    if pos.get("lat") and pos.get("lon"):
-        return Origin(
-            float(pos["lat"]), float(pos["lon"]), seen_time or now, time_source, "unsure_fix"
-        )
+    if pos is not None:
+        return Origin(pos.lat, pos.lon, seen_time or now, time_source, "unsure_fix")
     return Origin(home[0], home[1], seen_time or now, time_source, "home")
 
 
@@ -132,7 +125,7 @@ def stored(fields: Mapping[str, str]) -> Origin | None:
     )
 
 
-def current(pos: Mapping[str, str], fields: Mapping[str, str]) -> tuple[Origin | None, bool]:
+def current(pos: LastPosition | None, fields: Mapping[str, str]) -> tuple[Origin | None, bool]:
     """The origin that holds now and whether it is her latest good fix (newest wins)."""
     fix = _good_fix(pos)
     origin = stored(fields)
@@ -147,8 +140,7 @@ def current(pos: Mapping[str, str], fields: Mapping[str, str]) -> tuple[Origin |
 
 def centre(client: redis.Redis, elder_id: int, fields: Mapping[str, str]) -> tuple[float, float]:
     """Where to look for volunteers now: the current origin (her home if nothing is known)."""
-    pos: dict[str, str] = client.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
-    origin, _ = current(pos, fields)
+    origin, _ = current(read_position(client, elder_id=elder_id), fields)
     if origin is None:
         return 0.0, 0.0
     return origin.lat, origin.lon
@@ -158,15 +150,17 @@ def search_area(
     client: redis.Redis, *, now: float, elder_id: int, incident_id: int, fields: Mapping[str, str]
 ) -> dict[str, Any]:
     """Where to look now: the live fix while the bracelet reports, else rings from the origin."""
-    pos: dict[str, str] = client.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
+    pos = read_position(client, elder_id=elder_id)
     origin, fix_wins = current(pos, fields)
     if origin is None:
         raise NotFound(f"no position is known for incident {incident_id}")
     live = (
         fix_wins
-        and bool(pos.get("received_ms"))
-        and pos.get("good_tst") == pos.get("order_t")
-        and now - float(pos["received_ms"]) / 1000 <= geo_area.LIVE_WITHIN_S
+        and pos is not None
+        and bool(pos.received_ms)
+        and pos.good is not None
+        and pos.good.tst == pos.order_t
+        and now - pos.received_ms / 1000 <= geo_area.LIVE_WITHIN_S
     )
     result = geo_area.area(
         lat=origin.lat,
@@ -184,16 +178,15 @@ def search_area(
     return result
 
 
-def _heading(client: redis.Redis, elder_id: int, pos: Mapping[str, str]) -> float | None:
+def _heading(client: redis.Redis, elder_id: int, pos: LastPosition | None) -> float | None:
     """Her last heading: the bracelet's course while moving, else her last two good fixes."""
-    if pos.get("cog") not in (None, "") and float(pos.get("vel") or 0) > 0:
-        return float(pos["cog"]) % 360
-    if not pos.get("device_id"):
+    if pos is None:
         return None
-    recent: Any = client.xrevrange(keys.track(elder_id, pos["device_id"]), count=10)
-    good = [f for _, f in recent if "low_quality" not in f.get("flags", "")]
+    if pos.cog is not None and (pos.vel or 0) > 0:
+        return pos.cog % 360
+    if not pos.device_id:
+        return None
+    good = recent_good_fixes(client, elder_id=elder_id, device_id=pos.device_id)
     if len(good) < 2:
         return None
-    return geo_area.heading_between(
-        float(good[1]["lat"]), float(good[1]["lon"]), float(good[0]["lat"]), float(good[0]["lon"])
-    )
+    return geo_area.heading_between(good[1][0], good[1][1], good[0][0], good[0][1])

@@ -31,6 +31,7 @@ from alerts.incidents.storage import (
     load,
     new_code,
 )
+from devices.telemetry.service import read_position
 from locator.core import crs, keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
@@ -94,7 +95,7 @@ def open_or_join(
         start = t0 if t0 is not None else now
         incident_id = int(client.incr(keys.sequence("incident")))
         policy = current_policy(client, cfg.policy)
-        pos: dict[str, str] = client.hgetall(keys.last_position(elder_id))  # type: ignore[assignment]
+        pos = read_position(client, elder_id=elder_id)
         home = elder_record(client, elder_id).home or (0.0, 0.0)
         seen = last_seen.opening(
             pos,
@@ -392,12 +393,11 @@ def volunteer_moved(
             moved = crs.haversine_m(responder["accept_lat"], responder["accept_lon"], lat, lon)
             if moved < MOVED_M:
                 continue
-        pos = client.hmget(keys.last_position(snap.elder_id), "lat", "lon")
-        if not pos[0]:
+        pos = read_position(client, elder_id=snap.elder_id)
+        if pos is None:
             continue
         reach = snap.policy.onsite_distance_m + (acc or 0.0)
-        elder_lat, elder_lon = float(str(pos[0])), float(str(pos[1]))
-        if crs.haversine_m(elder_lat, elder_lon, lat, lon) > reach:
+        if crs.haversine_m(pos.lat, pos.lon, lat, lon) > reach:
             continue
         now = cfg.clock.time()
         verdict, _ = mutate(

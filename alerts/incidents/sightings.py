@@ -21,7 +21,9 @@ from alerts.escalation import Change
 from alerts.incidents import last_seen, paging, reporting, service, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.storage import Snapshot
-from locator.core import crs, keys
+from devices.telemetry.positions import LastPosition
+from devices.telemetry.service import read_position
+from locator.core import crs
 from locator.core.auth import Principal
 from locator.core.errors import Conflict, Forbidden
 
@@ -41,7 +43,7 @@ def repage_reason(*, moved_m: float, since_last_s: float | None, fix_newer: bool
 
 
 def _decide(
-    snap: Snapshot, pos: dict[str, str], seen: last_seen.Origin, *, note: str, now: float
+    snap: Snapshot, pos: LastPosition | None, seen: last_seen.Origin, *, note: str, now: float
 ) -> Change:
     if snap.status not in escalation.ACTIVE:
         raise Conflict(f"cannot record a sighting: the incident is {snap.status}")
@@ -96,7 +98,7 @@ def record(
     home = storage.elder_record(client, snap.elder_id).home
     reporting.check_place(home, lat=lat, lon=lon, field=("at",))
     seen = last_seen.Origin(lat, lon, when, "sighting", "sighting")
-    pos: dict[str, str] = client.hgetall(keys.last_position(snap.elder_id))  # type: ignore[assignment]
+    pos = read_position(client, elder_id=snap.elder_id)
     paging.mutate(
         client,
         cfg,

@@ -260,7 +260,7 @@ def build(
             change.notices, fields=fields, notify_family=cfg.drill_notify_family
         )
     if change.notices:
-        for aid, attempt in compose.attempts(
+        for attempt in compose.attempts(
             client,
             cfg,
             elder=elder_record(client, plan.elder_id),
@@ -273,7 +273,11 @@ def build(
             now=now,
         ):
             body["attempts"].append(
-                {"k": plan.key_index(keys.attempt(aid)), "id": aid, "fields": attempt}
+                {
+                    "k": plan.key_index(keys.attempt(attempt.id)),
+                    "id": attempt.id,
+                    "fields": attempt.record(),
+                }
             )
     if change.ladder == "stop":
         body["ladder"] = {"op": "stop", "job": sla_job(plan.elder_id, plan.incident_id)}

@@ -14,6 +14,7 @@ from alerts import links
 from alerts.incidents import reads, storage
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
+from alerts.notify.attempts import Attempt, parse_attempt
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
@@ -29,23 +30,23 @@ def _iso(value: str | None) -> str | None:
     return isoformat(datetime.fromtimestamp(float(value), tz=UTC)) if value else None
 
 
-def _read(attempt: str, doc: dict[str, str]) -> NotificationRead:
+def _read(attempt: str, doc: Attempt) -> NotificationRead:
     return NotificationRead(
         id=attempt,
-        incident_id=int(doc["incident_id"]) if doc.get("incident_id") else None,
-        elder_id=int(doc["elder_id"]),
-        step=doc.get("step", ""),
-        recipient=doc.get("recipient", ""),
-        channel=doc.get("channel", ""),
-        template=doc.get("template", ""),
+        incident_id=doc.incident_id,
+        elder_id=doc.elder_id,
+        step=doc.step,
+        recipient=doc.recipient,
+        channel=doc.channel,
+        template=doc.template,
         # Texts stored before links were kept out of them still carry one: never show it.
-        text=links.redact(doc.get("text", ""), doc.get("locale") or "zh-CN"),
-        status=doc.get("status", ""),
-        error=doc.get("error", ""),
-        tries=int(doc.get("tries", "0")),
-        created_at=_iso(doc.get("created")) or "",
-        sent_at=_iso(doc.get("sent_at")),
-        fallback_of=doc.get("fallback_of") or None,
+        text=links.redact(doc.text, doc.locale),
+        status=doc.status,
+        error=doc.error,
+        tries=doc.tries,
+        created_at=_iso(doc.created) or "",
+        sent_at=_iso(doc.sent_at),
+        fallback_of=doc.fallback_of or None,
     )
 
 
@@ -59,7 +60,8 @@ def attempts_about(client: redis.Redis, *, elder_id: int) -> list[NotificationRe
     for attempt in ids:
         pipe.hgetall(keys.attempt(attempt))
     docs = pipe.execute() if ids else []
-    return [_read(a, d) for a, d in zip(ids, docs, strict=True) if d]
+    typed = [(a, parse_attempt(d)) for a, d in zip(ids, docs, strict=True)]
+    return [_read(a, d) for a, d in typed if d is not None]
 
 
 @router.get("/notifications")
@@ -92,11 +94,8 @@ def list_notifications(
     for attempt in ids:
         pipe.hgetall(keys.attempt(attempt))
     docs = pipe.execute() if ids else []
-    rows = [
-        _read(a, d)
-        for a, d in zip(ids, docs, strict=True)
-        if d and (own is None or int(d["elder_id"]) in own)
-    ]
+    typed = [(a, parse_attempt(d)) for a, d in zip(ids, docs, strict=True)]
+    rows = [_read(a, d) for a, d in typed if d is not None and (own is None or d.elder_id in own)]
     page = rows[start : start + limit]
     more = start + limit < len(rows)
     return Page[NotificationRead](items=page, next=str(start + limit) if more else None)

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Gauge
 
+from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
 from locator.core import keys, streams, timers
 from locator.core.logging import get_logger
@@ -83,11 +84,6 @@ return 1
 """
 
 
-def attempt_id(*, elder_id: int, scope: str, step: str, recipient: str, channel: str) -> str:
-    """The one id of (scope, step, recipient, channel); scope is ``i<incident>`` or ``n<id>``."""
-    return f"{elder_id}.{scope}.{step}.{recipient}.{channel}"
-
-
 def enqueue(
     client: redis.Redis | Any,
     *,
@@ -109,11 +105,6 @@ def enqueue(
         json.dumps(fields, ensure_ascii=False),
         repr(now),
     )
-
-
-def read_attempt(client: redis.Redis, attempt: str) -> dict[str, str]:
-    doc: dict[str, str] = client.hgetall(keys.attempt(attempt))  # type: ignore[assignment]
-    return doc
 
 
 @dataclass
@@ -189,27 +180,29 @@ class Deliverer:
         if verdict != "go":
             return verdict  # already delivered, or superseded
         doc = read_attempt(self.client, attempt)
-        channel = self.channels.get(doc["channel"])
+        if doc is None:
+            return "missing"  # gone between the mark and the read (her erasure)
+        channel = self.channels.get(doc.channel)
         moot = _moot(self.client, doc)
         if moot:
             result = Result("superseded", moot)
         elif channel is None:
-            result = Result("failed", f"channel {doc['channel']} is not configured")
+            result = Result("failed", f"channel {doc.channel} is not configured")
         else:
             try:
                 result = channel.send(_message(attempt, doc))
             except Exception as exc:  # a channel bug must not stop every other page
                 log.exception("channel_crashed", attempt=attempt)
                 result = Result("failed", f"{type(exc).__name__}: {exc}")
-        tries = int(doc.get("tries", "1"))
+        tries = doc.tries or 1
         status: str = result.outcome
         if status == "transient":
             status = "retry" if tries < MAX_TRIES else "failed"
         self._finish(
             keys=[keys.attempt(attempt), keys.NOTIFICATION_STATS],
-            args=[status, result.detail, result.provider_id, repr(now), doc["channel"]],
+            args=[status, result.detail, result.provider_id, repr(now), doc.channel],
         )
-        ATTEMPTS_TOTAL.labels(doc["channel"], status).inc()
+        ATTEMPTS_TOTAL.labels(doc.channel, status).inc()
         log.info("notification", attempt=attempt, status=status, detail=result.detail)
         if status == "retry":
             timers.schedule(
@@ -237,21 +230,21 @@ CALLS_TO_ACT = frozenset(
 )
 
 
-def _moot(client: redis.Redis, doc: dict[str, str]) -> str | None:
+def _moot(client: redis.Redis, doc: Attempt) -> str | None:
     """Why a queued call to act must not go out any more (a retry or fallback came late)."""
-    if doc.get("template") not in CALLS_TO_ACT or not doc.get("incident_id"):
+    if doc.template not in CALLS_TO_ACT or doc.incident_id is None:
         return None
-    elder_id, incident_id = int(doc["elder_id"]), int(doc["incident_id"])
+    elder_id, incident_id = doc.elder_id, doc.incident_id
     status = client.hget(keys.incident(elder_id, incident_id), "status")
     if status in ("resolved", "cancelled"):
         return f"incident {status}"
-    kind, _, ident = doc.get("recipient", "").partition(":")
+    kind, _, ident = doc.recipient.partition(":")
     if kind == "volunteer":
         raw = client.hget(keys.incident_responders(elder_id, incident_id), ident)
         state = json.loads(raw).get("state") if raw else None
         # The team lead is called at the on-site deadline even when standing by, not when
         # already coming or there.
-        if doc.get("template") == "lead_call":
+        if doc.template == "lead_call":
             if state in ("accepted", "arrived"):
                 return f"volunteer already {state}"
         elif state is not None and state != "notified":
@@ -262,65 +255,39 @@ def _moot(client: redis.Redis, doc: dict[str, str]) -> str | None:
 def fall_back(client: redis.Redis, attempt: str, *, available: set[str], now: float) -> str | None:
     """The recipient's next channel gets the message (an extra channel has none)."""
     doc = read_attempt(client, attempt)
-    if doc.get("extra"):
-        return None  # best effort only: the chain carries the guarantee
-    chain = chain_for(doc["recipient"], available, start=doc["channel"])
-    rest = chain[1:] if chain and chain[0] == doc["channel"] else chain
+    if doc is None or doc.extra:
+        return None  # gone, or best effort only: the chain carries the guarantee
+    chain = chain_for(doc.recipient, available, start=doc.channel)
+    rest = chain[1:] if chain and chain[0] == doc.channel else chain
     if not rest:
-        log.warning("notification_unreachable", attempt=attempt, recipient=doc["recipient"])
+        log.warning("notification_unreachable", attempt=attempt, recipient=doc.recipient)
         return None
-    nxt = rest[0]
-    scope = doc["scope"]
-    new_id = attempt_id(
-        elder_id=int(doc["elder_id"]),
-        scope=scope,
-        step=doc["step"],
-        recipient=doc["recipient"],
-        channel=nxt,
-    )
-    fields = {k: v for k, v in doc.items() if k in _COPIED}
-    fields.update(channel=nxt, fallback_of=attempt)
+    nxt = doc.on(rest[0])
     enqueue(
         client,
-        attempt=new_id,
-        fields=fields,
+        attempt=nxt.id,
+        fields=nxt.record(),
         now=now,
         incident_attempts=_incident_attempts(doc),
     )
-    return new_id
+    return nxt.id
 
 
-_COPIED = frozenset(
-    {
-        "elder_id",
-        "incident_id",
-        "scope",
-        "step",
-        "recipient",
-        "phone",
-        "template",
-        "text",
-        "data",
-        "locale",
-    }
-)
-
-
-def _incident_attempts(doc: dict[str, str]) -> str | None:
-    if doc.get("incident_id"):
-        return keys.incident_attempts(int(doc["elder_id"]), int(doc["incident_id"]))
+def _incident_attempts(doc: Attempt) -> str | None:
+    if doc.incident_id is not None:
+        return keys.incident_attempts(doc.elder_id, doc.incident_id)
     return None
 
 
-def _message(attempt: str, doc: dict[str, str]) -> Message:
+def _message(attempt: str, doc: Attempt) -> Message:
     return Message(
         attempt_id=attempt,
-        recipient=doc["recipient"],
-        phone=doc.get("phone") or None,
-        template=doc["template"],
-        text=doc.get("text", ""),
-        data=json.loads(doc.get("data") or "{}"),
-        locale=doc.get("locale") or "zh-CN",
+        recipient=doc.recipient,
+        phone=doc.phone or None,
+        template=doc.template,
+        text=doc.text,
+        data=json.loads(doc.data),
+        locale=doc.locale,
     )
 
 

@@ -25,6 +25,8 @@ from devices.elders import access_log
 from devices.elders.records import parse_elder
 from devices.elders.service import authorize as authorize_elder
 from devices.elders.service import queue_read_elder
+from devices.telemetry.positions import parse_position
+from devices.telemetry.service import queue_read_position
 from locator.core import keys, store
 from locator.core.auth import (
     SESSION_COOKIE,
@@ -297,7 +299,7 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
         async with redis.pipeline(transaction=False) as pipe:
             for elder_id in chunk:
                 queue_read_elder(pipe, elder_id=elder_id)
-                pipe.hgetall(keys.last_position(elder_id))
+                queue_read_position(pipe, elder_id=elder_id)
                 pipe.hgetall(keys.zones(elder_id))
                 pipe.get(keys.open_incident(elder_id))
             replies = await pipe.execute()
@@ -307,14 +309,14 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
             if record is None:
                 continue
             position = None
-            if pos.get("lat"):
-                received = float(pos.get("received_ms") or 0) / 1000
+            last = parse_position(pos)
+            if last is not None:
                 position = {
-                    "lat": float(pos["lat"]),
-                    "lon": float(pos["lon"]),
-                    "acc": float(pos.get("acc") or 0),
-                    "tst": float(pos.get("tst") or 0),
-                    "stale": now - received > STALE_AFTER_S,
+                    "lat": last.lat,
+                    "lon": last.lon,
+                    "acc": last.acc or 0.0,
+                    "tst": last.tst,
+                    "stale": now - last.received_ms / 1000 > STALE_AFTER_S,
                 }
             elders.append(
                 {
