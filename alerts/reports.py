@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from alerts.incidents import storage
 from devices.elders.service import read_elder
 from locator.core import keys
 from locator.core.auth import Principal, Role
@@ -84,10 +85,9 @@ def row(
     client: redis.Redis, incident_id: int, *, now: float, teams: dict[int, str]
 ) -> dict[str, Any]:
     """One incident's report row, read from its record, timeline and attempts."""
-    elder_id = int(str(client.hget(keys.INCIDENT_ELDER, str(incident_id))))
-    f: dict[str, str] = client.hgetall(keys.incident(elder_id, incident_id))  # type: ignore[assignment]
-    raw_timeline: Any = client.lrange(keys.incident_timeline(elder_id, incident_id), 0, -1)
-    timeline = [json.loads(e) for e in raw_timeline]
+    snap = storage.load(client, incident_id)
+    elder_id, f = snap.elder_id, snap.fields
+    timeline = storage.read_timeline(client, elder_id=elder_id, incident_id=incident_id)
     attempts = [str(a) for a in client.zrange(keys.incident_attempts(elder_id, incident_id), 0, -1)]
     sent = []
     for attempt in attempts:

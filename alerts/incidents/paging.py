@@ -15,11 +15,11 @@ import redis
 
 from alerts import escalation
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, View
-from alerts.incidents import last_seen
+from alerts.incidents import last_seen, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.storage import Plan, Snapshot, as_str, build, commit, load
 from locator.core import keys, timers
-from locator.core.errors import Conflict, NotFound
+from locator.core.errors import Conflict
 from locator.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -304,9 +304,8 @@ def run_step(client: redis.Redis, cfg: AlertsConfig, job: timers.Job) -> str:
     """A ladder step is due: page its people and schedule the next one, unless superseded."""
     elder, incident = job.args
     step = str(job.payload.get("step", ""))
-    try:
-        snap = load(client, int(incident))
-    except NotFound:
+    snap = storage.read_incident(client, incident_id=int(incident))
+    if snap is None:
         return "gone"
     if snap.fields.get("step_token") != job.token:
         return "stale"

@@ -11,7 +11,7 @@ import redis
 from alerts.incidents import access, compose, drills, last_seen
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import IncidentRead, ResponderRead
-from alerts.incidents.storage import Snapshot, as_str, elder_record, load
+from alerts.incidents.storage import Snapshot, as_str, elder_record, load, read_timeline
 from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
@@ -41,10 +41,7 @@ def read(client: redis.Redis, snap: Snapshot, *, caller: Principal) -> IncidentR
     """The incident as the API shows it (a guardian sees responders without distances)."""
     f = snap.fields
     elder = elder_record(client, snap.elder_id)
-    timeline = [
-        json.loads(e)
-        for e in client.lrange(keys.incident_timeline(snap.elder_id, snap.incident_id), 0, -1)
-    ]
+    timeline = read_timeline(client, elder_id=snap.elder_id, incident_id=snap.incident_id)
     names = {}
     if snap.responders:
         docs = client.mget([keys.volunteer(v) for v in snap.responders])

@@ -30,12 +30,13 @@ from alerts.incidents.storage import (
     elder_record,
     load,
     new_code,
+    read_incident,
 )
 from devices.telemetry.service import read_position
 from locator.core import crs, keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
-from locator.core.errors import Conflict, Forbidden, NotFound
+from locator.core.errors import Conflict, Forbidden
 from locator.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -320,11 +321,8 @@ def actor_of(caller: Principal) -> str:
 
 
 def _stood_down_at_home(client: redis.Redis, incident_id: int) -> bool:
-    try:
-        snap = load(client, incident_id)
-    except NotFound:
-        return False
-    if snap.fields.get("suggested_outcome") != "returned_home":
+    snap = read_incident(client, incident_id=incident_id)
+    if snap is None or snap.fields.get("suggested_outcome") != "returned_home":
         return False
     # A dispatcher may have paged people again since: then it is a live incident.
     live = {escalation.NOTIFIED, *escalation.ENGAGED}

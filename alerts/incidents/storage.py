@@ -96,6 +96,20 @@ def load(client: redis.Redis, incident_id: int) -> Snapshot:
     )
 
 
+def read_incident(client: redis.Redis, *, incident_id: int) -> Snapshot | None:
+    """The incident as stored now; None if there is none (``load`` answers 404 instead)."""
+    try:
+        return load(client, incident_id)
+    except NotFound:
+        return None
+
+
+def read_timeline(client: redis.Redis, *, elder_id: int, incident_id: int) -> list[dict[str, Any]]:
+    """The incident's timeline entries, oldest first."""
+    raw: Any = client.lrange(keys.incident_timeline(elder_id, incident_id), 0, -1)
+    return [json.loads(e) for e in raw]
+
+
 def open_incident_id(client: redis.Redis, elder_id: int) -> int | None:
     """The elder's open (real) incident, if any."""
     raw = client.get(keys.open_incident(elder_id))

@@ -50,8 +50,6 @@ def _float(value: str | None) -> float | None:
 def parse_position(raw: Mapping[Any, Any]) -> LastPosition | None:
     """The typed position of an HGETALL reply; None before her first fix."""
     pos = {str(k.decode() if isinstance(k, bytes) else k): str(v) for k, v in raw.items()}
-    if not (pos.get("lat") and pos.get("lon")):
-        return None
     good = None
     if pos.get("good_lat") and pos.get("good_lon") and pos.get("good_tst"):
         good = GoodFix(
@@ -60,10 +58,16 @@ def parse_position(raw: Mapping[Any, Any]) -> LastPosition | None:
             float(pos["good_tst"]),
             float(pos.get("good_acc") or 0.0),
         )
+    if pos.get("lat") and pos.get("lon"):
+        lat, lon = float(pos["lat"]), float(pos["lon"])
+    elif good is not None:
+        lat, lon = good.lat, good.lon  # only the good fix is known: that is where she was
+    else:
+        return None
     battery = pos.get("battery")
     return LastPosition(
-        lat=float(pos["lat"]),
-        lon=float(pos["lon"]),
+        lat=lat,
+        lon=lon,
         tst=float(pos.get("tst") or 0.0),
         order_t=float(pos.get("order_t") or 0.0),
         received_ms=float(pos.get("received_ms") or 0.0),

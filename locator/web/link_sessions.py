@@ -9,7 +9,6 @@ from alerts import escalation
 from alerts.incidents import storage
 from locator.core.auth import Principal
 from locator.core.deps import AppContext
-from locator.core.errors import NotFound
 
 
 async def still_responding(ctx: AppContext, incident_id: int, principal: Principal) -> bool:
@@ -20,9 +19,8 @@ async def still_responding(ctx: AppContext, incident_id: int, principal: Princip
         return False
 
     def check() -> bool:
-        try:
-            snap = storage.load(client, incident_id)
-        except NotFound:
+        snap = storage.read_incident(client, incident_id=incident_id)
+        if snap is None:
             return False
         responder = snap.responders.get(volunteer_id)
         return (
