@@ -14,11 +14,13 @@ import redis
 from prometheus_client import Counter
 
 from locator.core import keys
+from locator.core.scripts import Script
 from locator.core.timers import Job
 
 OFFLINE = Counter("homeward_devices_offline_total", "Devices that went silent")
 
-_MARK_OFFLINE = """
+_MARK_OFFLINE = Script(
+    """
 local state = redis.call('HMGET', KEYS[1], 'online', 'last_seen_ms')
 if state[1] == '0' or not state[2] then return 'unchanged' end
 if tonumber(ARGV[1]) - tonumber(state[2]) < tonumber(ARGV[2]) then
@@ -36,7 +38,9 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', 500, '*', unpack(fields))
 -- No MAXLEN: the ticker trims device events only behind the alerts group.
 redis.call('XADD', KEYS[4], '*', unpack(fields))
 return 'offline'
-"""
+""",
+    name="mark_offline",
+)
 
 
 def handle_offline(client: redis.Redis, job: Job, *, now: float, default_after_s: int) -> str:
@@ -49,19 +53,16 @@ def handle_offline(client: redis.Redis, job: Job, *, now: float, default_after_s
     if int(doc["elder_id"]) != int(elder):
         return "gone"  # re-bound to another elder: that binding has its own job
     after_s = doc.get("offline_after_s") or default_after_s
-    result = client.eval(
-        _MARK_OFFLINE,
-        5,
-        keys.device_state(int(elder), device_id),
-        keys.last_position(int(elder)),
-        keys.elder_events(int(elder)),
-        keys.DEVICE_EVENTS,
-        keys.TIMERS,
-        str(round(now * 1000)),
-        str(after_s * 1000),
-        elder,
-        device_id,
-        job.id,
+    result = _MARK_OFFLINE(
+        client,
+        keys=[
+            keys.device_state(int(elder), device_id),
+            keys.last_position(int(elder)),
+            keys.elder_events(int(elder)),
+            keys.DEVICE_EVENTS,
+            keys.TIMERS,
+        ],
+        args=[str(round(now * 1000)), str(after_s * 1000), elder, device_id, job.id],
     )
     outcome = result.decode() if isinstance(result, bytes) else str(result)
     if outcome == "offline":

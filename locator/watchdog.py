@@ -19,6 +19,7 @@ import redis
 
 from alerts import intake
 from locator.core import keys, streams
+from locator.core.scripts import Script
 
 TICKER_STALE_S = 15.0  # the ticker beats every half second
 TIMERS_OVERDUE_S = 30.0  # a due job unclaimed this long: nobody is firing timers
@@ -29,7 +30,8 @@ MEMORY_WARN = 0.80
 MEMORY_CRITICAL = 0.95  # /healthz answers 503 from here
 LOST_RECENT_S = 3600.0  # a lost stream entry keeps the banner up this long
 
-_TRANSITION = """
+_TRANSITION = Script(
+    """
 local previous = redis.call('GET', KEYS[1])
 if previous == ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -37,7 +39,9 @@ if not previous and ARGV[1] == 'ok' then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'type', 'system', 'incident_id', '',
   'elder_id', '', 'version', '', 'data', ARGV[2])
 return 1
-"""
+""",
+    name="system_state_transition",
+)
 
 
 def beat(client: redis.Redis, name: str, *, now: float, **status: Any) -> None:
@@ -214,7 +218,9 @@ def record(client: redis.Redis, assessment: Assessment, *, now: float) -> bool:
         {"status": assessment.status, "problems": problems, "at": now},
         ensure_ascii=False,
     )
-    return bool(client.eval(_TRANSITION, 2, keys.SYSTEM_STATE, keys.FEED, assessment.status, data))
+    return bool(
+        _TRANSITION(client, keys=[keys.SYSTEM_STATE, keys.FEED], args=[assessment.status, data])
+    )
 
 
 def watch_once(client: redis.Redis, *, now: float) -> Assessment:

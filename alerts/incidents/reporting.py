@@ -7,14 +7,13 @@ volunteers near it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
 from geofences.zones.service import MAX_FROM_HOME_M
 from locator.core import crs, keys
 from locator.core.auth import Principal, Role
 from locator.core.errors import TooManyRequests, Unprocessable
+from locator.core.scripts import Script
 
 REPORTS_PER_WINDOW = 5
 WINDOW_S = 3600
@@ -22,7 +21,8 @@ WINDOW_S = 3600
 # Drop reports older than the window, refuse when the window is full (answering when its
 # oldest report leaves it), else count this one. One script: two reports at once cannot
 # both take the last place.
-_COUNT = """
+_COUNT = Script(
+    """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - ARGV[2])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -31,15 +31,17 @@ end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {1, ARGV[1]}
-"""
+""",
+    name="missing_reports_count",
+)
 
 
 def count_report(client: redis.Redis, *, caller: Principal, now: float, report_id: str) -> None:
     """429 with Retry-After once a guardian made ``REPORTS_PER_WINDOW`` reports in an hour."""
     if caller.role is not Role.GUARDIAN or not caller.subject:
         return  # dispatch works many incidents at once
-    script: Any = client.register_script(_COUNT)
-    allowed, since = script(
+    allowed, since = _COUNT(
+        client,
         keys=[keys.missing_reports(caller.subject)],
         args=[repr(now), WINDOW_S, REPORTS_PER_WINDOW, report_id],
     )

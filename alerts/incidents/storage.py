@@ -10,7 +10,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,8 +23,9 @@ from devices.elders.service import read_elder
 from locator.core import keys, timers
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound
+from locator.core.scripts import Script
 
-_COMMIT = (Path(__file__).with_name("commit.lua")).read_text()
+_COMMIT = Script.from_package("alerts.incidents", "commit.lua")
 _FIXED_KEYS = 17
 
 
@@ -175,14 +175,10 @@ def commit(
     client: redis.Redis, plan: Plan, *, version: str, token: str, now: float
 ) -> tuple[str, str]:
     """Run the commit script on a plan; (verdict, detail)."""
-    reply = client.eval(
-        _COMMIT,
-        len(plan.keys()),
-        *plan.keys(),
-        version,
-        token,
-        json.dumps(plan.body, ensure_ascii=False),
-        repr(now),
+    reply = _COMMIT(
+        client,
+        keys=plan.keys(),
+        args=[version, token, json.dumps(plan.body, ensure_ascii=False), repr(now)],
     )
     verdict, detail = (as_str(x) for x in reply)
     return verdict, detail

@@ -21,6 +21,7 @@ from alerts.notify.channels import Channel, Message, Result, chain_for
 from locator.core import keys, streams, timers
 from locator.core.logging import get_logger
 from locator.core.redis import stream_reply
+from locator.core.scripts import Script
 
 log = get_logger(__name__)
 
@@ -38,7 +39,8 @@ ATTEMPTS_TOTAL = Counter(
 )
 OUTBOX_PENDING = Gauge("homeward_outbox_pending", "Outbox entries read but not yet acknowledged")
 
-_ENQUEUE = """
+_ENQUEUE = Script(
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local seq = redis.call('INCR', KEYS[4])
 local f = {'seq', tostring(seq), 'status', 'queued', 'tries', '0', 'created', ARGV[3]}
@@ -49,9 +51,12 @@ if KEYS[5] ~= KEYS[3] then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
 -- No MAXLEN: the ticker trims the outbox only behind every delivery group.
 redis.call('XADD', KEYS[2], '*', 'attempt', ARGV[1])
 return 1
-"""
+""",
+    name="outbox_enqueue",
+)
 
-_BEGIN = """
+_BEGIN = Script(
+    """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' or status == 'retry' then
   redis.call('HSET', KEYS[1], 'status', 'sending', 'updated', ARGV[1])
@@ -64,9 +69,12 @@ if status == 'sending' then
   return 'interrupted'
 end
 return status or 'missing'
-"""
+""",
+    name="outbox_begin",
+)
 
-_FINISH = """
+_FINISH = Script(
+    """
 if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then
   -- Twilio's status callback can arrive before its reply is recorded: keep the callback's
   -- news, add what only the reply knows.
@@ -81,7 +89,9 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'provider_id', 
 redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':' .. ARGV[1], 1)
 if ARGV[1] == 'sent' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[4]) end
 return 1
-"""
+""",
+    name="outbox_finish",
+)
 
 
 def enqueue(
@@ -93,17 +103,16 @@ def enqueue(
     incident_attempts: str | None = None,
 ) -> None:
     """Queue an attempt unless it exists (pipelines welcome)."""
-    client.eval(
-        _ENQUEUE,
-        5,
-        keys.attempt(attempt),
-        keys.OUTBOX,
-        keys.ATTEMPTS,
-        keys.sequence("attempt"),
-        incident_attempts or keys.ATTEMPTS,
-        attempt,
-        json.dumps(fields, ensure_ascii=False),
-        repr(now),
+    _ENQUEUE(
+        client,
+        keys=[
+            keys.attempt(attempt),
+            keys.OUTBOX,
+            keys.ATTEMPTS,
+            keys.sequence("attempt"),
+            incident_attempts or keys.ATTEMPTS,
+        ],
+        args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now)],
     )
 
 
@@ -118,8 +127,6 @@ class Deliverer:
     lane: str | None = None
 
     def __post_init__(self) -> None:
-        self._begin = self.client.register_script(_BEGIN)
-        self._finish = self.client.register_script(_FINISH)
         self._claimed_at = 0.0
         self.group = EXTRA_GROUP if self.lane == "extra" else GROUP
 
@@ -167,7 +174,7 @@ class Deliverer:
 
     def deliver(self, attempt: str, *, now: float) -> str:
         """One attempt: mark it sending, call its channel, record the result, fall back."""
-        verdict = _s(self._begin(keys=[keys.attempt(attempt)], args=[repr(now)]))
+        verdict = _s(_BEGIN(self.client, keys=[keys.attempt(attempt)], args=[repr(now)]))
         if verdict == "interrupted":
             ATTEMPTS_TOTAL.labels(self._channel_of(attempt), "unknown").inc()
             self.fall_back(attempt, now=now)
@@ -198,7 +205,8 @@ class Deliverer:
         status: str = result.outcome
         if status == "transient":
             status = "retry" if tries < MAX_TRIES else "failed"
-        self._finish(
+        _FINISH(
+            self.client,
             keys=[keys.attempt(attempt), keys.NOTIFICATION_STATS],
             args=[status, result.detail, result.provider_id, repr(now), doc.channel],
         )

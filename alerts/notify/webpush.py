@@ -26,6 +26,7 @@ from pywebpush import WebPushException, webpush_async
 from alerts.notify.channels import Message, Result
 from locator.core import keys
 from locator.core.logging import get_logger
+from locator.core.scripts import Script
 
 log = get_logger(__name__)
 TTL_S = 600  # an alert older than ten minutes is not worth showing
@@ -34,7 +35,8 @@ DEADLINE_S = 5.0  # connect, send and answer, all endpoints together
 _PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".localdomain")
 
 # Keep at most ARGV[3] subscriptions: a new endpoint beyond that replaces the oldest.
-_SUBSCRIBE = """
+_SUBSCRIBE = Script(
+    """
 local new = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
 if new and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest, oldest_at = nil, nil
@@ -50,7 +52,9 @@ if new and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return false
-"""
+""",
+    name="push_subscribe",
+)
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -85,13 +89,10 @@ def subscribe(
 ) -> str | None:
     """Store a subscription; returns the endpoint it replaced (the oldest beyond the limit)."""
     doc = {**subscription, "added": now}
-    replaced = client.eval(
-        _SUBSCRIBE,
-        1,
-        keys.push_subscriptions(volunteer_id),
-        subscription["endpoint"],
-        json.dumps(doc),
-        MAX_SUBSCRIPTIONS,
+    replaced = _SUBSCRIBE(
+        client,
+        keys=[keys.push_subscriptions(volunteer_id)],
+        args=[subscription["endpoint"], json.dumps(doc), MAX_SUBSCRIPTIONS],
     )
     return str(replaced) if replaced else None
 

@@ -26,6 +26,7 @@ from locator.core.clock import ms_to_iso
 from locator.core.deps import AppContext, CallerDep, ContextDep
 from locator.core.errors import Forbidden, Unprocessable
 from locator.core.schemas import Page
+from locator.core.scripts import Script
 
 DEFAULT_RETENTION_S = 94_608_000  # HOMEWARD_ACCESS_LOG_RETENTION_S's default: 3 years
 # Pages poll her position and track every 15 s: the same read by the same person is one
@@ -64,7 +65,8 @@ CHANGES = frozenset(
 
 # Appends with an id no smaller than the last one (the app clock may equal it or, in tests,
 # stand still), trims what is older than the retention, and skips a read logged moments ago.
-_RECORD = """
+_RECORD = Script(
+    """
 local window = tonumber(ARGV[3])
 local ms = tonumber(ARGV[1])
 if window > 0 then
@@ -89,7 +91,9 @@ for i = 4, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 return redis.call(unpack(args))
-"""
+""",
+    name="access_log_record",
+)
 
 # A decimal with 4+ places is what a coordinate looks like; details are built from ids and
 # times, so this only catches a future caller's mistake before it is kept for 3 years.
@@ -143,7 +147,7 @@ async def record(
         now=now,
         retention_s=retention_s,
     )
-    await redis.register_script(_RECORD)(keys=names, args=args)
+    await _RECORD.run_async(redis, keys=names, args=args)
 
 
 async def record_many(
@@ -159,7 +163,6 @@ async def record_many(
     """``record`` for many elders in one round trip (the console map reads every position)."""
     if not elder_ids:
         return
-    script = redis.register_script(_RECORD)
     async with redis.pipeline(transaction=False) as pipe:
         for elder_id in elder_ids:
             names, args = _script_args(
@@ -170,7 +173,7 @@ async def record_many(
                 now=now,
                 retention_s=retention_s,
             )
-            await script(keys=names, args=args, client=pipe)
+            await _RECORD.run_async(pipe, keys=names, args=args)
         await pipe.execute()
 
 
@@ -193,7 +196,7 @@ def record_sync(
         now=now,
         retention_s=retention_s,
     )
-    client.register_script(_RECORD)(keys=names, args=args)
+    _RECORD(client, keys=names, args=args)
 
 
 def _entry(fields: dict[str, str]) -> AccessEntry:

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
 import redis
@@ -41,6 +40,7 @@ from devices.reporting import is_slow
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
+from locator.core.scripts import Script
 
 log = get_logger(__name__)
 
@@ -66,14 +66,17 @@ BATCH_SIZE = Histogram(
     "homeward_ingest_batch_size", "Messages per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
 )
 
-_SCRIPT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text()
+_SCRIPT = Script.from_package("devices.ingest", "store_uplink.lua")
 # A rejected message is dead-lettered once, even if the broker delivers it again.
-_DEAD_LETTER = """
+_DEAD_LETTER = Script(
+    """
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 3600) then return 0 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', 10000, '*', unpack(ARGV))
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return 1
-"""
+""",
+    name="dead_letter",
+)
 DEAD_LETTER_SCRIPT = _DEAD_LETTER  # the gateway dead-letters its frames through the same script
 
 
@@ -319,8 +322,8 @@ class UplinkStore:
         self._load_scripts()
 
     def _load_scripts(self) -> None:
-        self._sha = self._redis.script_load(_SCRIPT)
-        self._dead_letter_sha = self._redis.script_load(_DEAD_LETTER)
+        _SCRIPT.ensure_loaded(self._redis)
+        _DEAD_LETTER.ensure_loaded(self._redis)
 
     def process(self, batch: list[Message]) -> BatchOutcome:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
@@ -465,17 +468,14 @@ class UplinkStore:
         for item in items:
             if isinstance(item, _Reject):
                 fields = item.fields()
-                pipe.evalsha(
-                    self._dead_letter_sha,
-                    3,
-                    keys.REJECTED,
-                    keys.REJECTED_COUNTS,
-                    keys.rejected_seen(item.identity()),
-                    *[x for pair in fields.items() for x in pair],
+                _DEAD_LETTER.queue(
+                    pipe,
+                    keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(item.identity())],
+                    args=[x for pair in fields.items() for x in pair],
                 )
             else:
                 script_keys, args = self._script_call(item)
-                pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
+                _SCRIPT.queue(pipe, keys=script_keys, args=args)
         results = iter(pipe.execute(raise_on_error=False))
         version = next(results)
         if isinstance(version, Exception):

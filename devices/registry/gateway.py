@@ -17,15 +17,19 @@ import redis.asyncio as aioredis
 
 from devices.ingest.pipeline import DEAD_LETTER_SCRIPT
 from locator.core import keys, store
+from locator.core.scripts import Script
 
 PENDING_TTL_S = 600  # a command for a disconnected bracelet waits this long
 DEAD_LETTER_PAYLOAD_CHARS = 512
 
 # Only the holder may let go of a bracelet: a reconnection elsewhere must not be undone.
-_RELEASE = """
+_RELEASE = Script(
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"""
+""",
+    name="gateway_release",
+)
 
 
 async def device(redis: aioredis.Redis, *, device_id: str) -> dict[str, Any] | None:
@@ -65,7 +69,7 @@ async def refresh(redis: aioredis.Redis, *, device_id: str, gateway: str, ttl_s:
 
 async def release(redis: aioredis.Redis, *, device_id: str, gateway: str, now: float) -> None:
     """The connection closed: drop the holder mark if it is still ours."""
-    await redis.eval(_RELEASE, 1, keys.gateway_holder(device_id), gateway)
+    await _RELEASE.run_async(redis, keys=[keys.gateway_holder(device_id)], args=[gateway])
     await redis.hset(keys.gateway_device(device_id), "disconnected_at", str(round(now, 3)))
 
 
@@ -168,9 +172,8 @@ async def dead_letter(
         "elder_id": str(elder_id) if elder_id is not None else "",
         "received_ms": str(round(received_at * 1000)),
     }
-    script = redis.register_script(DEAD_LETTER_SCRIPT)
     args = [x for pair in fields.items() for x in pair]
-    done = await script(
-        keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(identity)], args=args
+    done = await DEAD_LETTER_SCRIPT.run_async(
+        redis, keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(identity)], args=args
     )
     return bool(done)

@@ -12,6 +12,7 @@ import redis
 
 from devices.telemetry.archive import TrackArchive
 from locator.core import keys, streams, timers
+from locator.core.scripts import Script
 
 # Dead letters carry the payload a bracelet sent (coordinates included): kept as long as
 # tracks, and never more than this many (the ingest caps the stream at ~10,000 too).
@@ -104,16 +105,19 @@ def reindex(client: redis.Redis, stream: str) -> None:
     else:
         # Nothing left: the key goes, and with it the index entry (a new fix adds both);
         # checked in one script so a fix stored meanwhile is not deleted with it.
-        client.eval(_DROP_IF_EMPTY, 2, stream, keys.RETENTION_STREAMS)
+        _DROP_IF_EMPTY(client, keys=[stream, keys.RETENTION_STREAMS])
 
 
-_DROP_IF_EMPTY = """
+_DROP_IF_EMPTY = Script(
+    """
 if redis.call('XLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], KEYS[1])
 end
 return 0
-"""
+""",
+    name="drop_if_empty",
+)
 
 
 def trim_rejected(client: redis.Redis, *, now: float, window_s: int) -> int:

@@ -1,0 +1,104 @@
+"""One way to load Lua (locator/core/scripts.py): EVALSHA, and a forgotten script loaded again.
+
+Runs on its own Redis (started here): the tests flush its script cache, which must not
+touch the session's server other tests share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from locator.core.scripts import Script
+from tests.servers import redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO = Script("return {KEYS[1], ARGV[1]}", name="echo")
+
+
+@pytest.fixture(scope="module")
+def own_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("HOMEWARD_TEST_REDIS_URL"):
+        pytest.skip("flushes the script cache: only on a server these tests start")
+    with redis_server(tmp_path_factory.mktemp("scripts-redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def client(own_redis_url: str) -> Iterator[redis.Redis]:
+    sync = redis.Redis.from_url(own_redis_url, decode_responses=True)
+    sync.script_flush()  # every test starts from a server that knows no script
+    yield sync
+    sync.close()
+
+
+def test_the_sha_is_the_servers_own() -> None:
+    commit = Script.from_package("alerts.incidents", "commit.lua")
+    text = (ROOT / "alerts/incidents/commit.lua").read_text(encoding="utf-8")
+    assert commit.script == text
+    assert commit.sha == hashlib.sha1(text.encode()).hexdigest()
+
+
+def test_a_forgotten_script_is_loaded_once_and_the_call_repeated(client: redis.Redis) -> None:
+    assert client.script_exists(ECHO.sha) == [False]
+    assert ECHO(client, keys=["hw:k"], args=["v"]) == ["hw:k", "v"]
+    assert client.script_exists(ECHO.sha) == [True]
+    # A restarted server forgets it again: the next call still answers.
+    client.script_flush()
+    assert ECHO(client, keys=["hw:k2"], args=[7]) == ["hw:k2", "7"]
+
+
+def test_a_pipeline_loads_its_scripts_before_it_runs(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    ECHO(pipe, keys=["hw:a"], args=["1"])
+    pipe.get("hw:none")
+    ECHO(pipe, keys=["hw:b"], args=["2"])
+    assert pipe.execute() == [["hw:a", "1"], None, ["hw:b", "2"]]
+
+
+def test_queue_skips_the_check_and_leaves_noscript_to_the_caller(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    ECHO.queue(pipe, keys=["hw:a"], args=["1"])
+    (reply,) = pipe.execute(raise_on_error=False)
+    assert isinstance(reply, NoScriptError)
+    ECHO.ensure_loaded(client)
+    pipe = client.pipeline(transaction=False)
+    ECHO.queue(pipe, keys=["hw:a"], args=["1"])
+    assert pipe.execute() == [["hw:a", "1"]]
+
+
+async def test_async_clients_and_pipelines(own_redis_url: str, client: redis.Redis) -> None:
+    aclient = aioredis.Redis.from_url(own_redis_url, decode_responses=True)
+    try:
+        assert await ECHO.run_async(aclient, keys=["hw:x"], args=["y"]) == ["hw:x", "y"]
+        client.script_flush()
+        async with aclient.pipeline(transaction=False) as pipe:
+            await ECHO.run_async(pipe, keys=["hw:p"], args=["q"])
+            assert await pipe.execute() == [["hw:p", "q"]]
+    finally:
+        await aclient.aclose()
+
+
+# Phase 2 of issue 21 moves these onto the helper with the Redis Cluster work.
+PENDING = {"locator/core/timers.py", "locator/core/streams.py"}
+
+
+def test_every_script_goes_through_the_helper() -> None:
+    raw = re.compile(r"\.eval\(|register_script\(|\.evalsha\(|script_load\(")
+    offenders = []
+    for package in ("locator", "devices", "geofences", "alerts"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            if name == "locator/core/scripts.py" or name in PENDING:
+                continue
+            if raw.search(path.read_text(encoding="utf-8")):
+                offenders.append(name)
+    assert offenders == []
