@@ -23,6 +23,8 @@ import redis
 from devices.elders.records import ElderRecord, parse_elder
 from devices.elders.service import queue_read_elder
 from devices.ingest.position import Position
+from devices.telemetry.positions import parse_position
+from devices.telemetry.readers import queue_read_position
 from geofences.engine import FixInput, Zone, ZoneState, evaluate
 from geofences.geometry import LocalFrame, project_geometry
 from locator.core import keys
@@ -106,15 +108,16 @@ class ZoneEvaluator:
             pipe.hgetall(keys.zones(elder_id))
             pipe.hgetall(keys.zone_state(elder_id))
             pipe.get(keys.pause(elder_id))
-            pipe.hget(keys.last_position(elder_id), "order_t")
+            queue_read_position(pipe, elder_id=elder_id)
         results = pipe.execute()
         self.observe_version(int(results[0] or 0))
         for n, elder_id in enumerate(missing):
-            elder_raw, zones_raw, states_raw, pause_raw, order_t = results[1 + 5 * n : 6 + 5 * n]
+            elder_raw, zones_raw, states_raw, pause_raw, pos_raw = results[1 + 5 * n : 6 + 5 * n]
             elder = parse_elder(elder_raw, elder_id)
             built = self._build(elder, zones_raw, states_raw, pause_raw)
             if built is not None:
-                built.order_t = float(order_t or 0)
+                last = parse_position(pos_raw)
+                built.order_t = last.order_t if last else 0.0
             self._cache[elder_id] = built
 
     def _build(

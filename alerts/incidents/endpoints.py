@@ -39,7 +39,7 @@ from devices.elders.access_log import AccessLogDep
 from devices.elders.records import elder_from_doc
 from devices.elders.service import authorize_sync, read_elder
 from devices.telemetry import archive, tracks
-from devices.telemetry.service import read_position
+from devices.telemetry.readers import read_position
 from locator.core.auth import Role
 from locator.core.clock import parse_iso
 from locator.core.deps import CallerDep, ContextDep, SyncRedisDep

@@ -18,7 +18,7 @@ import redis
 
 from alerts import search_area as geo_area
 from devices.telemetry.positions import LastPosition
-from devices.telemetry.service import read_position, recent_good_fixes
+from devices.telemetry.readers import read_position, recent_good_fixes
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound, Unprocessable
 

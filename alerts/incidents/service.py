@@ -32,7 +32,7 @@ from alerts.incidents.storage import (
     new_code,
     read_incident,
 )
-from devices.telemetry.service import read_position
+from devices.telemetry.readers import read_position
 from locator.core import crs, keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat

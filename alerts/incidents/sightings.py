@@ -22,7 +22,7 @@ from alerts.incidents import last_seen, paging, reporting, service, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.storage import Snapshot
 from devices.telemetry.positions import LastPosition
-from devices.telemetry.service import read_position
+from devices.telemetry.readers import read_position
 from locator.core import crs
 from locator.core.auth import Principal
 from locator.core.errors import Conflict, Forbidden

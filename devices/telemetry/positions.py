@@ -2,7 +2,7 @@
 
 Pure. Only the ingest's store script writes the hash; ``read_position`` (sync and async)
 and ``queue_read_position`` with ``parse_position`` (pipelines), in
-``devices/telemetry/service.py``, are the other domains' only way to it. The good fix is
+``devices/telemetry/readers.py``, are the other domains' only way to it. The good fix is
 the newest fix that was precise enough to decide on; the latest fix may be a cell-only or
 far-off one.
 """

@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
 from devices.elders import service as elders
 from devices.telemetry import tracks
 from devices.telemetry.archive import TrackArchive
-from devices.telemetry.positions import LastPosition, parse_position
 from devices.telemetry.schemas import (
     DeviceEventRead,
     Fix,
@@ -212,31 +210,3 @@ async def rejected_counts(redis: aioredis.Redis, *, caller: Principal) -> dict[s
         raise Forbidden("only staff see the rejection totals")
     counts: dict[str, str] = await redis.hgetall(keys.REJECTED_COUNTS)  # type: ignore[assignment]
     return {reason: int(n) for reason, n in sorted(counts.items())}
-
-
-# --- readers for the other domains: the one way they see her position ---------------------
-def read_position(client: redis.Redis, *, elder_id: int) -> LastPosition | None:
-    """Her last position; None before her first fix."""
-    return parse_position(client.hgetall(keys.last_position(elder_id)))
-
-
-async def read_position_async(redis: aioredis.Redis, *, elder_id: int) -> LastPosition | None:
-    """``read_position`` for the async callers."""
-    return parse_position(await redis.hgetall(keys.last_position(elder_id)))
-
-
-def queue_read_position(pipe: Any, *, elder_id: int) -> None:
-    """Queue her position's read in a pipeline; ``parse_position`` turns its reply into it."""
-    pipe.hgetall(keys.last_position(elder_id))
-
-
-def recent_good_fixes(
-    client: redis.Redis, *, elder_id: int, device_id: str, count: int = 10
-) -> list[tuple[float, float]]:
-    """Her newest good fixes (lat, lon) from one device's hot track, newest first."""
-    recent: Any = client.xrevrange(keys.track(elder_id, device_id), count=count)
-    return [
-        (float(f["lat"]), float(f["lon"]))
-        for _, f in recent
-        if "low_quality" not in f.get("flags", "")
-    ]

@@ -26,7 +26,7 @@ from devices.elders.records import parse_elder
 from devices.elders.service import authorize as authorize_elder
 from devices.elders.service import queue_read_elder
 from devices.telemetry.positions import parse_position
-from devices.telemetry.service import queue_read_position
+from devices.telemetry.readers import queue_read_position
 from locator.core import keys, store
 from locator.core.auth import (
     SESSION_COOKIE,

@@ -1,0 +1,42 @@
+"""The other domains' readers of her telemetry: her last position, her latest good fixes.
+
+Light on purpose (the ingest's zone stage imports it): the API's telemetry service and its
+archive stay out of processes that only need these reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from devices.telemetry.positions import LastPosition, parse_position
+from locator.core import keys
+
+
+def read_position(client: redis.Redis, *, elder_id: int) -> LastPosition | None:
+    """Her last position; None before her first fix."""
+    return parse_position(client.hgetall(keys.last_position(elder_id)))
+
+
+async def read_position_async(redis: aioredis.Redis, *, elder_id: int) -> LastPosition | None:
+    """``read_position`` for the async callers."""
+    return parse_position(await redis.hgetall(keys.last_position(elder_id)))
+
+
+def queue_read_position(pipe: Any, *, elder_id: int) -> None:
+    """Queue her position's read in a pipeline; ``parse_position`` turns its reply into it."""
+    pipe.hgetall(keys.last_position(elder_id))
+
+
+def recent_good_fixes(
+    client: redis.Redis, *, elder_id: int, device_id: str, count: int = 10
+) -> list[tuple[float, float]]:
+    """Her newest good fixes (lat, lon) from one device's hot track, newest first."""
+    recent: Any = client.xrevrange(keys.track(elder_id, device_id), count=count)
+    return [
+        (float(f["lat"]), float(f["lon"]))
+        for _, f in recent
+        if "low_quality" not in f.get("flags", "")
+    ]
