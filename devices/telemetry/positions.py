@@ -43,13 +43,17 @@ class LastPosition:
     good: GoodFix | None
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _float(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
 def parse_position(raw: Mapping[Any, Any]) -> LastPosition | None:
     """The typed position of an HGETALL reply; None before her first fix."""
-    pos = {str(k.decode() if isinstance(k, bytes) else k): str(v) for k, v in raw.items()}
+    pos = {_text(k): _text(v) for k, v in raw.items()}
     good = None
     if pos.get("good_lat") and pos.get("good_lon") and pos.get("good_tst"):
         good = GoodFix(
