@@ -225,8 +225,8 @@ async def set_pair(
     async with redis.pipeline(transaction=True) as pipe:
         try:
             # Watched: a delete of the elder racing this must not leave a pair behind.
-            await pipe.watch(keys.elder(elder_id), keys.pair(elder_id))
-            await elders.require_live(pipe, elder_id=elder_id)
+            await pipe.watch(keys.pair(elder_id))
+            await elders.watch_live(pipe, elder_id=elder_id)
             raw = await pipe.get(keys.pair(elder_id))
             previous: list[int] = json.loads(raw)["volunteer_ids"] if raw else []
             pipe.multi()  # type: ignore[no-untyped-call]

@@ -49,6 +49,12 @@ async def _load(redis: aioredis.Redis, elder_id: int) -> dict[str, Any]:
     return _live(await store.get_doc(redis, keys.elder(elder_id)), elder_id)
 
 
+async def watch_live(pipe: Any, *, elder_id: int) -> None:
+    """Watch her record in ``pipe`` (a racing delete fails the transaction); 404 unless live."""
+    await pipe.watch(keys.elder(elder_id))
+    await require_live(pipe, elder_id=elder_id)
+
+
 async def require_live(pipe: Any, *, elder_id: int) -> None:
     """Inside a WATCH on the elder's key: 404 unless the elder exists and is not deleted."""
     raw = await pipe.get(keys.elder(elder_id))
