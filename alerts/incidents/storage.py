@@ -29,7 +29,7 @@ _COMMIT = Script.from_package("alerts.incidents", "commit.lua")
 _FIXED_KEYS = 17
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
     """An incident as read: its hash fields and its responders by volunteer id."""
 
