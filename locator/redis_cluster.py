@@ -41,6 +41,10 @@ def cluster_port() -> int:
         return port
 
 
+def _command(client: redis.Redis, *args: object) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def slot_ranges(masters: int) -> list[range]:
     """The 16384 slots split into ``masters`` contiguous ranges (as redis-cli does)."""
     per, extra = divmod(SLOTS, masters)
@@ -121,10 +125,10 @@ class LocalRedisCluster:
                 ):
                     # Distinct epochs up front (as redis-cli does): equal ones are settled
                     # by a slow collision round before the cluster agrees.
-                    client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
-                    client.execute_command("CLUSTER ADDSLOTS", *slots)
+                    _command(client, "CLUSTER SET-CONFIG-EPOCH", epoch)
+                    _command(client, "CLUSTER ADDSLOTS", *slots)
                 for client in clients[1:]:
-                    client.execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
+                    _command(client, "CLUSTER MEET", "127.0.0.1", self.ports[0])
                 for client in clients:
                     self._wait_ok(client, deadline)
             finally:
@@ -150,7 +154,7 @@ class LocalRedisCluster:
     def _wait_ok(self, client: redis.Redis, deadline: float) -> None:
         """Every node must see every slot served (each learns the others over the bus)."""
         while True:
-            info: Any = client.execute_command("CLUSTER INFO")  # parsed into a dict
+            info: Any = _command(client, "CLUSTER INFO")  # parsed into a dict
             ok = info.get("cluster_state") == "ok"
             if ok and int(info.get("cluster_known_nodes", 0)) == self.masters:
                 return

@@ -75,6 +75,13 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster | AsyncCluster)
 
 
+def get_many(client: redis.Redis, names: list[str]) -> list[Any]:
+    """MGET of keys in any slots: on a cluster, one MGET per slot (redis-py groups them)."""
+    if is_cluster(client):
+        return list(client.mget_nonatomic(names))  # type: ignore[attr-defined]
+    return list(client.mget(names))
+
+
 def check_layout(client: redis.Redis) -> None:
     """Record the store's shard count, or refuse a process configured with another one.
 
@@ -83,8 +90,9 @@ def check_layout(client: redis.Redis) -> None:
     """
     count = str(shards.count())
     client.hsetnx(keys.LAYOUT, "shards", count)
-    stored = client.hget(keys.LAYOUT, "shards")
-    if stored is not None and str(stored) != count:
+    raw: Any = client.hget(keys.LAYOUT, "shards")
+    stored = None if raw is None else str(raw)
+    if stored is not None and stored != count:
         raise ConfigError(
             f"bad setting HOMEWARD_SHARDS: this store was written with {stored} shards, "
             f"not {count} (resharding is not supported: keep {stored})"
