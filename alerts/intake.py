@@ -236,7 +236,7 @@ def _kind(stream: str) -> str:
     return stream.rsplit(":", 1)[-1]
 
 
-def _source(stream: str, entry_id: str, fields: dict[str, str]) -> str:
+def source_of(stream: str, entry_id: str, fields: dict[str, str]) -> str:
     """What the entry is about: the relayed elder entry, else this shard entry itself."""
     if fields.get("source"):
         return fields["source"]
@@ -295,7 +295,7 @@ def consume_once(
         # An alarm deleted before it was handled is an error to see, never a silent ack.
         entries = streams.live_entries(client, entries, stream=stream_name, group=GROUP, now=now)
         for entry_id, fields in entries:
-            source = _source(stream_name, entry_id, fields)
+            source = source_of(stream_name, entry_id, fields)
             if not client.exists(keys.alarm_handled(source)):
                 try:
                     result = HANDLERS[_kind(stream_name)](client, cfg, source, fields)

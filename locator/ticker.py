@@ -59,7 +59,6 @@ class Ticker:
             ),
             "fastmode": self._restore_interval,
             "deliver": lambda job, now: outbox.requeue(client, job.args[0]),
-            relay.JOB: self._sweep_relays,
         }
         if alerts is not None:
             self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
@@ -68,7 +67,6 @@ class Ticker:
         if moved:
             log.info("timers_moved_into_shards", jobs=moved)
         # One job for every ticker: the claim's lease keeps two from running it at once.
-        timers.ensure(client, relay.JOB, due=clock.time())
         self._retention = retention_policy
         if retention_policy is not None:
             self.handlers[retention.JOB] = self._sweep
@@ -78,10 +76,13 @@ class Ticker:
             self.handlers[archiving.JOB] = self._move_tracks
             timers.ensure(client, archiving.JOB, due=clock.time())
 
-    def _sweep_relays(self, job: Job, now: float) -> str:
-        applied = relay.sweep(self._redis, now=now)
-        timers.schedule(self._redis, relay.JOB, due=now + relay.EVERY_S)
-        return "relayed" if applied else "nothing"
+    def sweep_relays(self) -> int:
+        """Apply what ingest or offline calls that died left on relay lists (rare: a crash).
+
+        Run from the loop, not as a timer job: two tickers sweeping at once is harmless
+        (a relay applied twice is absorbed), and the timers stay the domains' jobs.
+        """
+        return relay.sweep(self._redis, now=self._clock.time())
 
     def _sweep(self, job: Job, now: float) -> str:
         assert self._retention is not None
@@ -139,13 +140,16 @@ class Ticker:
     def run(self, stop: threading.Event, *, data_dir: Path) -> None:
         """Poll for due jobs until ``stop``; survives a Redis outage by retrying."""
         delay = POLL_S
-        last_trim = 0.0
+        last_trim = last_relay = 0.0
         while not stop.is_set():
             try:
                 self.run_once()
                 if time.monotonic() - last_trim > TRIM_EVERY_S:
                     last_trim = time.monotonic()
                     self.trim_streams()
+                if time.monotonic() - last_relay > relay.EVERY_S:
+                    last_relay = time.monotonic()
+                    self.sweep_relays()
                 delay = 0.0 if self._queue.saturated else POLL_S
                 processes.beat(data_dir, "ticker", redis_ok=True)
                 watchdog.beat(self._redis, "ticker", now=self._clock.time())

@@ -73,7 +73,7 @@ def test_a_job_rescheduled_while_claimed_survives_completion(client: redis.Redis
     assert timers.due_at(client, "probe|1") == 500.0
     # A plain re-score (what the ingest script does) is protected the same way.
     [job] = queue.claim(now=500.0)
-    client.zadd(keys.TIMERS, {"probe|1": 900.0})
+    client.zadd(keys.job_timers("probe|1"), {"probe|1": 900.0})
     assert not queue.complete(job)
     assert timers.due_at(client, "probe|1") == 900.0
 

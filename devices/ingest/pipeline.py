@@ -323,6 +323,9 @@ class UplinkStore:
         self._relay_token = relay.writer_token()
         self._relays: dict[int, list[str]] = {}
         self._intended: set[int] = set()
+        # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
+        # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
+        self._unmark: set[int] = set()
         self._load_scripts()
 
     def _load_scripts(self) -> None:
@@ -382,7 +385,11 @@ class UplinkStore:
             log.warning("ingest_route_unstable", device_id=pending.target.device_id)
         # Before the batch is acknowledged: a crash before this redelivers it, and the
         # scripts then return what is still on each elder's relay list.
-        relay.apply(self._redis, self._relays, token=self._relay_token, intended=self._intended)
+        if any(self._relays.values()):
+            intended, self._unmark = self._intended | self._unmark, set()
+            relay.apply(self._redis, self._relays, token=self._relay_token, intended=intended)
+        else:
+            self._unmark |= self._intended
         if throttled:
             self._report_throttled(throttled, outcome)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
@@ -473,8 +480,13 @@ class UplinkStore:
         elders = {i.target.elder_id for i in items if isinstance(i, _Pending)}
         self._intended |= elders
         pipe, marks = relay.mark_first(
-            self._redis, elders, token=self._relay_token, now=self._clock.time()
+            self._redis,
+            elders,
+            token=self._relay_token,
+            now=self._clock.time(),
+            done=self._unmark - elders,
         )
+        self._unmark = set()
         pipe.get(keys.DEVICES_VERSION)
         pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
         for item in items:

@@ -13,7 +13,7 @@ Crash windows, each closed:
   runs the script again, which answers ``duplicate`` and still returns the list; for the
   case nobody comes back, the caller marks her in her shard's intent set
   ``hw:{s:<n>}:relay-pending`` *before* the script and unmarks after the pop; the ticker's
-  ``relay`` job applies what an intent older than ``SWEEP_AFTER_S`` left behind.
+  sweep (every ``EVERY_S``) applies what an intent older than ``SWEEP_AFTER_S`` left.
 * after the relay, before the pop: the same effects are applied again. Stream entries carry
   a ``source`` naming her own entry (``e:<elder>:events@<id>``), which the alerts intake
   handles once; timer and index writes are idempotent; a dead letter may show twice.
@@ -38,8 +38,7 @@ from locator.core.redis import is_cluster
 
 log = get_logger(__name__)
 
-JOB = "relay"  # the ticker's sweep of intents nobody finished
-EVERY_S = 5.0
+EVERY_S = 5.0  # the ticker's sweep of intents nobody finished
 SWEEP_AFTER_S = 10.0  # an intent this old has no live caller (a batch takes milliseconds)
 SWEEP_LIMIT = 100  # intents per shard and pass
 REJECTED_MAX = 10_000
@@ -89,21 +88,29 @@ def release(pipe: Any, elders: Iterable[int], *, token: str) -> None:
 
 
 def mark_first(
-    client: redis.Redis, elders: Iterable[int], *, token: str, now: float
+    client: redis.Redis,
+    elders: Iterable[int],
+    *,
+    token: str,
+    now: float,
+    done: Iterable[int] = (),
 ) -> tuple[Any, int]:
-    """A pipeline that starts with the intent marks, and how many replies they take in it.
+    """A pipeline that starts with the intent marks, and how many replies they take in it;
+    ``done``: the previous batch's intents, unmarked first (they rode along for free).
 
     On one Redis the marks go first on the same connection as the scripts after them, so
     they land first. A cluster pipeline sends to each node on its own: there the marks are
     written in a round trip of their own before the scripts are sent.
     """
-    if is_cluster(client):
-        marks = client.pipeline(transaction=False)
-        if intend(marks, elders, token=token, now=now):
-            marks.execute()
-        return client.pipeline(transaction=False), 0
-    pipe = client.pipeline(transaction=False)
-    return pipe, intend(pipe, elders, token=token, now=now)
+    cluster = is_cluster(client)
+    marks = client.pipeline(transaction=False)
+    release(marks, done, token=token)
+    count = len(marks) + intend(marks, elders, token=token, now=now)
+    if not cluster:
+        return marks, count
+    if count:
+        marks.execute()
+    return client.pipeline(transaction=False), 0
 
 
 def merge(into: dict[int, list[str]], elder: int, entries: Iterable[object]) -> None:
@@ -145,7 +152,11 @@ def apply(
     intended: Iterable[int] = (),
 ) -> int:
     """Apply each elder's effects to the shards, then pop them from her list; with
-    ``token``, also unmark that caller's intents for ``intended``. Returns effects applied."""
+    ``token``, also unmark that caller's intents for ``intended``. Returns effects applied.
+
+    With nothing to apply and no token this costs no round trip (the common case: a fix
+    whose offline timer is far enough ahead and whose streams already exist).
+    """
     pending = {elder: entries for elder, entries in relays.items() if entries}
     applied = sum(len(entries) for entries in pending.values())
     if pending:
