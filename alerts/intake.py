@@ -260,7 +260,11 @@ def _read_new(client: redis.Redis, consumer: str, block_ms: int) -> list[tuple[s
     names = streams_read()
     if not is_cluster(client):
         reply = client.xreadgroup(
-            GROUP, consumer, dict.fromkeys(names, ">"), count=100, block=block_ms
+            GROUP,
+            consumer,
+            dict.fromkeys(names, ">"),
+            count=100,
+            block=block_ms or None,  # 0: do not wait (XREADGROUP BLOCK 0 waits forever)
         )
         return stream_reply(reply)
     pipe = client.pipeline(transaction=False)

@@ -34,7 +34,7 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import is_cluster
+from locator.core.redis import evalsha_many, is_cluster
 
 log = get_logger(__name__)
 
@@ -167,14 +167,15 @@ def apply(
         pipe.execute()
     # Popped (and unmarked) only after every effect is written: a crash in between
     # applies them again, which the consumers absorb.
-    pipe = client.pipeline(transaction=False)
-    pop = client.register_script(_POP)
-    for elder, entries in pending.items():
-        pop(keys=[keys.relay(elder)], args=entries, client=pipe)
+    calls: list[tuple[list[str], list[Any]]] = [
+        ([keys.relay(elder)], list(entries)) for elder, entries in pending.items()
+    ]
+    evalsha_many(client, _POP, calls)
     if token is not None:
+        pipe = client.pipeline(transaction=False)
         release(pipe, intended, token=token)
-    if pending or token is not None:
-        pipe.execute()
+        if len(pipe):
+            pipe.execute()
     return applied
 
 

@@ -26,7 +26,7 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, claimed_entries
+from locator.core.redis import StreamEntries, claimed_entries, evalsha_many
 
 log = get_logger(__name__)
 
@@ -75,11 +75,8 @@ return {redis.call('XTRIM', KEYS[1], 'MINID', bound), bound}
 def trim_handled(client: redis.Redis, streams: Iterable[str] | None = None) -> dict[str, int]:
     """Trim each stream up to what all its consumer groups acknowledged; returns removals."""
     names = list(streams) if streams is not None else alarm_streams()
-    trim = client.register_script(_TRIM)
-    pipe = client.pipeline(transaction=False)
-    for stream in names:
-        trim(keys=[stream], client=pipe)
-    return {stream: int(reply[0]) for stream, reply in zip(names, pipe.execute(), strict=True)}
+    replies = evalsha_many(client, _TRIM, [([stream], []) for stream in names])
+    return {stream: int(reply[0]) for stream, reply in zip(names, replies, strict=True)}
 
 
 def note_lost(

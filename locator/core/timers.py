@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from locator.core import keys, shards
+from locator.core.redis import evalsha_many
 
 LEASE_S = 30.0
 
@@ -144,7 +145,6 @@ class TimerQueue:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._claim = client.register_script(_CLAIM)
         self._complete = client.register_script(_COMPLETE)
         self._start = 0
         self.saturated = False  # the last claim found more due than it took: claim again now
@@ -161,16 +161,16 @@ class TimerQueue:
         per_shard = max(1, math.ceil(limit / len(every)))
         order = [every[(self._start + i) % len(every)] for i in range(len(every))]
         self._start = (self._start + 1) % len(every)
-        pipe = self._redis.pipeline(transaction=False)
-        for shard in order:
-            self._claim(
-                keys=[keys.timers(shard)],
-                args=[repr(now), repr(lease_until), per_shard, keys.timer_prefix(shard)],
-                client=pipe,
+        calls: list[tuple[list[str], list[Any]]] = [
+            (
+                [keys.timers(shard)],
+                [repr(now), repr(lease_until), per_shard, keys.timer_prefix(shard)],
             )
+            for shard in order
+        ]
         jobs: list[Job] = []
         self.saturated = False
-        for rows in pipe.execute():
+        for rows in evalsha_many(self._redis, _CLAIM, calls):
             self.saturated = self.saturated or len(rows) >= per_shard
             jobs += [
                 Job(
