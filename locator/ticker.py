@@ -21,7 +21,7 @@ from devices import liveness, reporting
 from devices.telemetry import archive as track_archive
 from devices.telemetry.archive import TrackArchive
 from locator import archiving, processes, retention, watchdog
-from locator.core import relay, streams, timers
+from locator.core import migrate, relay, streams, timers
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher, Publisher
@@ -63,9 +63,8 @@ class Ticker:
         if alerts is not None:
             self.handlers["sla"] = lambda job, now: incidents.run_step(client, alerts, job)
             self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
-        moved = timers.migrate_legacy(client)
-        if moved:
-            log.info("timers_moved_into_shards", jobs=moved)
+        # A store written before shards: its timers, index, alarms moved in once.
+        migrate.to_shards(client)
         # One job for every ticker: the claim's lease keeps two from running it at once.
         self._retention = retention_policy
         if retention_policy is not None:
