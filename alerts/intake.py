@@ -1,13 +1,19 @@
 """The alerts stage's input: zone transitions and device events become incidents or notices.
 
 Handlers are keyed by event type (as in home-assistant's owntracks); each is idempotent for
-one stream entry: an incident records the entry id it joined, a notice's attempt id
+one stream entry: an incident records the entry's source it joined, a notice's attempt id
 contains it, so a redelivered entry changes nothing.
+
+Both streams are split into shards (``locator/core/shards.py``); the group ``alerts`` reads
+every shard. An entry's ``source`` names the elder's own entry it was relayed from
+(``e:<elder>:events@<id>``): a relay applied twice writes two shard entries with one source,
+and the second is acknowledged as already handled.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +28,9 @@ from alerts.notify.messages import render
 from alerts.notify.outbox import enqueue
 from devices.elders.service import read_elder
 from geofences import service as geofences
-from locator.core import keys, streams
+from locator.core import keys, shards, streams
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, stream_reply
+from locator.core.redis import StreamEntries, is_cluster, stream_reply
 
 log = get_logger(__name__)
 
@@ -208,20 +214,60 @@ def on_device_event(
 
 
 HANDLERS: dict[str, Handler] = {
-    keys.TRANSITIONS: on_transition,
-    keys.DEVICE_EVENTS: on_device_event,
+    "transitions": on_transition,
+    "device-events": on_device_event,
 }
+_SHARD_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
 GROUP = "alerts"
 
 
+def streams_read() -> list[str]:
+    """Every stream the alerts stage consumes: each kind in every shard."""
+    return [_SHARD_STREAMS[kind](shard) for shard in shards.every() for kind in HANDLERS]
+
+
+def _kind(stream: str) -> str:
+    return stream.rsplit(":", 1)[-1]
+
+
+def source_of(stream: str, entry_id: str, fields: dict[str, str]) -> str:
+    """What the entry is about: the relayed elder entry, else this shard entry itself."""
+    if fields.get("source"):
+        return fields["source"]
+    shard = stream.split("{s:", 1)[-1].split("}", 1)[0]
+    return f"s{shard}:{_kind(stream)}@{entry_id}"
+
+
 def ensure_groups(client: redis.Redis) -> None:
-    for stream in HANDLERS:
+    for stream in streams_read():
         try:
             # "$": an alerts stage starting for the first time does not page for history.
             client.xgroup_create(stream, GROUP, id="$", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+
+def _read_new(client: redis.Redis, consumer: str, block_ms: int) -> list[tuple[str, StreamEntries]]:
+    """New entries of every shard: one blocking read on one Redis; on a cluster (no command
+    spans slots) one read per shard, pipelined per node, and a pause when all were empty."""
+    names = streams_read()
+    if not is_cluster(client):
+        reply = client.xreadgroup(
+            GROUP,
+            consumer,
+            dict.fromkeys(names, ">"),
+            count=100,
+            block=block_ms or None,  # 0: do not wait (XREADGROUP BLOCK 0 waits forever)
+        )
+        return stream_reply(reply)
+    pipe = client.pipeline(transaction=False)
+    for stream in names:
+        pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=100)
+    batches = [b for reply in pipe.execute() for b in stream_reply(reply) if b[1]]
+    if not batches and block_ms:
+        time.sleep(block_ms / 1000)
+    return batches
 
 
 def consume_once(
@@ -236,25 +282,21 @@ def consume_once(
     batches: list[tuple[str, StreamEntries]] = []
     now = cfg.clock.time()
     if claim:
-        for stream in HANDLERS:
+        for stream in streams_read():
             claimed = streams.claim(
                 client, stream=stream, group=GROUP, consumer=consumer, min_idle_ms=30_000, now=now
             )
             batches.append((stream, claimed))
-    reply = client.xreadgroup(
-        GROUP, consumer, {s: ">" for s in HANDLERS}, count=100, block=block_ms
-    )
-    batches.extend(stream_reply(reply))
+    batches.extend(_read_new(client, consumer, block_ms))
     handled = 0
     for stream_name, entries in batches:
         # An alarm deleted before it was handled is an error to see, never a silent ack.
         entries = streams.live_entries(client, entries, stream=stream_name, group=GROUP, now=now)
         for entry_id, fields in entries:
-            # Two streams can hold the same entry id: the source names both.
-            source = f"{stream_name.rsplit(':', 1)[-1]}@{entry_id}"
+            source = source_of(stream_name, entry_id, fields)
             if not client.exists(keys.alarm_handled(source)):
                 try:
-                    result = HANDLERS[stream_name](client, cfg, source, fields)
+                    result = HANDLERS[_kind(stream_name)](client, cfg, source, fields)
                 except redis.RedisError:
                     raise  # not acked: handled again after the outage
                 except Exception:
@@ -262,13 +304,14 @@ def consume_once(
                     # and, meanwhile, later alarms go on being handled.
                     log.exception("alarm_failed", stream=stream_name, entry=entry_id)
                     continue
-                # Handled: a redelivery (crash before the ack) must not open a second
-                # incident should the first one be closed by then.
+                # Handled: a redelivery (crash before the ack) or the same alarm relayed
+                # twice must not open a second incident should the first one be closed.
                 client.set(keys.alarm_handled(source), result, ex=86_400)
                 log.info(
                     "alarm",
                     stream=stream_name,
                     entry=entry_id,
+                    source=source,
                     type=fields.get("type") or fields.get("kind"),
                     result=result,
                 )

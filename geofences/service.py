@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from devices.elders.service import read_elder
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys, streams
+from locator.core import keys, shards, streams
 
 
 async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
@@ -21,14 +21,19 @@ async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
             keys.pause(elder_id),
             keys.elder_transitions(elder_id),
         )
-        pipe.zrem(keys.RETENTION_STREAMS, keys.elder_transitions(elder_id))
         await pipe.execute()
+    # Her shard's index, apart: a transaction (and a cluster slot) holds her keys only.
+    await redis.zrem(
+        keys.retention_streams_of(keys.elder_transitions(elder_id)),
+        keys.elder_transitions(elder_id),
+    )
 
 
 def purge_transitions(client: redis.Redis, *, elder_id: int) -> int:
-    """Erase her entries from the global transitions stream (acknowledged in every group)."""
+    """Erase her entries from her shard's transitions stream (acknowledged in every group)."""
     elder = str(elder_id)
-    return streams.purge(client, keys.TRANSITIONS, lambda f: f.get("elder_id") == elder)
+    stream = keys.transitions(shards.shard_of(elder_id))
+    return streams.purge(client, stream, lambda f: f.get("elder_id") == elder)
 
 
 def safe_zone_sides(client: redis.Redis, *, elder_id: int) -> dict[str, str]:

@@ -27,13 +27,14 @@ from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, export, ops, watchdog
 from locator.body_limit import BodyLimit
+from locator.core import shards
 from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
 from locator.core.errors import HomewardError
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher
-from locator.core.redis import async_client, sync_client
+from locator.core.redis import async_client, check_layout, sync_client
 from locator.core.settings import Settings
 from locator.web import link_sessions, pages
 from locator.web.security import SecurityHeaders
@@ -84,11 +85,13 @@ def create_app(
     local_loops: tuple[str, ...] = (),
 ) -> FastAPI:
     """Build the app; Redis is connected in the lifespan so the app can be built anywhere."""
+    shards.configure(settings.shards)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = async_client(redis_url, process="api")
-        sync_redis = sync_client(redis_url, process="api")
+        redis = async_client(redis_url, process="api", cluster=settings.redis_cluster)
+        sync_redis = sync_client(redis_url, process="api", cluster=settings.redis_cluster)
+        check_layout(sync_redis)
         publisher = (
             MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
             if mqtt_url

@@ -22,12 +22,12 @@ import typer
 
 from alerts.incidents.config import config_from
 from locator import embedded, processes
-from locator.core import keys
+from locator.core import keys, shards
 from locator.core.auth import Principal, Role, create_token, revoke_token
 from locator.core.clock import SystemClock
 from locator.core.errors import ConfigError, HomewardError, Unprocessable
 from locator.core.logging import configure_logging, get_logger
-from locator.core.redis import async_client
+from locator.core.redis import async_client, check_layout, sync_client
 from locator.core.settings import Settings, get_settings
 from locator.gateway.server import Gateway
 from locator.ingest_loop import IngestLoop
@@ -78,6 +78,7 @@ class ProcessChoice(StrEnum):
 def _settings() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level)
+    shards.configure(settings.shards)
     return settings
 
 
@@ -167,9 +168,9 @@ def _require_port(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-async def _bootstrap_admin(redis_url: str, ttl_s: int) -> str | None:
+async def _bootstrap_admin(redis_url: str, ttl_s: int, *, cluster: bool) -> str | None:
     """On the very first start of a data store, mint an admin token (printed once)."""
-    redis = async_client(redis_url, process="bootstrap")
+    redis = async_client(redis_url, process="bootstrap", cluster=cluster)
     try:
         if not await redis.set(keys.BOOTSTRAP_ADMIN, str(time.time()), nx=True):
             return None
@@ -289,9 +290,13 @@ def _run(
             redis_server = embedded.EmbeddedRedis(settings.data_dir)
             redis_url = redis_server.start()
             log.info("embedded_redis_started", url=_masked(redis_url), dir=str(redis_server.dir))
+        step = "checking the store's shard layout"
+        _check_layout(settings, redis_url)
         step = "minting the first admin token"
         # Printed before anything else can fail: it is shown only once.
-        admin_token = asyncio.run(_bootstrap_admin(redis_url, settings.token_ttl_s))
+        admin_token = asyncio.run(
+            _bootstrap_admin(redis_url, settings.token_ttl_s, cluster=settings.redis_cluster)
+        )
         if admin_token:
             print(f"Admin token (shown once, keep it): {admin_token}", flush=True)
         mqtt_url = settings.mqtt_url
@@ -339,6 +344,7 @@ def _run(
                     "stop": stop,
                     "mqtt_url": mqtt_url,
                     "alerts": config_from(settings, clock=SystemClock(), mqtt_url=mqtt_url),
+                    "cluster": settings.redis_cluster,
                 },
                 name="ticker",
             )
@@ -415,6 +421,7 @@ def _start_gateway(
         ports=settings.gateway_port_map,
         client_id=settings.gateway_client_id,
         fall_back=True,
+        cluster=settings.redis_cluster,
     )
     thread = _GatewayThread(gateway, stop)
     thread.start()
@@ -457,6 +464,15 @@ def _refuse_shared_on_embedded(settings: Settings, *, embedded_broker: bool) -> 
         )
 
 
+def _check_layout(settings: Settings, redis_url: str) -> None:
+    """Refuse to start on a store written with another HOMEWARD_SHARDS."""
+    client = sync_client(redis_url, process="cli", cluster=settings.redis_cluster)
+    try:
+        check_layout(client)
+    finally:
+        client.close()
+
+
 def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> IngestLoop:
     return IngestLoop(
         mqtt_url=mqtt_url,
@@ -468,6 +484,7 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
         timezone=settings.zone,
         client_id=settings.mqtt_client_id,
         group=settings.ingest_group,
+        cluster=settings.redis_cluster,
     )
 
 
@@ -482,6 +499,7 @@ def ingest() -> None:
         settings,
         embedded_broker=settings.mqtt_url is None and runtime is not None and runtime.embedded_mqtt,
     )
+    _check_layout(settings, redis_url)
     _ingest_loop(settings, redis_url=redis_url, mqtt_url=mqtt_url).run(_stop_on_signals())
 
 
@@ -490,6 +508,7 @@ def ticker() -> None:
     """Timers (SLA steps, offline checks) and the alerts worker (incidents, outbox, relay)."""
     settings = _settings()
     redis_url, mqtt_url = _require_urls(settings, mqtt=False)
+    _check_layout(settings, redis_url)
     stop = _stop_on_signals()
     run_ticker(
         redis_url,
@@ -499,6 +518,7 @@ def ticker() -> None:
         stop=stop,
         mqtt_url=mqtt_url,
         alerts=config_from(settings, clock=SystemClock(), mqtt_url=mqtt_url),
+        cluster=settings.redis_cluster,
     )
 
 
@@ -515,6 +535,7 @@ def gateway() -> None:
         ports=settings.gateway_port_map,
         client_id=settings.gateway_client_id,
         tend_gc=True,
+        cluster=settings.redis_cluster,
     )
     stop = _stop_on_signals()
     ready = threading.Event()
@@ -560,7 +581,7 @@ def token_create(
     settings = _command_settings()
 
     async def mint(url: str) -> str:
-        redis = async_client(url, process="cli")
+        redis = async_client(url, process="cli", cluster=settings.redis_cluster)
         try:
             token, _ = await create_token(
                 redis,
@@ -583,7 +604,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="the token to revoke"
     settings = _command_settings()
 
     async def revoke(url: str) -> bool:
-        redis = async_client(url, process="cli")
+        redis = async_client(url, process="cli", cluster=settings.redis_cluster)
         try:
             return await revoke_token(redis, token)
         finally:
@@ -638,7 +659,7 @@ def import_csv(
     text = file.read_text(encoding="utf-8-sig")
 
     async def go(url: str) -> importer.ImportReport:
-        redis = async_client(url, process="cli")
+        redis = async_client(url, process="cli", cluster=settings.redis_cluster)
         try:
             admin = Principal(role=Role.ADMIN, subject="cli")
             return await importer.import_csv(redis, caller=admin, text=text, clock=SystemClock())

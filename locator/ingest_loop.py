@@ -92,9 +92,10 @@ class IngestLoop:
         group: str = "",
         on_batch: Callable[[BatchOutcome], None] | None = None,
         adaptive_reporting: bool = True,
+        cluster: bool = False,
     ) -> None:
         self._mqtt_url = mqtt_url
-        self._redis = sync_client(redis_url, process="ingest")
+        self._redis = sync_client(redis_url, process="ingest", cluster=cluster)
         self._data_dir = data_dir
         self._clock = clock
         self._retention_s = retention_s

@@ -20,7 +20,7 @@ from devices import liveness, reporting
 from devices.telemetry import archive as track_archive
 from devices.telemetry.archive import TrackArchive
 from locator import archiving, processes, retention, watchdog
-from locator.core import keys, streams, timers
+from locator.core import migrate, relay, streams, timers
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import MqttPublisher, Publisher
@@ -62,15 +62,25 @@ class Ticker:
         if alerts is not None:
             self.handlers["sla"] = lambda job, now: paging.run_step(client, alerts, job)
             self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
+        # A store written before shards: its timers, index, alarms moved in once.
+        migrate.to_shards(client)
+        # One job for every ticker: the claim's lease keeps two from running it at once.
         self._retention = retention_policy
         if retention_policy is not None:
             self.handlers[retention.JOB] = self._sweep
-            # One job for every ticker: the claim's lease keeps two from sweeping at once.
-            client.zadd(keys.TIMERS, {retention.JOB: clock.time()}, nx=True)
+            timers.ensure(client, retention.JOB, due=clock.time())
         self._archive = archive
         if archive is not None and retention_policy is not None:
             self.handlers[archiving.JOB] = self._move_tracks
-            client.zadd(keys.TIMERS, {archiving.JOB: clock.time()}, nx=True)
+            timers.ensure(client, archiving.JOB, due=clock.time())
+
+    def sweep_relays(self) -> int:
+        """Apply what ingest or offline calls that died left on relay lists (rare: a crash).
+
+        Run from the loop, not as a timer job: two tickers sweeping at once is harmless
+        (a relay applied twice is absorbed), and the timers stay the domains' jobs.
+        """
+        return relay.sweep(self._redis, now=self._clock.time())
 
     def _sweep(self, job: Job, now: float) -> str:
         assert self._retention is not None
@@ -124,20 +134,27 @@ class Ticker:
         """Drop alarm-stream entries every consumer group has acknowledged, and nothing else."""
         removed = streams.trim_handled(self._redis)
         if any(removed.values()):
-            log.info("streams_trimmed", **{k.rsplit(":", 1)[-1]: v for k, v in removed.items()})
+            by_kind: dict[str, int] = {}
+            for stream, count in removed.items():
+                kind = stream.rsplit(":", 1)[-1]
+                by_kind[kind] = by_kind.get(kind, 0) + count
+            log.info("streams_trimmed", **by_kind)
         return removed
 
     def run(self, stop: threading.Event, *, data_dir: Path) -> None:
         """Poll for due jobs until ``stop``; survives a Redis outage by retrying."""
         delay = POLL_S
-        last_trim = 0.0
+        last_trim = last_relay = 0.0
         while not stop.is_set():
             try:
-                fired = self.run_once()
+                self.run_once()
                 if time.monotonic() - last_trim > TRIM_EVERY_S:
                     last_trim = time.monotonic()
                     self.trim_streams()
-                delay = POLL_S if len(fired) < 100 else 0.0
+                if time.monotonic() - last_relay > relay.EVERY_S:
+                    last_relay = time.monotonic()
+                    self.sweep_relays()
+                delay = 0.0 if self._queue.saturated else POLL_S
                 processes.beat(data_dir, "ticker", redis_ok=True)
                 watchdog.beat(self._redis, "ticker", now=self._clock.time())
             except redis.RedisError as exc:
@@ -156,12 +173,13 @@ def run_ticker(
     stop: threading.Event,
     mqtt_url: str | None = None,
     alerts: AlertsConfig | None = None,
+    cluster: bool = False,
 ) -> None:
     """The ticker loop, and (given ``alerts``) the alerts worker threads beside it."""
     from locator.alerts_loop import start_workers
     from locator.core.redis import sync_client
 
-    client = sync_client(redis_url, process="ticker")
+    client = sync_client(redis_url, process="ticker", cluster=cluster)
     publisher = (
         MqttPublisher(mqtt_url, client_id=f"homeward-ticker-{socket.gethostname()}-{os.getpid()}")
         if mqtt_url

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from alerts import intake
-from locator.core import keys, streams
+from locator.core import keys, streams, timers
 from locator.core.scripts import Script
 
 TICKER_STALE_S = 15.0  # the ticker beats every half second
@@ -153,17 +153,15 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
             result.problems.append(f"{name}: no heartbeat for {age:.0f} s")
         if name == "ingest":
             result.ingest_lag_s = float(doc.get("lag_s", 0.0)) + (age if age > limit else 0.0)
-    overdue: Any = client.zrangebyscore(
-        keys.TIMERS, "-inf", now - TIMERS_OVERDUE_S, start=0, num=1, withscores=True
-    )
-    if overdue:
-        result.timers_overdue = int(client.zcount(keys.TIMERS, "-inf", now - TIMERS_OVERDUE_S))
-        result.timers_oldest_overdue_s = round(now - float(overdue[0][1]), 1)
+    overdue, oldest = timers.due_count(client, before=now - TIMERS_OVERDUE_S)
+    if overdue and oldest is not None:
+        result.timers_overdue = overdue
+        result.timers_oldest_overdue_s = round(now - oldest, 1)
         result.problems.append(
             f"timers: {result.timers_overdue} overdue, oldest by "
             f"{result.timers_oldest_overdue_s:.0f} s (is a ticker running?)"
         )
-    for stream in intake.HANDLERS:
+    for stream in intake.streams_read():
         depth, age = _backlog(client, stream, intake.GROUP, now)
         result.alarms_waiting += depth
         result.alarms_oldest_s = max(result.alarms_oldest_s, round(age, 1))

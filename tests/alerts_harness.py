@@ -17,7 +17,7 @@ from alerts.notify.channels import LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
 from geofences.geometry import LocalFrame
 from locator import alerts_loop
-from locator.core import keys
+from locator.core import keys, shards
 from locator.core.auth import Role
 from locator.core.clock import ManualClock
 from locator.core.mqtt import Publisher
@@ -160,7 +160,7 @@ def exit_event(
     """What the ingest script writes on a confirmed exit (same fields)."""
     point = north(metres)
     entry = client.xadd(
-        keys.TRANSITIONS,
+        keys.transitions(shards.shard_of(elder_id)),
         {
             "zone_id": zone_id,
             "kind": kind,
@@ -188,7 +188,7 @@ def device_event(
 ) -> str:
     point = north(metres)
     entry = client.xadd(
-        keys.DEVICE_EVENTS,
+        keys.device_events(shards.shard_of(elder_id)),
         {
             "type": kind,
             "elder_id": str(elder_id),

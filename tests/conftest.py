@@ -17,13 +17,35 @@ from locator.core.deps import AppContext
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import async_client, sync_client
 from locator.core.settings import load_settings
-from tests.servers import clean_homeward_keys, mqtt_broker, redis_server
+from tests.servers import (
+    clean_cluster_keys,
+    clean_homeward_keys,
+    mqtt_broker,
+    redis_cluster,
+    redis_server,
+)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster of the same 6.2 binary (slots assigned by us)."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+@pytest.fixture
+def cluster(cluster_url: str) -> Iterator[sync_redis_lib.Redis]:
+    """A cluster client (the service's own factory) on a cluster cleaned of our keys."""
+    clean_cluster_keys(cluster_url)
+    client = sync_client(cluster_url, process="test", cluster=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

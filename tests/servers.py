@@ -6,11 +6,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from locator.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from locator.mosquitto import LocalMosquitto, mosquitto_binary
+from locator.redis_cluster import LocalRedisCluster
 
 
 @contextmanager
@@ -60,6 +62,63 @@ def clean_homeward_keys(url: str) -> None:
             client.delete(*batch[start : start + 500])
     finally:
         client.close()
+
+
+@contextmanager
+def redis_cluster(tmp: Path) -> Iterator[str]:
+    """HOMEWARD_TEST_REDIS_CLUSTER_URL if set, else our own 3-master 6.2 cluster."""
+    url = os.environ.get("HOMEWARD_TEST_REDIS_CLUSTER_URL")
+    if url:
+        for node in cluster_masters(url):
+            claim_test_database(node)
+        yield url
+        return
+    cluster = LocalRedisCluster(tmp, masters=3)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def cluster_masters(url: str) -> list[str]:
+    """A URL per master of the cluster ``url`` names."""
+    client = redis.RedisCluster.from_url(url)
+    try:
+        return [f"redis://{node.host}:{node.port}" for node in client.get_primaries()]
+    finally:
+        client.close()
+
+
+def clean_cluster_keys(url: str) -> None:
+    """Delete our keys on every master (one key per DEL: they sit in many slots)."""
+    for node in cluster_masters(url):
+        client = redis.Redis.from_url(node)
+        try:
+            for key in list(client.scan_iter(match="hw:*", count=1000)):
+                client.delete(key)
+        finally:
+            client.close()
+
+
+def mirror(single_url: str, cluster_url: str) -> int:
+    """Copy every key of ours from a single Redis into the cluster (DUMP/RESTORE).
+
+    What the API sets up (elders, zones, devices) is written on the single Redis, whose
+    registration still spans slots; the path under test then runs on the cluster.
+    """
+    source = redis.Redis.from_url(single_url)
+    target = redis.RedisCluster.from_url(cluster_url)
+    try:
+        copied = 0
+        for key in source.scan_iter(match="hw:*", count=1000):
+            dumped: Any = source.dump(key)
+            ttl = max(0, int(source.pttl(key)))
+            target.restore(key, ttl, dumped, replace=True)
+            copied += 1
+        return copied
+    finally:
+        source.close()
+        target.close()
 
 
 @contextmanager

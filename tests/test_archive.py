@@ -179,7 +179,8 @@ async def test_old_fixes_move_to_postgres_and_reads_see_both_stores_once(
     assert len(hot) == 9 and all(float(f["received_ms"]) >= cutoff * 1000 for _, f in hot)
     assert not {e for _, e in cold} & {e for e, _ in hot}
     # The index moved on to the oldest hot fix, ahead of the mover's mark.
-    assert client.zscore(keys.RETENTION_STREAMS, track) == pytest.approx(t0 + 2 * DAY, abs=0.01)
+    index = keys.retention_streams_of(track)
+    assert client.zscore(index, track) == pytest.approx(t0 + 2 * DAY, abs=0.01)
     # Partitions exist ahead of time for the days to come.
     days = TrackArchive(pg_url, hot_s=HOT_S).days()
     today = clock.now().date()

@@ -12,10 +12,11 @@ import threading
 import pytest
 import redis
 
+from alerts import intake
 from alerts.escalation import Policy
 from alerts.incidents import paging, reads, storage
 from alerts.incidents import service as incidents
-from locator.core import keys, timers
+from locator.core import keys, shards, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
 from locator.core.timers import TimerQueue
@@ -93,7 +94,8 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
     assert timeline == ["opened", "notified", "alarm", "alarm"]
     # A redelivered entry (crash before ack) joins once only.
     snap = storage.load(client, incident_id)
-    entry = client.xrange(keys.DEVICE_EVENTS)[-1]
+    stream = keys.device_events(shards.shard_of(d.elder_id))
+    entry = client.xrange(stream)[-1]
     assert (
         incidents.join(
             client,
@@ -103,7 +105,7 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
             at=None,
             actor="system",
             channel="device",
-            source=f"device-events@{entry[0]}",
+            source=intake.source_of(stream, entry[0], entry[1]),
         )
         == "seen"
     )

@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.ingest.pipeline import Message, UplinkStore
-from locator.core import keys
+from locator.core import keys, shards
 from locator.core.clock import ManualClock
 from locator.core.mqtt import address
 from locator.core.redis import sync_client
@@ -187,7 +187,7 @@ async def test_alarms_and_low_battery_become_events_once_per_change(
     assert [e["type"] for e in reversed(events)] == ["sos", "low_battery", "low_battery", "removed"]
     sos = events[-1]
     assert sos["at"] == {"lat": LAT, "lon": LON} and sos["device_id"] == "b-1"
-    stream = await api.redis.xrange(keys.DEVICE_EVENTS)
+    stream = await api.redis.xrange(keys.device_events(shards.shard_of(elder_id)))
     assert [f["type"] for _, f in stream] == ["sos", "low_battery", "low_battery", "removed"]
     assert {f["elder_id"] for _, f in stream} == {str(elder_id)}
 

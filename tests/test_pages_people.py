@@ -36,7 +36,7 @@ from devices.registry import gateway as gateway_state
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.app import create_app
-from locator.core import crs, keys
+from locator.core import crs, keys, shards
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
@@ -595,7 +595,7 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
         ]
         # The bracelet's battery runs low: the notice comes over the live feed.
         site.client.xadd(
-            keys.DEVICE_EVENTS,
+            keys.device_events(shards.shard_of(elder_id)),
             {
                 "type": "low_battery",
                 "elder_id": str(elder_id),

@@ -448,7 +448,7 @@ async def test_a_stopped_ticker_turns_health_red_and_raises_the_degraded_event(
     assert "homeward_system_degraded 1.0" in metrics.text
     assert 'homeward_open_incidents{sla="awaiting_response"}' in metrics.text
     # Back to normal: one "ok" event follows.
-    client.zrem(keys.TIMERS, "offline|1|b-1")
+    client.zrem(keys.job_timers("offline|1|b-1"), "offline|1|b-1")
     assert (await api.http.get("/healthz")).status_code == 200
     states = [
         json.loads(f["data"])["status"]
@@ -464,7 +464,7 @@ async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrade
     """A poison alarm is never dropped, and never silent: health names it until handled."""
     arrived_ms = round((clock.time() - 40) * 1000)
     client.xadd(
-        keys.DEVICE_EVENTS, {"type": "sos", "elder_id": "not-a-number"}, id=f"{arrived_ms}-0"
+        keys.device_events(0), {"type": "sos", "elder_id": "not-a-number"}, id=f"{arrived_ms}-0"
     )
     assert consume(client, config(clock)) == 0  # the handler failed: not acknowledged
     body = (await api.http.get("/healthz")).json()
@@ -474,7 +474,7 @@ async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrade
     assert "homeward_alarms_waiting 1.0" in metrics.text
     assert "homeward_alarms_oldest_seconds 40.0" in metrics.text
     # Acknowledged (an operator handled it by hand): health is green again.
-    client.xack(keys.DEVICE_EVENTS, "alerts", f"{arrived_ms}-0")
+    client.xack(keys.device_events(0), "alerts", f"{arrived_ms}-0")
     assert (await api.http.get("/healthz")).status_code == 200
 
 

@@ -130,10 +130,10 @@ async def test_the_ticker_forgets_what_is_past_retention(
     assert [f["tst"] for _, f in client.xrange(track_1)] == [str(clock.time() - 11 * DAY)]
     assert not client.exists(events)
     assert client.xlen(keys.REJECTED) == 0
-    assert client.zscore(keys.RETENTION_STREAMS, track_1) == pytest.approx(
+    assert client.zscore(keys.retention_streams_of(track_1), track_1) == pytest.approx(
         clock.time() - 11 * DAY, abs=0.01
     )  # the index moved on to the oldest entry left
-    assert client.zscore(keys.RETENTION_STREAMS, track_2) is None
+    assert client.zscore(keys.retention_streams_of(track_2), track_2) is None
     # The closed incident is still whole: names and places go only after 180 days.
     fields = client.hgetall(keys.incident(worn, incident_id))
     assert fields["note"] == NOTE and fields["origin_lat"]

@@ -12,12 +12,16 @@ from alerts import intake
 from alerts.notify import outbox
 from locator import watchdog
 from locator.alerts_loop import RELAY_GROUP, relay_once
-from locator.core import keys, streams
+from locator.core import keys, shards, streams
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
 from locator.ticker import Ticker
 from tests.alerts_harness import config, device_event, exit_event
 from tests.conftest import Api
+
+# Elder 1's shard of each alarm stream (the harness writes for elder 1).
+TRANSITIONS = keys.transitions(shards.shard_of(1))
+DEVICE_EVENTS = keys.device_events(shards.shard_of(1))
 
 
 def _ids(client: redis.Redis, stream: str) -> list[str]:
@@ -30,23 +34,23 @@ def test_a_group_that_has_not_acked_keeps_its_entries_through_a_trim(
     client = alerts_client
     written = [exit_event(client, 1, clock, metres=300 + i) for i in range(10)]
     # An audit consumer group that has read nothing yet holds every entry.
-    client.xgroup_create(keys.TRANSITIONS, "audit", id="0")
+    client.xgroup_create(TRANSITIONS, "audit", id="0")
     ticker = Ticker(client, clock=clock, offline_after_s=1200)
-    read = client.xreadgroup(intake.GROUP, "c1", {keys.TRANSITIONS: ">"}, count=6)
+    read = client.xreadgroup(intake.GROUP, "c1", {TRANSITIONS: ">"}, count=6)
     got = [str(entry_id) for entry_id, _ in read[0][1]]
     assert got == written[:6]
-    client.xack(keys.TRANSITIONS, intake.GROUP, *written[:3])  # 4..6 pending, 7..10 unread
-    assert ticker.trim_streams()[keys.TRANSITIONS] == 0
-    assert _ids(client, keys.TRANSITIONS) == written
+    client.xack(TRANSITIONS, intake.GROUP, *written[:3])  # 4..6 pending, 7..10 unread
+    assert ticker.trim_streams()[TRANSITIONS] == 0
+    assert _ids(client, TRANSITIONS) == written
 
-    client.xgroup_destroy(keys.TRANSITIONS, "audit")
-    assert ticker.trim_streams()[keys.TRANSITIONS] == 3
-    assert _ids(client, keys.TRANSITIONS) == written[3:]  # the oldest pending entry stays
+    client.xgroup_destroy(TRANSITIONS, "audit")
+    assert ticker.trim_streams()[TRANSITIONS] == 3
+    assert _ids(client, TRANSITIONS) == written[3:]  # the oldest pending entry stays
 
-    client.xack(keys.TRANSITIONS, intake.GROUP, *written[3:6])
+    client.xack(TRANSITIONS, intake.GROUP, *written[3:6])
     ticker.trim_streams()
     # Acked up to the 6th; the 7th..10th were never delivered to anyone.
-    assert _ids(client, keys.TRANSITIONS) == written[5:]
+    assert _ids(client, TRANSITIONS) == written[5:]
 
 
 def test_alarm_streams_are_written_without_a_cap(
@@ -73,22 +77,22 @@ async def test_an_alarm_deleted_under_a_pending_read_is_logged_and_counted(
 ) -> None:
     client = alerts_client
     entry = device_event(client, 1, clock, "sos")
-    client.xreadgroup(intake.GROUP, "dead-worker", {keys.DEVICE_EVENTS: ">"}, count=10)
+    client.xreadgroup(intake.GROUP, "dead-worker", {DEVICE_EVENTS: ">"}, count=10)
     # The worker died with it pending long ago; then something trimmed it away.
-    client.xclaim(keys.DEVICE_EVENTS, intake.GROUP, "dead-worker", 0, [entry], idle=60_000)
-    client.xdel(keys.DEVICE_EVENTS, entry)
+    client.xclaim(DEVICE_EVENTS, intake.GROUP, "dead-worker", 0, [entry], idle=60_000)
+    client.xdel(DEVICE_EVENTS, entry)
 
     with capture_logs() as logs:
         intake.consume_once(client, config(clock), consumer="alive", block_ms=10, claim=True)
     lost = [e for e in logs if e["event"] == "stream_entry_lost"]
     assert lost and lost[0]["entries"] == [entry] and lost[0]["log_level"] == "error"
-    assert client.xpending(keys.DEVICE_EVENTS, intake.GROUP)["pending"] == 0  # not claimed again
+    assert client.xpending(DEVICE_EVENTS, intake.GROUP)["pending"] == 0  # not claimed again
     counts, _ = streams.lost_counts(client)
-    assert counts == {(keys.DEVICE_EVENTS, intake.GROUP): 1}
+    assert counts == {(DEVICE_EVENTS, intake.GROUP): 1}
 
     metrics = await api.http.get("/metrics", headers=api.auth("admin"))
     assert (
-        'homeward_stream_entries_lost_total{group="alerts",stream="hw:stream:device-events"} 1.0'
+        f'homeward_stream_entries_lost_total{{group="alerts",stream="{DEVICE_EVENTS}"}} 1.0'
         in metrics.text
     )
     assessment = watchdog.assess(client, now=clock.time())

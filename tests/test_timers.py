@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from devices.ingest.pipeline import Message, UplinkStore
-from locator.core import keys, timers
+from locator.core import keys, shards, timers
 from locator.core.clock import ManualClock
-from locator.core.redis import sync_client
+from locator.core.errors import ConfigError
+from locator.core.redis import check_layout, sync_client
 from locator.core.timers import TimerQueue
 from locator.ticker import Ticker
 from tests.conftest import Api
@@ -28,7 +29,17 @@ def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
     sync.close()
 
 
-def test_two_tickers_never_claim_the_same_job(client: redis.Redis) -> None:
+@pytest.fixture(params=["single", "cluster"])
+def any_store(request: pytest.FixtureRequest, client: redis.Redis) -> redis.Redis:
+    """The timer queue's own tests run once more on the Redis Cluster (shards, one slot each)."""
+    if request.param == "single":
+        return client
+    cluster: redis.Redis = request.getfixturevalue("cluster")
+    return cluster
+
+
+def test_two_tickers_never_claim_the_same_job(any_store: redis.Redis) -> None:
+    client = any_store
     now = 1_000_000.0
     for n in range(300):
         timers.schedule(client, timers.job_id("probe", n), due=now - 1)
@@ -51,7 +62,8 @@ def test_two_tickers_never_claim_the_same_job(client: redis.Redis) -> None:
     assert claimed[0] and claimed[1]
 
 
-def test_a_job_abandoned_mid_run_is_claimed_again_after_its_lease(client: redis.Redis) -> None:
+def test_a_job_abandoned_mid_run_is_claimed_again_after_its_lease(any_store: redis.Redis) -> None:
+    client = any_store
     queue = TimerQueue(client)
     timers.schedule(client, "probe|1", due=100.0)
     [first] = queue.claim(now=100.0, lease_s=30)
@@ -64,7 +76,8 @@ def test_a_job_abandoned_mid_run_is_claimed_again_after_its_lease(client: redis.
     assert queue.claim(now=10_000.0) == []
 
 
-def test_a_job_rescheduled_while_claimed_survives_completion(client: redis.Redis) -> None:
+def test_a_job_rescheduled_while_claimed_survives_completion(any_store: redis.Redis) -> None:
+    client = any_store
     queue = TimerQueue(client)
     timers.schedule(client, "probe|1", due=100.0)
     [job] = queue.claim(now=100.0)
@@ -73,9 +86,49 @@ def test_a_job_rescheduled_while_claimed_survives_completion(client: redis.Redis
     assert timers.due_at(client, "probe|1") == 500.0
     # A plain re-score (what the ingest script does) is protected the same way.
     [job] = queue.claim(now=500.0)
-    client.zadd(keys.TIMERS, {"probe|1": 900.0})
+    client.zadd(keys.job_timers("probe|1"), {"probe|1": 900.0})
     assert not queue.complete(job)
     assert timers.due_at(client, "probe|1") == 900.0
+
+
+def test_claims_go_round_the_shards_and_say_when_more_is_due(any_store: redis.Redis) -> None:
+    client = any_store
+    for n in range(40):
+        timers.schedule(client, timers.job_id("probe", n), due=100.0)  # hashed over shards
+    for n in range(40):
+        timers.schedule(client, timers.job_id("offline", 3, f"b-{n}"), due=100.0)  # one shard
+    queue = TimerQueue(client)
+    first = queue.claim(now=100.0, limit=16)
+    assert queue.saturated and len(first) <= 16 + shards.count()
+    assert len({shards.shard_of_job(j.id) for j in first}) > 4  # not one shard's backlog
+    seen = {j.id for j in first}
+    while batch := queue.claim(now=100.0, limit=16):
+        seen |= {j.id for j in batch}
+    assert len(seen) == 80 and not queue.saturated
+    assert timers.due_count(client, before=200.0) == (80, 130.0)  # leased to 100 + 30
+
+
+def test_jobs_of_the_pre_shard_set_move_into_their_shards_with_their_tokens(
+    client: redis.Redis,
+) -> None:
+    client.zadd(keys.LEGACY_TIMERS, {"sla|7|3": 500.0, "retention": 60.0})
+    client.hset("hw:timer:sla|7|3", mapping={"token": "t0", "payload": '{"step": "voice"}'})
+    assert timers.migrate_legacy(client) == 2 and timers.migrate_legacy(client) == 0
+    assert timers.due_at(client, "sla|7|3") == 500.0 and timers.due_at(client, "retention") == 60.0
+    assert not client.exists(keys.LEGACY_TIMERS, "hw:timer:sla|7|3")
+    [job, _] = sorted(TimerQueue(client).claim(now=600.0), key=lambda j: j.id, reverse=True)
+    assert (job.id, job.token, job.payload) == ("sla|7|3", "t0", {"step": "voice"})
+
+
+def test_a_store_written_with_other_shards_refuses_the_process(client: redis.Redis) -> None:
+    check_layout(client)
+    check_layout(client)  # the same count again is fine
+    shards.configure(8)
+    try:
+        with pytest.raises(ConfigError, match="written with 16 shards, not 8"):
+            check_layout(client)
+    finally:
+        shards.configure(shards.DEFAULT_SHARDS)
 
 
 # --- offline detection -------------------------------------------------------------------

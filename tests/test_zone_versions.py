@@ -21,13 +21,22 @@ from locator.core.redis import sync_client
 from tests.alerts_harness import north
 from tests.conftest import Api
 from tests.factories import elder_body
+from tests.servers import mirror
 
 UP = "homeward/devices/z-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
 
 
-@pytest.fixture
-def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
+@pytest.fixture(params=["single", "cluster"])
+def client(
+    request: pytest.FixtureRequest, redis: object, redis_url: str, elder_id: int
+) -> Iterator[redis.Redis]:
+    """The test Redis, or (once more) the Redis Cluster with a copy of what the API set up."""
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("cluster")  # cleaned first, then the copy
+        mirror(redis_url, request.getfixturevalue("cluster_url"))
+        yield cluster
+        return
     sync = sync_client(redis_url, process="test")
     yield sync
     sync.close()

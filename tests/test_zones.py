@@ -13,7 +13,7 @@ import redis
 from devices.ingest.pipeline import Message, UplinkStore
 from geofences.evaluator import ZoneEvaluator
 from geofences.geometry import LocalFrame
-from locator.core import keys
+from locator.core import keys, shards
 from locator.core.clock import ManualClock
 from locator.core.crs import haversine_m, wgs84_to_gcj02
 from locator.core.redis import sync_client
@@ -366,7 +366,8 @@ async def test_owntracks_leaving_twice_in_a_row_through_the_broker_is_one_exit(
 def client_stream(redis_url: str) -> list[tuple[str, dict[str, str]]]:
     sync = sync_client(redis_url, process="test")
     try:
-        return sync.xrange(keys.TRANSITIONS)  # type: ignore[return-value]
+        shard_streams = [keys.transitions(shard) for shard in shards.every()]
+        return [e for stream in shard_streams for e in sync.xrange(stream)]
     finally:
         sync.close()
 

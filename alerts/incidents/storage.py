@@ -148,7 +148,7 @@ class Plan:
             keys.incident_timeline(e, i),
             keys.incident_responders(e, i),
             keys.incident_attempts(e, i),
-            keys.TIMERS,
+            keys.job_timers(sla_job(e, i)),
             keys.timer(sla_job(e, i)),
             keys.OUTBOX,
             keys.FEED,

@@ -37,9 +37,10 @@ from devices.ingest.codecs import (
 from devices.ingest.position import Position
 from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
-from locator.core import keys
+from locator.core import keys, relay
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
+from locator.core.redis import get_many
 from locator.core.scripts import Script
 
 log = get_logger(__name__)
@@ -239,13 +240,15 @@ class DeviceRoutes:
         device_ids: dict[Route, str | None] = {}
         external = [r for r in routes if r.protocol != "native"]
         if external:
-            found = self._redis.mget([keys.device_external(r.protocol, r.ref) for r in external])
-            device_ids.update(zip(external, found, strict=True))  # type: ignore[arg-type]
+            found = get_many(
+                self._redis, [keys.device_external(r.protocol, r.ref) for r in external]
+            )
+            device_ids.update(zip(external, found, strict=True))
         for route in routes:
             if route.protocol == "native":
                 device_ids[route] = route.ref
         wanted = [(r, d) for r, d in device_ids.items() if d]
-        docs = self._redis.mget([keys.device(d) for _, d in wanted]) if wanted else []
+        docs = get_many(self._redis, [keys.device(d) for _, d in wanted]) if wanted else []
         answer: dict[Route, Target | None] = dict.fromkeys(routes)
         for (route, device_id), raw in zip(wanted, docs, strict=True):
             if raw is None:
@@ -319,6 +322,13 @@ class UplinkStore:
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
         self.routes = DeviceRoutes(client, clock)
+        # The batch's effects on shared keys, applied after its scripts (locator/core/relay.py).
+        self._relay_token = relay.writer_token()
+        self._relays: dict[int, list[str]] = {}
+        self._intended: set[int] = set()
+        # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
+        # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
+        self._unmark: set[int] = set()
         self._load_scripts()
 
     def _load_scripts(self) -> None:
@@ -329,6 +339,7 @@ class UplinkStore:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
         started = time.perf_counter()
         outcome = BatchOutcome()
+        self._relays, self._intended = {}, set()
         # One slot per message, in arrival order, so dead letters read chronologically.
         slots: list[list[_Pending | _Reject]] = []
         decoded: list[tuple[int, Message, Route, Uplink | DecodeError]] = []
@@ -375,6 +386,13 @@ class UplinkStore:
         for pending in stale:
             self._count_reject(outcome, "unknown_device")
             log.warning("ingest_route_unstable", device_id=pending.target.device_id)
+        # Before the batch is acknowledged: a crash before this redelivers it, and the
+        # scripts then return what is still on each elder's relay list.
+        if any(self._relays.values()):
+            intended, self._unmark = self._intended | self._unmark, set()
+            relay.apply(self._redis, self._relays, token=self._relay_token, intended=intended)
+        else:
+            self._unmark |= self._intended
         if throttled:
             self._report_throttled(throttled, outcome)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
@@ -462,7 +480,16 @@ class UplinkStore:
                     if isinstance(i, _Pending) and isinstance(i.uplink, Fix)
                 }
             )
-        pipe = self._redis.pipeline(transaction=False)
+        elders = {i.target.elder_id for i in items if isinstance(i, _Pending)}
+        self._intended |= elders
+        pipe, marks = relay.mark_first(
+            self._redis,
+            elders,
+            token=self._relay_token,
+            now=self._clock.time(),
+            done=self._unmark - elders,
+        )
+        self._unmark = set()
         pipe.get(keys.DEVICES_VERSION)
         pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
         for item in items:
@@ -477,6 +504,10 @@ class UplinkStore:
                 script_keys, args = self._script_call(item)
                 _SCRIPT.queue(pipe, keys=script_keys, args=args)
         results = iter(pipe.execute(raise_on_error=False))
+        for _ in range(marks):
+            mark = next(results)
+            if isinstance(mark, Exception):
+                raise mark
         version = next(results)
         if isinstance(version, Exception):
             raise version
@@ -516,6 +547,8 @@ class UplinkStore:
         if verdict == "stale_route":
             stale.append(item)
             return
+        if len(result) > 2:
+            relay.merge(self._relays, item.target.elder_id, result[2])
         update = item.zone_update
         if self.evaluator is not None and update is not None:
             applied = detail == "zones"
@@ -547,14 +580,9 @@ class UplinkStore:
             keys.device_state(elder, device),
             keys.fix_dedupe(elder, device),
             keys.elder_events(elder),
-            keys.DEVICE_EVENTS,
-            keys.REJECTED,
-            keys.REJECTED_COUNTS,
-            keys.TIMERS,
+            keys.relay(elder),
             keys.zone_state(elder),
             keys.elder_transitions(elder),
-            keys.TRANSITIONS,
-            keys.RETENTION_STREAMS,
         ]
         common = [
             device,

@@ -2,10 +2,12 @@
 --
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
 --       4 device state (hash)      5 recent message ids (zset by arrival)
---       6 elder's events (stream)  7 device events (stream) 8 rejected (stream)
---       9 rejected counts (hash)   10 timers (zset)          11 zone state (hash, with v)
---       12 elder's transitions (stream)                      13 transitions (stream)
---       14 retention index (zset: per-elder stream -> its oldest entry's arrival, seconds)
+--       6 elder's events (stream)  7 elder's relay (list)    8 zone state (hash, with v)
+--       9 elder's transitions (stream)
+-- Every key is hers (one hash slot). What she feeds into shared keys (the shard streams of
+-- transitions and device events, her offline timer, the retention index, dead letters) is
+-- appended to her relay list as JSON effects, which the caller applies and trims
+-- (locator/core/relay.py): a Redis Cluster refuses a script that spans slots.
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
 --       5 retention_ms  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
@@ -14,7 +16,8 @@
 --       23 expected zone-state version ('' = no zone update)
 --       24 zone update (JSON; '' = checked only, nothing changes; 'break' with no version:
 --          stored unevaluated, every hysteresis streak broken)
--- Returns {verdict, detail}; verdict is stored | stored_late | stored_flagged | seen |
+-- Returns {verdict, detail, relay}: relay is her whole relay list (also effects a crashed
+-- caller left behind, so a redelivery applies them); verdict is stored | stored_late | stored_flagged | seen |
 -- retained | duplicate | too_fast | stale_route | zone_conflict; detail 'zones' when the
 -- zone update was applied with the fix.
 --
@@ -24,6 +27,19 @@ local kind, device, elder = ARGV[1], ARGV[2], ARGV[3]
 local received_ms = ARGV[4]
 local alarm, batt = ARGV[16], ARGV[15]
 local retained = ARGV[22] == '1'
+
+local function relay(effect)
+  redis.call('RPUSH', KEYS[7], cjson.encode(effect))
+end
+
+local function done(verdict, detail)
+  return {verdict, detail, redis.call('LRANGE', KEYS[7], 0, -1)}
+end
+
+local function dead_letter(reason, detail)
+  relay({'r', 'reason', reason, 'detail', detail, 'topic', ARGV[19], 'payload', ARGV[20],
+    'device_id', device, 'elder_id', elder, 'received_ms', received_ms})
+end
 
 -- The binding is checked here so a deleted or re-bound device never writes into an elder
 -- it no longer belongs to, whatever the caller's registry cache believes.
@@ -35,16 +51,13 @@ end
 -- its id among the last 64 arrivals (scored by arrival, so a burst of buffered fixes stays).
 local message_id = ARGV[7]
 if redis.call('ZSCORE', KEYS[5], message_id) then
-  if retained then return {'retained', ''} end
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*',
-    'reason', 'duplicate', 'detail', 'this message was already processed', 'topic', ARGV[19],
-    'payload', ARGV[20], 'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
-  redis.call('HINCRBY', KEYS[9], 'duplicate', 1)
-  return {'duplicate', ''}
+  if retained then return done('retained', '') end
+  dead_letter('duplicate', 'this message was already processed')
+  return done('duplicate', '')
 end
 -- The zone engine evaluated this fix against a version of the zone state; if that is not
 -- the stored version any more, nothing is written and the caller evaluates again.
-if ARGV[23] ~= '' and (redis.call('HGET', KEYS[11], 'v') or '0') ~= ARGV[23] then
+if ARGV[23] ~= '' and (redis.call('HGET', KEYS[8], 'v') or '0') ~= ARGV[23] then
   return {'zone_conflict', ''}
 end
 redis.call('ZADD', KEYS[5], received_ms, message_id)
@@ -53,24 +66,29 @@ if redis.call('ZCARD', KEYS[5]) > 96 then
 end
 
 -- The first write to a per-elder stream enters it in the retention index (NX keeps the
--- oldest time); the ticker's sweep trims what is due and moves the score on.
-local function indexed(stream)
-  redis.call('ZADD', KEYS[14], 'NX', tonumber(received_ms) / 1000, stream)
+-- oldest time); the ticker's sweep trims what is due, moves the score on, and deletes a
+-- stream it empties with its index entry: a stream that exists is indexed, so only a new
+-- one is relayed (not a global write per fix).
+local function add(stream, ...)
+  local new = redis.call('EXISTS', stream) == 0
+  local id = redis.call('XADD', stream, ...)
+  if new then relay({'i', stream, tostring(tonumber(received_ms) / 1000)}) end
+  return id
 end
 
 local function emit(event_type, tst, lat, lon, acc, detail)
   local fields = {'type', event_type, 'elder_id', elder, 'device_id', device,
     'tst', tst, 'lat', lat, 'lon', lon, 'acc', acc, 'received_ms', received_ms,
     'detail', detail}
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', 500, '*', unpack(fields))
-  indexed(KEYS[6])
-  -- No MAXLEN on the global stream: the ticker trims it behind the alerts group.
-  redis.call('XADD', KEYS[7], '*', unpack(fields))
+  local id = add(KEYS[6], 'MAXLEN', '~', 500, '*', unpack(fields))
+  -- The shard stream has no MAXLEN: the ticker trims it behind the alerts group. Its
+  -- source names her entry, so a relay applied twice is handled once.
+  relay({'x', 'device-events', 'e:' .. elder .. ':events@' .. id, unpack(fields)})
 end
 
 local pos = redis.call('HMGET', KEYS[2], 'order_t', 'lat', 'lon', 'acc',
   'good_tst', 'good_lat', 'good_lon', 'good_acc', 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc')
-local dev = redis.call('HMGET', KEYS[4], 'online', 'low_battery')
+local dev = redis.call('HMGET', KEYS[4], 'online', 'low_battery', 'offline_due_ms')
 local device_alarms = {sos = true, fall = true, removed = true}
 local state = {}
 
@@ -79,8 +97,16 @@ local state = {}
 -- the broker replays from its retained store is old news and proves nothing.
 if not retained then
   state = {'last_seen_ms', received_ms, 'online', '1'}
-  redis.call('ZADD', KEYS[10], (tonumber(received_ms) + tonumber(ARGV[21])) / 1000,
-    'offline|' .. elder .. '|' .. device)
+  -- The offline job re-checks last_seen_ms when it comes due and moves itself on, so it is
+  -- re-armed only when it would come due in less than half a period (or later than a whole
+  -- one: a shorter OFFLINE_AFTER_S), not on every message: a global write per fix saved.
+  local now_ms, after = tonumber(received_ms), tonumber(ARGV[21])
+  local due = tonumber(dev[3])
+  if not due or due - now_ms < after / 2 or due - now_ms > after then
+    due = now_ms + after
+    table.insert(state, 'offline_due_ms'); table.insert(state, string.format('%.0f', due))
+    relay({'t', 'offline|' .. elder .. '|' .. device, tostring(due / 1000)})
+  end
   if dev[1] == '0' then
     emit('device_online', '', pos[2] or '', pos[3] or '', pos[4] or '', '')
   end
@@ -114,7 +140,7 @@ if kind == 'lastwill' then
     emit('device_lastwill', ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', '')
   end
   save_state()
-  return {'seen', 'lastwill'}
+  return done('seen', 'lastwill')
 end
 
 if kind == 'heartbeat' then
@@ -123,7 +149,7 @@ if kind == 'heartbeat' then
   if device_alarms[alarm] then
     emit(alarm, ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', ARGV[17] == '1' and 'fix unusable' or 'status')
   end
-  return {'seen', ''}
+  return done('seen', '')
 end
 
 -- kind == 'location'
@@ -164,11 +190,8 @@ if not late and pos[5] then
         emit(alarm, ARGV[8], pos[6] or '', pos[7] or '', pos[8] or '', 'fix rejected: too_fast')
       end
       local detail = string.format('%.0f km/h from the last good fix (%.0f m in %.0f s)', kmh, travel, dt)
-      redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, '*',
-        'reason', 'too_fast', 'detail', detail, 'topic', ARGV[19], 'payload', ARGV[20],
-        'device_id', device, 'elder_id', elder, 'received_ms', received_ms)
-      redis.call('HINCRBY', KEYS[9], 'too_fast', 1)
-      return {'too_fast', detail}
+      dead_letter('too_fast', detail)
+      return done('too_fast', detail)
     end
     reanchored = true
   end
@@ -180,11 +203,10 @@ elseif late then flag_text = 'late'
 elseif low_quality then flag_text = 'low_quality' end
 if reanchored then flag_text = flag_text == '' and 'reanchored' or flag_text .. ',reanchored' end
 
-redis.call('XADD', KEYS[3], 'MINID', '~', tostring(tonumber(received_ms) - tonumber(ARGV[5])), '*',
+add(KEYS[3], 'MINID', '~', tostring(tonumber(received_ms) - tonumber(ARGV[5])), '*',
   'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'src', ARGV[12],
   'vel', ARGV[13], 'cog', ARGV[14], 'batt', batt, 'alarm', alarm, 'flags', flag_text,
   'received_ms', received_ms)
-indexed(KEYS[3])
 
 if not late then
   local p = {'order_t', tostring(order_t), 'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10],
@@ -210,21 +232,20 @@ elseif ARGV[23] ~= '' and not late then
   for zone_id, zone_state in pairs(update.states) do
     table.insert(fields, zone_id); table.insert(fields, cjson.encode(zone_state))
   end
-  redis.call('HSET', KEYS[11], unpack(fields))
+  redis.call('HSET', KEYS[8], unpack(fields))
   for _, t in ipairs(update.transitions) do
     local tf = {'zone_id', t.zone_id, 'kind', t.kind, 'outside_all_safe', t.outside_all_safe and '1' or '0',
       'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
       'device_id', device, 'received_ms', received_ms}
-    redis.call('XADD', KEYS[12], 'MAXLEN', '~', 1000, '*', unpack(tf))
-    indexed(KEYS[12])
-    redis.call('XADD', KEYS[13], '*', unpack(tf))  -- trimmed behind the alerts group
+    local id = add(KEYS[9], 'MAXLEN', '~', 1000, '*', unpack(tf))
+    relay({'x', 'transitions', 'e:' .. elder .. ':transitions@' .. id, unpack(tf)})
   end
   zones_applied = 'zones'
 elseif ARGV[24] == 'break' and not late then
   -- A current fix the zone stage could not evaluate (its state kept moving under it): it
   -- breaks every streak, so an exit may come one fix later but is never made of two fixes
   -- that were not consecutive.
-  local raw = redis.call('HGETALL', KEYS[11])
+  local raw = redis.call('HGETALL', KEYS[8])
   local fields = {}
   for i = 1, #raw, 2 do
     if raw[i] == 'v' then
@@ -236,7 +257,7 @@ elseif ARGV[24] == 'break' and not late then
       table.insert(fields, raw[i]); table.insert(fields, cjson.encode(zone_state))
     end
   end
-  if #fields > 0 then redis.call('HSET', KEYS[11], unpack(fields)) end
+  if #fields > 0 then redis.call('HSET', KEYS[8], unpack(fields)) end
 end
 battery(ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 if not retained then
@@ -245,6 +266,6 @@ end
 save_state()
 if device_alarms[alarm] then emit(alarm, ARGV[8], ARGV[9], ARGV[10], ARGV[11], '') end
 
-if late then return {'stored_late', zones_applied} end
-if low_quality then return {'stored_flagged', zones_applied} end
-return {'stored', zones_applied}
+if late then return done('stored_late', zones_applied) end
+if low_quality then return done('stored_flagged', zones_applied) end
+return done('stored', zones_applied)

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from devices.telemetry.archive import TrackArchive
-from locator.core import keys, streams, timers
+from locator.core import keys, shards, streams, timers
 from locator.core.scripts import Script
 
 # Dead letters carry the payload a bracelet sent (coordinates included): kept as long as
@@ -47,12 +47,11 @@ def erase_elder(client: redis.Redis, *, elder_id: int, archive: TrackArchive | N
         keys.follow_ups(elder_id),
         keys.fast_mode(elder_id),
     ]
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(*own, *per_device)
-    pipe.zrem(keys.RETENTION_STREAMS, keys.elder_events(elder_id))
-    for d in devices:
-        pipe.zrem(keys.RETENTION_STREAMS, keys.track(elder_id, d))
-    pipe.execute()
+    client.delete(*own, *per_device, keys.relay(elder_id))
+    # Her shard's index apart (another slot on a cluster); an entry left by a crash here
+    # names a stream that no longer exists, which the sweep drops.
+    index = keys.retention_streams(shards.shard_of(elder_id))
+    client.zrem(index, keys.elder_events(elder_id), *(keys.track(elder_id, d) for d in devices))
     # After her Redis tracks: a copy still in flight then finds them gone and rolls back.
     if archive is not None:
         archive.erase_elder(elder_id=elder_id)
@@ -60,7 +59,8 @@ def erase_elder(client: redis.Redis, *, elder_id: int, archive: TrackArchive | N
         for kind in ("offline", "fastmode"):
             timers.cancel(client, timers.job_id(kind, elder_id, d))
     elder = str(elder_id)
-    streams.purge(client, keys.DEVICE_EVENTS, lambda f: f.get("elder_id") == elder)
+    events = keys.device_events(shards.shard_of(elder_id))
+    streams.purge(client, events, lambda f: f.get("elder_id") == elder)
     mine = set(devices)
     streams.purge(
         client,
@@ -77,10 +77,12 @@ def sweep(client: redis.Redis, *, now: float, retention_s: int, limit: int = SWE
     stream left empty is deleted. Returns how many entries went.
     """
     cutoff = now - retention_s
-    due: Any = client.zrangebyscore(keys.RETENTION_STREAMS, "-inf", cutoff, start=0, num=limit)
     removed = 0
-    for stream in (_s(k) for k in due):
-        removed += _trim_one(client, stream, cutoff_ms=cutoff * 1000)
+    for shard in shards.every():
+        index = keys.retention_streams(shard)
+        due: Any = client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)
+        for stream in (_s(k) for k in due):
+            removed += _trim_one(client, stream, cutoff_ms=cutoff * 1000)
     return removed
 
 
@@ -98,21 +100,29 @@ def _trim_one(client: redis.Redis, stream: str, *, cutoff_ms: float) -> int:
 
 def reindex(client: redis.Redis, stream: str) -> None:
     """Move a trimmed stream's index entry on to its oldest entry, or drop both if empty."""
+    index = keys.retention_streams_of(stream)
     oldest: Any = client.xrange(stream, "-", "+", count=1)
     if oldest:
         score = float(oldest[0][1].get("received_ms") or 0) / 1000
-        client.zadd(keys.RETENTION_STREAMS, {stream: score}, xx=True)
-    else:
-        # Nothing left: the key goes, and with it the index entry (a new fix adds both);
-        # checked in one script so a fix stored meanwhile is not deleted with it.
-        _DROP_IF_EMPTY(client, keys=[stream, keys.RETENTION_STREAMS])
+        client.zadd(index, {stream: score}, xx=True)
+        return
+    # Nothing left: the key goes (checked in a script on her slot, so a fix stored meanwhile
+    # is not deleted with it), then its index entry (the index is another slot). A fix
+    # stored between the two found no stream and relayed a fresh index entry, which this
+    # ZREM may have removed: the stream is looked at again and re-entered if it is back.
+    if _DROP_IF_EMPTY(client, keys=[stream]):
+        client.zrem(index, stream)
+        again: Any = client.xrange(stream, "-", "+", count=1)
+        if again:
+            score = float(again[0][1].get("received_ms") or 0) / 1000
+            client.zadd(index, {stream: score}, nx=True)
 
 
 _DROP_IF_EMPTY = Script(
     """
 if redis.call('XLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], KEYS[1])
+  return 1
 end
 return 0
 """,

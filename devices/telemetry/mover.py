@@ -3,9 +3,9 @@
 Copy first (idempotent), delete from Redis only after the copy committed: a crash in
 between copies the same entries again, and the archive's natural key keeps them once. The
 tracks to look at come from the retention index (each per-elder stream by its oldest
-entry's arrival): the mover remembers the score up to which it has looked
-(``ARCHIVE_MARK``), so her events streams, kept for the whole retention, are passed over
-once instead of at every pass; a track it empties of old fixes is re-scored to its oldest
+entry's arrival, one index per shard): the mover remembers per shard the score up to which
+it has looked, so her events streams, kept for the whole retention, are passed over once
+instead of at every pass; a track it empties of old fixes is re-scored to its oldest
 entry left, which lies ahead of the mark, and comes round again when that one is due.
 """
 
@@ -19,7 +19,7 @@ import redis
 from devices.telemetry import erasure
 from devices.telemetry.archive import TrackArchive
 from devices.telemetry.schemas import Fix
-from locator.core import keys, streams
+from locator.core import keys, shards, streams
 
 BATCH = 500  # entries per copy transaction
 STREAMS_PER_PASS = 200
@@ -41,10 +41,28 @@ def move(
     them into the archive. Returns how many fixes left Redis."""
     archive.prepare(now=now)
     cutoff = now - archive.hot_s
-    raw_mark = client.get(keys.ARCHIVE_MARK)
+    moved = 0
+    for shard in shards.every():
+        moved += _move_shard(
+            client, archive, shard, cutoff=cutoff, retention_s=retention_s, now=now, limit=limit
+        )
+    return moved
+
+
+def _move_shard(
+    client: redis.Redis,
+    archive: TrackArchive,
+    shard: int,
+    *,
+    cutoff: float,
+    retention_s: int,
+    now: float,
+    limit: int,
+) -> int:
+    raw_mark = client.get(keys.archive_mark(shard))
     mark = float(_s(raw_mark)) if raw_mark is not None else -math.inf
     due: Any = client.zrangebyscore(
-        keys.RETENTION_STREAMS, mark, cutoff, start=0, num=limit, withscores=True
+        keys.retention_streams(shard), mark, cutoff, start=0, num=limit, withscores=True
     )
     moved = 0
     for raw_key, _score in due:
@@ -66,7 +84,7 @@ def move(
         # a page of one score only would never move, so step just past it then.
         last = float(due[-1][1])
         next_mark = last if last > mark else math.nextafter(last, math.inf)
-    client.set(keys.ARCHIVE_MARK, repr(next_mark))
+    client.set(keys.archive_mark(shard), repr(next_mark))
     return moved
 
 

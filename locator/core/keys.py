@@ -1,12 +1,17 @@
 """Every Redis key pattern of the service, in one place.
 
 Per-elder keys carry the hash tag ``{e:<elder_id>}`` so a Redis Cluster keeps one elder's
-state in one slot and a script touching one elder touches one slot.
+state in one slot and a script touching one elder touches one slot. What many elders feed
+(alarm streams, timers, the retention index) is split into shards tagged ``{s:<n>}``
+(``locator/core/shards.py``); a per-elder script never writes a shard key: it leaves its
+global effects on her relay list, which the caller applies (``locator/core/relay.py``).
 """
 
 from __future__ import annotations
 
 import re
+
+from locator.core import shards
 
 PREFIX = "hw:"
 
@@ -205,19 +210,54 @@ def elder_events(elder_id: int) -> str:
     return f"hw:{elder_tag(elder_id)}:events"
 
 
-# Global streams. A cluster would need them sharded per slot: the ingest script writes them
-# beside the elder's keys, which is safe only on a single Redis (embedded or compose).
-DEVICE_EVENTS = "hw:stream:device-events"  # consumed by the alerts stage
-REJECTED = "hw:stream:rejected"  # dead-lettered uplinks, capped
-REJECTED_COUNTS = "hw:stats:rejected"  # hash reason -> count since the store was created
+def relay(elder_id: int) -> str:
+    """List of her script's global effects not yet applied to the shards (relay.py)."""
+    return f"hw:{elder_tag(elder_id)}:relay"
+
+
+# --- shards: what many elders feed, split so a cluster spreads it (shards.py) -------------
+def device_events(shard: int) -> str:
+    """A shard of the device events the alerts stage consumes (group ``alerts``)."""
+    return f"hw:{shards.tag(shard)}:stream:device-events"
+
+
+def relay_pending(shard: int) -> str:
+    """Set of the shard's elders whose relay may hold effects: the ticker's sweep finishes them."""
+    return f"hw:{shards.tag(shard)}:relay-pending"
+
+
+# Dead letters share one tag so the dead-letter script (stream, counts, seen marker) is one
+# slot; they are written outside the per-elder script, and rare (floods are sampled).
+REJECTED = "hw:{rejected}:stream"  # dead-lettered uplinks, capped
+REJECTED_COUNTS = "hw:{rejected}:counts"  # hash reason -> count since the store was created
 DEVICES_VERSION = "hw:devices:version"  # bumped on every (un)registration: ingest cache check
 
 
-# Retention: each per-elder stream of fixes or events (track, events, transitions) by the
-# arrival time of its oldest entry, so the ticker's sweep reads only what is due, no SCAN.
-RETENTION_STREAMS = "hw:retention:streams"  # zset stream key -> oldest entry's epoch seconds
-# The track mover's place in RETENTION_STREAMS: the score up to which it has looked.
-ARCHIVE_MARK = "hw:archive:mark"
+def retention_streams(shard: int) -> str:
+    """Retention index of the shard's elders: per-elder stream of fixes or events (track,
+    events, transitions) -> its oldest entry's arrival (epoch s), so the sweep needs no SCAN."""
+    return f"hw:{shards.tag(shard)}:retention:streams"
+
+
+def retention_streams_of(stream: str) -> str:
+    """The retention index a per-elder stream belongs in (its elder's shard)."""
+    return retention_streams(shards.shard_of(elder_of(stream)))
+
+
+_ELDER_KEY = re.compile(r"^hw:\{e:(\d+)\}:")
+
+
+def elder_of(key: str) -> int:
+    """The elder of a per-elder key (ValueError for any other key)."""
+    match = _ELDER_KEY.match(key)
+    if match is None:
+        raise ValueError(f"not a per-elder key: {key!r}")
+    return int(match.group(1))
+
+
+def archive_mark(shard: int) -> str:
+    """The track mover's place in the shard's retention index: the score it has looked up to."""
+    return f"hw:{shards.tag(shard)}:archive:mark"
 
 
 def elder_track_devices(elder_id: int) -> str:
@@ -226,17 +266,31 @@ def elder_track_devices(elder_id: int) -> str:
 
 
 # --- timers (delayed jobs: a sorted set scored by due time, as in arq) --------------------
-TIMERS = "hw:timers"  # zset member = job id ("kind|arg|arg"), score = due epoch seconds
+def timers(shard: int) -> str:
+    """A shard's jobs: zset member = job id ("kind|arg|arg"), score = due epoch seconds."""
+    return f"hw:{shards.tag(shard)}:timers"
+
+
+def job_timers(job_id: str) -> str:
+    """The timer set holding a job (its shard's)."""
+    return timers(shards.shard_of_job(job_id))
+
+
+def timer_prefix(shard: int) -> str:
+    return f"hw:{shards.tag(shard)}:timer:"
 
 
 def timer(job_id: str) -> str:
-    """A job's token and payload; absent for jobs that need neither."""
-    return f"hw:timer:{job_id}"
+    """A job's token and payload, beside its timer set; absent for jobs that need neither."""
+    return timer_prefix(shards.shard_of_job(job_id)) + job_id
+
+
+LEGACY_TIMERS = "hw:timers"  # before shards: one set (moved into the shards at start)
 
 
 def rejected_seen(identity: str) -> str:
     """Marks a rejected message as dead-lettered for an hour, so a redelivery is not counted."""
-    return f"hw:rejected:seen:{identity}"
+    return f"hw:{{rejected}}:seen:{identity}"
 
 
 def elder_transitions(elder_id: int) -> str:
@@ -245,7 +299,11 @@ def elder_transitions(elder_id: int) -> str:
 
 
 ZONES_VERSION = "hw:zones:version"  # bumped on every zone or pause change: evaluator cache
-TRANSITIONS = "hw:stream:transitions"  # consumed by the alerts stage
+
+
+def transitions(shard: int) -> str:
+    """A shard of the zone transitions the alerts stage consumes (group ``alerts``)."""
+    return f"hw:{shards.tag(shard)}:stream:transitions"
 
 
 def fast_mode(elder_id: int) -> str:
@@ -368,6 +426,7 @@ def push_subscriptions(volunteer_id: int) -> str:
 
 
 # --- watching the watcher -------------------------------------------------------------------
+LAYOUT = "hw:layout"  # hash "shards" -> the shard count the store was written with
 HEARTBEATS = "hw:heartbeats"  # hash loop name -> JSON {at, host, pid, ...}
 SYSTEM_STATE = "hw:system:state"  # "ok" | "degraded": the last state put on the feed
 NOTIFICATION_STATS = "hw:stats:notifications"  # hash "channel:status" -> count

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from locator.core import keys, shards
 from locator.core.errors import ConfigError
 
 _RETRYABLE: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
@@ -32,24 +35,105 @@ def _policy(process: str) -> dict[str, Any]:
     }
 
 
-def async_client(url: str | None, *, process: str) -> aioredis.Redis:
-    """An asyncio Redis client with bounded timeouts and retried connection errors."""
+def async_client(url: str | None, *, process: str, cluster: bool = False) -> aioredis.Redis:
+    """An asyncio Redis client with bounded timeouts and retried connection errors.
+
+    ``cluster``: ``url`` names any node of a Redis Cluster; the cluster client routes each
+    command by its keys' slot (typed as a plain client: the commands we use are the same).
+    """
     if not url:
         raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
     from redis.asyncio.retry import Retry as AsyncRetry
 
     retry = AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+        node: Any = AsyncCluster.from_url(url, retry=retry, **_policy(process))
+        return cast(aioredis.Redis, node)
     return aioredis.Redis.from_url(url, retry=retry, **_policy(process))
 
 
-def sync_client(url: str | None, *, process: str) -> redis.Redis:
+def sync_client(url: str | None, *, process: str, cluster: bool = False) -> redis.Redis:
     """A blocking Redis client with the same policy, for CLI commands and worker threads."""
     if not url:
         raise ConfigError("no Redis URL: set HOMEWARD_REDIS_URL or start `homeward run`")
     from redis.retry import Retry
 
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3)
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        node: Any = RedisCluster.from_url(url, retry=retry, **_policy(process))
+        return cast(redis.Redis, node)
     return redis.Redis.from_url(url, retry=retry, **_policy(process))
+
+
+def is_cluster(client: object) -> bool:
+    """A cluster client: no command may span two slots (one call per shard)."""
+    from redis.asyncio.cluster import RedisCluster as AsyncCluster
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster | AsyncCluster)
+
+
+def get_many(client: redis.Redis, names: list[str]) -> list[Any]:
+    """MGET of keys in any slots: on a cluster, one MGET per slot (redis-py groups them)."""
+    if is_cluster(client):
+        return list(client.mget_nonatomic(names))  # type: ignore[attr-defined]
+    return list(client.mget(names))
+
+
+def evalsha_many(
+    client: redis.Redis, script: str, calls: list[tuple[list[str], list[Any]]]
+) -> list[Any]:
+    """One script over many key sets in one pipeline (one round trip per node); replies.
+
+    By its SHA, loaded only when a server does not know it (a restart, a new cluster node):
+    the calls it refused did not run and are sent again. redis-py's Script objects do not
+    load themselves in a cluster pipeline.
+    """
+    if not calls:
+        return []
+    sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for index in todo:
+            script_keys, args = calls[index]
+            pipe.evalsha(sha, len(script_keys), *script_keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = []
+        for index, result in zip(todo, results, strict=True):
+            if isinstance(result, NoScriptError) and attempt == 0:
+                missing.append(index)
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                replies[index] = result
+        if not missing:
+            break
+        client.script_load(script)  # on a cluster: every master
+        todo = missing
+    return replies
+
+
+def check_layout(client: redis.Redis) -> None:
+    """Record the store's shard count, or refuse a process configured with another one.
+
+    A different count would put an elder's new entries and timers in other shards than her
+    old ones: the order per elder and pending timers would be lost without a word.
+    """
+    count = str(shards.count())
+    client.hsetnx(keys.LAYOUT, "shards", count)
+    raw: Any = client.hget(keys.LAYOUT, "shards")
+    stored = None if raw is None else str(raw)
+    if stored is not None and stored != count:
+        raise ConfigError(
+            f"bad setting HOMEWARD_SHARDS: this store was written with {stored} shards, "
+            f"not {count} (resharding is not supported: keep {stored})"
+        )
 
 
 StreamEntries = list[tuple[str, dict[str, str]]]

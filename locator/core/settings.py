@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMEWARD_", extra="ignore", frozen=True)
 
     redis_url: str | None = None
+    # REDIS_URL names any node of a Redis Cluster; every multi-key operation stays in a slot.
+    redis_cluster: bool = False
+    # Global streams and timer sets are split into this many shards (on a single Redis too);
+    # every process sharing a store must use the same count (recorded in the store).
+    shards: int = Field(default=16, ge=1, le=1024)
     mqtt_url: str | None = None
     # Where phones (OwnTracks) reach the broker, when that differs from mqtt_url (compose).
     mqtt_public_url: str | None = None

@@ -24,14 +24,19 @@ from typing import Any
 
 import redis
 
-from locator.core import keys
+from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, claimed_entries
+from locator.core.redis import StreamEntries, claimed_entries, evalsha_many
 
 log = get_logger(__name__)
 
-# Streams whose every entry may be an alarm or a page: never capped on write.
-ALARM_STREAMS = (keys.TRANSITIONS, keys.DEVICE_EVENTS, keys.OUTBOX)
+
+def alarm_streams() -> list[str]:
+    """Streams whose every entry may be an alarm or a page (every shard): never capped."""
+    sharded = [k(shard) for shard in shards.every() for k in (keys.transitions, keys.device_events)]
+    return [*sharded, keys.OUTBOX]
+
+
 LOST_AT = "at"  # field of keys.STREAM_LOST holding the time of the last loss
 
 # Redis 6.2: XINFO GROUPS and XPENDING inside the script, so a group created or an entry
@@ -67,13 +72,11 @@ return {redis.call('XTRIM', KEYS[1], 'MINID', bound), bound}
 """
 
 
-def trim_handled(client: redis.Redis, streams: Iterable[str] = ALARM_STREAMS) -> dict[str, int]:
+def trim_handled(client: redis.Redis, streams: Iterable[str] | None = None) -> dict[str, int]:
     """Trim each stream up to what all its consumer groups acknowledged; returns removals."""
-    removed: dict[str, int] = {}
-    for stream in streams:
-        reply: Any = client.eval(_TRIM, 1, stream)
-        removed[stream] = int(reply[0])
-    return removed
+    names = list(streams) if streams is not None else alarm_streams()
+    replies = evalsha_many(client, _TRIM, [([stream], []) for stream in names])
+    return {stream: int(reply[0]) for stream, reply in zip(names, replies, strict=True)}
 
 
 def note_lost(

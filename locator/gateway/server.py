@@ -73,8 +73,10 @@ class Gateway:
         idle_s: float = 900.0,
         fall_back: bool = False,
         tend_gc: bool = False,
+        cluster: bool = False,
     ) -> None:
         self.redis_url = redis_url
+        self.cluster = cluster
         self.mqtt_url = mqtt_url
         self.host = host
         self.wanted = dict(ports)
@@ -109,7 +111,7 @@ class Gateway:
     async def start(self) -> dict[str, int]:
         """Listen on every configured port; returns the ports in use per protocol."""
         loop = asyncio.get_running_loop()
-        self._redis = async_client(self.redis_url, process="gateway")
+        self._redis = async_client(self.redis_url, process="gateway", cluster=self.cluster)
         self._bridge = MqttBridge(
             self.mqtt_url, client_id=self.client_id, loop=loop, on_command=self._on_command
         )

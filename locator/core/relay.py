@@ -1,0 +1,209 @@
+"""The relay: a per-elder script's effects on shared keys, applied after it by its caller.
+
+On a Redis Cluster a script may touch one hash slot only. A per-elder script (the ingest's
+store, the offline check) writes her keys and appends what it means for shared keys (an
+entry on her shard's transitions or device-events stream, her offline timer, the retention
+index, a dead letter) to her relay list ``hw:{e:<id>}:relay`` as JSON, and returns the whole
+list. The caller applies the effects to the shards, then pops from the list's head what it
+applied (a script on her slot: another caller may have applied and popped them first).
+
+Crash windows, each closed:
+
+* after the script, before the relay: the message is not acknowledged, so its redelivery
+  runs the script again, which answers ``duplicate`` and still returns the list; for the
+  case nobody comes back, the caller marks her in her shard's intent set
+  ``hw:{s:<n>}:relay-pending`` *before* the script and unmarks after the pop; the ticker's
+  sweep (every ``EVERY_S``) applies what an intent older than ``SWEEP_AFTER_S`` left.
+* after the relay, before the pop: the same effects are applied again. Stream entries carry
+  a ``source`` naming her own entry (``e:<elder>:events@<id>``), which the alerts intake
+  handles once; timer and index writes are idempotent; a dead letter may show twice.
+
+Effects: ``["x", "transitions"|"device-events", source, field, value, ...]`` (XADD),
+``["t", job, due]`` (ZADD the timer), ``["i", stream, score]`` (ZADD NX the retention
+index), ``["r", field, value, ...]`` (a dead letter, counted by its reason).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from locator.core import keys, shards
+from locator.core.logging import get_logger
+from locator.core.redis import evalsha_many, is_cluster
+
+log = get_logger(__name__)
+
+EVERY_S = 5.0  # the ticker's sweep of intents nobody finished
+SWEEP_AFTER_S = 10.0  # an intent this old has no live caller (a batch takes milliseconds)
+SWEEP_LIMIT = 100  # intents per shard and pass
+REJECTED_MAX = 10_000
+
+_POP = """
+local applied = {}
+for i = 1, #ARGV do applied[ARGV[i]] = true end
+local popped = 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or not applied[head] then break end
+  redis.call('LPOP', KEYS[1])
+  popped = popped + 1
+end
+return popped
+"""
+
+_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def writer_token() -> str:
+    """Names one caller's intents, so it unmarks only its own."""
+    return secrets.token_hex(6)
+
+
+def intend(pipe: Any, elders: Iterable[int], *, token: str, now: float) -> int:
+    """Queue the intent marks for ``elders`` on ``pipe`` (one ZADD per shard); how many."""
+    by_shard: dict[int, dict[str, float]] = {}
+    for elder in elders:
+        by_shard.setdefault(shards.shard_of(elder), {})[f"{elder}|{token}"] = now
+    for shard, members in by_shard.items():
+        pipe.zadd(keys.relay_pending(shard), members)
+    return len(by_shard)
+
+
+def release(pipe: Any, elders: Iterable[int], *, token: str) -> None:
+    """Queue the removal of this caller's intent marks on ``pipe``."""
+    by_shard: dict[int, list[str]] = {}
+    for elder in elders:
+        by_shard.setdefault(shards.shard_of(elder), []).append(f"{elder}|{token}")
+    for shard, members in by_shard.items():
+        pipe.zrem(keys.relay_pending(shard), *members)
+
+
+def mark_first(
+    client: redis.Redis,
+    elders: Iterable[int],
+    *,
+    token: str,
+    now: float,
+    done: Iterable[int] = (),
+) -> tuple[Any, int]:
+    """A pipeline that starts with the intent marks, and how many replies they take in it;
+    ``done``: the previous batch's intents, unmarked first (they rode along for free).
+
+    On one Redis the marks go first on the same connection as the scripts after them, so
+    they land first. A cluster pipeline sends to each node on its own: there the marks are
+    written in a round trip of their own before the scripts are sent.
+    """
+    cluster = is_cluster(client)
+    marks = client.pipeline(transaction=False)
+    release(marks, done, token=token)
+    count = len(marks) + intend(marks, elders, token=token, now=now)
+    if not cluster:
+        return marks, count
+    if count:
+        marks.execute()
+    return client.pipeline(transaction=False), 0
+
+
+def merge(into: dict[int, list[str]], elder: int, entries: Iterable[object]) -> None:
+    """Add a script's returned relay list to what a batch will apply (each entry once)."""
+    have = into.setdefault(elder, [])
+    seen = set(have)
+    for raw in entries:
+        entry = _s(raw)
+        if entry not in seen:
+            have.append(entry)
+            seen.add(entry)
+
+
+def _effect(pipe: Any, elder: int, raw: str) -> None:
+    effect = json.loads(raw)
+    kind = effect[0]
+    if kind == "x":
+        stream = _STREAMS[effect[1]](shards.shard_of(elder))
+        fields = dict(zip(effect[3::2], effect[4::2], strict=True))
+        fields["source"] = effect[2]
+        pipe.xadd(stream, fields)  # no MAXLEN: trimmed behind its consumer group
+    elif kind == "t":
+        pipe.zadd(keys.job_timers(effect[1]), {effect[1]: float(effect[2])})
+    elif kind == "i":
+        pipe.zadd(keys.retention_streams_of(effect[1]), {effect[1]: float(effect[2])}, nx=True)
+    elif kind == "r":
+        fields = dict(zip(effect[1::2], effect[2::2], strict=True))
+        pipe.xadd(keys.REJECTED, fields, maxlen=REJECTED_MAX, approximate=True)
+        pipe.hincrby(keys.REJECTED_COUNTS, fields.get("reason", "?"), 1)
+    else:
+        log.error("relay_effect_unknown", elder_id=elder, effect=raw[:200])
+
+
+def apply(
+    client: redis.Redis,
+    relays: dict[int, list[str]],
+    *,
+    token: str | None = None,
+    intended: Iterable[int] = (),
+) -> int:
+    """Apply each elder's effects to the shards, then pop them from her list; with
+    ``token``, also unmark that caller's intents for ``intended``. Returns effects applied.
+
+    With nothing to apply and no token this costs no round trip (the common case: a fix
+    whose offline timer is far enough ahead and whose streams already exist).
+    """
+    pending = {elder: entries for elder, entries in relays.items() if entries}
+    applied = sum(len(entries) for entries in pending.values())
+    if pending:
+        pipe = client.pipeline(transaction=False)
+        for elder, entries in pending.items():
+            for raw in entries:
+                _effect(pipe, elder, raw)
+        pipe.execute()
+    # Popped (and unmarked) only after every effect is written: a crash in between
+    # applies them again, which the consumers absorb.
+    calls: list[tuple[list[str], list[Any]]] = [
+        ([keys.relay(elder)], list(entries)) for elder, entries in pending.items()
+    ]
+    evalsha_many(client, _POP, calls)
+    if token is not None:
+        pipe = client.pipeline(transaction=False)
+        release(pipe, intended, token=token)
+        if len(pipe):
+            pipe.execute()
+    return applied
+
+
+def sweep(client: redis.Redis, *, now: float, limit: int = SWEEP_LIMIT) -> int:
+    """Finish what callers that died left: apply the relay of each stale intent, unmark it."""
+    pipe = client.pipeline(transaction=False)
+    for shard in shards.every():
+        pipe.zrangebyscore(keys.relay_pending(shard), "-inf", now - SWEEP_AFTER_S, 0, limit)
+    stale = [
+        (shard, _s(m))
+        for shard, found in zip(shards.every(), pipe.execute(), strict=True)
+        for m in found
+    ]
+    if not stale:
+        return 0
+    elders = sorted({int(member.split("|", 1)[0]) for _, member in stale})
+    pipe = client.pipeline(transaction=False)
+    for elder in elders:
+        pipe.lrange(keys.relay(elder), 0, -1)
+    relays = {
+        elder: [_s(e) for e in entries]
+        for elder, entries in zip(elders, pipe.execute(), strict=True)
+    }
+    applied = apply(client, relays)
+    pipe = client.pipeline(transaction=False)
+    for shard, member in stale:
+        pipe.zrem(keys.relay_pending(shard), member)
+    pipe.execute()
+    if applied:
+        log.warning("relay_swept", effects=applied, elders=len(elders))
+    return applied

@@ -1,0 +1,66 @@
+"""A store written before shards: its timers, retention index, dead letters and unhandled
+alarms are moved into the shard layout once, when a ticker starts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from alerts import intake
+from locator.core import keys, migrate, shards, timers
+from locator.core.clock import ManualClock
+from locator.core.redis import sync_client
+from locator.ticker import Ticker
+from tests.alerts_harness import config
+
+
+@pytest.fixture
+def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
+    sync = sync_client(redis_url, process="test")
+    yield sync
+    sync.close()
+
+
+def test_a_pre_shard_store_is_moved_into_the_shards_once(
+    client: redis.Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = clock.time()
+    track = keys.track(7, "b-7")
+    client.xadd(track, {"tst": str(now), "received_ms": str(now * 1000)})
+    client.zadd(migrate.LEGACY_RETENTION, {track: now})
+    client.zadd(keys.LEGACY_TIMERS, {"offline|7|b-7": now + 600})
+    client.xadd(migrate.LEGACY_REJECTED, {"reason": "too_fast", "lat": "30.5"})
+    client.hset(migrate.LEGACY_REJECTED_COUNTS, mapping={"too_fast": 3})
+    client.hset(keys.REJECTED_COUNTS, "too_fast", 1)  # a new ingest counted one already
+    legacy = migrate.LEGACY_ALARMS["transitions"]
+    client.xgroup_create(legacy, migrate.ALERTS_GROUP, id="$", mkstream=True)
+    handled = client.xadd(legacy, {"kind": "zone_exit", "elder_id": "7", "outside_all_safe": "1"})
+    client.xreadgroup(migrate.ALERTS_GROUP, "old", {legacy: ">"})
+    client.xack(legacy, migrate.ALERTS_GROUP, handled)
+    waiting = client.xadd(legacy, {"kind": "zone_exit", "elder_id": "7", "outside_all_safe": "1"})
+
+    Ticker(client, clock=clock, offline_after_s=1200)
+    assert migrate.legacy_keys(client) == []
+    assert timers.due_at(client, "offline|7|b-7") == now + 600
+    assert client.zscore(keys.retention_streams_of(track), track) == now
+    assert [f["reason"] for _, f in client.xrange(keys.REJECTED)] == ["too_fast"]
+    assert client.hget(keys.REJECTED_COUNTS, "too_fast") == "4"
+    # Only the alarm nobody handled moved, named as the old intake named it.
+    shard_stream = keys.transitions(shards.shard_of(7))
+    moved = [f for _, f in client.xrange(shard_stream)]
+    assert [f["source"] for f in moved] == [f"transitions@{waiting}"]
+    assert migrate.to_shards(client) == {}  # once: nothing is left to move
+
+    seen: list[str] = []
+
+    def record(_: Any, __: Any, source: str, fields: dict[str, str]) -> str:
+        seen.append(source)
+        return "recorded"
+
+    monkeypatch.setitem(intake.HANDLERS, "transitions", record)
+    intake.ensure_groups(client)  # made after the move: its group already reads from "0"
+    assert intake.consume_once(client, config(clock), consumer="c", block_ms=0) == 1
+    assert seen == [f"transitions@{waiting}"]
