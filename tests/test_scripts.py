@@ -87,17 +87,13 @@ async def test_async_clients_and_pipelines(own_redis_url: str, client: redis.Red
         await aclient.aclose()
 
 
-# Phase 2 of issue 21 moves these onto the helper with the Redis Cluster work.
-PENDING = {"locator/core/timers.py", "locator/core/streams.py"}
-
-
 def test_every_script_goes_through_the_helper() -> None:
     raw = re.compile(r"\.eval\(|register_script\(|\.evalsha\(|script_load\(")
     offenders = []
     for package in ("locator", "devices", "geofences", "alerts"):
         for path in sorted((ROOT / package).rglob("*.py")):
             name = path.relative_to(ROOT).as_posix()
-            if name == "locator/core/scripts.py" or name in PENDING:
+            if name == "locator/core/scripts.py":
                 continue
             if raw.search(path.read_text(encoding="utf-8")):
                 offenders.append(name)

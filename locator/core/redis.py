@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, cast
 
@@ -10,7 +9,6 @@ import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from locator.core import keys, shards
@@ -82,41 +80,6 @@ def get_many(client: redis.Redis, names: list[str]) -> list[Any]:
     if is_cluster(client):
         return list(client.mget_nonatomic(names))  # type: ignore[attr-defined]
     return list(client.mget(names))
-
-
-def evalsha_many(
-    client: redis.Redis, script: str, calls: list[tuple[list[str], list[Any]]]
-) -> list[Any]:
-    """One script over many key sets in one pipeline (one round trip per node); replies.
-
-    By its SHA, loaded only when a server does not know it (a restart, a new cluster node):
-    the calls it refused did not run and are sent again. redis-py's Script objects do not
-    load themselves in a cluster pipeline.
-    """
-    if not calls:
-        return []
-    sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
-    replies: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
-        for index in todo:
-            script_keys, args = calls[index]
-            pipe.evalsha(sha, len(script_keys), *script_keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        missing = []
-        for index, result in zip(todo, results, strict=True):
-            if isinstance(result, NoScriptError) and attempt == 0:
-                missing.append(index)
-            elif isinstance(result, Exception):
-                raise result
-            else:
-                replies[index] = result
-        if not missing:
-            break
-        client.script_load(script)  # on a cluster: every master
-        todo = missing
-    return replies
 
 
 def check_layout(client: redis.Redis) -> None:

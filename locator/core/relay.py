@@ -34,7 +34,8 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import evalsha_many, is_cluster
+from locator.core.redis import is_cluster
+from locator.core.scripts import Script
 
 log = get_logger(__name__)
 
@@ -43,7 +44,8 @@ SWEEP_AFTER_S = 10.0  # an intent this old has no live caller (a batch takes mil
 SWEEP_LIMIT = 100  # intents per shard and pass
 REJECTED_MAX = 10_000
 
-_POP = """
+_POP = Script(
+    """
 local applied = {}
 for i = 1, #ARGV do applied[ARGV[i]] = true end
 local popped = 0
@@ -54,7 +56,9 @@ while true do
   popped = popped + 1
 end
 return popped
-"""
+""",
+    name="relay_pop",
+)
 
 _STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
 
@@ -170,7 +174,7 @@ def apply(
     calls: list[tuple[list[str], list[Any]]] = [
         ([keys.relay(elder)], list(entries)) for elder, entries in pending.items()
     ]
-    evalsha_many(client, _POP, calls)
+    _POP.run_many(client, calls)
     if token is not None:
         pipe = client.pipeline(transaction=False)
         release(pipe, intended, token=token)

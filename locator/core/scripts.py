@@ -63,6 +63,38 @@ class Script:
             client.script_load(self.script)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
+    def run_many(
+        self, client: SyncClient, calls: Sequence[tuple[Sequence[str], Sequence[Value]]]
+    ) -> list[Any]:
+        """Many calls (each its own keys) in one pipeline: one round trip per node; replies.
+
+        Loaded only when a server does not know it (a restart, a new cluster node): the calls
+        it refused did not run and are sent again (a cluster pipeline cannot load scripts).
+        """
+        if not calls:
+            return []
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for index in todo:
+                script_keys, args = calls[index]
+                pipe.evalsha(self.sha, len(script_keys), *script_keys, *args)
+            results = pipe.execute(raise_on_error=False)
+            missing = []
+            for index, result in zip(todo, results, strict=True):
+                if isinstance(result, NoScriptError) and attempt == 0:
+                    missing.append(index)
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    replies[index] = result
+            if not missing:
+                break
+            client.script_load(self.script)  # on a cluster: every primary
+            todo = missing
+        return replies
+
     async def run_async(
         self, client: AsyncClient, *, keys: Sequence[str] = (), args: Sequence[Value] = ()
     ) -> Any:

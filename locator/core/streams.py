@@ -26,7 +26,8 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, claimed_entries, evalsha_many
+from locator.core.redis import StreamEntries, claimed_entries
+from locator.core.scripts import Script
 
 log = get_logger(__name__)
 
@@ -43,7 +44,8 @@ LOST_AT = "at"  # field of keys.STREAM_LOST holding the time of the last loss
 # delivered between reading the groups and trimming cannot be raced. Ids compare as
 # (ms, seq); XTRIM MINID removes ids strictly below the bound. Exact, not "~": what stays
 # is exactly what some group still needs (plus the last delivered entry).
-_TRIM = """
+_TRIM = Script(
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return {0, ''} end
@@ -69,13 +71,15 @@ for _, g in ipairs(groups) do
 end
 if bms == 0 and bseq == 0 then return {0, bound} end
 return {redis.call('XTRIM', KEYS[1], 'MINID', bound), bound}
-"""
+""",
+    name="trim_behind_groups",
+)
 
 
 def trim_handled(client: redis.Redis, streams: Iterable[str] | None = None) -> dict[str, int]:
     """Trim each stream up to what all its consumer groups acknowledged; returns removals."""
     names = list(streams) if streams is not None else alarm_streams()
-    replies = evalsha_many(client, _TRIM, [([stream], []) for stream in names])
+    replies = _TRIM.run_many(client, [([stream], []) for stream in names])
     return {stream: int(reply[0]) for stream, reply in zip(names, replies, strict=True)}
 
 

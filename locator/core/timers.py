@@ -24,11 +24,12 @@ from typing import Any
 import redis
 
 from locator.core import keys, shards
-from locator.core.redis import evalsha_many
+from locator.core.scripts import Script
 
 LEASE_S = 30.0
 
-_CLAIM = """
+_CLAIM = Script(
+    """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, job in ipairs(due) do
@@ -37,9 +38,12 @@ for _, job in ipairs(due) do
   table.insert(out, {job, meta[1] or '', meta[2] or ''})
 end
 return out
-"""
+""",
+    name="timers_claim",
+)
 
-_COMPLETE = """
+_COMPLETE = Script(
+    """
 -- Rescheduled since the claim (new due time or new token)? Then the new schedule stands.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) ~= tonumber(ARGV[3]) then return 0 end
@@ -48,7 +52,9 @@ if token ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
-"""
+""",
+    name="timers_complete",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,6 @@ class TimerQueue:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._complete = client.register_script(_COMPLETE)
         self._start = 0
         self.saturated = False  # the last claim found more due than it took: claim again now
 
@@ -170,7 +175,7 @@ class TimerQueue:
         ]
         jobs: list[Job] = []
         self.saturated = False
-        for rows in evalsha_many(self._redis, _CLAIM, calls):
+        for rows in _CLAIM.run_many(self._redis, calls):
             self.saturated = self.saturated or len(rows) >= per_shard
             jobs += [
                 Job(
@@ -185,7 +190,8 @@ class TimerQueue:
 
     def complete(self, job: Job) -> bool:
         """Forget a handled job unless it was re-scheduled meanwhile (token changed)."""
-        done = self._complete(
+        done = _COMPLETE(
+            self._redis,
             keys=[keys.job_timers(job.id), keys.timer(job.id)],
             args=[job.id, job.token, repr(job.lease_until)],
         )
