@@ -104,7 +104,7 @@ def notify_family(
             locale=cfg.locale,
             data=json.dumps({"elder_id": elder_id, "notice": template}),
         )
-        enqueue(pipe, attempt=attempt.id, now=now, fields=attempt.record())
+        enqueue(client, attempt=attempt.id, now=now, fields=attempt.record())
     notice = json.dumps(
         {"type": template, "text": text, "source": source, "at": now}, ensure_ascii=False
     )

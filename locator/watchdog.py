@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from alerts import intake
-from locator.core import keys, streams, timers
+from locator.core import keys, shards, streams, timers
 from locator.core.scripts import Script
 
 TICKER_STALE_S = 15.0  # the ticker beats every half second
@@ -171,7 +171,10 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
         result.problems.append(
             f"alarms: {result.alarms_waiting} not handled, oldest {result.alarms_oldest_s:.0f} s"
         )
-    result.outbox_depth, result.outbox_oldest_s = _backlog(client, keys.OUTBOX, "delivery", now)
+    for shard in shards.every():
+        depth, age = _backlog(client, keys.outbox(shard), "delivery", now)
+        result.outbox_depth += depth
+        result.outbox_oldest_s = max(result.outbox_oldest_s, round(age, 1))
     if result.outbox_depth and result.outbox_oldest_s > LOOP_STALE_S:
         result.problems.append(
             f"outbox: {result.outbox_depth} waiting, oldest {result.outbox_oldest_s:.0f} s"

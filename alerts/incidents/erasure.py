@@ -18,7 +18,7 @@ from alerts import escalation
 from alerts.escalation import Change, View
 from alerts.incidents import drills, paging, storage
 from alerts.incidents.config import AlertsConfig
-from locator.core import keys, streams
+from locator.core import keys, shards, streams
 from locator.core.errors import NotFound
 from locator.core.logging import get_logger
 
@@ -210,7 +210,7 @@ def erase_elder(client: redis.Redis, cfg: AlertsConfig, *, elder_id: int, actor:
     prefix = f"{elder_id}."
     streams.purge(
         client,
-        keys.OUTBOX,
+        keys.outbox(shards.shard_of(elder_id)),
         lambda f: f.get("attempt", "").startswith(prefix) and f.get("attempt") not in fresh,
     )
     # Up to the mark: the cancellation's own feed entry (anonymous) still reaches consoles.

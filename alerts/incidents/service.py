@@ -109,7 +109,7 @@ def open_or_join(
         origin = (seen.lat, seen.lon)
         pair = client.get(keys.pair(elder_id))
         paired: list[int] = json.loads(pair)["volunteer_ids"] if pair else []
-        code = new_code(client)
+        code = new_code(client, incident_id=incident_id)
         fields: dict[str, Any] = {
             "id": incident_id,
             "code": code,

@@ -1,7 +1,9 @@
 """An incident in Redis: its snapshot (hash, responders), the commit plan and the commit script.
 
 Every change is read → decided (``alerts.escalation``, pure) → committed by one script
-(``commit.lua``) only if the incident's version is still the one read.
+(``commit.lua``) only if the incident's version is still the one read. The script writes
+her keys only; its effects on shared keys (outbox shard, feed, ladder timer, the global
+incident and attempt indexes) are relayed (``locator.core.relay.guarded``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from alerts.incidents import compose, drills
 from alerts.incidents.config import AlertsConfig
 from devices.elders.records import ElderRecord
 from devices.elders.service import read_elder
-from locator.core import keys, timers
+from locator.core import keys, relay, timers
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound
 from locator.core.scripts import Script
 
 _COMMIT = Script.from_package("alerts.incidents", "commit.lua")
-_FIXED_KEYS = 17
+_FIXED_KEYS = 9
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class Plan:
         self.incident_id = incident_id
         self.drill = drill
         self.extra_keys: list[str] = []
+        self.relay: list[list[str]] = []  # effects on shared keys, relayed after the commit
         self.body: dict[str, Any] = {
             "incident_id": incident_id,
             "elder_id": snap_elder,
@@ -134,6 +137,7 @@ class Plan:
             "attempts": [],
             "feed": [],
             "ladder": {"op": "keep"},
+            "attempts_index": keys.ATTEMPTS,
         }
 
     def key_index(self, key: str) -> int:
@@ -148,22 +152,59 @@ class Plan:
             keys.incident_timeline(e, i),
             keys.incident_responders(e, i),
             keys.incident_attempts(e, i),
-            keys.job_timers(sla_job(e, i)),
-            keys.timer(sla_job(e, i)),
-            keys.OUTBOX,
-            keys.FEED,
-            keys.ATTEMPTS,
+            keys.relay(e),
             keys.open_drill(e) if self.drill else keys.open_incident(e),
-            keys.INCIDENTS_OPEN,
-            keys.INCIDENT_CODES,
             keys.incident_sources(e, i),
-            keys.sequence("attempt"),
-            keys.INCIDENTS,
-            keys.INCIDENT_ELDER,
+            keys.attempt_sequence(e),
             keys.elder_incidents(e),
         ]
         assert len(fixed) == _FIXED_KEYS
         return fixed + self.extra_keys
+
+    def finish(self, *, create: bool) -> tuple[list[str], dict[str, Any]]:
+        """The script's keys (hers only) and body: index entries on shared keys become
+        relay effects, and so do the ladder's timer and the global incident indexes."""
+        mine = f"hw:{keys.elder_tag(self.elder_id)}:"
+        local = [k for k in self.extra_keys if k.startswith(mine)]
+        position = {k: local.index(k) + 1 for k in local}
+        effects = [list(e) for e in self.relay]
+        index: list[list[Any]] = []
+        for entry in self.body["index"]:
+            key = self.extra_keys[entry[0] - 1]
+            if key in position:
+                index.append([position[key], *entry[1:]])
+            elif entry[1] == "zadd":
+                effects.append(["z", key, str(entry[2]), str(entry[3])])
+            elif entry[1] == "srem":
+                effects.append(["sr", key, str(entry[2])])
+            else:
+                effects.append(["s", key, str(entry[2])])
+        attempts = [
+            {**a, "k": position[self.extra_keys[a["k"] - 1]]} for a in self.body["attempts"]
+        ]
+        i, code = str(self.incident_id), str(self.body.get("code") or "")
+        if create:
+            effects += [
+                ["h", keys.INCIDENT_ELDER, i, str(self.elder_id)],
+                ["z", keys.INCIDENTS, i, i],
+                ["z", keys.INCIDENTS_OPEN, i, i],
+                ["h", keys.INCIDENT_CODES, code, i],
+            ]
+        ladder = self.body["ladder"]
+        if ladder["op"] == "schedule":
+            payload = json.dumps({"step": ladder["step"]})
+            effects.append(["T", ladder["job"], repr(ladder["due"]), ladder["token"], payload])
+        elif ladder["op"] == "stop":
+            effects.append(["tc", ladder["job"]])
+        if self.body.get("close"):
+            effects += [["zr", keys.INCIDENTS_OPEN, i], ["hd", keys.INCIDENT_CODES, code, i]]
+        body = {
+            **self.body,
+            "index": index,
+            "attempts": attempts,
+            "relay": [json.dumps(e, ensure_ascii=False) for e in effects],
+        }
+        return self.keys()[:_FIXED_KEYS] + local, body
 
 
 def sla_job(elder_id: int, incident_id: int) -> str:
@@ -174,13 +215,18 @@ def sla_job(elder_id: int, incident_id: int) -> str:
 def commit(
     client: redis.Redis, plan: Plan, *, version: str, token: str, now: float
 ) -> tuple[str, str]:
-    """Run the commit script on a plan; (verdict, detail)."""
-    reply = _COMMIT(
-        client,
-        keys=plan.keys(),
-        args=[version, token, json.dumps(plan.body, ensure_ascii=False), repr(now)],
-    )
-    verdict, detail = (as_str(x) for x in reply)
+    """Run the commit script on a plan, then relay its effects; (verdict, detail)."""
+    script_keys, body = plan.finish(create=version == "")
+    args = [version, token, json.dumps(body, ensure_ascii=False), repr(now)]
+
+    def run() -> tuple[tuple[str, str], list[Any]]:
+        reply = _COMMIT(client, keys=script_keys, args=args)
+        verdict, detail = as_str(reply[0]), as_str(reply[1])
+        return (verdict, detail), list(reply[2:])
+
+    verdict, detail = relay.guarded(client, plan.elder_id, now=now, run=run)
+    if version == "" and verdict != "ok" and body.get("code"):
+        release_code(client, code=str(body["code"]), incident_id=plan.incident_id)
     return verdict, detail
 
 
@@ -206,13 +252,25 @@ def current_policy(client: redis.Redis, default: Policy) -> Policy:
     return Policy.from_json({**default.to_json(), **json.loads(raw)})
 
 
-def new_code(client: redis.Redis) -> str:
-    """A short incident code not in use (what people type in SMS answers)."""
+def new_code(client: redis.Redis, *, incident_id: int) -> str:
+    """Reserve a short incident code not in use (what people type in SMS answers).
+
+    Reserved before the commit (HSETNX), so two incidents opening at once never share one;
+    a caller killed before its commit leaves a code pointing at no incident, which no
+    answer can reach (``elder_of`` answers 404) and the close of nothing never frees.
+    """
     for _ in range(50):
         code = f"{secrets.randbelow(9000) + 1000}"
-        if not client.hexists(keys.INCIDENT_CODES, code):
+        if client.hsetnx(keys.INCIDENT_CODES, code, str(incident_id)):
             return code
-    return secrets.token_hex(3)
+    code = secrets.token_hex(3)
+    client.hset(keys.INCIDENT_CODES, code, str(incident_id))
+    return code
+
+
+def release_code(client: redis.Redis, *, code: str, incident_id: int) -> None:
+    """Free a code reserved for an incident that was not created."""
+    relay.hdel_if(client, keys.INCIDENT_CODES, code, str(incident_id))
 
 
 def build(

@@ -10,6 +10,7 @@ fate of that message is unknown, so the next channel is tried instead of resendi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,9 @@ from prometheus_client import Counter, Gauge
 
 from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
-from locator.core import keys, streams, timers
+from locator.core import keys, relay, shards, streams, timers
 from locator.core.logging import get_logger
-from locator.core.redis import stream_reply
+from locator.core.redis import StreamEntries, is_cluster, stream_reply
 from locator.core.scripts import Script
 
 log = get_logger(__name__)
@@ -39,18 +40,21 @@ ATTEMPTS_TOTAL = Counter(
 )
 OUTBOX_PENDING = Gauge("homeward_outbox_pending", "Outbox entries read but not yet acknowledged")
 
+# Her keys only (one slot): the attempt, her sequence, the incident's attempts; its queueing
+# on her outbox shard and the global attempts index go on her relay list.
 _ENQUEUE = Script(
     """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local seq = redis.call('INCR', KEYS[4])
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('LRANGE', KEYS[4], 0, -1) end
+local seq = redis.call('INCR', KEYS[2])
 local f = {'seq', tostring(seq), 'status', 'queued', 'tries', '0', 'created', ARGV[3]}
 for k, v in pairs(cjson.decode(ARGV[2])) do table.insert(f, k); table.insert(f, tostring(v)) end
 redis.call('HSET', KEYS[1], unpack(f))
-redis.call('ZADD', KEYS[3], seq, ARGV[1])
-if KEYS[5] ~= KEYS[3] then redis.call('ZADD', KEYS[5], seq, ARGV[1]) end
--- No MAXLEN: the ticker trims the outbox only behind every delivery group.
-redis.call('XADD', KEYS[2], '*', 'attempt', ARGV[1])
-return 1
+if KEYS[3] ~= KEYS[1] then redis.call('ZADD', KEYS[3], seq, ARGV[1]) end
+local ms = math.floor(tonumber(ARGV[3]) * 1000)
+redis.call('RPUSH', KEYS[4],
+  cjson.encode({'z', ARGV[4], string.format('%.0f', ms * 1000 + seq % 1000), ARGV[1]}),
+  cjson.encode({'o', ARGV[1]}))
+return redis.call('LRANGE', KEYS[4], 0, -1)
 """,
     name="outbox_enqueue",
 )
@@ -73,6 +77,7 @@ return status or 'missing'
     name="outbox_begin",
 )
 
+# Answers the statistic to count ('' for none): the count is kept apart (another slot).
 _FINISH = Script(
     """
 if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then
@@ -80,40 +85,49 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'sending' then
   -- news, add what only the reply knows.
   if ARGV[1] == 'sent' and redis.call('HEXISTS', KEYS[1], 'sent_at') == 0 then
     redis.call('HSET', KEYS[1], 'provider_id', ARGV[3], 'sent_at', ARGV[4])
-    redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':sent', 1)
+    return ARGV[5] .. ':sent'
   end
-  return 0
+  return ''
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2], 'provider_id', ARGV[3],
   'updated', ARGV[4])
-redis.call('HINCRBY', KEYS[2], ARGV[5] .. ':' .. ARGV[1], 1)
 if ARGV[1] == 'sent' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[4]) end
-return 1
+return ARGV[5] .. ':' .. ARGV[1]
 """,
     name="outbox_finish",
 )
 
 
 def enqueue(
-    client: redis.Redis | Any,
+    client: redis.Redis,
     *,
     attempt: str,
     fields: dict[str, Any],
     now: float,
     incident_attempts: str | None = None,
 ) -> None:
-    """Queue an attempt unless it exists (pipelines welcome)."""
-    _ENQUEUE(
-        client,
-        keys=[
-            keys.attempt(attempt),
-            keys.OUTBOX,
-            keys.ATTEMPTS,
-            keys.sequence("attempt"),
-            incident_attempts or keys.ATTEMPTS,
-        ],
-        args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now)],
-    )
+    """Queue an attempt unless it exists: created in her slot, relayed to her outbox shard."""
+    elder = keys.attempt_elder(attempt)
+
+    def run() -> tuple[None, list[Any]]:
+        entries = _ENQUEUE(
+            client,
+            keys=[
+                keys.attempt(attempt),
+                keys.attempt_sequence(elder),
+                incident_attempts or keys.attempt(attempt),
+                keys.relay(elder),
+            ],
+            args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now), keys.ATTEMPTS],
+        )
+        return None, list(entries)
+
+    relay.guarded(client, elder, now=now, run=run)
+
+
+def outboxes() -> list[str]:
+    """Every outbox shard."""
+    return [keys.outbox(shard) for shard in shards.every()]
 
 
 @dataclass
@@ -136,41 +150,63 @@ class Deliverer:
         return (self._channel_of(attempt) in EXTRA_CHANNELS) == (self.lane == "extra")
 
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(keys.OUTBOX, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in outboxes():
+            try:
+                self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def _read_new(self, block_ms: int) -> list[tuple[str, StreamEntries]]:
+        """New entries of every shard: one blocking read on one Redis; on a cluster one read
+        per shard, pipelined per node, and a pause when all were empty."""
+        names = outboxes()
+        if not is_cluster(self.client):
+            reply = self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                dict.fromkeys(names, ">"),
+                count=50,
+                block=block_ms or None,  # 0: do not wait (BLOCK 0 waits forever)
+            )
+            return stream_reply(reply)
+        pipe = self.client.pipeline(transaction=False)
+        for stream in names:
+            pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=50)
+        batches = [b for reply in pipe.execute() for b in stream_reply(reply) if b[1]]
+        if not batches and block_ms:
+            time.sleep(block_ms / 1000)
+        return batches
 
     def run_once(self, *, now: float, block_ms: int = 200) -> int:
         """Deliver what is queued (and what a dead consumer left behind); returns how many."""
-        entries: list[tuple[str, dict[str, str]]] = []
+        batches: list[tuple[str, StreamEntries]] = []
         if now - self._claimed_at > CLAIM_IDLE_MS / 1000 / 2:
             self._claimed_at = now
-            entries.extend(
-                streams.claim(
+            for stream in outboxes():
+                claimed = streams.claim(
                     self.client,
-                    stream=keys.OUTBOX,
+                    stream=stream,
                     group=self.group,
                     consumer=self.consumer,
                     min_idle_ms=CLAIM_IDLE_MS,
                     now=now,
                 )
+                if claimed:
+                    batches.append((stream, claimed))
+        batches.extend(self._read_new(block_ms))
+        handled = 0
+        for stream, found in batches:
+            # A page deleted before it was sent is an error to see, never a silent ack.
+            entries = streams.live_entries(
+                self.client, found, stream=stream, group=self.group, now=now
             )
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, {keys.OUTBOX: ">"}, count=50, block=block_ms
-        )
-        for _, batch in stream_reply(reply):
-            entries.extend(batch)
-        # A page deleted before it was sent is an error to see, never a silent ack.
-        entries = streams.live_entries(
-            self.client, entries, stream=keys.OUTBOX, group=self.group, now=now
-        )
-        for entry_id, fields in entries:
-            if "attempt" in fields and self._mine(fields["attempt"]):
-                self.deliver(fields["attempt"], now=now)
-            self.client.xack(keys.OUTBOX, self.group, entry_id)
-        return len(entries)
+            for entry_id, fields in entries:
+                if "attempt" in fields and self._mine(fields["attempt"]):
+                    self.deliver(fields["attempt"], now=now)
+                self.client.xack(stream, self.group, entry_id)
+                handled += 1
+        return handled
 
     def deliver(self, attempt: str, *, now: float) -> str:
         """One attempt: mark it sending, call its channel, record the result, fall back."""
@@ -205,11 +241,15 @@ class Deliverer:
         status: str = result.outcome
         if status == "transient":
             status = "retry" if tries < MAX_TRIES else "failed"
-        _FINISH(
-            self.client,
-            keys=[keys.attempt(attempt), keys.NOTIFICATION_STATS],
-            args=[status, result.detail, result.provider_id, repr(now), doc.channel],
+        counted = _s(
+            _FINISH(
+                self.client,
+                keys=[keys.attempt(attempt)],
+                args=[status, result.detail, result.provider_id, repr(now), doc.channel],
+            )
         )
+        if counted:
+            self.client.hincrby(keys.NOTIFICATION_STATS, counted, 1)
         ATTEMPTS_TOTAL.labels(doc.channel, status).inc()
         log.info("notification", attempt=attempt, status=status, detail=result.detail)
         if status == "retry":
@@ -303,7 +343,7 @@ def requeue(client: redis.Redis, attempt: str) -> str:
     """The ticker's ``deliver`` job: a transient failure's backoff is over, try again."""
     if client.hget(keys.attempt(attempt), "status") != "retry":
         return "skipped"
-    client.xadd(keys.OUTBOX, {"attempt": attempt})  # trimmed behind the groups (ticker)
+    client.xadd(keys.outbox_of(attempt), {"attempt": attempt})  # trimmed behind the groups (ticker)
     return "requeued"
 
 

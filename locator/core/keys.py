@@ -384,17 +384,50 @@ def elder_notices(elder_id: int) -> str:
 
 
 # --- notifications ------------------------------------------------------------------------
-OUTBOX = "hw:stream:outbox"  # attempt ids to deliver (consumer group "delivery")
-ATTEMPTS = "hw:attempts"  # zset attempt id -> sequence, newest last (GET notifications)
+ATTEMPTS = "hw:attempts"  # zset attempt id -> created ms * 1000 + her sequence, newest last
+
+
+def outbox(shard: int) -> str:
+    """A shard of the attempt ids to deliver (consumer groups ``delivery``, ``delivery-extra``)."""
+    return f"hw:{shards.tag(shard)}:stream:outbox"
+
+
+def outbox_of(attempt_id: str) -> str:
+    """The outbox shard an attempt is queued on (its elder's)."""
+    return outbox(shards.shard_of(attempt_elder(attempt_id)))
+
+
+def outbox_relayed(attempt_id: str) -> str:
+    """Set once an attempt's creation was put on its outbox: a relay applied twice queues once."""
+    return (
+        f"hw:{shards.tag(shards.shard_of(attempt_elder(attempt_id)))}:outbox:relayed:{attempt_id}"
+    )
+
+
+def attempt_elder(attempt_id: str) -> int:
+    """The elder an attempt id belongs to: ids start with her id (``attempts.attempt_id``)."""
+    return int(attempt_id.split(".", 1)[0])
 
 
 def attempt(attempt_id: str) -> str:
     """Hash: recipient, channel, status, error, tries; created once (at most one attempt)."""
-    return f"hw:attempt:{attempt_id}"
+    return f"hw:{elder_tag(attempt_elder(attempt_id))}:attempt:{attempt_id}"
+
+
+def attempt_sequence(elder_id: int) -> str:
+    """Her attempts' creation counter (orders an incident's attempts; in her slot)."""
+    return f"hw:{elder_tag(elder_id)}:seq:attempt"
 
 
 # --- live event feed ----------------------------------------------------------------------
-FEED = "hw:stream:feed"  # every incident change and notice, for SSE and MQTT relay
+# One stream on its own tag, so SSE ``Last-Event-ID`` resumes in one id order; the system
+# state beside it, so the watchdog's state change and its feed entry are one script.
+FEED = "hw:{feed}:stream"  # every incident change and notice, for SSE and MQTT relay
+
+
+def feed_relayed(mark: str) -> str:
+    """Set once a relayed feed entry (incident, version, n) was added: added once."""
+    return f"hw:{{feed}}:relayed:{mark}"
 
 
 def stream_ticket(ticket: str) -> str:
@@ -428,7 +461,7 @@ def push_subscriptions(volunteer_id: int) -> str:
 # --- watching the watcher -------------------------------------------------------------------
 LAYOUT = "hw:layout"  # hash "shards" -> the shard count the store was written with
 HEARTBEATS = "hw:heartbeats"  # hash loop name -> JSON {at, host, pid, ...}
-SYSTEM_STATE = "hw:system:state"  # "ok" | "degraded": the last state put on the feed
+SYSTEM_STATE = "hw:{feed}:system:state"  # "ok" | "degraded": the last state put on the feed
 NOTIFICATION_STATS = "hw:stats:notifications"  # hash "channel:status" -> count
 # hash "<stream>|<group>" -> entries found deleted under a pending read; "at" -> last time
 STREAM_LOST = "hw:stats:stream-lost"

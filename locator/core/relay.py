@@ -18,17 +18,28 @@ Crash windows, each closed:
   a ``source`` naming her own entry (``e:<elder>:events@<id>``), which the alerts intake
   handles once; timer and index writes are idempotent; a dead letter may show twice.
 
+The incident commit and the outbox's enqueue (alerts) relay the same way, through
+``guarded``: the intent is marked before the script, its list applied and the intent
+released after it, so a caller killed in between leaves the sweep to finish.
+
 Effects: ``["x", "transitions"|"device-events", source, field, value, ...]`` (XADD),
 ``["t", job, due]`` (ZADD the timer), ``["i", stream, score]`` (ZADD NX the retention
-index), ``["r", field, value, ...]`` (a dead letter, counted by its reason).
+index), ``["r", field, value, ...]`` (a dead letter, counted by its reason);
+``["T", job, due, token, payload]`` (a timer with its token: the ladder's step) and
+``["tc", job]`` (cancel it); ``["o", attempt]`` (XADD her outbox shard, once per attempt:
+a marker beside the stream, set in the same script), ``["f", mark, field, value, ...]``
+(XADD the feed, once per mark); ``["z", key, score, member]``, ``["zr", key, member]``,
+``["h", key, field, value]``, ``["hd", key, field, expected]`` (HDEL only while it still
+holds ``expected``), ``["s", key, member]``, ``["sr", key, member]`` on global indexes.
+Every one of them is idempotent, so an effect applied twice changes nothing more.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 
@@ -59,6 +70,34 @@ return popped
 """,
     name="relay_pop",
 )
+
+# An XADD that happens once per marker: a relay applied twice (a crash before the pop, the
+# sweep racing a slow caller) must not queue a page or a feed entry twice.
+_ONCE = Script(
+    """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+if ARGV[1] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+else
+  redis.call('XADD', KEYS[2], '*', unpack(fields))
+end
+return 1
+""",
+    name="relay_once",
+)
+
+_HDEL_IF = Script(
+    """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+""",
+    name="relay_hdel_if",
+)
+
+FEED_MAX = 10_000
+T = TypeVar("T")
 
 _STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
 
@@ -128,7 +167,14 @@ def merge(into: dict[int, list[str]], elder: int, entries: Iterable[object]) -> 
             seen.add(entry)
 
 
-def _effect(pipe: Any, elder: int, raw: str) -> None:
+def hdel_if(client: redis.Redis, key: str, field: str, expected: str) -> bool:
+    """Delete a hash field only while it still holds ``expected`` (a code, a pointer)."""
+    return bool(_HDEL_IF(client, keys=[key], args=[field, expected]))
+
+
+def _effect(
+    pipe: Any, scripted: list[tuple[Script, list[str], list[Any]]], elder: int, raw: str
+) -> None:
     effect = json.loads(raw)
     kind = effect[0]
     if kind == "x":
@@ -138,12 +184,39 @@ def _effect(pipe: Any, elder: int, raw: str) -> None:
         pipe.xadd(stream, fields)  # no MAXLEN: trimmed behind its consumer group
     elif kind == "t":
         pipe.zadd(keys.job_timers(effect[1]), {effect[1]: float(effect[2])})
+    elif kind == "T":
+        job = effect[1]
+        pipe.hset(keys.timer(job), mapping={"token": effect[3], "payload": effect[4]})
+        pipe.zadd(keys.job_timers(job), {job: float(effect[2])})
+    elif kind == "tc":
+        pipe.zrem(keys.job_timers(effect[1]), effect[1])
+        pipe.delete(keys.timer(effect[1]))
     elif kind == "i":
         pipe.zadd(keys.retention_streams_of(effect[1]), {effect[1]: float(effect[2])}, nx=True)
     elif kind == "r":
         fields = dict(zip(effect[1::2], effect[2::2], strict=True))
         pipe.xadd(keys.REJECTED, fields, maxlen=REJECTED_MAX, approximate=True)
         pipe.hincrby(keys.REJECTED_COUNTS, fields.get("reason", "?"), 1)
+    elif kind == "o":
+        attempt = effect[1]
+        stream_keys = [keys.outbox_relayed(attempt), keys.outbox_of(attempt)]
+        scripted.append((_ONCE, stream_keys, ["", "attempt", attempt]))
+    elif kind == "f":
+        scripted.append(
+            (_ONCE, [keys.feed_relayed(effect[1]), keys.FEED], [str(FEED_MAX), *effect[2:]])
+        )
+    elif kind == "z":
+        pipe.zadd(effect[1], {effect[3]: float(effect[2])})
+    elif kind == "zr":
+        pipe.zrem(effect[1], effect[2])
+    elif kind == "h":
+        pipe.hset(effect[1], effect[2], effect[3])
+    elif kind == "hd":
+        scripted.append((_HDEL_IF, [effect[1]], [effect[2], effect[3]]))
+    elif kind == "s":
+        pipe.sadd(effect[1], effect[2])
+    elif kind == "sr":
+        pipe.srem(effect[1], effect[2])
     else:
         log.error("relay_effect_unknown", elder_id=elder, effect=raw[:200])
 
@@ -165,10 +238,14 @@ def apply(
     applied = sum(len(entries) for entries in pending.values())
     if pending:
         pipe = client.pipeline(transaction=False)
+        scripted: list[tuple[Script, list[str], list[Any]]] = []
         for elder, entries in pending.items():
             for raw in entries:
-                _effect(pipe, elder, raw)
-        pipe.execute()
+                _effect(pipe, scripted, elder, raw)
+        if len(pipe):
+            pipe.execute()
+        for script in {id(s): s for s, _, _ in scripted}.values():
+            script.run_many(client, [(k, a) for s, k, a in scripted if s is script])
     # Popped (and unmarked) only after every effect is written: a crash in between
     # applies them again, which the consumers absorb.
     calls: list[tuple[list[str], list[Any]]] = [
@@ -181,6 +258,25 @@ def apply(
         if len(pipe):
             pipe.execute()
     return applied
+
+
+def guarded(
+    client: redis.Redis, elder: int, *, now: float, run: Callable[[], tuple[T, list[Any]]]
+) -> T:
+    """Run one per-elder script that leaves effects on her relay list, then apply them.
+
+    ``run`` answers (its result, her relay list as the script returned it). The intent is
+    marked first, so a caller killed after the script leaves the sweep to apply the list.
+    """
+    token = writer_token()
+    marks = client.pipeline(transaction=False)
+    intend(marks, [elder], token=token, now=now)
+    marks.execute()
+    result, entries = run()
+    relays: dict[int, list[str]] = {}
+    merge(relays, elder, entries)
+    apply(client, relays, token=token, intended=[elder])
+    return result
 
 
 def sweep(client: redis.Redis, *, now: float, limit: int = SWEEP_LIMIT) -> int:
