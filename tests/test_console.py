@@ -173,7 +173,7 @@ def test_console_follows_an_incident_live_and_the_dispatcher_resolves_it(
     runtime = json.loads((Path(tokens["_dir"]) / "runtime.json").read_text())
     client = redis.Redis.from_url(runtime["redis_url"], decode_responses=True)
     client.xadd(
-        "hw:stream:feed",
+        "hw:{feed}:stream",
         {
             "type": "system",
             "incident_id": "",

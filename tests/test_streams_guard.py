@@ -58,9 +58,10 @@ def test_alarm_streams_are_written_without_a_cap(
 ) -> None:
     # With MAXLEN ~ 100000 on the writer, the oldest unsent pages would be gone here.
     client = alerts_client
+    box = keys.outbox_of("1.i1.alert.volunteer:1.sms")
     pipe = client.pipeline(transaction=False)
     for i in range(100_500):
-        pipe.xadd(keys.OUTBOX, {"attempt": f"filler-{i}"})
+        pipe.xadd(box, {"attempt": f"filler-{i}"})
     pipe.execute()
     outbox.enqueue(
         client,
@@ -68,8 +69,8 @@ def test_alarm_streams_are_written_without_a_cap(
         fields={"elder_id": 1, "recipient": "volunteer:1", "channel": "sms"},
         now=clock.time(),
     )
-    assert client.xrange(keys.OUTBOX, count=1)[0][1] == {"attempt": "filler-0"}
-    assert client.xlen(keys.OUTBOX) == 100_501
+    assert client.xrange(box, count=1)[0][1] == {"attempt": "filler-0"}
+    assert client.xlen(box) == 100_501
 
 
 async def test_an_alarm_deleted_under_a_pending_read_is_logged_and_counted(

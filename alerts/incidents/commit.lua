@@ -17,24 +17,33 @@
 --       3 plan (JSON)  4 now (epoch seconds)
 -- Plan entries that name extra keys ("index" adds, attempt hashes) give their position
 -- after KEYS[9]; plan.relay holds the caller's effects on shared keys (JSON, as relayed).
--- Returns {'ok', version, relay...} | {'conflict', ''} | {'stale', ''} | {'seen', ''} | {'exists', id}
+-- Returns {verdict, detail, her relay list...}: 'ok' version | 'conflict' | 'stale' | 'seen' |
+-- 'exists' id
 
 local FIXED = 9
 local plan = cjson.decode(ARGV[3])
 local id = tostring(plan.incident_id)
 
+-- Every answer carries her relay list: a call that changes nothing (a redelivered alarm
+-- answers 'seen') still applies what a caller killed after its commit left there.
+local function answer(verdict, detail)
+  local reply = {verdict, detail}
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do reply[#reply + 1] = entry end
+  return reply
+end
+
 if ARGV[1] == '' then
   local open = redis.call('GET', KEYS[6])
-  if open then return {'exists', open} end
+  if open then return answer('exists', open) end
 else
   local v = redis.call('HGET', KEYS[1], 'version')
-  if v ~= ARGV[1] then return {'conflict', ''} end
+  if v ~= ARGV[1] then return answer('conflict', '') end
   if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'step_token') ~= ARGV[2] then
-    return {'stale', ''}
+    return answer('stale', '')
   end
 end
 if plan.source and plan.source ~= '' then
-  if redis.call('SADD', KEYS[7], plan.source) == 0 then return {'seen', ''} end
+  if redis.call('SADD', KEYS[7], plan.source) == 0 then return answer('seen', '') end
 end
 
 local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1
@@ -101,6 +110,4 @@ for n, event in ipairs(plan.feed or {}) do
 end
 
 if #relay > 0 then redis.call('RPUSH', KEYS[5], unpack(relay)) end
-local reply = {'ok', tostring(version)}
-for _, entry in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do reply[#reply + 1] = entry end
-return reply
+return answer('ok', tostring(version))

@@ -33,7 +33,7 @@ from alerts.incidents.storage import (
     read_incident,
 )
 from devices.telemetry.readers import read_position
-from locator.core import crs, keys
+from locator.core import crs, keys, relay
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.errors import Conflict, Forbidden
@@ -72,7 +72,10 @@ def open_or_join(
             and source
             and client.sismember(keys.incident_sources(elder_id, existing), source)
         ):
-            return existing, False  # this very alarm is on it already (a redelivery)
+            # This very alarm is on it already (a redelivery): what a caller killed after
+            # that commit left on her relay list is applied now rather than by the sweep.
+            relay.flush(client, elder_id)
+            return existing, False
         if existing is not None and _stood_down_at_home(client, existing):
             # She came home and everyone stood down; this is a new departure, and joining
             # the quiet incident would page nobody. Close that one, open a fresh ladder.

@@ -161,7 +161,7 @@ class Plan:
         assert len(fixed) == _FIXED_KEYS
         return fixed + self.extra_keys
 
-    def finish(self, *, create: bool) -> tuple[list[str], dict[str, Any]]:
+    def finish(self, *, version: str) -> tuple[list[str], dict[str, Any]]:
         """The script's keys (hers only) and body: index entries on shared keys become
         relay effects, and so do the ladder's timer and the global incident indexes."""
         mine = f"hw:{keys.elder_tag(self.elder_id)}:"
@@ -183,19 +183,22 @@ class Plan:
             {**a, "k": position[self.extra_keys[a["k"] - 1]]} for a in self.body["attempts"]
         ]
         i, code = str(self.incident_id), str(self.body.get("code") or "")
-        if create:
+        if version == "":
+            # Her code was reserved before the commit (``new_code``): not relayed.
             effects += [
                 ["h", keys.INCIDENT_ELDER, i, str(self.elder_id)],
                 ["z", keys.INCIDENTS, i, i],
                 ["z", keys.INCIDENTS_OPEN, i, i],
-                ["h", keys.INCIDENT_CODES, code, i],
             ]
+        # The version this commit writes (it commits only over the one read).
+        written = str(int(version or "0") + 1)
         ladder = self.body["ladder"]
         if ladder["op"] == "schedule":
             payload = json.dumps({"step": ladder["step"]})
-            effects.append(["T", ladder["job"], repr(ladder["due"]), ladder["token"], payload])
+            due = repr(ladder["due"])
+            effects.append(["T", ladder["job"], due, ladder["token"], payload, written])
         elif ladder["op"] == "stop":
-            effects.append(["tc", ladder["job"]])
+            effects.append(["tc", ladder["job"], written])
         if self.body.get("close"):
             effects += [["zr", keys.INCIDENTS_OPEN, i], ["hd", keys.INCIDENT_CODES, code, i]]
         body = {
@@ -216,7 +219,7 @@ def commit(
     client: redis.Redis, plan: Plan, *, version: str, token: str, now: float
 ) -> tuple[str, str]:
     """Run the commit script on a plan, then relay its effects; (verdict, detail)."""
-    script_keys, body = plan.finish(create=version == "")
+    script_keys, body = plan.finish(version=version)
     args = [version, token, json.dumps(body, ensure_ascii=False), repr(now)]
 
     def run() -> tuple[tuple[str, str], list[Any]]:

@@ -25,9 +25,10 @@ released after it, so a caller killed in between leaves the sweep to finish.
 Effects: ``["x", "transitions"|"device-events", source, field, value, ...]`` (XADD),
 ``["t", job, due]`` (ZADD the timer), ``["i", stream, score]`` (ZADD NX the retention
 index), ``["r", field, value, ...]`` (a dead letter, counted by its reason);
-``["T", job, due, token, payload]`` (a timer with its token: the ladder's step) and
-``["tc", job]`` (cancel it); ``["o", attempt]`` (XADD her outbox shard, once per attempt:
-a marker beside the stream, set in the same script), ``["f", mark, field, value, ...]``
+``["T", job, due, token, payload, version]`` (a timer with its token: the ladder's step,
+only over an older version's) and ``["tc", job, version]`` (cancel it, the same way);
+``["o", attempt]`` (XADD her outbox shard, once per attempt: a marker beside the stream,
+set in the same script), ``["f", mark, field, value, ...]``
 (XADD the feed, once per mark); ``["z", key, score, member]``, ``["zr", key, member]``,
 ``["h", key, field, value]``, ``["hd", key, field, expected]`` (HDEL only while it still
 holds ``expected``), ``["s", key, member]``, ``["sr", key, member]`` on global indexes.
@@ -94,6 +95,27 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """,
     name="relay_hdel_if",
+)
+
+# The ladder's timer, guarded by the incident version that set it: two callers applying
+# their lists out of order (one slow, one fast) leave the newest schedule, never an older
+# token that would fire as "stale" and lose the step. A cancel leaves a short tombstone.
+_LADDER = Script(
+    """
+local have = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if have >= tonumber(ARGV[3]) then return 0 end
+if ARGV[1] == 'T' then
+  redis.call('HSET', KEYS[2], 'token', ARGV[5], 'payload', ARGV[6], 'version', ARGV[3])
+  redis.call('PERSIST', KEYS[2])
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+else
+  redis.call('HSET', KEYS[2], 'token', '', 'version', ARGV[3])
+  redis.call('EXPIRE', KEYS[2], 86400)
+  redis.call('ZREM', KEYS[1], ARGV[2])
+end
+return 1
+""",
+    name="relay_ladder",
 )
 
 FEED_MAX = 10_000
@@ -186,11 +208,11 @@ def _effect(
         pipe.zadd(keys.job_timers(effect[1]), {effect[1]: float(effect[2])})
     elif kind == "T":
         job = effect[1]
-        pipe.hset(keys.timer(job), mapping={"token": effect[3], "payload": effect[4]})
-        pipe.zadd(keys.job_timers(job), {job: float(effect[2])})
+        ladder = [keys.job_timers(job), keys.timer(job)]
+        scripted.append((_LADDER, ladder, ["T", job, effect[5], effect[2], effect[3], effect[4]]))
     elif kind == "tc":
-        pipe.zrem(keys.job_timers(effect[1]), effect[1])
-        pipe.delete(keys.timer(effect[1]))
+        job = effect[1]
+        scripted.append((_LADDER, [keys.job_timers(job), keys.timer(job)], ["tc", job, effect[2]]))
     elif kind == "i":
         pipe.zadd(keys.retention_streams_of(effect[1]), {effect[1]: float(effect[2])}, nx=True)
     elif kind == "r":
@@ -277,6 +299,12 @@ def guarded(
     merge(relays, elder, entries)
     apply(client, relays, token=token, intended=[elder])
     return result
+
+
+def flush(client: redis.Redis, elder: int) -> int:
+    """Apply whatever her relay list holds now (a redelivery that commits nothing)."""
+    entries: Any = client.lrange(keys.relay(elder), 0, -1)
+    return apply(client, {elder: [_s(e) for e in entries]}) if entries else 0
 
 
 def sweep(client: redis.Redis, *, now: float, limit: int = SWEEP_LIMIT) -> int:
