@@ -64,3 +64,35 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     intake.ensure_groups(client)  # made after the move: its group already reads from "0"
     assert intake.consume_once(client, config(clock), consumer="c", block_ms=0) == 1
     assert seen == [f"transitions@{waiting}"]
+
+
+def test_a_store_from_before_the_cluster_clean_commit_keeps_its_pages_and_feed(
+    client: redis.Redis, clock: ManualClock
+) -> None:
+    sent, waiting = "7.i1.t0.volunteer:1.sms", "7.i1.t0.volunteer:2.sms"
+    client.hset(f"hw:attempt:{sent}", mapping={"status": "sent", "elder_id": "7"})
+    client.hset(f"hw:attempt:{waiting}", mapping={"status": "queued", "elder_id": "7"})
+    for group in migrate.OUTBOX_GROUPS:
+        client.xgroup_create(migrate.LEGACY_OUTBOX, group, id="$", mkstream=True)
+    first = client.xadd(migrate.LEGACY_OUTBOX, {"attempt": sent})
+    for group in migrate.OUTBOX_GROUPS:
+        client.xreadgroup(group, "old", {migrate.LEGACY_OUTBOX: ">"})
+        client.xack(migrate.LEGACY_OUTBOX, group, first)
+    client.xadd(migrate.LEGACY_OUTBOX, {"attempt": waiting})
+    old_feed = client.xadd(migrate.LEGACY_FEED, {"type": "incident", "incident_id": "1"})
+    client.set(migrate.LEGACY_SYSTEM_STATE, "degraded")
+
+    moved = migrate.to_shards(client)
+    assert moved["attempts"] == 2 and moved["outbox"] == 1 and moved["feed"] == 1
+    assert client.hget(keys.attempt(waiting), "status") == "queued"
+    assert client.hget(keys.attempt(sent), "status") == "sent"
+    assert [f["attempt"] for _, f in client.xrange(keys.outbox_of(waiting))] == [waiting]
+    # The feed kept its ids: a client's Last-Event-ID still resumes after its entry.
+    assert [i for i, _ in client.xrange(keys.FEED)] == [old_feed]
+    assert client.get(keys.SYSTEM_STATE) == "degraded"
+    assert migrate.legacy_keys(client) == []
+    # The delivery group reads what moved (created at "0" before the move).
+    read: Any = client.xreadgroup(
+        migrate.OUTBOX_GROUPS[0], "new", {keys.outbox_of(waiting): ">"}, count=10
+    )
+    assert [f["attempt"] for _, entries in read for _, f in entries] == [waiting]

@@ -1,10 +1,12 @@
 """A store written before shards, moved into them once (the ticker does it at start).
 
 Before ``HOMEWARD_SHARDS`` one Redis held one timer set, one retention index, one pair of
-alarm streams and one dead-letter stream. Left there they would be silently orphaned: timers
-never firing, old tracks never reaching retention (her data kept past its time), alarms not
-yet handled never read. Each is moved into the shard layout under a lock, so two tickers
-starting together move it once. A cluster never held the old keys: there this is a no-op.
+alarm streams and one dead-letter stream; before the incident commit was cluster-clean, one
+outbox stream, attempt hashes outside her slot and an untagged feed. Left there they would
+be silently orphaned: timers never firing, old tracks never reaching retention (her data
+kept past its time), alarms not yet handled never read, pages queued never sent. Each is
+moved into the shard layout under a lock, so two tickers starting together move it once.
+A cluster never held the old keys: there this is a no-op.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ LEGACY_REJECTED_COUNTS = "hw:stats:rejected"
 # an alarm handled before the move is not handled again.
 LEGACY_ALARMS = {"transitions": "hw:stream:transitions", "device-events": "hw:stream:device-events"}
 _SHARD_STREAM = {"transitions": keys.transitions, "device-events": keys.device_events}
+LEGACY_OUTBOX = "hw:stream:outbox"
+LEGACY_FEED = "hw:stream:feed"
+LEGACY_SYSTEM_STATE = "hw:system:state"
+LEGACY_ATTEMPTS = "hw:attempt:*"
 BATCH = 500
 ALERTS_GROUP = "alerts"  # alerts/intake.py's group (core imports no domain)
+OUTBOX_GROUPS = ("delivery", "delivery-extra")  # alerts/notify/outbox.py's groups
 
 
 def _s(value: object) -> str:
@@ -45,6 +52,9 @@ def legacy_keys(client: redis.Redis) -> list[str]:
         LEGACY_REJECTED,
         LEGACY_REJECTED_COUNTS,
         *LEGACY_ALARMS.values(),
+        LEGACY_OUTBOX,
+        LEGACY_FEED,
+        LEGACY_SYSTEM_STATE,
     ]
     pipe = client.pipeline(transaction=False)
     for name in names:
@@ -64,6 +74,10 @@ def to_shards(client: redis.Redis) -> dict[str, int]:
             "retention_index": _retention_index(client),
             "dead_letters": _dead_letters(client),
             **{kind: _alarms(client, kind, stream) for kind, stream in LEGACY_ALARMS.items()},
+            # The attempts first: a page moved onto its shard is read at once.
+            "attempts": _attempts(client),
+            "outbox": _outbox(client),
+            "feed": _feed(client),
         }
         client.delete(LEGACY_ARCHIVE_MARK)  # each shard's mover starts from the beginning
         log.info("store_moved_into_shards", shards=shards.count(), **moved)
@@ -145,3 +159,76 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
     pipe.delete(stream)
     pipe.execute()
     return len(entries)
+
+
+def _bound(client: redis.Redis, stream: str, group_names: tuple[str, ...]) -> str:
+    """The first entry some group still needs: its oldest pending, else past its last read."""
+    try:
+        groups: Any = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        groups = []
+    found = {_s(g["name"]): g for g in groups}
+    bounds: list[tuple[int, int]] = []
+    for name in group_names:
+        group = found.get(name)
+        if group is None:
+            return "-"  # a group that never read it needs all of it
+        summary: Any = client.xpending(stream, name)
+        if summary and summary.get("min"):
+            ms, seq = _s(summary["min"]).split("-")
+            bounds.append((int(ms), int(seq)))
+        else:
+            ms, seq = _s(group["last-delivered-id"]).split("-")
+            bounds.append((int(ms), int(seq) + 1))
+    ms_, seq_ = min(bounds)
+    return f"{ms_}-{seq_}"
+
+
+def _attempts(client: redis.Redis) -> int:
+    """Attempt hashes into their elder's slot (ids start with her id); once, by SCAN."""
+    moved = 0
+    for raw in client.scan_iter(match=LEGACY_ATTEMPTS, count=1000):
+        old = _s(raw)
+        attempt = old[len("hw:attempt:") :]
+        if attempt.split(".", 1)[0].isdigit() and client.renamenx(old, keys.attempt(attempt)):
+            moved += 1
+    return moved
+
+
+def _outbox(client: redis.Redis) -> int:
+    """Pages some delivery group has not read or acknowledged, onto their elder's shard."""
+    if not client.exists(LEGACY_OUTBOX):
+        return 0
+    entries: Any = client.xrange(LEGACY_OUTBOX, _bound(client, LEGACY_OUTBOX, OUTBOX_GROUPS), "+")
+    for shard in shards.every():
+        for group in OUTBOX_GROUPS:
+            # At "0": the groups read exactly what this move puts there.
+            try:
+                client.xgroup_create(keys.outbox(shard), group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+    pipe = client.pipeline(transaction=False)
+    for _, fields in entries:
+        attempt = _s(fields.get("attempt", ""))
+        if attempt.split(".", 1)[0].isdigit():
+            # A page one group had sent already finds its attempt sent: not sent again.
+            pipe.xadd(keys.outbox_of(attempt), {"attempt": attempt})
+    pipe.delete(LEGACY_OUTBOX)
+    pipe.execute()
+    return len(entries)
+
+
+def _feed(client: redis.Redis) -> int:
+    """The feed onto its tag, ids kept (an SSE client resumes); the system state beside it."""
+    if client.exists(LEGACY_SYSTEM_STATE) and not client.renamenx(
+        LEGACY_SYSTEM_STATE, keys.SYSTEM_STATE
+    ):
+        client.delete(LEGACY_SYSTEM_STATE)
+    if not client.exists(LEGACY_FEED):
+        return 0
+    moved = int(client.xlen(LEGACY_FEED))
+    if not client.renamenx(LEGACY_FEED, keys.FEED):
+        client.delete(LEGACY_FEED)  # a live view: the new feed already goes on
+        return 0
+    return moved
