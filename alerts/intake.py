@@ -13,7 +13,6 @@ and the second is acknowledged as already handled.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from devices.elders.service import read_elder
 from geofences import service as geofences
 from locator.core import keys, shards, streams
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, is_cluster, stream_reply
+from locator.core.redis import StreamEntries
 
 log = get_logger(__name__)
 
@@ -249,25 +248,10 @@ def ensure_groups(client: redis.Redis) -> None:
 
 
 def _read_new(client: redis.Redis, consumer: str, block_ms: int) -> list[tuple[str, StreamEntries]]:
-    """New entries of every shard: one blocking read on one Redis; on a cluster (no command
-    spans slots) one read per shard, pipelined per node, and a pause when all were empty."""
-    names = streams_read()
-    if not is_cluster(client):
-        reply = client.xreadgroup(
-            GROUP,
-            consumer,
-            dict.fromkeys(names, ">"),
-            count=100,
-            block=block_ms or None,  # 0: do not wait (XREADGROUP BLOCK 0 waits forever)
-        )
-        return stream_reply(reply)
-    pipe = client.pipeline(transaction=False)
-    for stream in names:
-        pipe.xreadgroup(GROUP, consumer, {stream: ">"}, count=100)
-    batches = [b for reply in pipe.execute() for b in stream_reply(reply) if b[1]]
-    if not batches and block_ms:
-        time.sleep(block_ms / 1000)
-    return batches
+    """New entries of every shard (``streams.read_shards``)."""
+    return streams.read_shards(
+        client, group=GROUP, consumer=consumer, names=streams_read(), count=100, block_ms=block_ms
+    )
 
 
 def consume_once(

@@ -126,7 +126,6 @@ class Plan:
         self.incident_id = incident_id
         self.drill = drill
         self.extra_keys: list[str] = []
-        self.relay: list[list[str]] = []  # effects on shared keys, relayed after the commit
         self.body: dict[str, Any] = {
             "incident_id": incident_id,
             "elder_id": snap_elder,
@@ -167,7 +166,7 @@ class Plan:
         mine = f"hw:{keys.elder_tag(self.elder_id)}:"
         local = [k for k in self.extra_keys if k.startswith(mine)]
         position = {k: local.index(k) + 1 for k in local}
-        effects = [list(e) for e in self.relay]
+        effects: list[list[str]] = []
         index: list[list[Any]] = []
         for entry in self.body["index"]:
             key = self.extra_keys[entry[0] - 1]

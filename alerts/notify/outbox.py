@@ -1,4 +1,7 @@
-"""The outbox: notification attempts queued on a Redis stream, delivered by a consumer group.
+"""The outbox: notification attempts queued on Redis streams, delivered by a consumer group.
+
+An attempt is created in her slot and queued on her shard of the outbox through her relay
+list (``locator.core.relay``); the groups read every shard.
 
 An attempt id is (scope, step, recipient, channel), created at most once, so a step
 replayed after a crash never pages the same person twice on the same channel. Delivery
@@ -10,7 +13,6 @@ fate of that message is unknown, so the next channel is tried instead of resendi
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
 from locator.core import keys, relay, shards, streams, timers
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, is_cluster, stream_reply
+from locator.core.redis import StreamEntries
 from locator.core.scripts import Script
 
 log = get_logger(__name__)
@@ -157,27 +159,6 @@ class Deliverer:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def _read_new(self, block_ms: int) -> list[tuple[str, StreamEntries]]:
-        """New entries of every shard: one blocking read on one Redis; on a cluster one read
-        per shard, pipelined per node, and a pause when all were empty."""
-        names = outboxes()
-        if not is_cluster(self.client):
-            reply = self.client.xreadgroup(
-                self.group,
-                self.consumer,
-                dict.fromkeys(names, ">"),
-                count=50,
-                block=block_ms or None,  # 0: do not wait (BLOCK 0 waits forever)
-            )
-            return stream_reply(reply)
-        pipe = self.client.pipeline(transaction=False)
-        for stream in names:
-            pipe.xreadgroup(self.group, self.consumer, {stream: ">"}, count=50)
-        batches = [b for reply in pipe.execute() for b in stream_reply(reply) if b[1]]
-        if not batches and block_ms:
-            time.sleep(block_ms / 1000)
-        return batches
-
     def run_once(self, *, now: float, block_ms: int = 200) -> int:
         """Deliver what is queued (and what a dead consumer left behind); returns how many."""
         batches: list[tuple[str, StreamEntries]] = []
@@ -194,7 +175,16 @@ class Deliverer:
                 )
                 if claimed:
                     batches.append((stream, claimed))
-        batches.extend(self._read_new(block_ms))
+        batches.extend(
+            streams.read_shards(
+                self.client,
+                group=self.group,
+                consumer=self.consumer,
+                names=outboxes(),
+                count=50,
+                block_ms=block_ms,
+            )
+        )
         handled = 0
         for stream, found in batches:
             # A page deleted before it was sent is an error to see, never a silent ack.

@@ -19,6 +19,7 @@ degraded banner) and only then acknowledges it, so it is not claimed and counted
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,7 +27,7 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import StreamEntries, claimed_entries
+from locator.core.redis import StreamEntries, claimed_entries, is_cluster, stream_reply
 from locator.core.scripts import Script
 
 log = get_logger(__name__)
@@ -36,6 +37,30 @@ def alarm_streams() -> list[str]:
     """Streams whose every entry may be an alarm or a page (every shard): never capped."""
     kinds = (keys.transitions, keys.device_events, keys.outbox)
     return [k(shard) for shard in shards.every() for k in kinds]
+
+
+def read_shards(
+    client: redis.Redis, *, group: str, consumer: str, names: list[str], count: int, block_ms: int
+) -> list[tuple[str, StreamEntries]]:
+    """New entries of every shard for one consumer: one blocking read on one Redis; on a
+    cluster (no command spans slots) one read per shard, pipelined per node, and a pause
+    when all were empty."""
+    if not is_cluster(client):
+        reply = client.xreadgroup(
+            group,
+            consumer,
+            dict.fromkeys(names, ">"),
+            count=count,
+            block=block_ms or None,  # 0: do not wait (XREADGROUP BLOCK 0 waits forever)
+        )
+        return stream_reply(reply)
+    pipe = client.pipeline(transaction=False)
+    for stream in names:
+        pipe.xreadgroup(group, consumer, {stream: ">"}, count=count)
+    batches = [b for reply in pipe.execute() for b in stream_reply(reply) if b[1]]
+    if not batches and block_ms:
+        time.sleep(block_ms / 1000)
+    return batches
 
 
 LOST_AT = "at"  # field of keys.STREAM_LOST holding the time of the last loss
