@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.incidents import service as incidents
 from alerts.incidents import storage
 from alerts.incidents.config import AlertsConfig
@@ -26,9 +27,11 @@ from alerts.notify.attempts import Attempt
 from alerts.notify.channels import chain_for
 from alerts.notify.messages import render
 from alerts.notify.outbox import enqueue
+from devices import keys as devices_keys
 from devices.elders.service import read_elder
+from geofences import keys as geofences_keys
 from geofences import service as geofences
-from locator.core import keys, shards, streams
+from locator.core import shards, streams
 from locator.core.logging import get_logger
 from locator.core.redis import StreamEntries, is_cluster, stream_reply
 
@@ -217,7 +220,10 @@ HANDLERS: dict[str, Handler] = {
     "transitions": on_transition,
     "device-events": on_device_event,
 }
-_SHARD_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
+_SHARD_STREAMS = {
+    "transitions": geofences_keys.transitions,
+    "device-events": devices_keys.device_events,
+}
 GROUP = "alerts"
 
 

@@ -9,12 +9,12 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
+from devices import keys
 from devices.elders import service as elders
 from devices.elders.schemas import ElderCreate
 from devices.registry import service as registry
 from devices.registry import stock
 from devices.registry.schemas import DeviceCreate
-from locator.core import keys
 from locator.core.auth import Principal
 from locator.core.clock import Clock
 from locator.core.errors import Forbidden, HomewardError, Unprocessable

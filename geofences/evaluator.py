@@ -25,9 +25,9 @@ from devices.elders.service import queue_read_elder
 from devices.ingest.position import Position
 from devices.telemetry.positions import parse_position
 from devices.telemetry.readers import queue_read_position
+from geofences import keys
 from geofences.engine import FixInput, Zone, ZoneState, evaluate
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys
 from locator.core.clock import parse_iso
 
 

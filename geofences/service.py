@@ -8,8 +8,10 @@ import redis
 import redis.asyncio as aioredis
 
 from devices.elders.service import read_elder
+from geofences import keys
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys, shards, streams
+from locator.core import keys as core_keys
+from locator.core import shards, streams
 
 
 async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
@@ -24,7 +26,7 @@ async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
         await pipe.execute()
     # Her shard's index, apart: a transaction (and a cluster slot) holds her keys only.
     await redis.zrem(
-        keys.retention_streams_of(keys.elder_transitions(elder_id)),
+        core_keys.retention_streams_of(keys.elder_transitions(elder_id)),
         keys.elder_transitions(elder_id),
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from alerts import intake
+from alerts import keys as alerts_keys
 from locator.core import keys, streams, timers
 from locator.core.scripts import Script
 
@@ -108,13 +109,13 @@ def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
         "on_site": 0,
         "drill": 0,  # drills apart: a drill's breach is a finding, not an alarm
     }
-    for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
+    for raw in client.zrange(alerts_keys.INCIDENTS_OPEN, 0, -1):
         incident_id = str(raw)
-        elder = client.hget(keys.INCIDENT_ELDER, incident_id)
+        elder = client.hget(alerts_keys.INCIDENT_ELDER, incident_id)
         if elder is None:
             continue
         f: Any = client.hmget(
-            keys.incident(int(str(elder)), int(incident_id)),
+            alerts_keys.incident(int(str(elder)), int(incident_id)),
             "status",
             "respond_deadline",
             "onsite_deadline",
@@ -171,12 +172,14 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
         result.problems.append(
             f"alarms: {result.alarms_waiting} not handled, oldest {result.alarms_oldest_s:.0f} s"
         )
-    result.outbox_depth, result.outbox_oldest_s = _backlog(client, keys.OUTBOX, "delivery", now)
+    result.outbox_depth, result.outbox_oldest_s = _backlog(
+        client, alerts_keys.OUTBOX, "delivery", now
+    )
     if result.outbox_depth and result.outbox_oldest_s > LOOP_STALE_S:
         result.problems.append(
             f"outbox: {result.outbox_depth} waiting, oldest {result.outbox_oldest_s:.0f} s"
         )
-    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
+    stats: Any = client.hgetall(alerts_keys.NOTIFICATION_STATS)
     result.notifications = {str(k): int(v) for k, v in stats.items()}
     result.incidents_by_sla = _incident_states(client, now)
     _memory(client, result)
@@ -217,7 +220,9 @@ def record(client: redis.Redis, assessment: Assessment, *, now: float) -> bool:
         ensure_ascii=False,
     )
     return bool(
-        _TRANSITION(client, keys=[keys.SYSTEM_STATE, keys.FEED], args=[assessment.status, data])
+        _TRANSITION(
+            client, keys=[keys.SYSTEM_STATE, alerts_keys.FEED], args=[assessment.status, data]
+        )
     )
 
 

@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from alerts import intake
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core import keys, migrate, shards, timers
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
@@ -28,7 +30,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     client: redis.Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = clock.time()
-    track = keys.track(7, "b-7")
+    track = devices_keys.track(7, "b-7")
     client.xadd(track, {"tst": str(now), "received_ms": str(now * 1000)})
     client.zadd(migrate.LEGACY_RETENTION, {track: now})
     client.zadd(keys.LEGACY_TIMERS, {"offline|7|b-7": now + 600})
@@ -49,7 +51,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     assert [f["reason"] for _, f in client.xrange(keys.REJECTED)] == ["too_fast"]
     assert client.hget(keys.REJECTED_COUNTS, "too_fast") == "4"
     # Only the alarm nobody handled moved, named as the old intake named it.
-    shard_stream = keys.transitions(shards.shard_of(7))
+    shard_stream = geofences_keys.transitions(shards.shard_of(7))
     moved = [f for _, f in client.xrange(shard_stream)]
     assert [f["source"] for f in moved] == [f"transitions@{waiting}"]
     assert migrate.to_shards(client) == {}  # once: nothing is left to move

@@ -8,11 +8,12 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.incidents import access, compose, drills, last_seen
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.incidents.storage import Snapshot, as_str, elder_record, load, read_timeline
-from locator.core import keys
+from devices import keys as devices_keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.errors import Forbidden
@@ -124,7 +125,8 @@ def list_ids(
         ]
     else:
         elders = [
-            int(as_str(e)) for e in client.zrange(keys.owner_elders(caller.subject or ""), 0, -1)
+            int(as_str(e))
+            for e in client.zrange(devices_keys.owner_elders(caller.subject or ""), 0, -1)
         ]
         ids = sorted(
             {int(as_str(i)) for e in elders for i in client.zrange(keys.elder_incidents(e), 0, -1)},

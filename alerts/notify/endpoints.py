@@ -10,12 +10,12 @@ import redis
 from fastapi import APIRouter, Query
 from pydantic import Field, field_validator
 
-from alerts import links
+from alerts import keys, links
 from alerts.incidents import reads, storage
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
 from alerts.notify.attempts import Attempt, parse_attempt
-from locator.core import keys
+from devices import keys as devices_keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.deps import CallerDep, ClockDep, SyncRedisDep
@@ -87,7 +87,8 @@ def list_notifications(
         own = None
         if not caller.is_staff:
             own = {
-                int(str(e)) for e in redis.zrange(keys.owner_elders(caller.subject or ""), 0, -1)
+                int(str(e))
+                for e in redis.zrange(devices_keys.owner_elders(caller.subject or ""), 0, -1)
             }
     start = int(cursor) if cursor and cursor.isdigit() else 0
     pipe = redis.pipeline(transaction=False)

@@ -16,9 +16,11 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Gauge
 
+from alerts import keys
 from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
-from locator.core import keys, streams, timers
+from locator.core import keys as core_keys
+from locator.core import streams, timers
 from locator.core.logging import get_logger
 from locator.core.redis import stream_reply
 from locator.core.scripts import Script
@@ -109,7 +111,7 @@ def enqueue(
             keys.attempt(attempt),
             keys.OUTBOX,
             keys.ATTEMPTS,
-            keys.sequence("attempt"),
+            core_keys.sequence("attempt"),
             incident_attempts or keys.ATTEMPTS,
         ],
         args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now)],

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from alerts import keys
 from alerts.responders.schemas import (
     DispatcherCreate,
     DispatcherRead,
@@ -27,7 +28,7 @@ from alerts.responders.schemas import (
     VolunteerUpdate,
 )
 from devices.elders import service as elders
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -100,6 +101,11 @@ async def _load_volunteer(redis: aioredis.Redis, volunteer_id: int) -> dict[str,
     if doc is None:
         raise NotFound(f"volunteer {volunteer_id} not found")
     return doc
+
+
+async def volunteer_exists(redis: aioredis.Redis, *, volunteer_id: int) -> bool:
+    """Whether a volunteer with this id exists (a volunteer token's subject)."""
+    return bool(await redis.exists(keys.volunteer(volunteer_id)))
 
 
 async def _volunteer_read(redis: aioredis.Redis, doc: dict[str, Any]) -> VolunteerRead:

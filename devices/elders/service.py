@@ -10,9 +10,11 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from alerts import keys as alerts_keys
+from devices import keys
 from devices.elders.records import ElderRecord, parse_elder
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Forbidden, NotFound, Unprocessable
@@ -93,14 +95,14 @@ async def _authorize_doc(
 # (and sent once): checked on every read, so closing or unpairing ends it at once even if
 # the readers set kept a stale member.
 def _queue_volunteer_checks(pipe: Any, elder_id: int, vid: int) -> None:
-    pipe.get(keys.open_incident(elder_id))
-    pipe.sismember(keys.elder_readers(elder_id), str(vid))
-    pipe.sismember(keys.volunteer_pairs(vid), str(elder_id))
+    pipe.get(alerts_keys.open_incident(elder_id))
+    pipe.sismember(alerts_keys.elder_readers(elder_id), str(vid))
+    pipe.sismember(alerts_keys.volunteer_pairs(vid), str(elder_id))
 
 
 def _open_responders(elder_id: int, open_id: object) -> str | None:
     text = store.text(open_id)
-    return keys.incident_responders(elder_id, int(text)) if text and text.isdigit() else None
+    return alerts_keys.incident_responders(elder_id, int(text)) if text and text.isdigit() else None
 
 
 def authorize_sync(

@@ -20,6 +20,7 @@ import redis
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from devices import keys
 from devices.ingest.codecs import (
     NATIVE_TOPIC_PROTOCOLS,
     DecodeError,
@@ -37,7 +38,9 @@ from devices.ingest.codecs import (
 from devices.ingest.position import Position
 from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
-from locator.core import keys, relay
+from geofences import keys as geofences_keys
+from locator.core import keys as core_keys
+from locator.core import relay
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.redis import get_many
@@ -456,7 +459,7 @@ class UplinkStore:
         for route, messages in throttled.items():
             count, last = len(messages), messages[-1]
             self._count_reject(outcome, "rate_limited", count)
-            pipe.hincrby(keys.REJECTED_COUNTS, "rate_limited", count)
+            pipe.hincrby(core_keys.REJECTED_COUNTS, "rate_limited", count)
             sampled = self.throttle.dropped(route, count, last.received_at)
             if sampled is not None:
                 detail = (
@@ -465,7 +468,7 @@ class UplinkStore:
                     "this is the latest of them"
                 )
                 fields = _Reject(last, "rate_limited", detail, targets.get(route)).fields()
-                pipe.xadd(keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(core_keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
                 log.warning("ingest_rate_limited", topic=last.topic[:200], dropped=sampled)
         pipe.execute()
 
@@ -497,7 +500,11 @@ class UplinkStore:
                 fields = item.fields()
                 _DEAD_LETTER.queue(
                     pipe,
-                    keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(item.identity())],
+                    keys=[
+                        core_keys.REJECTED,
+                        core_keys.REJECTED_COUNTS,
+                        core_keys.rejected_seen(item.identity()),
+                    ],
                     args=[x for pair in fields.items() for x in pair],
                 )
             else:
@@ -580,9 +587,9 @@ class UplinkStore:
             keys.device_state(elder, device),
             keys.fix_dedupe(elder, device),
             keys.elder_events(elder),
-            keys.relay(elder),
-            keys.zone_state(elder),
-            keys.elder_transitions(elder),
+            core_keys.relay(elder),
+            geofences_keys.zone_state(elder),
+            geofences_keys.elder_transitions(elder),
         ]
         common = [
             device,

@@ -11,8 +11,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.telemetry.positions import LastPosition, parse_position
-from locator.core import keys
 
 
 def read_position(client: redis.Redis, *, elder_id: int) -> LastPosition | None:

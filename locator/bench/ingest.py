@@ -27,8 +27,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import BatchOutcome
-from locator.core import keys
 from locator.core.clock import SystemClock
 from locator.core.mqtt import address, connect_options, make_client
 from locator.core.redis import async_client, sync_client
@@ -112,15 +112,15 @@ async def register_devices(
                         "offline_after_s": None,
                         "created_at": now,
                     }
-                    pipe.set(keys.elder(elder_id), store.dump(elder))
-                    pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
+                    pipe.set(devices_keys.elder(elder_id), store.dump(elder))
+                    pipe.zadd(devices_keys.ELDERS, {str(elder_id): elder_id})
                     name = device_id(n)
-                    pipe.set(keys.device(name), store.dump(device))
-                    pipe.set(keys.elder_device(elder_id), name)
-                    pipe.zadd(keys.DEVICES, {name: 0})
-                    pipe.sadd(keys.elder_track_devices(elder_id), name)
+                    pipe.set(devices_keys.device(name), store.dump(device))
+                    pipe.set(devices_keys.elder_device(elder_id), name)
+                    pipe.zadd(devices_keys.DEVICES, {name: 0})
+                    pipe.sadd(devices_keys.elder_track_devices(elder_id), name)
                 await pipe.execute()
-        await client.incr(keys.DEVICES_VERSION)
+        await client.incr(devices_keys.DEVICES_VERSION)
     finally:
         await client.aclose()
 
@@ -298,7 +298,9 @@ def run(
             stop.set()
             worker.join(timeout=30)
             check = sync_client(redis_url, process="bench")
-            stored = sum(check.xlen(keys.track(n + 1, f"bench-{n}")) for n in range(devices))
+            stored = sum(
+                check.xlen(devices_keys.track(n + 1, f"bench-{n}")) for n in range(devices)
+            )
             check.close()
             lat = sorted(counter.latencies)
             return IngestBenchResult(

@@ -27,7 +27,6 @@ LEGACY_REJECTED_COUNTS = "hw:stats:rejected"
 # kind -> legacy stream; the old intake named an entry "<kind>@<id>", kept as its source so
 # an alarm handled before the move is not handled again.
 LEGACY_ALARMS = {"transitions": "hw:stream:transitions", "device-events": "hw:stream:device-events"}
-_SHARD_STREAM = {"transitions": keys.transitions, "device-events": keys.device_events}
 BATCH = 500
 ALERTS_GROUP = "alerts"  # alerts/intake.py's group (core imports no domain)
 
@@ -131,7 +130,9 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         # The group first: made later at "$" it would skip what moves in; at "0" it reads
         # what this upgrade put there, which is exactly what was not handled yet.
         try:
-            client.xgroup_create(_SHARD_STREAM[kind](shard), ALERTS_GROUP, id="0", mkstream=True)
+            client.xgroup_create(
+                keys.shard_stream(kind, shard), ALERTS_GROUP, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -141,7 +142,7 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         moved.setdefault("source", f"{kind}@{_s(entry_id)}")
         elder = moved.get("elder_id", "")
         shard = shards.shard_of(int(elder)) if elder.isdigit() else 0
-        pipe.xadd(_SHARD_STREAM[kind](shard), moved)
+        pipe.xadd(keys.shard_stream(kind, shard), moved)
     pipe.delete(stream)
     pipe.execute()
     return len(entries)

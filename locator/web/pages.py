@@ -21,12 +21,15 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import Field
 
 from alerts import answer_page, links
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
 from devices.elders import access_log
 from devices.elders.records import parse_elder
 from devices.elders.service import authorize as authorize_elder
 from devices.elders.service import queue_read_elder
 from devices.telemetry.positions import parse_position
 from devices.telemetry.readers import queue_read_position
+from geofences import keys as geofences_keys
 from locator.core import keys, store
 from locator.core.auth import (
     SESSION_COOKIE,
@@ -291,7 +294,7 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
     """The console map: every elder's last position (fresh or stale) and zones (staff)."""
     if not caller.is_staff:
         raise Forbidden("the overview is for dispatch")
-    ids = [int(i) for i in store.texts(await redis.zrange(keys.ELDERS, 0, -1))]
+    ids = [int(i) for i in store.texts(await redis.zrange(devices_keys.ELDERS, 0, -1))]
     now = ctx.clock.time()
     elders: list[dict[str, Any]] = []
     for start in range(0, len(ids), 200):
@@ -300,8 +303,8 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
             for elder_id in chunk:
                 queue_read_elder(pipe, elder_id=elder_id)
                 queue_read_position(pipe, elder_id=elder_id)
-                pipe.hgetall(keys.zones(elder_id))
-                pipe.get(keys.open_incident(elder_id))
+                pipe.hgetall(geofences_keys.zones(elder_id))
+                pipe.get(alerts_keys.open_incident(elder_id))
             replies = await pipe.execute()
         for n, elder_id in enumerate(chunk):
             doc_raw, pos, zones_raw, incident = replies[4 * n : 4 * n + 4]
@@ -329,10 +332,10 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
                 }
             )
     volunteers = []
-    vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
+    vids = [int(i) for i in store.texts(await redis.zrange(alerts_keys.VOLUNTEERS, 0, -1))]
     if vids:
-        docs = await redis.mget([keys.volunteer(v) for v in vids])
-        locs = await redis.mget([keys.volunteer_location(v) for v in vids])
+        docs = await redis.mget([alerts_keys.volunteer(v) for v in vids])
+        locs = await redis.mget([alerts_keys.volunteer_location(v) for v in vids])
         for doc_raw, loc_raw in zip(docs, locs, strict=True):
             if doc_raw and loc_raw:
                 doc, loc = json.loads(doc_raw), json.loads(loc_raw)
