@@ -32,6 +32,11 @@ KEEPALIVE_S = 4.0  # below the client's 5 s socket timeout
 _STREAM_ID = r"^\d+-\d+$"
 
 
+def feed_stream() -> str:
+    """The live feed's stream: the MQTT relay reads it, the watchdog adds the system state."""
+    return keys.FEED
+
+
 @router.post("/stream/ticket")
 async def create_ticket(redis: RedisDep, caller: CallerDep) -> TicketRead:
     """A ticket for ``GET /stream?ticket=`` valid for two minutes (reconnects included)."""

@@ -26,8 +26,7 @@ import redis
 
 from alerts import keys
 from alerts.incidents import storage
-from devices import keys as devices_keys
-from devices.elders.service import read_elder
+from devices.elders.service import guardian_elders, read_elder
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat, parse_iso
 
@@ -314,10 +313,7 @@ def sla_report(
     elders: list[Any] = client.hmget(keys.INCIDENT_ELDER, [str(i) for i in ids]) if ids else []
     known = [(i, int(str(e))) for i, e in zip(ids, elders, strict=True) if e is not None]
     if caller.role is Role.GUARDIAN:
-        own = {
-            int(str(e))
-            for e in client.zrange(devices_keys.owner_elders(caller.subject or ""), 0, -1)
-        }
+        own = set(guardian_elders(client, owner=caller.subject or ""))
         known = [(i, e) for i, e in known if e in own]
     pipe = client.pipeline(transaction=False)
     for incident_id, elder_id in known:

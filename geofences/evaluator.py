@@ -82,6 +82,10 @@ class ZoneEvaluator:
         self._overlay: dict[int, tuple[dict[str, ZoneState], int, float]] = {}
         self._version: int | None = None
 
+    def script_keys(self, elder_id: int) -> list[str]:
+        """Her zone state and transitions: the store script's keys 8 and 9."""
+        return [keys.zone_state(elder_id), keys.elder_transitions(elder_id)]
+
     def begin(self) -> None:
         """A new write attempt: guesses of an attempt that did not land are discarded."""
         self._overlay.clear()

@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 
 from alerts import intake, links
-from alerts import keys as alerts_keys
+from alerts.feed import feed_stream
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
@@ -80,27 +80,27 @@ def relay_once(
     our own pending entries, then other consumers' idle ones, then new ones.
     """
     batches = stream_reply(
-        client.xreadgroup(RELAY_GROUP, consumer, {alerts_keys.FEED: "0"}, count=100)
+        client.xreadgroup(RELAY_GROUP, consumer, {feed_stream(): "0"}, count=100)
     )
     if not any(entries for _, entries in batches):
         claimed = streams.claim(
             client,
-            stream=alerts_keys.FEED,
+            stream=feed_stream(),
             group=RELAY_GROUP,
             consumer=consumer,
             min_idle_ms=30_000,
         )
-        batches = [(alerts_keys.FEED, claimed)]
+        batches = [(feed_stream(), claimed)]
     if not any(entries for _, entries in batches):
         batches = stream_reply(
             client.xreadgroup(
-                RELAY_GROUP, consumer, {alerts_keys.FEED: ">"}, count=100, block=block_ms
+                RELAY_GROUP, consumer, {feed_stream(): ">"}, count=100, block=block_ms
             )
         )
     sent = 0
     for _, entries in batches:
         # The feed is capped: an entry trimmed while pending is counted as lost, not relayed.
-        entries = streams.live_entries(client, entries, stream=alerts_keys.FEED, group=RELAY_GROUP)
+        entries = streams.live_entries(client, entries, stream=feed_stream(), group=RELAY_GROUP)
         for entry_id, fields in entries:
             if fields.get("type") == "incident":
                 body = {
@@ -115,14 +115,14 @@ def relay_once(
                 except BrokerUnavailable:
                     return sent  # not acked: the pending entry is published after reconnect
                 sent += 1
-            client.xack(alerts_keys.FEED, RELAY_GROUP, entry_id)
+            client.xack(feed_stream(), RELAY_GROUP, entry_id)
     return sent
 
 
 def ensure_groups(client: redis.Redis) -> None:
     intake.ensure_groups(client)
     try:
-        client.xgroup_create(alerts_keys.FEED, RELAY_GROUP, id="$", mkstream=True)
+        client.xgroup_create(feed_stream(), RELAY_GROUP, id="$", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise

@@ -117,6 +117,11 @@ def open_incident_id(client: redis.Redis, elder_id: int) -> int | None:
     return int(raw) if raw else None
 
 
+def queue_open_incident_id(pipe: Any, *, elder_id: int) -> None:
+    """Queue ``open_incident_id``'s read in a pipeline; its reply is the id or None."""
+    pipe.get(keys.open_incident(elder_id))
+
+
 class Plan:
     """Builds the commit script's plan and its extra keys."""
 

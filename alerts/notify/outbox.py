@@ -96,6 +96,17 @@ return 1
 )
 
 
+def outbox_stream() -> str:
+    """The stream of attempts to deliver (group ``GROUP``): the watchdog measures its backlog."""
+    return keys.OUTBOX
+
+
+def notification_counts(client: redis.Redis) -> dict[str, int]:
+    """Attempts by ``channel:status`` since the store was created (``/metrics``)."""
+    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
+    return {str(k): int(v) for k, v in stats.items()}
+
+
 def enqueue(
     client: redis.Redis | Any,
     *,

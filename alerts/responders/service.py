@@ -108,6 +108,30 @@ async def volunteer_exists(redis: aioredis.Redis, *, volunteer_id: int) -> bool:
     return bool(await redis.exists(keys.volunteer(volunteer_id)))
 
 
+async def volunteers_on_map(redis: aioredis.Redis) -> list[dict[str, Any]]:
+    """Every volunteer who shares a location: id, name, duty, where and when (the console)."""
+    vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
+    if not vids:
+        return []
+    docs = await redis.mget([keys.volunteer(v) for v in vids])
+    locs = await redis.mget([keys.volunteer_location(v) for v in vids])
+    out = []
+    for doc_raw, loc_raw in zip(docs, locs, strict=True):
+        if doc_raw and loc_raw:
+            doc, loc = json.loads(doc_raw), json.loads(loc_raw)
+            out.append(
+                {
+                    "id": doc["id"],
+                    "name": doc["name"],
+                    "on_duty": doc["on_duty"],
+                    "lat": loc["lat"],
+                    "lon": loc["lon"],
+                    "at": loc.get("at"),
+                }
+            )
+    return out
+
+
 async def _volunteer_read(redis: aioredis.Redis, doc: dict[str, Any]) -> VolunteerRead:
     location = await store.get_doc(redis, keys.volunteer_location(doc["id"]))
     return VolunteerRead.model_validate(

@@ -38,7 +38,6 @@ from devices.ingest.codecs import (
 from devices.ingest.position import Position
 from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
-from geofences import keys as geofences_keys
 from locator.core import keys as core_keys
 from locator.core import relay
 from locator.core.clock import Clock
@@ -97,6 +96,10 @@ class FixEvaluator(Protocol):
     """
 
     version_key: str
+
+    def script_keys(self, elder_id: int) -> list[str]:
+        """Its keys in the store script, after the fix's own (her slot): zone state, transitions."""
+        ...
 
     def begin(self) -> None: ...
 
@@ -588,9 +591,11 @@ class UplinkStore:
             keys.fix_dedupe(elder, device),
             keys.elder_events(elder),
             core_keys.relay(elder),
-            geofences_keys.zone_state(elder),
-            geofences_keys.elder_transitions(elder),
         ]
+        if self.evaluator is not None:
+            # The zone stage's keys are geofences' names; without it the script never
+            # reaches them (no update is ever passed), so they are not declared.
+            script_keys += self.evaluator.script_keys(elder)
         common = [
             device,
             str(elder),

@@ -2,8 +2,9 @@
 --
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
 --       4 device state (hash)      5 recent message ids (zset by arrival)
---       6 elder's events (stream)  7 elder's relay (list)    8 zone state (hash, with v)
---       9 elder's transitions (stream)
+--       6 elder's events (stream)  7 elder's relay (list)
+--       with a zone stage only (geofences' keys, named by its evaluator's script_keys):
+--       8 zone state (hash, with v)  9 elder's transitions (stream)
 -- Every key is hers (one hash slot). What she feeds into shared keys (the shard streams of
 -- transitions and device events, her offline timer, the retention index, dead letters) is
 -- appended to her relay list as JSON effects, which the caller applies and trims
