@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 import redis
@@ -69,7 +71,25 @@ BATCH_SIZE = Histogram(
     "homeward_ingest_batch_size", "Messages per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
 )
 
-_SCRIPT = Script.from_package("devices.ingest", "store_uplink.lua")
+_STORE_TEXT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text("utf-8")
+_SCRIPT = Script(_STORE_TEXT, name="store_uplink.lua")  # no zone stage: its lines stay comments
+
+
+def assemble(pieces: Mapping[str, str]) -> Script:
+    """The store script with a later stage's pieces in place (the one place it is assembled).
+
+    Each piece replaces the script's ``-- @zones <name>`` line; a name the script does not
+    have is an error, so a renamed slot cannot drop a stage's writes silently.
+    """
+    text = _STORE_TEXT
+    for name, piece in pieces.items():
+        slot = re.search(rf"^-- @zones {re.escape(name)}\b.*$", text, flags=re.M)
+        if slot is None:
+            raise ValueError(f"the store script has no '-- @zones {name}' slot")
+        text = text[: slot.start()] + piece.rstrip("\n") + text[slot.end() :]
+    return Script(text, name="store_uplink.lua+" + "+".join(sorted(pieces)))
+
+
 # A rejected message is dead-lettered once, even if the broker delivers it again.
 _DEAD_LETTER = Script(
     """
@@ -99,6 +119,10 @@ class FixEvaluator(Protocol):
 
     def script_keys(self, elder_id: int) -> list[str]:
         """Its keys in the store script, after the fix's own (her slot): zone state, transitions."""
+        ...
+
+    def lua_pieces(self) -> Mapping[str, str]:
+        """Its Lua for the store script's ``-- @zones <name>`` slots (``assemble``)."""
         ...
 
     def begin(self) -> None: ...
@@ -335,10 +359,11 @@ class UplinkStore:
         # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
         # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
         self._unmark: set[int] = set()
+        self._script = _SCRIPT if evaluator is None else assemble(evaluator.lua_pieces())
         self._load_scripts()
 
     def _load_scripts(self) -> None:
-        _SCRIPT.ensure_loaded(self._redis)
+        self._script.ensure_loaded(self._redis)
         _DEAD_LETTER.ensure_loaded(self._redis)
 
     def process(self, batch: list[Message]) -> BatchOutcome:
@@ -512,7 +537,7 @@ class UplinkStore:
                 )
             else:
                 script_keys, args = self._script_call(item)
-                _SCRIPT.queue(pipe, keys=script_keys, args=args)
+                self._script.queue(pipe, keys=script_keys, args=args)
         results = iter(pipe.execute(raise_on_error=False))
         for _ in range(marks):
             mark = next(results)
