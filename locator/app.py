@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from alerts import elder_access
 from alerts.answer_page import router as answer_page_router
 from alerts.feed import router as feed_router
 from alerts.incidents.endpoints import router as incidents_router
@@ -22,6 +23,7 @@ from alerts.notify.endpoints import router as notifications_router
 from alerts.responders.endpoints import router as responders_router
 from alerts.webhooks import router as webhooks_router
 from devices.elders.endpoints import router as elders_router
+from devices.elders.service import register_volunteer_check
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
@@ -86,6 +88,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app; Redis is connected in the lifespan so the app can be built anywhere."""
     shards.configure(settings.shards)
+    register_volunteer_check(elder_access.CHECK)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

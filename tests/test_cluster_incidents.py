@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from alerts import feed, intake, links, replies
+from alerts import keys as alerts_keys
 from alerts.incidents import service, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import twilio
@@ -143,7 +144,7 @@ def _to(loop: TwilioLoopback, phone: str) -> tuple[int, int]:
 
 
 def _phone(client: redis.Redis, vid: int) -> str:
-    return str(json.loads(str(client.get(keys.volunteer(vid))))["phone"])
+    return str(json.loads(str(client.get(alerts_keys.volunteer(vid))))["phone"])
 
 
 def _left_clean(client: redis.Redis, elder_id: int) -> None:
@@ -172,13 +173,13 @@ def test_the_incident_path_runs_on_the_cluster_one_slot_per_script(
     assert incident_id is not None
     snap = storage.load(c, incident_id)  # located through the relayed incident -> elder index
     code = snap.fields["code"]
-    assert c.hget(keys.INCIDENT_CODES, code) == str(incident_id)
-    assert c.zscore(keys.INCIDENTS_OPEN, str(incident_id)) is not None
+    assert c.hget(alerts_keys.INCIDENT_CODES, code) == str(incident_id)
+    assert c.zscore(alerts_keys.INCIDENTS_OPEN, str(incident_id)) is not None
     _left_clean(c, d.elder_id)
     # The pages sit on her outbox shard only, and go out through the real Twilio client.
     shard = shards.shard_of(d.elder_id)
-    assert c.xlen(keys.outbox(shard)) > 0
-    assert all(c.xlen(s) == 0 for s in outboxes() if s != keys.outbox(shard))
+    assert c.xlen(alerts_keys.outbox(shard)) > 0
+    assert all(c.xlen(s) == 0 for s in outboxes() if s != alerts_keys.outbox(shard))
     assert _drain(deliverer, clock) > 0
     pair1, near200 = _phone(c, d.vid("pair1")), _phone(c, d.vid("near200"))
     assert _to(loopback, pair1) == (1, 0) and _to(loopback, near200) == (1, 0)
@@ -206,25 +207,25 @@ def test_the_incident_path_runs_on_the_cluster_one_slot_per_script(
     assert closed.status == "resolved"
     _drain(deliverer, clock)
     assert storage.open_incident_id(c, d.elder_id) is None
-    assert c.zscore(keys.INCIDENTS_OPEN, str(incident_id)) is None
-    assert c.hget(keys.INCIDENT_CODES, code) is None
+    assert c.zscore(alerts_keys.INCIDENTS_OPEN, str(incident_id)) is None
+    assert c.hget(alerts_keys.INCIDENT_CODES, code) is None
     assert c.zscore(keys.job_timers(job), job) is None
     # Its hash is a short tombstone (no token): an older schedule relayed late stays out.
     assert c.hget(keys.timer(job), "token") == "" and int(c.ttl(keys.timer(job))) > 0
-    assert c.zscore(keys.INCIDENTS_CLOSED, str(incident_id)) is not None
-    assert str(incident_id) in {str(i) for i in c.zrange(keys.INCIDENTS, 0, -1)}
+    assert c.zscore(alerts_keys.INCIDENTS_CLOSED, str(incident_id)) is not None
+    assert str(incident_id) in {str(i) for i in c.zrange(alerts_keys.INCIDENTS, 0, -1)}
     _left_clean(c, d.elder_id)
     # One message per attempt (step, recipient, channel), each in the global index too.
     ids = _attempt_ids(c, d.elder_id, incident_id)
-    sent = [a for a in ids if c.hget(keys.attempt(a), "status") == "sent"]
+    sent = [a for a in ids if c.hget(alerts_keys.attempt(a), "status") == "sent"]
     assert len(sent) == len(loopback.messages()) + len(loopback.calls()) > 10
-    assert set(ids) <= {str(a) for a in c.zrange(keys.ATTEMPTS, 0, -1)}
+    assert set(ids) <= {str(a) for a in c.zrange(alerts_keys.ATTEMPTS, 0, -1)}
     # The feed: one stream on its tag, every version in order; a resume id reads the rest.
-    entries: Any = c.xrange(keys.FEED, min=feed_start)
+    entries: Any = c.xrange(alerts_keys.FEED, min=feed_start)
     versions = [int(f["version"]) for _, f in entries if f["incident_id"] == str(incident_id)]
     assert versions == sorted(versions) and versions[0] == 1 and len(set(versions)) == len(versions)
     middle = str(entries[len(entries) // 2][0])
-    rest = stream_reply(c.xread({keys.FEED: middle}, count=100))
+    rest = stream_reply(c.xread({alerts_keys.FEED: middle}, count=100))
     resumed = [entry_id for _, batch in rest for entry_id, _ in batch]
     assert resumed == [str(e[0]) for e in entries[len(entries) // 2 + 1 :]]
     event = feed._event(resumed[-1], dict(entries[-1][1]))
@@ -235,7 +236,7 @@ def test_the_incident_path_runs_on_the_cluster_one_slot_per_script(
     assessment.problems.append("test: degraded")
     assert watchdog.record(c, assessment, now=clock.time())
     assert c.get(keys.SYSTEM_STATE) == "degraded"
-    assert c.xrevrange(keys.FEED, count=1)[0][1]["type"] == "system"
+    assert c.xrevrange(alerts_keys.FEED, count=1)[0][1]["type"] == "system"
 
 
 def test_a_crash_after_the_commit_pages_once_when_the_sweep_relays_it(
@@ -261,7 +262,7 @@ def test_a_crash_after_the_commit_pages_once_when_the_sweep_relays_it(
     assert sum(c.xlen(s) for s in outboxes()) == 0
     job = storage.sla_job(d.elder_id, incident_id)
     assert c.zscore(keys.job_timers(job), job) is None
-    assert c.hget(keys.INCIDENT_ELDER, str(incident_id)) is None
+    assert c.hget(alerts_keys.INCIDENT_ELDER, str(incident_id)) is None
     # Nobody comes back: the ticker's sweep relays it once its intent is old enough.
     assert ticker.sweep_relays() == 0
     clock.advance(relay.SWEEP_AFTER_S + 1)
@@ -282,7 +283,7 @@ def test_a_crash_after_the_commit_pages_once_when_the_sweep_relays_it(
     assert _drain(deliverer, clock) == 0
     # The same attempt queued twice anyway (a retry's requeue racing): sent once.
     first = next(a for a in _attempt_ids(c, d.elder_id, incident_id) if a.endswith(".sms"))
-    c.xadd(keys.outbox_of(first), {"attempt": first})
+    c.xadd(alerts_keys.outbox_of(first), {"attempt": first})
     assert _drain(deliverer, clock) == 1
     assert len(loopback.messages()) == texts
     clock.advance(90)
@@ -391,16 +392,18 @@ def _reclaim(client: redis.Redis, cfg: AlertsConfig) -> None:
 
 
 def _attempt_ids(client: redis.Redis, elder_id: int, incident_id: int) -> list[str]:
-    return [str(a) for a in client.zrange(keys.incident_attempts(elder_id, incident_id), 0, -1)]
+    return [
+        str(a) for a in client.zrange(alerts_keys.incident_attempts(elder_id, incident_id), 0, -1)
+    ]
 
 
 def _applied_list(client: redis.Redis, elder_id: int, incident_id: int) -> list[str]:
     """What her relay list held for this incident: rebuilt from what was applied."""
     job = storage.sla_job(elder_id, incident_id)
-    token = str(client.hget(keys.incident(elder_id, incident_id), "step_token"))
-    due = str(client.hget(keys.incident(elder_id, incident_id), "next_due"))
-    step = str(client.hget(keys.incident(elder_id, incident_id), "next_step"))
+    token = str(client.hget(alerts_keys.incident(elder_id, incident_id), "step_token"))
+    due = str(client.hget(alerts_keys.incident(elder_id, incident_id), "next_due"))
+    step = str(client.hget(alerts_keys.incident(elder_id, incident_id), "next_step"))
     effects = [["o", a] for a in _attempt_ids(client, elder_id, incident_id)]
-    version = str(client.hget(keys.incident(elder_id, incident_id), "version"))
+    version = str(client.hget(alerts_keys.incident(elder_id, incident_id), "version"))
     effects.append(["T", job, due, token, json.dumps({"step": step}), version])
     return [json.dumps(e) for e in effects]

@@ -10,6 +10,9 @@ import pytest
 import redis
 
 from alerts import intake
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core import keys, migrate, shards, timers
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
@@ -28,7 +31,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     client: redis.Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = clock.time()
-    track = keys.track(7, "b-7")
+    track = devices_keys.track(7, "b-7")
     client.xadd(track, {"tst": str(now), "received_ms": str(now * 1000)})
     client.zadd(migrate.LEGACY_RETENTION, {track: now})
     client.zadd(keys.LEGACY_TIMERS, {"offline|7|b-7": now + 600})
@@ -49,7 +52,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     assert [f["reason"] for _, f in client.xrange(keys.REJECTED)] == ["too_fast"]
     assert client.hget(keys.REJECTED_COUNTS, "too_fast") == "4"
     # Only the alarm nobody handled moved, named as the old intake named it.
-    shard_stream = keys.transitions(shards.shard_of(7))
+    shard_stream = geofences_keys.transitions(shards.shard_of(7))
     moved = [f for _, f in client.xrange(shard_stream)]
     assert [f["source"] for f in moved] == [f"transitions@{waiting}"]
     assert migrate.to_shards(client) == {}  # once: nothing is left to move
@@ -84,15 +87,15 @@ def test_a_store_from_before_the_cluster_clean_commit_keeps_its_pages_and_feed(
 
     moved = migrate.to_shards(client)
     assert moved["attempts"] == 2 and moved["outbox"] == 1 and moved["feed"] == 1
-    assert client.hget(keys.attempt(waiting), "status") == "queued"
-    assert client.hget(keys.attempt(sent), "status") == "sent"
-    assert [f["attempt"] for _, f in client.xrange(keys.outbox_of(waiting))] == [waiting]
+    assert client.hget(alerts_keys.attempt(waiting), "status") == "queued"
+    assert client.hget(alerts_keys.attempt(sent), "status") == "sent"
+    assert [f["attempt"] for _, f in client.xrange(alerts_keys.outbox_of(waiting))] == [waiting]
     # The feed kept its ids: a client's Last-Event-ID still resumes after its entry.
-    assert [i for i, _ in client.xrange(keys.FEED)] == [old_feed]
+    assert [i for i, _ in client.xrange(alerts_keys.FEED)] == [old_feed]
     assert client.get(keys.SYSTEM_STATE) == "degraded"
     assert migrate.legacy_keys(client) == []
     # The delivery group reads what moved (created at "0" before the move).
     read: Any = client.xreadgroup(
-        migrate.OUTBOX_GROUPS[0], "new", {keys.outbox_of(waiting): ">"}, count=10
+        migrate.OUTBOX_GROUPS[0], "new", {alerts_keys.outbox_of(waiting): ">"}, count=10
     )
     assert [f["attempt"] for _, entries in read for _, f in entries] == [waiting]

@@ -16,13 +16,14 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.escalation import Change, Policy, View
 from alerts.incidents import compose, drills
 from alerts.incidents.config import AlertsConfig
 from devices.elders.records import ElderRecord
 from devices.elders.service import read_elder
-from locator.core import keys, relay, timers
+from locator.core import keys as core_keys
+from locator.core import relay, timers
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound
 from locator.core.scripts import Script
@@ -118,6 +119,11 @@ def open_incident_id(client: redis.Redis, elder_id: int) -> int | None:
     return int(raw) if raw else None
 
 
+def queue_open_incident_id(pipe: Any, *, elder_id: int) -> None:
+    """Queue ``open_incident_id``'s read in a pipeline; its reply is the id or None."""
+    pipe.get(keys.open_incident(elder_id))
+
+
 class Plan:
     """Builds the commit script's plan and its extra keys."""
 
@@ -151,7 +157,7 @@ class Plan:
             keys.incident_timeline(e, i),
             keys.incident_responders(e, i),
             keys.incident_attempts(e, i),
-            keys.relay(e),
+            core_keys.relay(e),
             keys.open_drill(e) if self.drill else keys.open_incident(e),
             keys.incident_sources(e, i),
             keys.attempt_sequence(e),
@@ -163,7 +169,7 @@ class Plan:
     def finish(self, *, version: str) -> tuple[list[str], dict[str, Any]]:
         """The script's keys (hers only) and body: index entries on shared keys become
         relay effects, and so do the ladder's timer and the global incident indexes."""
-        mine = f"hw:{keys.elder_tag(self.elder_id)}:"
+        mine = f"hw:{core_keys.elder_tag(self.elder_id)}:"
         local = [k for k in self.extra_keys if k.startswith(mine)]
         position = {k: local.index(k) + 1 for k in local}
         effects: list[list[str]] = []

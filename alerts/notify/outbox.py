@@ -19,9 +19,11 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Gauge
 
+from alerts import keys
 from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
-from locator.core import keys, relay, shards, streams, timers
+from locator.core import keys as core_keys
+from locator.core import relay, shards, streams, timers
 from locator.core.logging import get_logger
 from locator.core.redis import StreamEntries
 from locator.core.scripts import Script
@@ -100,6 +102,12 @@ return ARGV[5] .. ':' .. ARGV[1]
 )
 
 
+def notification_counts(client: redis.Redis) -> dict[str, int]:
+    """Attempts by ``channel:status`` since the store was created (``/metrics``)."""
+    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
+    return {str(k): int(v) for k, v in stats.items()}
+
+
 def enqueue(
     client: redis.Redis,
     *,
@@ -118,7 +126,7 @@ def enqueue(
                 keys.attempt(attempt),
                 keys.attempt_sequence(elder),
                 incident_attempts or keys.attempt(attempt),
-                keys.relay(elder),
+                core_keys.relay(elder),
             ],
             args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now), keys.ATTEMPTS],
         )
@@ -128,7 +136,7 @@ def enqueue(
 
 
 def outboxes() -> list[str]:
-    """Every outbox shard."""
+    """Every outbox shard (group ``GROUP``): the watchdog measures their backlog."""
     return [keys.outbox(shard) for shard in shards.every()]
 
 

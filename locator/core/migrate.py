@@ -29,14 +29,22 @@ LEGACY_REJECTED_COUNTS = "hw:stats:rejected"
 # kind -> legacy stream; the old intake named an entry "<kind>@<id>", kept as its source so
 # an alarm handled before the move is not handled again.
 LEGACY_ALARMS = {"transitions": "hw:stream:transitions", "device-events": "hw:stream:device-events"}
-_SHARD_STREAM = {"transitions": keys.transitions, "device-events": keys.device_events}
-LEGACY_OUTBOX = "hw:stream:outbox"
-LEGACY_FEED = "hw:stream:feed"
+LEGACY_OUTBOX = keys.stream("outbox")
+LEGACY_FEED = keys.stream("feed")
 LEGACY_SYSTEM_STATE = "hw:system:state"
 LEGACY_ATTEMPTS = "hw:attempt:*"
 BATCH = 500
 ALERTS_GROUP = "alerts"  # alerts/intake.py's group (core imports no domain)
 OUTBOX_GROUPS = ("delivery", "delivery-extra")  # alerts/notify/outbox.py's groups
+
+
+def attempt_key(attempt: str) -> str:
+    """alerts/keys.py's ``attempt``, by name (core imports no domain; a test holds them equal)."""
+    return f"hw:{keys.elder_tag(int(attempt.split('.', 1)[0]))}:attempt:{attempt}"
+
+
+def _outbox_of(attempt: str) -> str:
+    return keys.shard_stream("outbox", shards.shard_of(int(attempt.split(".", 1)[0])))
 
 
 def _s(value: object) -> str:
@@ -145,7 +153,9 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         # The group first: made later at "$" it would skip what moves in; at "0" it reads
         # what this upgrade put there, which is exactly what was not handled yet.
         try:
-            client.xgroup_create(_SHARD_STREAM[kind](shard), ALERTS_GROUP, id="0", mkstream=True)
+            client.xgroup_create(
+                keys.shard_stream(kind, shard), ALERTS_GROUP, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -155,7 +165,7 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         moved.setdefault("source", f"{kind}@{_s(entry_id)}")
         elder = moved.get("elder_id", "")
         shard = shards.shard_of(int(elder)) if elder.isdigit() else 0
-        pipe.xadd(_SHARD_STREAM[kind](shard), moved)
+        pipe.xadd(keys.shard_stream(kind, shard), moved)
     pipe.delete(stream)
     pipe.execute()
     return len(entries)
@@ -190,7 +200,7 @@ def _attempts(client: redis.Redis) -> int:
     for raw in client.scan_iter(match=LEGACY_ATTEMPTS, count=1000):
         old = _s(raw)
         attempt = old[len("hw:attempt:") :]
-        if attempt.split(".", 1)[0].isdigit() and client.renamenx(old, keys.attempt(attempt)):
+        if attempt.split(".", 1)[0].isdigit() and client.renamenx(old, attempt_key(attempt)):
             moved += 1
     return moved
 
@@ -204,7 +214,9 @@ def _outbox(client: redis.Redis) -> int:
         for group in OUTBOX_GROUPS:
             # At "0": the groups read exactly what this move puts there.
             try:
-                client.xgroup_create(keys.outbox(shard), group, id="0", mkstream=True)
+                client.xgroup_create(
+                    keys.shard_stream("outbox", shard), group, id="0", mkstream=True
+                )
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -213,7 +225,7 @@ def _outbox(client: redis.Redis) -> int:
         attempt = _s(fields.get("attempt", ""))
         if attempt.split(".", 1)[0].isdigit():
             # A page one group had sent already finds its attempt sent: not sent again.
-            pipe.xadd(keys.outbox_of(attempt), {"attempt": attempt})
+            pipe.xadd(_outbox_of(attempt), {"attempt": attempt})
     pipe.delete(LEGACY_OUTBOX)
     pipe.execute()
     return len(entries)
@@ -228,7 +240,7 @@ def _feed(client: redis.Redis) -> int:
     if not client.exists(LEGACY_FEED):
         return 0
     moved = int(client.xlen(LEGACY_FEED))
-    if not client.renamenx(LEGACY_FEED, keys.FEED):
+    if not client.renamenx(LEGACY_FEED, keys.tagged_stream(keys.FEED_TAG)):
         client.delete(LEGACY_FEED)  # a live view: the new feed already goes on
         return 0
     return moved

@@ -121,8 +121,6 @@ return 1
 FEED_MAX = 10_000
 T = TypeVar("T")
 
-_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
-
 
 def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -200,7 +198,9 @@ def _effect(
     effect = json.loads(raw)
     kind = effect[0]
     if kind == "x":
-        stream = _STREAMS[effect[1]](shards.shard_of(elder))
+        if effect[1] not in keys.ALARM_SHARD_STREAMS:
+            raise ValueError(f"unknown relay stream: {effect[1]!r}")
+        stream = keys.shard_stream(effect[1], shards.shard_of(elder))
         fields = dict(zip(effect[3::2], effect[4::2], strict=True))
         fields["source"] = effect[2]
         pipe.xadd(stream, fields)  # no MAXLEN: trimmed behind its consumer group
@@ -220,13 +220,16 @@ def _effect(
         pipe.xadd(keys.REJECTED, fields, maxlen=REJECTED_MAX, approximate=True)
         pipe.hincrby(keys.REJECTED_COUNTS, fields.get("reason", "?"), 1)
     elif kind == "o":
-        attempt = effect[1]
-        stream_keys = [keys.outbox_relayed(attempt), keys.outbox_of(attempt)]
-        scripted.append((_ONCE, stream_keys, ["", "attempt", attempt]))
+        # On her relay list, so her shard's outbox (the attempt id starts with her id too).
+        shard = shards.shard_of(elder)
+        once = [
+            keys.relayed(shards.tag(shard), "outbox", effect[1]),
+            keys.shard_stream("outbox", shard),
+        ]
+        scripted.append((_ONCE, once, ["", "attempt", effect[1]]))
     elif kind == "f":
-        scripted.append(
-            (_ONCE, [keys.feed_relayed(effect[1]), keys.FEED], [str(FEED_MAX), *effect[2:]])
-        )
+        once = [keys.relayed(keys.FEED_TAG, "feed", effect[1]), keys.tagged_stream(keys.FEED_TAG)]
+        scripted.append((_ONCE, once, [str(FEED_MAX), *effect[2:]]))
     elif kind == "z":
         pipe.zadd(effect[1], {effect[3]: float(effect[2])})
     elif kind == "zr":

@@ -35,8 +35,7 @@ log = get_logger(__name__)
 
 def alarm_streams() -> list[str]:
     """Streams whose every entry may be an alarm or a page (every shard): never capped."""
-    kinds = (keys.transitions, keys.device_events, keys.outbox)
-    return [k(shard) for shard in shards.every() for k in kinds]
+    return [keys.shard_stream(name, s) for s in shards.every() for name in keys.SHARD_STREAMS]
 
 
 def read_shards(
