@@ -33,6 +33,7 @@ from alerts import keys as alerts_keys
 from alerts import links
 from alerts.incidents import storage
 from alerts.incidents.config import config_from
+from alerts.responders.service import volunteer_exists
 from devices import keys as devices_keys
 from devices.registry import gateway as gateway_state
 from geofences.geometry import LocalFrame
@@ -67,7 +68,11 @@ def mint(redis_url: str, role: Role, subject: str | None = None) -> str:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)
         try:
             token, _ = await create_token(
-                client, role=role, subject=subject, created_at=time.time()
+                client,
+                role=role,
+                subject=subject,
+                created_at=time.time(),
+                volunteer_exists=lambda vid: volunteer_exists(client, volunteer_id=vid),
             )
             return token
         finally:
