@@ -717,8 +717,11 @@ def bench_ingest(
     publishers: Annotated[int, typer.Option(help="publisher processes filling the queue")] = 4,
     rate: Annotated[float, typer.Option(help="offered fixes/s for the latency run")] = 2000.0,
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 10.0,
+    profile: Annotated[
+        Path | None, typer.Option(help="cProfile the ingest's worker thread into this file")
+    ] = None,
 ) -> None:
-    """Full ingest vs a bare paho subscriber on the same Mosquitto queue; latency at a rate."""
+    """Full ingest vs a bare paho subscriber on the same Mosquitto queue; CPU per fix; latency."""
     from locator.bench import ingest as bench
 
     configure_logging("warning")
@@ -731,6 +734,7 @@ def bench_ingest(
         rate=rate,
         latency_s=seconds,
         workdir=None,
+        profile=profile,
     )
     typer.echo(bench.report(result))
 
