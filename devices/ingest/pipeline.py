@@ -41,6 +41,7 @@ from devices.reporting import is_slow
 from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
+from locator.core.redis import command_batch
 
 log = get_logger(__name__)
 
@@ -459,7 +460,7 @@ class UplinkStore:
                     if isinstance(i, _Pending) and isinstance(i.uplink, Fix)
                 }
             )
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = command_batch(self._redis)  # Redis starts on the batch while it is built
         pipe.get(keys.DEVICES_VERSION)
         pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
         for item in items:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis
@@ -60,6 +60,106 @@ class FastPacker:
 
 
 _PACKER = FastPacker()
+
+
+class CommandBatch(Protocol):
+    """What a batch of pipelined commands offers (both kinds of pipeline below)."""
+
+    def get(self, name: str) -> Any: ...
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]: ...
+
+
+class StreamingPipeline:
+    """A non-transactional pipeline that writes while it is being filled.
+
+    redis-py's pipeline writes everything at ``execute``: Redis sits idle while the caller
+    builds a batch, then the caller sits idle while Redis runs it. Here every ``CHUNK``
+    commands go out as they are added, so Redis runs a batch's first script calls while
+    the caller still prepares the rest. Replies are read at ``execute``, in order, raw (no
+    response callbacks: only for commands such as GET and EVALSHA that need none); an error
+    reply is returned in its place or raised, like ``execute(raise_on_error=...)``.
+    """
+
+    CHUNK = 16
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._conn: Any = None
+        self._buffer: list[bytes] = []
+        self._count = 0
+        self._sent = False
+
+    def execute_command(self, *args: Any) -> None:
+        self._buffer += _PACKER.pack(*args)
+        self._count += 1
+        if self._count % self.CHUNK == 0:
+            self._flush()
+
+    def get(self, name: str) -> None:
+        self.execute_command("GET", name)
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> None:
+        self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        try:
+            # The health check (a PING on a long-idle connection) only before the first write.
+            self._conn.send_packed_command([b"".join(self._buffer)], check_health=not self._sent)
+        except BaseException:
+            self._close(broken=True)
+            raise
+        self._sent = True
+        self._buffer = []
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Every reply, in the order the commands were added."""
+        if not self._count:
+            return []
+        self._flush()
+        replies: list[Any] = []
+        try:
+            for _ in range(self._count):
+                try:
+                    replies.append(self._conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            self._close(broken=True)
+            raise
+        self._close(broken=False)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, redis.ResponseError):
+                    raise reply
+        return replies
+
+    def _close(self, *, broken: bool) -> None:
+        conn, self._conn = self._conn, None
+        self._count = 0
+        if conn is None:
+            return
+        if broken:
+            conn.disconnect()  # replies may still be on the way: never hand it to anyone else
+        self._pool.release(conn)
+
+    def __del__(self) -> None:
+        # Abandoned while filled (the caller raised): its connection has unread replies.
+        if self._conn is not None:
+            self._close(broken=True)
+
+
+def command_batch(client: redis.Redis) -> CommandBatch:
+    """A streaming pipeline on a plain client; redis-py's own pipeline on anything else."""
+    if isinstance(client, redis.Redis):
+        return StreamingPipeline(client)
+    return client.pipeline(transaction=False)
 
 
 def async_client(url: str | None, *, process: str) -> aioredis.Redis:
