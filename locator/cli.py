@@ -720,6 +720,9 @@ def bench_ingest(
     profile: Annotated[
         Path | None, typer.Option(help="cProfile the ingest's worker thread into this file")
     ] = None,
+    zones: Annotated[
+        bool, typer.Option(help="a safe circle per elder (the zone stage runs)")
+    ] = False,
 ) -> None:
     """Full ingest vs a bare paho subscriber on the same Mosquitto queue; CPU per fix; latency."""
     from locator.bench import ingest as bench
@@ -735,6 +738,7 @@ def bench_ingest(
         latency_s=seconds,
         workdir=None,
         profile=profile,
+        zones=zones,
     )
     typer.echo(bench.report(result))
 

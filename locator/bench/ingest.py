@@ -50,6 +50,7 @@ HAINING = (30.5112, 120.6853)
 @dataclass
 class IngestBenchResult:
     devices: int
+    zones: bool
     fixes: int
     bare_rate: float
     ingest_rate: float
@@ -137,10 +138,41 @@ async def register_devices(
         await client.aclose()
 
 
+def _spot(device: int) -> tuple[float, float]:
+    """Where a bench bracelet reports from: within about a kilometre of home."""
+    return HAINING[0] + (device % 100) * 1e-4, HAINING[1] + (device // 100 % 100) * 1e-4
+
+
+async def register_zones(redis_url: str, devices: int, *, radius_m: float = 300.0) -> None:
+    """One safe circle per elder around where her bracelet reports: every fix well inside."""
+    from locator.core import store
+
+    client = async_client(redis_url, process="bench")
+    try:
+        for start in range(0, devices, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for n in range(start, min(start + 1000, devices)):
+                    lat, lon = _spot(n)
+                    doc = {
+                        "id": f"z{n + 1}",
+                        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                        "properties": {
+                            "kind": "safe",
+                            "name": "home",
+                            "radius_m": radius_m,
+                            "created_at": "2026-01-01T00:00:00Z",
+                        },
+                    }
+                    pipe.hset(keys.zones(n + 1), f"z{n + 1}", store.dump(doc))
+                await pipe.execute()
+        await client.incr(keys.ZONES_VERSION)
+    finally:
+        await client.aclose()
+
+
 def _payload(device: int, tst: float) -> bytes:
     # Small walks around home: every fix is valid, none is a jump.
-    lat = HAINING[0] + (device % 100) * 1e-4
-    lon = HAINING[1] + (device // 100 % 100) * 1e-4
+    lat, lon = _spot(device)
     return json.dumps(
         {
             "_type": "location",
@@ -313,6 +345,7 @@ def run(
     latency_s: float,
     workdir: Path | None,
     profile: Path | None = None,
+    zones: bool = False,
 ) -> IngestBenchResult:
     with tempfile.TemporaryDirectory(prefix="homeward-bench-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -322,6 +355,8 @@ def run(
         mqtt_url = broker.start()
         try:
             asyncio.run(register_devices(redis_url, devices))
+            if zones:
+                asyncio.run(register_zones(redis_url, devices))
             # Two queues of fixes in the past, one second apart per device, none in the future.
             base = time.time() - 2 * fixes / devices - 600
 
@@ -390,6 +425,7 @@ def run(
             lat = sorted(counter.latencies)
             return IngestBenchResult(
                 devices=devices,
+                zones=zones,
                 fixes=fixes,
                 bare_rate=bare_rate,
                 ingest_rate=ingest_rate,
@@ -455,7 +491,8 @@ def report(result: IngestBenchResult) -> str:
     return "\n".join(
         [
             f"machine: {machine()}",
-            f"devices registered: {result.devices:,}   fixes per drain: {result.fixes:,}",
+            f"devices registered: {result.devices:,}   fixes per drain: {result.fixes:,}   "
+            + ("one safe circle per elder, every fix inside" if result.zones else "no zones"),
             f"bare paho drain (count only): {result.bare_rate:,.0f} fixes/s",
             f"full ingest drain (decode, validate, store): {result.ingest_rate:,.0f} fixes/s",
             f"ratio ingest/bare: {result.ratio:.2f} (target >= 0.5)",
