@@ -743,6 +743,47 @@ def bench_ingest(
     typer.echo(bench.report(result))
 
 
+@bench_app.command("soak")
+def bench_soak(
+    bracelets: Annotated[int, typer.Option(min=1, help="simulated bracelets")] = 200_000,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="seconds between a bracelet's fixes")
+    ] = 60.0,
+    duration: Annotated[float, typer.Option(min=1, help="seconds of publishing")] = 600.0,
+    ingests: Annotated[int, typer.Option(min=1, help="homeward ingest processes")] = 2,
+    redis_backend: Annotated[
+        str, typer.Option("--redis", help="single (embedded Redis) or cluster (not built yet)")
+    ] = "single",
+    publishers: Annotated[int, typer.Option(min=1, help="publisher processes")] = 2,
+    search: Annotated[
+        bool, typer.Option(help="if the rate is not held, try lower rates (shorter runs)")
+    ] = True,
+) -> None:
+    """Province soak: bracelets through Mosquitto into N ingest processes; loss, latency, RSS."""
+    from locator.bench import soak
+
+    configure_logging("warning")
+    count, length = bracelets, duration
+    for stage in range(4 if search else 1):
+        result = soak.run(
+            bracelets=count,
+            interval_s=interval,
+            duration_s=length,
+            ingests=ingests,
+            backend=redis_backend,
+            publishers=publishers,
+        )
+        typer.echo(soak.report(result))
+        if result.held:
+            if stage:
+                typer.echo(f"highest rate held with zero loss: {result.offered_rate:,.0f} fixes/s")
+            return
+        count, length = int(count * 0.7), min(length, 120.0)
+        if stage < 3 and search:
+            typer.echo(f"\n--- trying {count / interval:,.0f} fixes/s ({count:,} bracelets) ---")
+    typer.echo("no rate tried was held")
+
+
 @bench_app.command("gateway")
 def bench_gateway(
     connections: Annotated[int, typer.Option(min=1, help="GT06 bracelet sockets held")] = 10_000,
