@@ -128,6 +128,7 @@ class SoakResult:
     registry_bytes_per_bracelet: float
     bytes_per_stored_fix: float
     track_bytes_per_entry: float
+    long_track_bytes_per_entry: float
 
     @property
     def held(self) -> bool:
@@ -290,6 +291,27 @@ def _count(client: redis.Redis, bracelets: int) -> tuple[list[int], int, list[fl
     return stored, duplicates, latencies, per_entry, float(sum(stored))
 
 
+def _long_track_bytes_per_entry(client: redis.Redis, bracelets: int, entries: int = 2000) -> float:
+    """A stored fix copied into a scratch stream ``entries`` times: what one more entry costs
+    in a long track (a 30-day track at 60 s holds 43,200), without a short one's overhead."""
+    for n in range(bracelets):
+        found = client.xrange(keys.track(n + 1, device_name(n)), count=1)
+        if found:
+            break
+    else:
+        return float("nan")
+    fields = found[0][1]
+    assert fields is not None
+    scratch = "hw:bench:soak-scratch-track"
+    pipe = client.pipeline(transaction=False)
+    for _ in range(entries):
+        pipe.xadd(scratch, fields)  # type: ignore[arg-type]
+    pipe.execute()
+    size = int(client.memory_usage(scratch, samples=0) or 0)
+    client.delete(scratch)
+    return size / entries
+
+
 def run(
     *,
     bracelets: int,
@@ -370,6 +392,7 @@ def run(
                 tamper(client)
             stored, duplicates, latencies, per_entry, stored_total = _count(client, bracelets)
             used = int(client.info("memory")["used_memory"])
+            long_track = _long_track_bytes_per_entry(client, bracelets)
             client.close()
             latencies.sort()
             elapsed = published_at - t0 + drain_s
@@ -397,6 +420,7 @@ def run(
                 if stored_total
                 else float("nan"),
                 track_bytes_per_entry=per_entry,
+                long_track_bytes_per_entry=long_track,
             )
         finally:
             if sampler is not None:
@@ -454,7 +478,8 @@ def report(result: SoakResult) -> str:
         + f" = {sum(cpu_us.values()):.0f} us",
         f"Redis memory: registry {result.registry_bytes_per_bracelet:,.0f} B per bracelet; "
         f"{result.bytes_per_stored_fix:,.0f} B per stored fix (tracks and per-bracelet state); "
-        f"track entries {result.track_bytes_per_entry:,.0f} B each",
+        f"these short tracks {result.track_bytes_per_entry:,.0f} B per entry, "
+        f"a long track {result.long_track_bytes_per_entry:,.0f} B per entry",
         "rate held" if result.held else "RATE NOT HELD (loss, unacked fixes or a backlog)",
     ]
     return "\n".join(lines)
