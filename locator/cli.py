@@ -778,7 +778,7 @@ def bench_soak(
             if stage:
                 typer.echo(f"highest rate held with zero loss: {result.offered_rate:,.0f} fixes/s")
             return
-        count, length = int(count * 0.7), min(length, 120.0)
+        count, length = int(count * 0.7), min(length, 3 * interval)
         if stage < 3 and search:
             typer.echo(f"\n--- trying {count / interval:,.0f} fixes/s ({count:,} bracelets) ---")
     typer.echo("no rate tried was held")

@@ -49,8 +49,9 @@ from locator.processes import read_heartbeat
 GROUP = "soak"
 BACKENDS = ("single", "cluster")
 # A run "holds" the rate when nothing is lost, the backlog is gone this soon after the last
-# publish and the p99 stays under a second: an ingest keeping up stores a fix in tens of ms,
-# one falling behind lets the broker queue grow (no loss, but minutes late at the end).
+# publish and the p99 after the first cycle (of the whole run if shorter) is under a second:
+# an ingest keeping up stores a fix in tens of ms; one falling behind lets the broker queue
+# grow (nothing lost, but later and later).
 DRAIN_HELD_S = 5.0
 P99_HELD_MS = 1000.0
 
@@ -124,6 +125,9 @@ class SoakResult:
     latency_p50_ms: float
     latency_p99_ms: float
     latency_max_ms: float
+    warm_p50_ms: float  # fixes published after the first cycle (caches warm, keys exist)
+    warm_p99_ms: float
+    warm_fixes: int
     rss: dict[str, RssSeries]
     window_s: float
     cpu_s: dict[str, float]
@@ -138,8 +142,13 @@ class SoakResult:
             self.accounting.exact
             and self.unacked == 0
             and self.drain_s <= DRAIN_HELD_S
-            and self.latency_p99_ms <= P99_HELD_MS
+            and self.steady_p99_ms <= P99_HELD_MS
         )
+
+    @property
+    def steady_p99_ms(self) -> float:
+        """The p99 after the first cycle when there is one, else of every fix."""
+        return self.warm_p99_ms if self.warm_fixes else self.latency_p99_ms
 
 
 def _payload(n: int) -> bytes:
@@ -273,11 +282,15 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _count(client: redis.Redis, bracelets: int) -> tuple[list[int], int, list[float], float, float]:
-    """Track entries per bracelet, repeated fix times, latencies (ms), track bytes per entry."""
+def _count(
+    client: redis.Redis, bracelets: int, warm_from: float
+) -> tuple[list[int], int, list[float], list[float], float, float]:
+    """Track entries per bracelet, repeated fix times, latencies (ms: all, and of fixes
+    published from ``warm_from`` on), track bytes per entry."""
     stored = [0] * bracelets
     duplicates = 0
     latencies: list[float] = []
+    warm: list[float] = []
     for start in range(0, bracelets, 1000):
         pipe = client.pipeline(transaction=False)
         for n in range(start, min(start + 1000, bracelets)):
@@ -287,7 +300,10 @@ def _count(client: redis.Redis, bracelets: int) -> tuple[list[int], int, list[fl
             times = [float(fields["tst"]) for _, fields in entries]
             duplicates += len(times) - len(set(times))
             for (entry_id, _), tst in zip(entries, times, strict=True):
-                latencies.append(int(str(entry_id).split("-", 1)[0]) - tst * 1000)
+                latency = int(str(entry_id).split("-", 1)[0]) - tst * 1000
+                latencies.append(latency)
+                if tst >= warm_from:
+                    warm.append(latency)
     sample = range(0, bracelets, max(1, bracelets // 200))
     pipe = client.pipeline(transaction=False)
     for n in sample:
@@ -295,7 +311,7 @@ def _count(client: redis.Redis, bracelets: int) -> tuple[list[int], int, list[fl
     sizes = pipe.execute()
     counted = sum(stored[n] for n in sample)
     per_entry = sum(int(s or 0) for s in sizes) / counted if counted else float("nan")
-    return stored, duplicates, latencies, per_entry, float(sum(stored))
+    return stored, duplicates, latencies, warm, per_entry, float(sum(stored))
 
 
 def _long_track_bytes_per_entry(client: redis.Redis, bracelets: int, entries: int = 2000) -> float:
@@ -397,7 +413,12 @@ def run(
 
             if tamper is not None:
                 tamper(client)
-            stored, duplicates, latencies, per_entry, stored_total = _count(client, bracelets)
+            # The first cycle is every bracelet's first fix: the ingests' caches are cold and
+            # every bracelet's keys are created. Steady state is what comes after it.
+            stored, duplicates, latencies, warm, per_entry, stored_total = _count(
+                client, bracelets, t0 + interval_s
+            )
+            warm.sort()
             used = int(client.info("memory")["used_memory"])
             long_track = _long_track_bytes_per_entry(client, bracelets)
             client.close()
@@ -419,6 +440,9 @@ def run(
                 latency_p50_ms=_quantile(latencies, 0.5),
                 latency_p99_ms=_quantile(latencies, 0.99),
                 latency_max_ms=latencies[-1] if latencies else float("nan"),
+                warm_p50_ms=_quantile(warm, 0.5),
+                warm_p99_ms=_quantile(warm, 0.99),
+                warm_fixes=len(warm),
                 rss=sampler.series,
                 window_s=window,
                 cpu_s=cpu,
@@ -471,7 +495,13 @@ def report(result: SoakResult) -> str:
         f"published {acc.published:,} (broker-acked; {result.unacked:,} unacked), "
         f"stored {acc.stored:,}: {verdict}",
         f"publish-to-stored latency: p50 {result.latency_p50_ms:.1f} ms, "
-        f"p99 {result.latency_p99_ms:.1f} ms, max {result.latency_max_ms:.1f} ms",
+        f"p99 {result.latency_p99_ms:.1f} ms, max {result.latency_max_ms:.1f} ms; "
+        + (
+            f"after the first cycle (warm): p50 {result.warm_p50_ms:.1f} ms, "
+            f"p99 {result.warm_p99_ms:.1f} ms ({result.warm_fixes:,} fixes)"
+            if result.warm_fixes
+            else "no fix after the first cycle"
+        ),
         f"RSS MB, first {w:.0f} s -> last {w:.0f} s (max):",
     ]
     for name, series in result.rss.items():
