@@ -502,11 +502,13 @@ def report(result: SoakResult) -> str:
             if result.warm_fixes
             else "no fix after the first cycle"
         ),
-        f"RSS MB, first {w:.0f} s -> last {w:.0f} s (max):",
+        f"RSS MB: first {w:.0f} s, {w:.0f} s after the first cycle, last {w:.0f} s (max); "
+        "flat from the second column on is what matters (the first cycle fills the caches):",
     ]
+    warm = result.interval_s + 1.0  # the sampler starts about a second before the first fix
     for name, series in result.rss.items():
         lines.append(
-            f"  {name:<10} {series.window_mb(0, w):7.1f} -> "
+            f"  {name:<10} {series.window_mb(0, w):7.1f} {series.window_mb(warm, warm + w):7.1f} "
             f"{series.window_mb(end - w, end):7.1f}  ({series.max_mb:.1f})"
         )
     lines += [
