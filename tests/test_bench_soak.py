@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from locator.core import keys
+from devices import keys
 from locator.core.errors import ConfigError
 
 
