@@ -27,7 +27,7 @@ from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, export, ops, watchdog
 from locator.body_limit import BodyLimit
-from locator.core import shards
+from locator.core import migrate, shards
 from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
@@ -92,6 +92,7 @@ def create_app(
         redis = async_client(redis_url, process="api", cluster=settings.redis_cluster)
         sync_redis = sync_client(redis_url, process="api", cluster=settings.redis_cluster)
         check_layout(sync_redis)
+        migrate.responders_to_tags(sync_redis)
         publisher = (
             MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
             if mqtt_url

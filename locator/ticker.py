@@ -64,6 +64,7 @@ class Ticker:
             self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
         # A store written before shards: its timers, index, alarms moved in once.
         migrate.to_shards(client)
+        migrate.responders_to_tags(client)
         # One job for every ticker: the claim's lease keeps two from running it at once.
         self._retention = retention_policy
         if retention_policy is not None:

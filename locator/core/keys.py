@@ -135,13 +135,16 @@ def pause(elder_id: int) -> str:
 
 
 # --- responders (alerts domain) --------------------------------------------------------
-VOLUNTEERS = "hw:volunteers"
-VOLUNTEER_PHONES = "hw:volunteers:phones"  # hash E.164 phone -> volunteer id
+# A volunteer's record, the id index and the phone -> id map share the tag {vol} (and a
+# dispatcher's theirs, {disp}): a phone stays unique in one transaction on a cluster too.
+# Records written before the tags are renamed once (locator/core/migrate.py).
+VOLUNTEERS = "hw:{vol}:volunteers"
+VOLUNTEER_PHONES = "hw:{vol}:volunteers:phones"  # hash E.164 phone -> volunteer id
 VOLUNTEER_GEO = "hw:volunteers:geo"  # GEO set of shared locations
 
 
 def volunteer(volunteer_id: int) -> str:
-    return f"hw:volunteer:{volunteer_id}"
+    return f"hw:{{vol}}:volunteer:{volunteer_id}"
 
 
 def volunteer_location(volunteer_id: int) -> str:
@@ -164,12 +167,12 @@ def team(team_id: int) -> str:
     return f"hw:team:{team_id}"
 
 
-DISPATCHERS = "hw:dispatchers"
-DISPATCHER_PHONES = "hw:dispatchers:phones"
+DISPATCHERS = "hw:{disp}:dispatchers"
+DISPATCHER_PHONES = "hw:{disp}:dispatchers:phones"
 
 
 def dispatcher(dispatcher_id: int) -> str:
-    return f"hw:dispatcher:{dispatcher_id}"
+    return f"hw:{{disp}}:dispatcher:{dispatcher_id}"
 
 
 # --- auth ------------------------------------------------------------------------------
