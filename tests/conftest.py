@@ -55,17 +55,15 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 BACKENDS = ["single", "cluster"]
-
-
-def each_backend(request: pytest.FixtureRequest) -> str:
-    """A module that runs on both stores: ``store_backend = pytest.fixture(params=BACKENDS)(each_backend)``."""
-    return str(request.param)
+# A test (or a module's ``pytestmark``) run on both stores: the single test Redis and the
+# local 3-master Redis Cluster, the app built with REDIS_CLUSTER semantics on the latter.
+both_backends = pytest.mark.parametrize("store_backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture
-def store_backend() -> str:
-    """The store the API runs on: the single test Redis unless a module asks for both."""
-    return "single"
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The store the API runs on: the single test Redis unless a test asks for both."""
+    return str(getattr(request, "param", "single"))
 
 
 @pytest.fixture
@@ -92,11 +90,13 @@ async def redis(store_url: str, on_cluster: bool) -> AsyncIterator[aioredis.Redi
 
 
 @pytest.fixture
-def alerts_client(redis: object, redis_url: str) -> Iterator[sync_redis_lib.Redis]:
-    """A blocking client on the cleaned test store, with the alerts consumer groups made."""
+def alerts_client(
+    redis: object, store_url: str, on_cluster: bool
+) -> Iterator[sync_redis_lib.Redis]:
+    """A blocking client on the cleaned store under test, with the alerts consumer groups made."""
     from locator.alerts_loop import ensure_groups
 
-    sync = sync_client(redis_url, process="test")
+    sync = sync_client(store_url, process="test", cluster=on_cluster)
     ensure_groups(sync)
     yield sync
     sync.close()

@@ -9,11 +9,11 @@ import pytest
 from locator.core import keys
 from locator.core.auth import Role
 from locator.core.crs import haversine_m
-from tests.conftest import BACKENDS, Api, each_backend
+from tests.conftest import Api, both_backends
 from tests.factories import HAINING, elder_body, volunteer_body
 
 # Registration and the registry's reads once more on the local 3-master Redis Cluster.
-store_backend = pytest.fixture(params=BACKENDS)(each_backend)
+pytestmark = both_backends
 
 
 def field_of(response: Any) -> list[Any]:

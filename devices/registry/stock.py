@@ -104,7 +104,9 @@ async def put(
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(stock_key)
-            if await pipe.exists(stock_key):
+            # HLEN, not EXISTS: redis-py's async cluster pipeline does not run EXISTS
+            # at once after a WATCH (a multi-key command there).
+            if await pipe.hlen(stock_key):
                 raise Conflict(f"device {device_id} is already in stock")
             pipe.multi()  # type: ignore[no-untyped-call]
             pipe.hset(stock_key, items=record)

@@ -46,6 +46,7 @@ from locator.core.deps import (
     session_principal,
 )
 from locator.core.errors import Forbidden, HomewardError
+from locator.core.redis import get_many_async
 from locator.core.schemas import Strict
 from locator.web.link_sessions import still_responding
 
@@ -331,8 +332,8 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
     volunteers = []
     vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
     if vids:
-        docs = await redis.mget([keys.volunteer(v) for v in vids])
-        locs = await redis.mget([keys.volunteer_location(v) for v in vids])
+        docs = await get_many_async(redis, [keys.volunteer(v) for v in vids])
+        locs = await get_many_async(redis, [keys.volunteer_location(v) for v in vids])
         for doc_raw, loc_raw in zip(docs, locs, strict=True):
             if doc_raw and loc_raw:
                 doc, loc = json.loads(doc_raw), json.loads(loc_raw)
