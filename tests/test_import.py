@@ -20,7 +20,6 @@ ROWS = [
 ]
 
 
-
 @both_backends
 async def test_import_reports_every_row_and_registers_the_good_ones(api: Api) -> None:
     csv_text = HEADER + "\n".join(ROWS) + "\n"

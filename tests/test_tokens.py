@@ -18,7 +18,6 @@ from tests.test_incidents import open_by_exit
 CSRF = {"X-Homeward": "1"}
 
 
-
 async def mint(api: Api, **body: Any) -> dict[str, Any]:
     response = await api.http.post("/api/v1/tokens", json=body, headers=api.auth("admin"))
     assert response.status_code == 201, response.text

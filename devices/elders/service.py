@@ -15,8 +15,8 @@ from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
-from locator.core.redis import get_many_async
 from locator.core.errors import Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
@@ -231,9 +231,7 @@ async def mark_deleted(
 
     # The tombstone first (every read and write of her then answers 404), the indexes after:
     # lists skip a tombstone they still name, and deleting again finishes the job.
-    await store.update_doc(
-        redis, keys.elder(elder_id), tombstone, extra=drop_photo, after=unindex
-    )
+    await store.update_doc(redis, keys.elder(elder_id), tombstone, extra=drop_photo, after=unindex)
 
 
 # What a phone camera or a scanned print makes; anything else is refused, not converted.

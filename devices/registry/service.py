@@ -14,8 +14,8 @@ from devices.registry.schemas import GATEWAY_IDS, DeviceCreate, DeviceRead, Gate
 from locator.core import keys, store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat, ms_to_iso
-from locator.core.redis import get_many_async
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 
@@ -72,10 +72,9 @@ async def register(
     if not await redis.set(device_key, store.dump(doc), nx=True):
         await _unbind_elder_slot(redis, elder_id=body.elder_id, device_id=body.device_id)
         raise Conflict(f"device {body.device_id} is already registered")
-    if external_key and not await redis.set(external_key, body.device_id, nx=True):
-        if store.text(await redis.get(external_key)) != body.device_id:
-            await unbind(redis, device_id=body.device_id, external=False)
-            raise Conflict(f"external_id {body.external_id} is already registered")
+    if external_key and not await _claim(redis, external_key, body.device_id):
+        await unbind(redis, device_id=body.device_id, external=False)
+        raise Conflict(f"external_id {body.external_id} is already registered")
     # Her delete may have passed between step 1 and the record (it found no record to
     # unbind): seen here, and the bracelet goes again, so none stays on a tombstone.
     current = await elders.read_elder_async(redis, elder_id=body.elder_id)
@@ -88,6 +87,13 @@ async def register(
         pipe.incr(keys.DEVICES_VERSION)
         await pipe.execute()
     return await _read(redis, doc)
+
+
+async def _claim(redis: aioredis.Redis, key: str, device_id: str) -> bool:
+    """Take ``key`` for the bracelet unless another holds it (held by it already: a re-run)."""
+    if await redis.set(key, device_id, nx=True):
+        return True
+    return store.text(await redis.get(key)) == device_id
 
 
 async def _bind(redis: aioredis.Redis, *, elder_id: int, device_id: str) -> None:

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from redis.exceptions import WatchError
 
 from locator.core import keys
-from locator.core.redis import get_many_async
 from locator.core.errors import Conflict, Unprocessable
+from locator.core.redis import get_many_async
 
 MAX_PAGE = 200
 
