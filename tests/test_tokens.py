@@ -240,3 +240,15 @@ async def test_the_cli_and_api_tokens_share_one_expiry(api: Api, clock: ManualCl
     assert (await api.http.get("/api/v1/elders", headers=bearer(token))).status_code == 200
     clock.advance(7_776_000)
     assert (await api.http.get("/api/v1/elders", headers=bearer(token))).status_code == 401
+
+
+@both_backends
+async def test_an_index_entry_left_without_its_token_is_not_listed_and_is_dropped(
+    api: Api,
+) -> None:
+    """The crash story of minting: the id index (step 1) written, the record (step 2) not."""
+    await api.redis.zadd(keys.TOKEN_IDS, {"f" * 64: 999})
+    listed = await api.http.get("/api/v1/tokens", headers=api.auth("admin"))
+    assert listed.status_code == 200
+    assert 999 not in [t["id"] for t in listed.json()["items"]]
+    assert await api.redis.zscore(keys.TOKEN_IDS, "f" * 64) is None
