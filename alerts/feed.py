@@ -16,10 +16,10 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from alerts import keys
 from alerts.incidents import access, drills
 from alerts.incidents.schemas import TicketRead
 from devices.elders.service import read_elder_async
-from locator.core import keys
 from locator.core.auth import Principal, Role, resolve_token
 from locator.core.deps import CallerDep, RedisDep, login_with
 from locator.core.errors import Unauthorized
@@ -30,6 +30,11 @@ router = APIRouter(tags=["stream"])
 TICKET_TTL_S = 120
 KEEPALIVE_S = 4.0  # below the client's 5 s socket timeout
 _STREAM_ID = r"^\d+-\d+$"
+
+
+def feed_stream() -> str:
+    """The live feed's stream: the MQTT relay reads it, the watchdog adds the system state."""
+    return keys.FEED
 
 
 @router.post("/stream/ticket")

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.incidents import service as incidents
 from alerts.incidents import storage
 from alerts.incidents.config import AlertsConfig
@@ -28,7 +29,8 @@ from alerts.notify.messages import render
 from alerts.notify.outbox import enqueue
 from devices.elders.service import read_elder
 from geofences import service as geofences
-from locator.core import keys, shards, streams
+from locator.core import keys as core_keys
+from locator.core import shards, streams
 from locator.core.logging import get_logger
 from locator.core.redis import StreamEntries, is_cluster, stream_reply
 
@@ -217,13 +219,13 @@ HANDLERS: dict[str, Handler] = {
     "transitions": on_transition,
     "device-events": on_device_event,
 }
-_SHARD_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
 GROUP = "alerts"
 
 
 def streams_read() -> list[str]:
     """Every stream the alerts stage consumes: each kind in every shard."""
-    return [_SHARD_STREAMS[kind](shard) for shard in shards.every() for kind in HANDLERS]
+    # The relay's alarm streams by kind (what geofences and devices leave for alerts).
+    return [core_keys.shard_stream(kind, shard) for shard in shards.every() for kind in HANDLERS]
 
 
 def _kind(stream: str) -> str:

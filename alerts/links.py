@@ -20,7 +20,7 @@ import secrets
 
 import redis
 
-from locator.core import keys
+from alerts import keys
 
 LINK_TTL_S = 6 * 3600
 _MAC_BYTES = 9

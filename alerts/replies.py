@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.incidents import reads, storage
 from alerts.incidents import service as incidents
 from alerts.incidents.config import AlertsConfig
@@ -21,7 +21,6 @@ from alerts.notify.attempts import read_attempt
 from alerts.notify.messages import drill_prefix, parse_reply, reply
 from alerts.notify.outbox import fall_back
 from devices.elders.service import read_elder
-from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.errors import HomewardError
 from locator.core.logging import get_logger

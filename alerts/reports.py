@@ -24,9 +24,9 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.incidents import storage
-from devices.elders.service import read_elder
-from locator.core import keys
+from devices.elders.service import guardian_elders, read_elder
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat, parse_iso
 from locator.core.redis import get_many
@@ -314,7 +314,7 @@ def sla_report(
     elders: list[Any] = client.hmget(keys.INCIDENT_ELDER, [str(i) for i in ids]) if ids else []
     known = [(i, int(str(e))) for i, e in zip(ids, elders, strict=True) if e is not None]
     if caller.role is Role.GUARDIAN:
-        own = {int(str(e)) for e in client.zrange(keys.owner_elders(caller.subject or ""), 0, -1)}
+        own = set(guardian_elders(client, owner=caller.subject or ""))
         known = [(i, e) for i, e in known if e in own]
     pipe = client.pipeline(transaction=False)
     for incident_id, elder_id in known:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
+from devices import keys
 from devices.elders import service as elders
 from devices.elders.schemas import ElderCreate
 from devices.registry import service as registry
 from devices.registry import stock
 from devices.registry.schemas import DeviceCreate
-from locator.core import keys
+from locator.core import store
 from locator.core.auth import Principal
 from locator.core.clock import Clock
 from locator.core.errors import Forbidden, HomewardError, Unprocessable
@@ -234,3 +236,33 @@ async def _claim_code_errors(redis: aioredis.Redis, row: dict[str, str]) -> list
     if await redis.exists(keys.device_stock(row["device_id"])):
         return [RowError(column="claim_code", message="the bracelet is already in stock")]
     return []
+
+
+async def bulk_register(
+    redis: aioredis.Redis, *, rows: Iterable[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    """Elders and their devices stored unchecked in the registry's layout (the benches' fleets)."""
+    batch: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == 1000:
+            await _store_rows(redis, batch)
+            batch = []
+    if batch:
+        await _store_rows(redis, batch)
+    await redis.incr(keys.DEVICES_VERSION)
+
+
+async def _store_rows(
+    redis: aioredis.Redis, rows: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for elder, device in rows:
+            elder_id, name = int(elder["id"]), str(device["device_id"])
+            pipe.set(keys.elder(elder_id), store.dump(elder))
+            pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
+            pipe.set(keys.device(name), store.dump(device))
+            pipe.set(keys.elder_device(elder_id), name)
+            pipe.zadd(keys.DEVICES, {name: 0})
+            pipe.sadd(keys.elder_track_devices(elder_id), name)
+        await pipe.execute()

@@ -15,7 +15,9 @@ from typing import Any
 import redis
 from prometheus_client import Counter
 
-from locator.core import keys, relay
+from devices import keys
+from locator.core import keys as core_keys
+from locator.core import relay
 from locator.core.scripts import Script
 from locator.core.timers import Job
 
@@ -69,7 +71,7 @@ def handle_offline(client: redis.Redis, job: Job, *, now: float, default_after_s
             keys.device_state(elder_id, device_id),
             keys.last_position(elder_id),
             keys.elder_events(elder_id),
-            keys.relay(elder_id),
+            core_keys.relay(elder_id),
         ],
         args=[str(round(now * 1000)), str(after_s * 1000), elder, device_id, job.id],
     )

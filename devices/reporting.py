@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 import redis
 
+from devices import keys
 from devices.ingest.codecs import NATIVE_TOPIC_PROTOCOLS
 from devices.registry.commands import send_command
-from locator.core import keys, timers
+from locator.core import timers
 from locator.core.logging import get_logger
 from locator.core.mqtt import Publisher
 from locator.core.timers import Job

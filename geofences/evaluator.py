@@ -14,7 +14,9 @@ with an inside one between them confirm an exit).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +27,9 @@ from devices.elders.service import queue_read_elder
 from devices.ingest.position import Position
 from devices.telemetry.positions import parse_position
 from devices.telemetry.readers import queue_read_position
+from geofences import keys
 from geofences.engine import FixInput, Zone, ZoneState, evaluate
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys
 from locator.core.clock import parse_iso
 
 
@@ -71,6 +73,20 @@ class PreparedUpdate:
         return int(self.expected) + (1 if self.writes else 0)
 
 
+def _pieces(text: str) -> dict[str, str]:
+    """``-- @piece <name>`` sections of ``zone_commit.lua`` (the header before them dropped)."""
+    parts = re.split(r"^-- @piece (\w+)\s*$", text, flags=re.M)
+    return {name: body.strip("\n") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+_PIECES = _pieces(resources.files("geofences").joinpath("zone_commit.lua").read_text("utf-8"))
+
+
+def lua_pieces() -> dict[str, str]:
+    """The zone stage's pieces of the store script (``zone_commit.lua``), by slot name."""
+    return dict(_PIECES)
+
+
 class ZoneEvaluator:
     version_key = keys.ZONES_VERSION
 
@@ -81,6 +97,14 @@ class ZoneEvaluator:
         # What this attempt's earlier fixes would make of an elder, until the script confirms.
         self._overlay: dict[int, tuple[dict[str, ZoneState], int, float]] = {}
         self._version: int | None = None
+
+    def lua_pieces(self) -> dict[str, str]:
+        """The zone stage's pieces of the store script (``zone_commit.lua``), by slot name."""
+        return lua_pieces()
+
+    def script_keys(self, elder_id: int) -> list[str]:
+        """Her zone state and transitions: the store script's keys 8 and 9."""
+        return [keys.zone_state(elder_id), keys.elder_transitions(elder_id)]
 
     def begin(self) -> None:
         """A new write attempt: guesses of an attempt that did not land are discarded."""

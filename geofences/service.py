@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from devices.elders.service import read_elder
+from geofences import keys
 from geofences.geometry import LocalFrame, project_geometry
-from locator.core import keys, shards, streams
+from locator.core import keys as core_keys
+from locator.core import shards, store, streams
 
 
 async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
@@ -24,7 +27,7 @@ async def delete_for_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
         await pipe.execute()
     # Her shard's index, apart: a transaction (and a cluster slot) holds her keys only.
     await redis.zrem(
-        keys.retention_streams_of(keys.elder_transitions(elder_id)),
+        core_keys.retention_streams_of(keys.elder_transitions(elder_id)),
         keys.elder_transitions(elder_id),
     )
 
@@ -75,6 +78,31 @@ def home_zone_ids(client: redis.Redis, *, elder_id: int) -> set[str]:
         if shape.signed_distance_one(0.0, 0.0) <= 0:
             homes.add(_s(zone_id))
     return homes or safe
+
+
+def queue_store_zones(pipe: Any, *, elder_id: int, zones: dict[str, dict[str, Any]]) -> None:
+    """Queue storing zones already valid in WGS-84 (the benches' generated worlds)."""
+    for zone_id, zone in zones.items():
+        pipe.hset(keys.zones(elder_id), zone_id, store.dump(zone))
+
+
+def shard_transitions(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:
+    """Every transition on every shard's stream, oldest first per shard (the replay's count)."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for shard in shards.every():
+        entries: Any = client.xrange(keys.transitions(shard))
+        out.extend(entries)
+    return out
+
+
+def queue_read_zones(pipe: Any, *, elder_id: int) -> None:
+    """Queue a read of her zones in a pipeline; ``parse_zones`` turns its reply into them."""
+    pipe.hgetall(keys.zones(elder_id))
+
+
+def parse_zones(reply: Any) -> list[dict[str, Any]]:
+    """Her zones as stored (WGS-84 GeoJSON documents) from ``queue_read_zones``'s reply."""
+    return [json.loads(z) for z in (reply or {}).values()]
 
 
 def _s(value: object) -> str:

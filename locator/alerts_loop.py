@@ -18,13 +18,14 @@ from pathlib import Path
 import redis
 
 from alerts import intake, links
+from alerts.feed import feed_stream
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
 from alerts.notify.webpush import WebPush
 from locator import processes, watchdog
-from locator.core import keys, streams
+from locator.core import streams
 from locator.core.logging import get_logger
 from locator.core.mqtt import BrokerUnavailable, Publisher
 from locator.core.redis import stream_reply
@@ -78,20 +79,28 @@ def relay_once(
     What a broker outage (or a dead relay, named by its pid) left unpublished goes first:
     our own pending entries, then other consumers' idle ones, then new ones.
     """
-    batches = stream_reply(client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: "0"}, count=100))
+    batches = stream_reply(
+        client.xreadgroup(RELAY_GROUP, consumer, {feed_stream(): "0"}, count=100)
+    )
     if not any(entries for _, entries in batches):
         claimed = streams.claim(
-            client, stream=keys.FEED, group=RELAY_GROUP, consumer=consumer, min_idle_ms=30_000
+            client,
+            stream=feed_stream(),
+            group=RELAY_GROUP,
+            consumer=consumer,
+            min_idle_ms=30_000,
         )
-        batches = [(keys.FEED, claimed)]
+        batches = [(feed_stream(), claimed)]
     if not any(entries for _, entries in batches):
         batches = stream_reply(
-            client.xreadgroup(RELAY_GROUP, consumer, {keys.FEED: ">"}, count=100, block=block_ms)
+            client.xreadgroup(
+                RELAY_GROUP, consumer, {feed_stream(): ">"}, count=100, block=block_ms
+            )
         )
     sent = 0
     for _, entries in batches:
         # The feed is capped: an entry trimmed while pending is counted as lost, not relayed.
-        entries = streams.live_entries(client, entries, stream=keys.FEED, group=RELAY_GROUP)
+        entries = streams.live_entries(client, entries, stream=feed_stream(), group=RELAY_GROUP)
         for entry_id, fields in entries:
             if fields.get("type") == "incident":
                 body = {
@@ -106,14 +115,14 @@ def relay_once(
                 except BrokerUnavailable:
                     return sent  # not acked: the pending entry is published after reconnect
                 sent += 1
-            client.xack(keys.FEED, RELAY_GROUP, entry_id)
+            client.xack(feed_stream(), RELAY_GROUP, entry_id)
     return sent
 
 
 def ensure_groups(client: redis.Redis) -> None:
     intake.ensure_groups(client)
     try:
-        client.xgroup_create(keys.FEED, RELAY_GROUP, id="$", mkstream=True)
+        client.xgroup_create(feed_stream(), RELAY_GROUP, id="$", mkstream=True)
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise

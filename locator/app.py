@@ -15,19 +15,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from alerts import elder_access
 from alerts.answer_page import router as answer_page_router
 from alerts.feed import router as feed_router
 from alerts.incidents.endpoints import router as incidents_router
 from alerts.notify.endpoints import router as notifications_router
+from alerts.responders import migrate as responders_migrate
 from alerts.responders.endpoints import router as responders_router
 from alerts.webhooks import router as webhooks_router
 from devices.elders.endpoints import router as elders_router
+from devices.elders.service import register_volunteer_check
 from devices.registry.endpoints import router as devices_router
 from devices.telemetry.endpoints import router as telemetry_router
 from geofences.zones.endpoints import router as zones_router
 from locator import endpoints, export, ops, watchdog
 from locator.body_limit import BodyLimit
-from locator.core import migrate, shards
+from locator.core import shards
 from locator.core.auth import migrate_tokens
 from locator.core.clock import Clock, SystemClock
 from locator.core.deps import AppContext
@@ -86,13 +89,14 @@ def create_app(
 ) -> FastAPI:
     """Build the app; Redis is connected in the lifespan so the app can be built anywhere."""
     shards.configure(settings.shards)
+    register_volunteer_check(elder_access.CHECK)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(redis_url, process="api", cluster=settings.redis_cluster)
         sync_redis = sync_client(redis_url, process="api", cluster=settings.redis_cluster)
         check_layout(sync_redis)
-        migrate.responders_to_tags(sync_redis)
+        responders_migrate.to_tags(sync_redis)
         publisher = (
             MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
             if mqtt_url

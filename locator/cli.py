@@ -21,6 +21,7 @@ import redis
 import typer
 
 from alerts.incidents.config import config_from
+from alerts.responders.service import volunteer_exists
 from locator import embedded, processes
 from locator.core import keys, shards
 from locator.core.auth import Principal, Role, create_token, revoke_token
@@ -589,6 +590,7 @@ def token_create(
                 subject=subject,
                 created_at=time.time(),
                 ttl_s=ttl or settings.token_ttl_s,
+                volunteer_exists=lambda vid: volunteer_exists(redis, volunteer_id=vid),
             )
             return token
         finally:

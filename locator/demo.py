@@ -233,6 +233,7 @@ class DemoDistrict:
     def _token(self, role: str, subject: str | None = None) -> str:
         import asyncio
 
+        from alerts.responders.service import volunteer_exists
         from locator.core.auth import Role, create_token
         from locator.core.redis import async_client
 
@@ -240,7 +241,11 @@ class DemoDistrict:
             client = async_client(self.redis_url, process="demo")
             try:
                 token, _ = await create_token(
-                    client, role=Role(role), subject=subject, created_at=time.time()
+                    client,
+                    role=Role(role),
+                    subject=subject,
+                    created_at=time.time(),
+                    volunteer_exists=lambda vid: volunteer_exists(client, volunteer_id=vid),
                 )
                 return token
             finally:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Body, Query, Response, status
 from pydantic import BaseModel, Field
 
 from alerts.incidents.config import config_from
+from alerts.responders import service as responders
 from devices import importer
 from locator import flows
 from locator.core import auth, store
@@ -64,6 +67,10 @@ def _may_mint(caller: Principal, role: Role) -> bool:
     return caller.role is Role.DISPATCHER and role in (Role.GUARDIAN, Role.VOLUNTEER)
 
 
+async def _volunteer_exists(redis: aioredis.Redis, volunteer_id: int) -> bool:
+    return await responders.volunteer_exists(redis, volunteer_id=volunteer_id)
+
+
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["tokens"])
 async def mint_token(body: TokenCreate, caller: CallerDep, ctx: ContextDep) -> TokenCreated:
     """Create a bearer token that expires (shown once; only its hash is stored)."""
@@ -79,6 +86,7 @@ async def mint_token(body: TokenCreate, caller: CallerDep, ctx: ContextDep) -> T
         subject=body.subject,
         created_at=ctx.clock.time(),
         ttl_s=body.ttl_s or default,
+        volunteer_exists=functools.partial(_volunteer_exists, ctx.redis),
     )
     return TokenCreated(
         id=info.id,

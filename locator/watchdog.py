@@ -18,6 +18,9 @@ from typing import Any
 import redis
 
 from alerts import intake
+from alerts.feed import feed_stream
+from alerts.incidents.reads import sla_states
+from alerts.notify import outbox
 from locator.core import keys, streams, timers
 from locator.core.scripts import Script
 
@@ -99,45 +102,6 @@ def _backlog(client: redis.Redis, stream: str, group_name: str, now: float) -> t
     return pending + len(unread), age
 
 
-def _incident_states(client: redis.Redis, now: float) -> dict[str, int]:
-    states = {
-        "awaiting_response": 0,
-        "respond_breached": 0,
-        "awaiting_on_site": 0,
-        "on_site_breached": 0,
-        "on_site": 0,
-        "drill": 0,  # drills apart: a drill's breach is a finding, not an alarm
-    }
-    for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
-        incident_id = str(raw)
-        elder = client.hget(keys.INCIDENT_ELDER, incident_id)
-        if elder is None:
-            continue
-        f: Any = client.hmget(
-            keys.incident(int(str(elder)), int(incident_id)),
-            "status",
-            "respond_deadline",
-            "onsite_deadline",
-            "acknowledged_at",
-            "drill",
-        )
-        if f[4] == "1":
-            states["drill"] += 1
-            continue
-        status = f[0]
-        if status == "open" and f[3]:
-            status = "acknowledged"  # accepted in time, then withdrawn: the on-site clock runs
-        if status == "open":
-            late = now > float(f[1] or 0)
-            states["respond_breached" if late else "awaiting_response"] += 1
-        elif status == "acknowledged":
-            late = now > float(f[2] or 0)
-            states["on_site_breached" if late else "awaiting_on_site"] += 1
-        elif status == "on_site":
-            states["on_site"] += 1
-    return states
-
-
 def assess(client: redis.Redis, *, now: float) -> Assessment:
     """The state of the machinery at ``now``; problems name what is wrong."""
     result = Assessment()
@@ -171,14 +135,15 @@ def assess(client: redis.Redis, *, now: float) -> Assessment:
         result.problems.append(
             f"alarms: {result.alarms_waiting} not handled, oldest {result.alarms_oldest_s:.0f} s"
         )
-    result.outbox_depth, result.outbox_oldest_s = _backlog(client, keys.OUTBOX, "delivery", now)
+    result.outbox_depth, result.outbox_oldest_s = _backlog(
+        client, outbox.outbox_stream(), outbox.GROUP, now
+    )
     if result.outbox_depth and result.outbox_oldest_s > LOOP_STALE_S:
         result.problems.append(
             f"outbox: {result.outbox_depth} waiting, oldest {result.outbox_oldest_s:.0f} s"
         )
-    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
-    result.notifications = {str(k): int(v) for k, v in stats.items()}
-    result.incidents_by_sla = _incident_states(client, now)
+    result.notifications = outbox.notification_counts(client)
+    result.incidents_by_sla = sla_states(client, now=now)
     _memory(client, result)
     result.streams_lost, lost_at = streams.lost_counts(client)
     if lost_at is not None and now - lost_at < LOST_RECENT_S:
@@ -217,7 +182,7 @@ def record(client: redis.Redis, assessment: Assessment, *, now: float) -> bool:
         ensure_ascii=False,
     )
     return bool(
-        _TRANSITION(client, keys=[keys.SYSTEM_STATE, keys.FEED], args=[assessment.status, data])
+        _TRANSITION(client, keys=[keys.SYSTEM_STATE, feed_stream()], args=[assessment.status, data])
     )
 
 

@@ -10,14 +10,17 @@ from zoneinfo import ZoneInfo
 import redis
 
 from alerts import intake
+from alerts import keys as alerts_keys
 from alerts.escalation import Policy
 from alerts.incidents import storage
 from alerts.incidents.config import AlertsConfig
 from alerts.notify.channels import LogChannel, MqttPushChannel
 from alerts.notify.outbox import Deliverer
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from geofences.geometry import LocalFrame
 from locator import alerts_loop
-from locator.core import keys, shards
+from locator.core import shards
 from locator.core.auth import Role
 from locator.core.clock import ManualClock
 from locator.core.mqtt import Publisher
@@ -160,7 +163,7 @@ def exit_event(
     """What the ingest script writes on a confirmed exit (same fields)."""
     point = north(metres)
     entry = client.xadd(
-        keys.transitions(shards.shard_of(elder_id)),
+        geofences_keys.transitions(shards.shard_of(elder_id)),
         {
             "zone_id": zone_id,
             "kind": kind,
@@ -188,7 +191,7 @@ def device_event(
 ) -> str:
     point = north(metres)
     entry = client.xadd(
-        keys.device_events(shards.shard_of(elder_id)),
+        devices_keys.device_events(shards.shard_of(elder_id)),
         {
             "type": kind,
             "elder_id": str(elder_id),
@@ -214,8 +217,8 @@ def ensure_groups(client: redis.Redis) -> None:
 
 def attempts(client: redis.Redis, incident_id: int) -> dict[str, dict[str, str]]:
     snap = storage.load(client, incident_id)
-    ids = client.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
-    return {str(a): client.hgetall(keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
+    ids = client.zrange(alerts_keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
+    return {str(a): client.hgetall(alerts_keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
 
 
 def paged(client: redis.Redis, incident_id: int, step: str) -> set[str]:

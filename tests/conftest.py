@@ -10,6 +10,7 @@ import pytest
 import redis as sync_redis_lib
 import redis.asyncio as aioredis
 
+from alerts.responders.service import volunteer_exists
 from locator.app import create_app
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
@@ -121,7 +122,11 @@ class Api:
 
     async def token(self, role: Role, subject: str | None = None) -> str:
         token, _ = await create_token(
-            self.redis, role=role, subject=subject, created_at=self.clock.time()
+            self.redis,
+            role=role,
+            subject=subject,
+            created_at=self.clock.time(),
+            volunteer_exists=lambda vid: volunteer_exists(self.redis, volunteer_id=vid),
         )
         return token
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import redis
 
+from devices import keys as devices_keys
 from devices.elders import access_log
-from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
 from tests.alerts_harness import LAT, LON, build_district, north
@@ -74,7 +74,7 @@ async def test_every_reader_is_logged_by_role_subject_and_action_without_coordin
     for lat, lon in [(LAT, LON), *((p["lat"], p["lon"]) for p in map(north, (100, 250, 300)))]:
         assert f"{lat:.3f}" not in text and f"{lon:.3f}" not in text
     assert not re.search(r"\d+\.\d{3,}", text), text
-    raw = client.xrange(keys.access_log(e))
+    raw = client.xrange(devices_keys.access_log(e))
     assert not re.search(r"\d+\.\d{3,}", json.dumps(raw))
 
 
@@ -130,7 +130,7 @@ async def test_entries_older_than_the_retention_are_trimmed_by_the_app_clock(
             retention_s=250,
         )
     # At +400 s, entries before +150 s are gone: z0 (+0) and z1 (+100).
-    left = [f["detail"] for _, f in alerts_client.xrange(keys.access_log(7))]
+    left = [f["detail"] for _, f in alerts_client.xrange(devices_keys.access_log(7))]
     assert left == ["zone z2", "zone z3", "zone z4"]
     # A clock that stands still (or an equal millisecond) still appends, in order.
     for _ in range(2):
@@ -143,7 +143,7 @@ async def test_entries_older_than_the_retention_are_trimmed_by_the_app_clock(
             now=clock.time() + 400,
             retention_s=250,
         )
-    assert alerts_client.xlen(keys.access_log(7)) == 5
+    assert alerts_client.xlen(devices_keys.access_log(7)) == 5
 
 
 def test_a_detail_shaped_like_a_coordinate_is_never_kept(
@@ -157,7 +157,7 @@ def test_a_detail_shaped_like_a_coordinate_is_never_kept(
         detail="near 30.51123,120.68531",
         now=clock.time(),
     )
-    [(_, fields)] = alerts_client.xrange(keys.access_log(8))
+    [(_, fields)] = alerts_client.xrange(devices_keys.access_log(8))
     assert "30.5112" not in fields["detail"] and "120.6853" not in fields["detail"]
     with pytest.raises(ValueError, match="unknown access-log action"):
         access_log.record_sync(

@@ -15,10 +15,11 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
+from geofences import keys as geofences_keys
 from locator.alerts_loop import EVENTS_TOPIC, start_workers
 from locator.app import create_app
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import sync_client
@@ -116,8 +117,8 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
 
         def guardians_sent() -> bool:
             found = storage.load(client, incident_id)
-            ids = client.zrange(keys.incident_attempts(found.elder_id, incident_id), 0, -1)
-            docs = [client.hgetall(keys.attempt(str(a))) for a in ids]
+            ids = client.zrange(alerts_keys.incident_attempts(found.elder_id, incident_id), 0, -1)
+            docs = [client.hgetall(alerts_keys.attempt(str(a))) for a in ids]
             return {
                 d["recipient"]
                 for d in docs
@@ -152,7 +153,7 @@ async def test_an_exit_pages_both_paired_volunteers_within_a_second(
         assert f"homeward/volunteers/{d.vid('pair1')}/alerts" not in {t for t, _ in pages.messages}
         wait_for(lambda: any(m.get("status") == "acknowledged" for _, m in events.messages))
         # The elder's bracelet keeps reporting fast while the incident is open.
-        assert client.exists(keys.open_incident(d.elder_id))
+        assert client.exists(alerts_keys.open_incident(d.elder_id))
     finally:
         events.close()
 
@@ -200,7 +201,7 @@ async def test_the_whole_ladder_through_the_broker_ingest_and_ticker(
     # Nobody accepts: the team is called at the respond deadline, not a second before.
     clock.advance(179)  # t0 is the confirming fix's time
     ticker.run_once()
-    queued = client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
+    queued = client.zrange(alerts_keys.incident_attempts(d.elder_id, incident_id), 0, -1)
     assert not [a for a in queued if ".respond." in a]  # not queued, so never sent
     clock.advance(1)
     ticker.run_once()
@@ -325,7 +326,7 @@ async def test_pause_silences_zone_alarms_but_not_sos(
         )
         ingest.wait_processed(n)
     # Paused: the engine announced no exit, so there is nothing for alerts to act on.
-    assert client.xlen(keys.elder_transitions(d.elder_id)) == 0
+    assert client.xlen(geofences_keys.elder_transitions(d.elder_id)) == 0
     assert storage.open_incident_id(client, d.elder_id) is None
     clock.advance(15)
     bracelet.send(

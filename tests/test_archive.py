@@ -21,6 +21,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
 from devices.telemetry import mover
 from devices.telemetry.archive import TrackArchive, partition_name
@@ -163,7 +164,7 @@ async def test_old_fixes_move_to_postgres_and_reads_see_both_stores_once(
     h, admin = http
     eid = await register(h, admin)
     t0 = five_days(client, clock)
-    track = keys.track(eid, DEVICE)
+    track = devices_keys.track(eid, DEVICE)
     before = await read_track(h, admin, eid, t0 - 3600)
     assert len(before) == 15
 
@@ -286,7 +287,7 @@ async def test_bytes_per_fix_in_each_store(
             topic = f"homeward/devices/{DEVICE}/up"
             batch.append(Message(topic, json.dumps(fix).encode(), clock.time()))
         assert store.process(batch).outcomes["stored"] == len(batch)
-    track = keys.track(eid, DEVICE)
+    track = devices_keys.track(eid, DEVICE)
     assert client.xlen(track) == n
     redis_bytes = int(client.memory_usage(track, samples=0) or 0) / n
     archive = TrackArchive(pg_url, hot_s=HOT_S)

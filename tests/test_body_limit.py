@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from devices import keys as devices_keys
 from locator.app import create_app
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.settings import load_settings
 from tests.browser import LiveServer
@@ -76,7 +76,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_any_byte_is_re
     head = _head("/api/v1/elders", api.tokens["admin"], "Content-Length: 10000000000")
     status, detail = _exchange(server, head)
     assert status == 413 and str(LIMIT) in detail
-    assert await api.redis.zcard(keys.ELDERS) == 0
+    assert await api.redis.zcard(devices_keys.ELDERS) == 0
 
 
 async def test_a_chunked_body_is_cut_off_once_past_the_limit_and_the_route_never_runs(
@@ -90,13 +90,13 @@ async def test_a_chunked_body_is_cut_off_once_past_the_limit_and_the_route_never
     head = _head("/api/v1/elders", api.tokens["admin"], "Transfer-Encoding: chunked")
     status, detail = _exchange(server, head, chunks + b"0\r\n\r\n")
     assert status == 413 and str(LIMIT) in detail, detail
-    assert await api.redis.zcard(keys.ELDERS) == 0  # the elder was never created
+    assert await api.redis.zcard(devices_keys.ELDERS) == 0  # the elder was never created
     # The same body under the limit goes through: the limit, not the shape, refused it.
     small = _padded_elder(LIMIT - 100)
     head = _head("/api/v1/elders", api.tokens["admin"], f"Content-Length: {len(small)}")
     status, _ = _exchange(server, head, small)
     assert status == 201
-    assert await api.redis.zcard(keys.ELDERS) == 1
+    assert await api.redis.zcard(devices_keys.ELDERS) == 1
 
 
 async def test_the_photo_keeps_its_own_cap_below_a_larger_body_limit(

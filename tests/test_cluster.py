@@ -21,8 +21,10 @@ import pytest
 import redis
 
 from alerts import intake
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
 from devices.telemetry import erasure
+from geofences import keys as geofences_keys
 from geofences.evaluator import ZoneEvaluator
 from locator.core import keys, relay, shards
 from locator.core.clock import ManualClock
@@ -123,7 +125,7 @@ def test_a_local_cluster_has_three_masters_of_62_owning_every_slot(cluster: redi
     # The cluster itself refuses a script over two elders: what the tests below rely on.
     script = cluster.register_script("return redis.call('GET', KEYS[1])")
     with pytest.raises(redis.RedisClusterException, match="same key slot"):
-        script(keys=[keys.elder(1), keys.elder(2)])
+        script(keys=[devices_keys.elder(1), devices_keys.elder(2)])
 
 
 @on_the_cluster
@@ -142,10 +144,12 @@ async def test_the_ingest_path_runs_on_the_cluster_one_slot_per_script(
     assert again.outcomes["seen"] == 1
     shard = shards.shard_of(elder_id)
     exits = [
-        f for f in _shard_entries(cluster, keys.transitions(shard)) if f["kind"] == "zone_exit"
+        f
+        for f in _shard_entries(cluster, geofences_keys.transitions(shard))
+        if f["kind"] == "zone_exit"
     ]
     assert len(exits) == 1 and exits[0]["source"].startswith(f"e:{elder_id}:transitions@")
-    events = _shard_entries(cluster, keys.device_events(shard))
+    events = _shard_entries(cluster, devices_keys.device_events(shard))
     assert [f["type"] for f in events] == ["sos"]
     assert events[0]["source"].startswith(f"e:{elder_id}:events@")
     # Her offline check sits in her shard's timer set, armed once (not moved per fix).
@@ -155,9 +159,9 @@ async def test_the_ingest_path_runs_on_the_cluster_one_slot_per_script(
     # Every new per-elder stream is in her shard's retention index; her relay list is empty.
     index = {str(k) for k in cluster.zrange(keys.retention_streams(shard), 0, -1)}
     assert index == {
-        keys.track(elder_id, "c-1"),
-        keys.elder_events(elder_id),
-        keys.elder_transitions(elder_id),
+        devices_keys.track(elder_id, "c-1"),
+        devices_keys.elder_events(elder_id),
+        geofences_keys.elder_transitions(elder_id),
     }
     assert cluster.llen(keys.relay(elder_id)) == 0
     # A redelivered fix is a duplicate, dead-lettered through the relay (one slot of its own).
@@ -171,17 +175,19 @@ async def test_the_ingest_path_runs_on_the_cluster_one_slot_per_script(
     ticker = Ticker(cluster, clock=clock, offline_after_s=1200)
     clock.advance(1201)
     assert [r for _, r in ticker.run_once()] == ["offline"]
-    assert [f["type"] for f in _shard_entries(cluster, keys.device_events(shard))][-1] == (
+    assert [f["type"] for f in _shard_entries(cluster, devices_keys.device_events(shard))][-1] == (
         "device_offline"
     )
     assert _consume_all(cluster, clock) == 1
     # ...the alarm streams are trimmed behind the group in every shard...
     removed = ticker.trim_streams()
-    assert removed[keys.device_events(shard)] >= 2 and len(removed) == 2 * shards.count() + 1
+    assert (
+        removed[devices_keys.device_events(shard)] >= 2 and len(removed) == 2 * shards.count() + 1
+    )
     # ...and retention walks every shard's index, deleting what it empties.
     assert erasure.sweep(cluster, now=clock.time() + 10 * 86400, retention_s=86400) >= 5
     assert cluster.zcard(keys.retention_streams(shard)) == 0
-    assert not cluster.exists(keys.track(elder_id, "c-1"))
+    assert not cluster.exists(devices_keys.track(elder_id, "c-1"))
 
 
 @pytest.mark.parametrize("recovery", ["redelivery", "sweep"])
@@ -210,8 +216,10 @@ def test_a_crash_between_the_script_and_the_relay_still_relays_the_exit_once(
             store.process([confirming])
     shard = shards.shard_of(elder_id)
     # Committed in her keys, not yet on her shard's stream: the batch was never acknowledged.
-    assert [f["kind"] for _, f in client.xrange(keys.elder_transitions(elder_id))] == ["zone_exit"]
-    assert client.xlen(keys.transitions(shard)) == 0
+    assert [f["kind"] for _, f in client.xrange(geofences_keys.elder_transitions(elder_id))] == [
+        "zone_exit"
+    ]
+    assert client.xlen(geofences_keys.transitions(shard)) == 0
     assert client.llen(keys.relay(elder_id)) >= 1
     if recovery == "redelivery":
         # The broker redelivers to a restarted ingest: a duplicate, and its relay is applied.
@@ -225,14 +233,18 @@ def test_a_crash_between_the_script_and_the_relay_still_relays_the_exit_once(
         assert ticker.sweep_relays() >= 1
         assert ticker.sweep_relays() == 0
     assert client.llen(keys.relay(elder_id)) == 0
-    exits = [f for f in _shard_entries(client, keys.transitions(shard)) if f["kind"] == "zone_exit"]
+    exits = [
+        f
+        for f in _shard_entries(client, geofences_keys.transitions(shard))
+        if f["kind"] == "zone_exit"
+    ]
     assert len(exits) == 1
     # A crash after the relay but before the pop applies it twice: two entries, one source...
     source = exits[0]["source"]
     fields = [k for pair in exits[0].items() if pair[0] != "source" for k in pair]
     twice = json.dumps(["x", "transitions", source, *fields])
     relay.apply(client, {elder_id: [twice]})
-    assert client.xlen(keys.transitions(shard)) == 2
+    assert client.xlen(geofences_keys.transitions(shard)) == 2
     # ...and the alerts intake handles that exit once, acknowledging both.
     assert _consume_all(client, clock) == 2
     assert handled == [("zone_exit", source)]
@@ -242,4 +254,4 @@ def test_a_crash_between_the_script_and_the_relay_still_relays_the_exit_once(
         clock.advance(relay.SWEEP_AFTER_S + 1)
         assert Ticker(client, clock=clock, offline_after_s=1200).sweep_relays() == 0
     assert client.zcard(keys.relay_pending(shard)) == 0
-    assert client.xlen(keys.transitions(shard)) == 2
+    assert client.xlen(geofences_keys.transitions(shard)) == 2

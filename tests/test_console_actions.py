@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from locator.core import keys
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
 from locator.core.auth import Role
 from tests.browser import login
 from tests.factories import elder_body, volunteer_body
@@ -82,7 +83,7 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
     for n in range(6):
         point, tst = north(50 * n), start - 3000 + 300 * n
         site.client.xadd(
-            keys.track(elder_id, "b-1"),
+            devices_keys.track(elder_id, "b-1"),
             {
                 "tst": str(tst),
                 "lat": str(point["lat"]),
@@ -93,7 +94,7 @@ def test_countdown_colours_and_every_action(site: Site, browser: Any) -> None:
             },
             id=f"{round(tst * 1000)}-0",  # stream ids are arrival times, as the ingest writes
         )
-    site.client.sadd(keys.elder_track_devices(elder_id), "b-1")
+    site.client.sadd(devices_keys.elder_track_devices(elder_id), "b-1")
     report = site.http.post(
         "/api/v1/incidents",
         json={"elder_id": elder_id, "note": "在菜场走散", "last_seen_at": north(250)},
@@ -189,22 +190,23 @@ def test_the_detail_names_people_and_says_what_happened(site: Site, browser: Any
     assert site.http.post(f"{url}/ack", headers=volunteer).status_code == 200
     # What the outbox and the SMS answers record, as they record it.
     attempts = [
-        str(a) for a in site.client.zrange(keys.incident_attempts(elder_id, incident_id), 0, -1)
+        str(a)
+        for a in site.client.zrange(alerts_keys.incident_attempts(elder_id, incident_id), 0, -1)
     ]
     guardian = next(
-        a for a in attempts if site.client.hget(keys.attempt(a), "recipient") == "guardian:0"
+        a for a in attempts if site.client.hget(alerts_keys.attempt(a), "recipient") == "guardian:0"
     )
     site.client.hset(
-        keys.attempt(guardian),
+        alerts_keys.attempt(guardian),
         mapping={"status": "failed", "error": "twilio 21211: invalid number"},
     )
     volunteer_attempt = next(
         a
         for a in attempts
-        if site.client.hget(keys.attempt(a), "recipient") == f"volunteer:{nearby[1]}"
+        if site.client.hget(alerts_keys.attempt(a), "recipient") == f"volunteer:{nearby[1]}"
     )
     site.client.hset(
-        keys.attempt(volunteer_attempt),
+        alerts_keys.attempt(volunteer_attempt),
         mapping={"status": "sent", "error": "recorded in the notifications log"},
     )
     at = site.http.get(url, headers=site.as_("dispatcher")).json()["timeline"][0]["at"]
@@ -218,7 +220,7 @@ def test_the_detail_names_people_and_says_what_happened(site: Site, browser: Any
         {"type": "drone_launched", "actor": "system", "channel": "drone_link"},
     ):
         site.client.rpush(
-            keys.incident_timeline(elder_id, incident_id), json.dumps({"at": at, **made_up})
+            alerts_keys.incident_timeline(elder_id, incident_id), json.dumps({"at": at, **made_up})
         )
     context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
     page = context.new_page()

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from locator.core import keys
+from devices import keys as devices_keys
 from tests.browser import login
 from tests.test_console_actions import district, human, site
 from tests.test_pages_people import Site, browser, north
@@ -19,7 +19,7 @@ def test_console_shows_last_seen_and_records_a_sighting(site: Site, browser: Any
     elder_id, nearby, _ = district(site)
     fix, fix_time = north(50), site.clock.time() - (2 * 3600 + 5 * 60)
     site.client.hset(
-        keys.last_position(elder_id),
+        devices_keys.last_position(elder_id),
         mapping={
             "lat": fix["lat"],
             "lon": fix["lon"],

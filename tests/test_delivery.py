@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from devices import keys as devices_keys
 from devices.elders import service as elders
 from devices.elders.schemas import ElderCreate
 from devices.registry import service as registry
 from devices.registry.schemas import DeviceCreate
-from locator.core import keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import SystemClock
 from locator.core.redis import async_client
@@ -46,7 +46,7 @@ DEVICES = 10
 def stored(client: redis.Redis, elder_ids: list[int]) -> int:
     pipe = client.pipeline(transaction=False)
     for n, elder_id in enumerate(elder_ids):
-        pipe.xlen(keys.track(elder_id, f"d-{n}"))
+        pipe.xlen(devices_keys.track(elder_id, f"d-{n}"))
     return sum(pipe.execute())
 
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import drills, storage
 from alerts.notify import messages
 from locator import watchdog
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.ticker import Ticker
 from tests.alerts_harness import build_district, config, exit_event
@@ -129,13 +129,15 @@ async def test_unannounced_drill_is_staffs_alone(api: Api, stack: Stack) -> None
     assert sms_to(stack, phones["pair1"])[0]["Body"].startswith("【演练】")
     # The family gets nothing and does not see it; staff do.
     assert not [a for a in stack.attempts(drill_id).values() if "guardian" in a["recipient"]]
-    assert stack.client.llen(keys.elder_notices(d.elder_id)) == 0
+    assert stack.client.llen(alerts_keys.elder_notices(d.elder_id)) == 0
     assert _get(stack, api, f"/api/v1/incidents/{drill_id}", who="guardian_a").status_code == 403
     mine = _get(stack, api, "/api/v1/incidents?status=all", who="guardian_a").json()["items"]
     assert drill_id not in [i["id"] for i in mine]
     assert _get(stack, api, f"/api/v1/incidents/{drill_id}").json()["drill"] is True
     # Its feed entries say drill and unannounced: the family's live stream skips them.
-    entries = [f for _, f in stack.client.xrange(keys.FEED) if f["incident_id"] == str(drill_id)]
+    entries = [
+        f for _, f in stack.client.xrange(alerts_keys.FEED) if f["incident_id"] == str(drill_id)
+    ]
     assert entries and all(json.loads(f["data"])["drill"] for f in entries)
     assert not any(drills.family_hears(f["data"]) for f in entries)
     # One drill at a time for her.
@@ -179,7 +181,9 @@ async def test_scheduled_drill_fires_at_its_time(
     assert r.json()["drill"] is True and r.json()["job"].startswith("drill|")
     assert drills.drill_id(alerts_client, d.elder_id) is None
     # Announced: the family's notice names the time, before anything starts.
-    [notice] = [json.loads(n) for n in alerts_client.lrange(keys.elder_notices(d.elder_id), 0, -1)]
+    [notice] = [
+        json.loads(n) for n in alerts_client.lrange(alerts_keys.elder_notices(d.elder_id), 0, -1)
+    ]
     assert notice["type"] == "drill_notice" and notice["text"].startswith("【演练】")
     ticker = Ticker(alerts_client, clock=clock, offline_after_s=1200, alerts=config(clock))
     clock.advance(599)

@@ -16,9 +16,10 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
+from devices import keys as devices_keys
 from geofences.geometry import LocalFrame
-from locator.core import keys
 from locator.core.clock import ManualClock
 from tests.conftest import Api
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
@@ -279,17 +280,17 @@ async def test_erasure_leaves_nothing_of_her_in_redis(
 
     assert findings(client, needles, points) == []
     # What stays: the incident's anonymous SLA figures, and "erased by X at T".
-    kept: dict[str, Any] = client.hgetall(keys.incident(eid, incident_id))  # type: ignore[assignment]
+    kept: dict[str, Any] = client.hgetall(alerts_keys.incident(eid, incident_id))  # type: ignore[assignment]
     assert kept["status"] == "cancelled" and kept["trigger"] and float(kept["t0"]) > 0
     assert float(kept["respond_deadline"]) > float(kept["t0"]) and kept["resolved_at"]
     timeline = [
-        json.loads(e) for e in client.lrange(keys.incident_timeline(eid, incident_id), 0, -1)
+        json.loads(e) for e in client.lrange(alerts_keys.incident_timeline(eid, incident_id), 0, -1)
     ]  # type: ignore[union-attr]
     assert timeline[0]["type"] == "opened" and timeline[-1]["reason"] == "erased"
     report = await api.http.get("/api/v1/reports/sla", headers=api.auth("admin"))
     assert report.status_code == 200, report.text
     assert incident_id in [row["incident_id"] for row in report.json()["rows"]]
-    log = client.xrange(keys.access_log(eid))
+    log = client.xrange(devices_keys.access_log(eid))
     assert [(f["action"], f["role"], f["subject"]) for _, f in log] == [  # type: ignore[union-attr]
         ("erased", "guardian", "fam-a")
     ]

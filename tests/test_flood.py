@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import BatchOutcome
 from devices.ingest.throttle import BURST
 from locator.core import keys
@@ -127,7 +128,7 @@ async def test_one_flooding_bracelet_cannot_slow_or_fill_for_the_others(
         for _ in range(100):
             r = await api.http.get("/api/v1/rejected/counts", headers=api.auth("admin"))
             counts = r.json()
-            flood_track = int(client.xlen(keys.track(flood_elder, "flood-0")))
+            flood_track = int(client.xlen(devices_keys.track(flood_elder, "flood-0")))
             if counts.get("rate_limited", 0) + flood_track >= FLOOD_TOTAL + 1:
                 break
             time.sleep(0.1)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devices import keys as devices_keys
 from devices.gateway import gt06
 from devices.gateway.common import Command
-from locator.core import keys
 from locator.core.clock import ManualClock, ms_to_iso
 from locator.core.redis import sync_client
 from locator.embedded import free_port
@@ -205,7 +205,7 @@ async def test_the_registry_shows_a_gateway_bracelets_connection_command_and_ans
 def gateway_field(redis_url: str, name: str) -> str | None:
     client = sync_client(redis_url, process="test")
     try:
-        value = client.hget(keys.gateway_device(IMEI), name)
+        value = client.hget(devices_keys.gateway_device(IMEI), name)
         return None if value is None else str(value)
     finally:
         client.close()

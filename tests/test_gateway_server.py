@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from alerts.incidents import storage
+from devices import keys as devices_keys
 from devices.gateway import gt06, h02, jt808, watch
 from devices.gateway.common import Command, Jt808Header, Packet, Reply
 from devices.gateway.framing import StreamFramer, crc16_x25
@@ -316,7 +317,7 @@ async def test_a_watch_pressing_sos_opens_an_incident_at_once(
             pipeline.client, storage.open_incident_id(pipeline.client, elder_id) or 0
         )
         assert incident.fields["trigger"] == "sos"
-        state = pipeline.client.hgetall(keys.device_state(elder_id, WATCH_ID))
+        state = pipeline.client.hgetall(devices_keys.device_state(elder_id, WATCH_ID))
         assert state.get("battery") == "76"
     finally:
         bracelet.close()
@@ -367,8 +368,8 @@ async def test_a_jt808_terminal_registers_authenticates_reports_and_gets_0x8103(
         terminal.send(
             jt808.encode(jt808.TERMINAL_RESPONSE, body, phone=PHONE, serial=7, version=None)
         )
-        wait_for(lambda: pipeline.client.hexists(keys.gateway_device(PHONE), "last_answer"))
-        recorded = pipeline.client.hgetall(keys.gateway_device(PHONE))
+        wait_for(lambda: pipeline.client.hexists(devices_keys.gateway_device(PHONE), "last_answer"))
+        recorded = pipeline.client.hgetall(devices_keys.gateway_device(PHONE))
         assert recorded["last_answer"] == "terminal_response 0x8103 result=0"
         assert recorded["last_command"] in {"setInterval 15", "reportLocation"}
         position = await api.http.get(
@@ -413,7 +414,7 @@ async def test_an_h02_tracker_reports_and_gets_s71(
         assert tracker.receive().messages == (Command("setInterval", 15),)
         wait_for(
             lambda: (
-                pipeline.client.hget(keys.gateway_device(H02_ID), "last_command")
+                pipeline.client.hget(devices_keys.gateway_device(H02_ID), "last_command")
                 == "setInterval 15"
             )
         )
@@ -502,20 +503,22 @@ async def test_a_command_waits_for_a_disconnected_bracelet_and_is_sent_once(
             headers=api.auth("dispatcher"),
         )
         assert r.status_code == 202, r.text
-        wait_for(lambda: pipeline.client.exists(keys.gateway_pending(IMEI)) == 1)
-        ttl = pipeline.client.ttl(keys.gateway_pending(IMEI))
+        wait_for(lambda: pipeline.client.exists(devices_keys.gateway_pending(IMEI)) == 1)
+        ttl = pipeline.client.ttl(devices_keys.gateway_pending(IMEI))
         assert 590 <= ttl <= 600
         bracelet = pipeline.bracelet("gt06")
         try:
             bracelet.send(gt06_login(IMEI, serial=7))
             assert bracelet.receive().header == gt06.Gt06Header(0x01, 7, False)
             assert bracelet.receive().messages == (Command("setInterval", 30),)
-            assert pipeline.client.exists(keys.gateway_pending(IMEI)) == 0
+            assert pipeline.client.exists(devices_keys.gateway_pending(IMEI)) == 0
             # Its answer (0x15 text) is recorded for the console.
             answer = bytes([4 + 9]) + b"\x00\x00\x00\x01" + b"TIMER OK!"
             bracelet.send(gt06_frame(0x15, answer, 8))
-            wait_for(lambda: pipeline.client.hexists(keys.gateway_device(IMEI), "last_answer"))
-            recorded = pipeline.client.hgetall(keys.gateway_device(IMEI))
+            wait_for(
+                lambda: pipeline.client.hexists(devices_keys.gateway_device(IMEI), "last_answer")
+            )
+            recorded = pipeline.client.hgetall(devices_keys.gateway_device(IMEI))
             assert recorded["last_command"] == "setInterval 30"
             assert recorded["last_answer"] == "command_reply TIMER OK!"
         finally:
@@ -629,7 +632,7 @@ async def test_with_two_gateways_only_the_one_holding_the_socket_sends(
     try:
         bracelet.send(watch.encode("SG", WATCH_ID, "LK,0,0,80"))
         assert bracelet.receive().messages  # LK echoed
-        assert pipeline.client.get(keys.gateway_holder(WATCH_ID)) == other.client_id
+        assert pipeline.client.get(devices_keys.gateway_holder(WATCH_ID)) == other.client_id
         publisher.send(
             f"homeward/devices/{WATCH_ID}/cmd",
             {"_type": "cmd", "action": "setInterval", "seconds": 20},
@@ -637,11 +640,11 @@ async def test_with_two_gateways_only_the_one_holding_the_socket_sends(
         assert bracelet.receive().messages == (Command("setInterval", 20),)
         assert bracelet.silent_for(1.0)  # not twice
         # The gateway without the socket neither sent nor queued it.
-        assert pipeline.client.exists(keys.gateway_pending(WATCH_ID)) == 0
+        assert pipeline.client.exists(devices_keys.gateway_pending(WATCH_ID)) == 0
     finally:
         publisher.close()
         bracelet.close()
         stop.set()
         thread.join(timeout=10)
     # Once the socket is gone, its mark is gone too: the next command waits in Redis.
-    wait_for(lambda: pipeline.client.exists(keys.gateway_holder(WATCH_ID)) == 0)
+    wait_for(lambda: pipeline.client.exists(devices_keys.gateway_holder(WATCH_ID)) == 0)

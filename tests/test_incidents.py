@@ -13,10 +13,13 @@ import pytest
 import redis
 
 from alerts import intake
+from alerts import keys as alerts_keys
 from alerts.escalation import Policy
 from alerts.incidents import paging, reads, storage
 from alerts.incidents import service as incidents
-from locator.core import keys, shards, timers
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
+from locator.core import shards, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
 from locator.core.timers import TimerQueue
@@ -86,7 +89,7 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
     exit_event(client, d.elder_id, clock, metres=350)
     assert consume(client, config(clock)) == 2
     assert attempts(client, incident_id) == before
-    assert client.zcard(keys.INCIDENTS) == 1
+    assert client.zcard(alerts_keys.INCIDENTS) == 1
     timeline = [
         e["type"]
         for e in reads.read(client, storage.load(client, incident_id), caller=_staff()).timeline
@@ -94,7 +97,7 @@ async def test_an_exit_opens_one_incident_and_pages_pair_guardians_and_three_nea
     assert timeline == ["opened", "notified", "alarm", "alarm"]
     # A redelivered entry (crash before ack) joins once only.
     snap = storage.load(client, incident_id)
-    stream = keys.device_events(shards.shard_of(d.elder_id))
+    stream = devices_keys.device_events(shards.shard_of(d.elder_id))
     entry = client.xrange(stream)[-1]
     assert (
         incidents.join(
@@ -230,7 +233,7 @@ async def test_location_puts_an_accepted_volunteer_on_site_and_resolve_closes(
 ) -> None:
     d = await build_district(api)
     client.hset(
-        keys.last_position(d.elder_id),
+        devices_keys.last_position(d.elder_id),
         mapping={**{k: str(v) for k, v in north(300).items()}, "acc": "15"},
     )
     incident_id = open_by_exit(client, d, clock)
@@ -329,7 +332,7 @@ async def test_returned_home_stands_everyone_down(
 ) -> None:
     d = await build_district(api)
     incident_id = open_by_exit(client, d, clock)
-    zone_id = next(iter(client.hkeys(keys.zones(d.elder_id))))
+    zone_id = next(iter(client.hkeys(geofences_keys.zones(d.elder_id))))
     clock.advance(120)
     exit_event(client, d.elder_id, clock, metres=50, kind="zone_enter", zone_id=str(zone_id))
     consume(client, config(clock))
@@ -340,7 +343,7 @@ async def test_returned_home_stands_everyone_down(
     assert {r.state for r in incident.responders} == {"stood_down"}
     # The exit alarm redelivered (say its ack was lost): it is on this incident already.
     exit_source = next(
-        iter(client.smembers(keys.incident_sources(d.elder_id, incident_id)))  # type: ignore[call-overload]
+        iter(client.smembers(alerts_keys.incident_sources(d.elder_id, incident_id)))  # type: ignore[call-overload]
     )
     again_id, opened = incidents.open_or_join(
         client,
@@ -371,9 +374,9 @@ async def test_family_first_notices_are_not_incidents(
 ) -> None:
     d = await build_district(api)
     cfg = config(clock)
-    zone_id = next(iter(client.hkeys(keys.zones(d.elder_id))))
+    zone_id = next(iter(client.hkeys(geofences_keys.zones(d.elder_id))))
     client.hset(
-        keys.zone_state(d.elder_id),
+        geofences_keys.zone_state(d.elder_id),
         str(zone_id),
         json.dumps({"t": "inside", "s": 0, "to": None, "r": "inside", "said": None}),
     )
@@ -381,7 +384,7 @@ async def test_family_first_notices_are_not_incidents(
     device_event(client, d.elder_id, clock, "device_offline")
     device_event(client, d.elder_id, clock, "removed")
     assert consume(client, cfg) == 3
-    assert client.zcard(keys.INCIDENTS) == 0
+    assert client.zcard(alerts_keys.INCIDENTS) == 0
     notices = await api.http.get(
         f"/api/v1/elders/{d.elder_id}/notices", headers=api.auth("guardian_a")
     )
@@ -404,7 +407,7 @@ async def test_family_first_notices_are_not_incidents(
     ] == []
     # Outside every safe zone, the same offline is an incident.
     client.hset(
-        keys.zone_state(d.elder_id),
+        geofences_keys.zone_state(d.elder_id),
         str(zone_id),
         json.dumps({"t": "outside", "s": 0, "to": None, "r": "outside", "said": "outside"}),
     )
@@ -420,7 +423,7 @@ async def test_a_running_incident_keeps_its_policy_snapshot(
 ) -> None:
     d = await build_district(api)
     incident_id = open_by_exit(client, d, clock)
-    client.set(keys.POLICY, json.dumps({"respond_s": 60, "voice_after_s": 30}))
+    client.set(alerts_keys.POLICY, json.dumps({"respond_s": 60, "voice_after_s": 30}))
     tick = ticker(client, clock, policy=Policy(respond_s=60, voice_after_s=30))
     clock.advance(61)
     assert tick.run_once() == []  # the running incident still waits 90 s for the voice step
@@ -561,31 +564,31 @@ async def test_unknown_fate_falls_back_and_transient_failures_retry(
     assert [r for _, r in tick.run_once()] == ["requeued"]
     assert sender.deliver(aid, now=clock.time()) == "retry"
     assert sender.deliver(aid, now=clock.time()) == "sent"
-    assert client.hget(keys.attempt(aid), "tries") == "3"
+    assert client.hget(alerts_keys.attempt(aid), "tries") == "3"
     # A crash between the provider's answer and recording it: found "sending" on redelivery,
     # the message is not resent on that channel, the next channel (voice) gets it.
     aid2 = attempt_of("pair2")
-    client.hset(keys.attempt(aid2), "status", "sending")
+    client.hset(alerts_keys.attempt(aid2), "status", "sending")
     assert sender.deliver(aid2, now=clock.time()) == "unknown"
     assert aid2 not in sms.sent
     fallback = aid2.rsplit(".", 1)[0] + ".voice"
-    assert client.hget(keys.attempt(fallback), "fallback_of") == aid2
+    assert client.hget(alerts_keys.attempt(fallback), "fallback_of") == aid2
     voice.outcomes = ["unknown"]  # the provider did not answer: fate unknown, next channel
     assert sender.deliver(fallback, now=clock.time()) == "unknown"
-    assert client.hget(keys.attempt(aid2.rsplit(".", 1)[0] + ".log"), "status") == "queued"
+    assert client.hget(alerts_keys.attempt(aid2.rsplit(".", 1)[0] + ".log"), "status") == "queued"
     # A permanent failure moves on to the next channel too.
     sms.outcomes = ["failed"]
     aid3 = attempt_of("near200")
     assert sender.deliver(aid3, now=clock.time()) == "failed"
-    assert client.hget(keys.attempt(aid3.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
+    assert client.hget(alerts_keys.attempt(aid3.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
     # A crash between recording a failure and queueing the next channel: the redelivered
     # entry finds "failed" and queues the fallback (once).
     aid4 = attempt_of("near400")
-    client.hset(keys.attempt(aid4), mapping={"status": "failed", "tries": "1"})
+    client.hset(alerts_keys.attempt(aid4), mapping={"status": "failed", "tries": "1"})
     assert sender.deliver(aid4, now=clock.time()) == "failed"
     assert sender.deliver(aid4, now=clock.time()) == "failed"
     assert aid4 not in sms.sent
-    assert client.hget(keys.attempt(aid4.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
+    assert client.hget(alerts_keys.attempt(aid4.rsplit(".", 1)[0] + ".voice"), "status") == "queued"
     # Once the incident is closed, a late fallback of a call to act does not ring anyone.
     incidents.close(
         client,
@@ -598,7 +601,7 @@ async def test_unknown_fate_falls_back_and_transient_failures_retry(
     late = aid3.rsplit(".", 1)[0] + ".voice"
     assert sender.deliver(late, now=clock.time()) == "superseded"
     assert late not in voice.sent
-    assert client.hget(keys.attempt(late), "error") == "incident resolved"
+    assert client.hget(alerts_keys.attempt(late), "error") == "incident resolved"
 
 
 def test_the_event_relay_publishes_what_a_broker_outage_left_pending(
@@ -612,7 +615,7 @@ def test_the_event_relay_publishes_what_a_broker_outage_left_pending(
 
     for version in (1, 2, 3):
         client.xadd(
-            keys.FEED,
+            alerts_keys.FEED,
             {"type": "incident", "incident_id": "7", "elder_id": "1", "version": str(version)},
         )
     down = MqttPublisher(f"mqtt://127.0.0.1:{free_port()}", client_id="test-relay-down")
@@ -620,12 +623,12 @@ def test_the_event_relay_publishes_what_a_broker_outage_left_pending(
     up = MqttPublisher(mqtt_url, client_id="test-relay-up")
     try:
         assert relay_once(client, down, consumer="relay-1", block_ms=10) == 0
-        assert client.xpending(keys.FEED, RELAY_GROUP)["pending"] == 3  # kept, not acked
+        assert client.xpending(alerts_keys.FEED, RELAY_GROUP)["pending"] == 3  # kept, not acked
         # The same relay, broker back: the pending entries go out before anything new.
         assert relay_once(client, up, consumer="relay-1", block_ms=10) == 3
         wait_for(lambda: len(listener.messages) == 3, timeout=5)
         assert [m["version"] for _, m in listener.messages] == [1, 2, 3]
-        assert client.xpending(keys.FEED, RELAY_GROUP)["pending"] == 0
+        assert client.xpending(alerts_keys.FEED, RELAY_GROUP)["pending"] == 0
         assert relay_once(client, up, consumer="relay-1", block_ms=10) == 0  # nothing twice
     finally:
         down.close()
@@ -638,7 +641,7 @@ async def test_closing_an_incident_ends_the_volunteers_read_access_but_not_the_p
 ) -> None:
     d = await build_district(api)
     incident_id = open_by_exit(client, d, clock)
-    readers = keys.elder_readers(d.elder_id)
+    readers = alerts_keys.elder_readers(d.elder_id)
     assert client.sismember(readers, str(d.vid("near200")))  # sent, so she may read the elder
     elder_url = f"/api/v1/elders/{d.elder_id}"
     assert (await api.http.get(elder_url, headers=d.auth("near200"))).status_code == 200

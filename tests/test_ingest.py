@@ -12,8 +12,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
-from locator.core import keys, shards
+from locator.core import shards
 from locator.core.clock import ManualClock
 from locator.core.mqtt import address
 from locator.core.redis import sync_client
@@ -187,7 +188,7 @@ async def test_alarms_and_low_battery_become_events_once_per_change(
     assert [e["type"] for e in reversed(events)] == ["sos", "low_battery", "low_battery", "removed"]
     sos = events[-1]
     assert sos["at"] == {"lat": LAT, "lon": LON} and sos["device_id"] == "b-1"
-    stream = await api.redis.xrange(keys.device_events(shards.shard_of(elder_id)))
+    stream = await api.redis.xrange(devices_keys.device_events(shards.shard_of(elder_id)))
     assert [f["type"] for _, f in stream] == ["sos", "low_battery", "low_battery", "removed"]
     assert {f["elder_id"] for _, f in stream} == {str(elder_id)}
 

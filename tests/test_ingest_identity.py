@@ -23,8 +23,8 @@ import pytest
 import redis
 import yaml
 
+from devices import keys as devices_keys
 from devices.registry.mqtt_credentials import passwd_line
-from locator.core import keys
 from locator.processes import read_heartbeat
 from tests.conftest import Api
 from tests.factories import HAINING, elder_body
@@ -112,7 +112,7 @@ async def test_a_recreated_ingest_receives_what_was_queued_while_it_was_away(
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
     sync = redis.Redis.from_url(redis_url)
-    track = keys.track(elder_id, DEVICE)
+    track = devices_keys.track(elder_id, DEVICE)
     with _mosquitto(broker_dir, passwd) as (port, _log):
         bracelet = _Client(port, DEVICE, DEVICE_PASSWORD)
         first = _start_ingest(_compose_env(port, redis_url, tmp_path / "a"), "ingest-a")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
 from locator.core import keys
 from locator.core.clock import ManualClock
@@ -165,7 +166,7 @@ def test_a_redelivered_backlog_of_late_fixes_is_stored_once(
     backlog = [Message(UP, json.dumps(fix(t - 5000 + i * 30)).encode(), t) for i in range(80)]
     store.process(backlog)
     store.process(backlog)  # redelivered after a crash before the acks
-    assert client.xlen(keys.track(elder_id, "b-1")) == 81
+    assert client.xlen(devices_keys.track(elder_id, "b-1")) == 81
 
 
 # --- liveness -------------------------------------------------------------------------------

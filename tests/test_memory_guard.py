@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from locator.app import create_app
-from locator.core import keys
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.deps import AppContext
@@ -55,7 +55,7 @@ def _fill_to(client: redis.Redis, ratio: float, start: int) -> int:
 def _system_events(client: redis.Redis) -> list[dict[str, Any]]:
     return [
         json.loads(fields["data"])
-        for _, fields in client.xrange(keys.FEED)
+        for _, fields in client.xrange(alerts_keys.FEED)
         if fields.get("type") == "system"
     ]
 

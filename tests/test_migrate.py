@@ -12,6 +12,10 @@ import pytest
 import redis
 
 from alerts import intake
+from alerts import keys as alerts_keys
+from alerts.responders import migrate as responders_migrate
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core import keys, migrate, shards, timers
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
@@ -31,7 +35,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     client: redis.Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = clock.time()
-    track = keys.track(7, "b-7")
+    track = devices_keys.track(7, "b-7")
     client.xadd(track, {"tst": str(now), "received_ms": str(now * 1000)})
     client.zadd(migrate.LEGACY_RETENTION, {track: now})
     client.zadd(keys.LEGACY_TIMERS, {"offline|7|b-7": now + 600})
@@ -52,7 +56,7 @@ def test_a_pre_shard_store_is_moved_into_the_shards_once(
     assert [f["reason"] for _, f in client.xrange(keys.REJECTED)] == ["too_fast"]
     assert client.hget(keys.REJECTED_COUNTS, "too_fast") == "4"
     # Only the alarm nobody handled moved, named as the old intake named it.
-    shard_stream = keys.transitions(shards.shard_of(7))
+    shard_stream = geofences_keys.transitions(shards.shard_of(7))
     moved = [f for _, f in client.xrange(shard_stream)]
     assert [f["source"] for f in moved] == [f"transitions@{waiting}"]
     assert migrate.to_shards(client) == {}  # once: nothing is left to move
@@ -93,9 +97,9 @@ async def test_responders_written_before_their_hash_tags_are_renamed_once_and_st
     client.zadd("hw:dispatchers", {"2": 2})
     client.hset("hw:dispatchers:phones", "+8613900000002", 2)
 
-    assert migrate.responders_to_tags(client) == 6
-    assert migrate.responders_to_tags(client) == 0  # once: a re-run moves nothing
-    assert client.get(keys.volunteer(4)) and client.get(keys.dispatcher(2))
+    assert responders_migrate.to_tags(client) == 6
+    assert responders_migrate.to_tags(client) == 0  # once: a re-run moves nothing
+    assert client.get(alerts_keys.volunteer(4)) and client.get(alerts_keys.dispatcher(2))
     assert client.exists("hw:volunteer:4:loc")  # not a record: keeps its name
     listed = await api.http.get("/api/v1/volunteers", headers=api.auth("admin"))
     assert [v["id"] for v in listed.json()["items"]] == [4]

@@ -23,9 +23,11 @@ import pytest
 import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
 from alerts.notify.attempts import read_attempt
-from locator.core import keys
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core.mqtt import address
 from locator.mosquitto import mosquitto_binary
 from locator.processes import read_heartbeat
@@ -143,8 +145,8 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
         base = time.time() - 400
         sent = {"w-walker": 0, "w-stayer": 0}
         track = {
-            "w-walker": keys.track(walker, "w-walker"),
-            "w-stayer": keys.track(stayer, "w-stayer"),
+            "w-walker": devices_keys.track(walker, "w-walker"),
+            "w-stayer": devices_keys.track(stayer, "w-stayer"),
         }
 
         def one_by_one(device: str, t: float, metres: float) -> None:
@@ -198,7 +200,7 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
         one_by_one("w-walker", base + 280, 410)
 
         def kinds(elder_id: int) -> list[str]:
-            return [f["kind"] for _, f in client.xrange(keys.elder_transitions(elder_id))]
+            return [f["kind"] for _, f in client.xrange(geofences_keys.elder_transitions(elder_id))]
 
         wait_for(lambda: "zone_exit" in kinds(walker), timeout=10)
         wait_for(lambda: storage.open_incident_id(client, walker) is not None, timeout=10)
@@ -206,11 +208,11 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
         assert incident_id is not None
 
         def steps() -> list[str]:
-            raw = client.lrange(keys.incident_timeline(walker, incident_id), 0, -1)
+            raw = client.lrange(alerts_keys.incident_timeline(walker, incident_id), 0, -1)
             return [e["step"] for e in map(json.loads, raw) if e["type"] == "step"]
 
         wait_for(lambda: len(steps()) >= 3, timeout=30)
-        attempts = client.zrange(keys.incident_attempts(walker, incident_id), 0, -1)
+        attempts = client.zrange(alerts_keys.incident_attempts(walker, incident_id), 0, -1)
         finished = ("queued", "sending", "retry")
         wait_for(
             lambda: all(
@@ -238,11 +240,11 @@ async def test_three_ingests_out_of_order_and_one_killed_two_tickers(
         assert max(handled(1), handled(2)) < len(burst)
         # One incident, its ladder once: each step once, each page (step, recipient,
         # channel) made once and tried once, every volunteer push received once.
-        assert client.zcard(keys.elder_incidents(walker)) == 1
+        assert client.zcard(alerts_keys.elder_incidents(walker)) == 1
         assert steps() == ["voice", "respond", "onsite"]
         read = {
             a: read_attempt(client, a)
-            for a in client.zrange(keys.incident_attempts(walker, incident_id), 0, -1)
+            for a in client.zrange(alerts_keys.incident_attempts(walker, incident_id), 0, -1)
         }
         docs = {a: d for a, d in read.items() if d is not None}
         assert len(docs) == len(attempts) and len(docs) >= 10

@@ -29,14 +29,16 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from alerts import keys as alerts_keys
 from alerts import links
 from alerts.incidents import storage
 from alerts.incidents.config import config_from
+from devices import keys as devices_keys
 from devices.registry import gateway as gateway_state
 from geofences.geometry import LocalFrame
 from locator.alerts_loop import start_workers
 from locator.app import create_app
-from locator.core import crs, keys, shards
+from locator.core import crs, shards
 from locator.core.auth import Role, create_token
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
@@ -127,7 +129,7 @@ def sent_link(site: Site, incident_id: int, vid: int) -> str | None:
     for item in log["items"]:
         if item["recipient"] != f"volunteer:{vid}" or "?t=" in item["text"]:
             continue
-        data = json.loads(str(site.client.hget(keys.attempt(item["id"]), "data") or "{}"))
+        data = json.loads(str(site.client.hget(alerts_keys.attempt(item["id"]), "data") or "{}"))
         if "link_expires" in data:
             sent = links.fill(
                 item["text"],
@@ -595,7 +597,7 @@ def test_family_reports_missing_and_a_low_battery_notice_arrives_live(
         ]
         # The bracelet's battery runs low: the notice comes over the live feed.
         site.client.xadd(
-            keys.device_events(shards.shard_of(elder_id)),
+            devices_keys.device_events(shards.shard_of(elder_id)),
             {
                 "type": "low_battery",
                 "elder_id": str(elder_id),

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from locator.core import keys
+from devices import keys as devices_keys
 from tests import browser as harness
 from tests.browser import login
 from tests.factories import HAINING, elder_body, volunteer_body
@@ -69,7 +69,7 @@ def _incident(site: Site) -> tuple[int, int, str]:
     # Her last fix, as the ingest stores it: the console and the family map draw a marker.
     now = site.clock.time()
     site.client.hset(
-        keys.last_position(elder_id),
+        devices_keys.last_position(elder_id),
         mapping={
             **{k: str(v) for k, v in HAINING.items()},
             "acc": "8",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.notify.channels import Message
 from alerts.notify.webpush import WebPush
-from locator.core import keys
 from locator.core.auth import Role
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district
@@ -85,7 +85,7 @@ def stack(redis: object, redis_url: str, clock: ManualClock, tmp_path: Path) -> 
 def store_subscription(client: redis.Redis, volunteer_id: int, endpoint: str) -> None:
     """A loopback subscription, stored as the API would store a public one."""
     sub = {"endpoint": endpoint, "keys": _browser_keys()}
-    client.hset(keys.push_subscriptions(volunteer_id), endpoint, json.dumps(sub))
+    client.hset(alerts_keys.push_subscriptions(volunteer_id), endpoint, json.dumps(sub))
 
 
 async def _volunteer(api: Api) -> tuple[int, dict[str, str]]:
@@ -125,7 +125,7 @@ async def test_push_endpoints_must_be_https_on_a_public_host(api: Api, endpoint:
     )
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-1] == "endpoint"
-    assert not await api.redis.exists(keys.push_subscriptions(vid))
+    assert not await api.redis.exists(alerts_keys.push_subscriptions(vid))
 
 
 async def test_a_volunteer_keeps_at_most_five_subscriptions_the_oldest_gives_way(
@@ -143,7 +143,7 @@ async def test_a_volunteer_keeps_at_most_five_subscriptions_the_oldest_gives_way
         assert r.status_code == 201, r.text
         replaced.append(r.json()["replaced"])
     assert replaced == [None] * 5 + endpoints[:3]
-    kept = await api.redis.hkeys(keys.push_subscriptions(vid))
+    kept = await api.redis.hkeys(alerts_keys.push_subscriptions(vid))
     assert sorted(kept) == sorted(endpoints[3:])
     # The same browser subscribing again is an update, not one more.
     clock.advance(60)
@@ -151,7 +151,7 @@ async def test_a_volunteer_keeps_at_most_five_subscriptions_the_oldest_gives_way
         url, json={"endpoint": endpoints[3], "keys": _browser_keys()}, headers=auth
     )
     assert r.json()["replaced"] is None
-    assert await api.redis.hlen(keys.push_subscriptions(vid)) == 5
+    assert await api.redis.hlen(alerts_keys.push_subscriptions(vid)) == 5
 
 
 def test_a_push_service_trickling_its_answer_is_cut_off_at_the_deadline(

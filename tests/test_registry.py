@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from locator.core import keys
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core.auth import Role
 from locator.core.crs import haversine_m
 from tests.conftest import Api, both_backends
@@ -210,7 +212,7 @@ async def test_device_registration_rules(api: Api) -> None:
     assert shown["device_id"] == "bracelet-1"
 
     await api.redis.hset(
-        keys.device_state(elder["id"], "bracelet-1"),
+        devices_keys.device_state(elder["id"], "bracelet-1"),
         mapping={"last_seen_ms": "1795392000000", "battery": "76", "online": "1"},
     )
     got = (await api.http.get("/api/v1/devices/bracelet-1", headers=api.auth("guardian_a"))).json()
@@ -299,7 +301,7 @@ async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api)
         json={"volunteer_ids": [volunteer["id"]]},
         headers=api.auth("admin"),
     )
-    await api.redis.set(keys.zones(eid), "{}")
+    await api.redis.set(geofences_keys.zones(eid), "{}")
 
     response = await api.http.delete(f"/api/v1/elders/{eid}", headers=api.auth("guardian_a"))
     assert response.status_code == 204
@@ -307,14 +309,16 @@ async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api)
         await api.http.get(f"/api/v1/elders/{eid}", headers=api.auth("admin"))
     ).status_code == 404
     assert (await api.http.get("/api/v1/devices/b-1", headers=api.auth("admin"))).status_code == 404
-    assert not await api.redis.exists(keys.zones(eid), keys.pair(eid), keys.elder_device(eid))
-    assert not await api.redis.sismember(keys.volunteer_pairs(volunteer["id"]), str(eid))
+    assert not await api.redis.exists(
+        geofences_keys.zones(eid), alerts_keys.pair(eid), devices_keys.elder_device(eid)
+    )
+    assert not await api.redis.sismember(alerts_keys.volunteer_pairs(volunteer["id"]), str(eid))
     # Erased, not tombstoned: her record (name, phones, notes) is gone, not kept for history.
-    assert not await api.redis.exists(keys.elder(eid))
+    assert not await api.redis.exists(devices_keys.elder(eid))
     # The indexes (other slots than hers) followed her record out.
-    assert await api.redis.zscore(keys.ELDERS, str(eid)) is None
-    assert await api.redis.zscore(keys.owner_elders("fam-a"), str(eid)) is None
-    assert await api.redis.zscore(keys.DEVICES, "b-1") is None
+    assert await api.redis.zscore(devices_keys.ELDERS, str(eid)) is None
+    assert await api.redis.zscore(devices_keys.owner_elders("fam-a"), str(eid)) is None
+    assert await api.redis.zscore(devices_keys.DEVICES, "b-1") is None
     listed = (await api.http.get("/api/v1/elders", headers=api.auth("guardian_a"))).json()
     assert listed["items"] == []
     # The device id is free again for a new bracelet.
@@ -330,7 +334,7 @@ async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api)
 async def test_a_registration_cut_after_her_binding_completes_when_run_again(api: Api) -> None:
     """The crash story of the ordered steps: her binding (step 1) written, nothing else."""
     eid = (await create_elder(api))["id"]
-    await api.redis.set(keys.elder_device(eid), "b-9")
+    await api.redis.set(devices_keys.elder_device(eid), "b-9")
     assert (await api.http.get("/api/v1/devices/b-9", headers=api.auth("admin"))).status_code == 404
     other = {"device_id": "b-8", "elder_id": eid}
     refused = await api.http.post("/api/v1/devices", json=other, headers=api.auth("admin"))
@@ -342,10 +346,10 @@ async def test_a_registration_cut_after_her_binding_completes_when_run_again(api
     assert [d["device_id"] for d in listed["items"]] == ["b-9"]
     # Cut again, then her deletion: the binding with no record goes with her.
     eid2 = (await create_elder(api))["id"]
-    await api.redis.set(keys.elder_device(eid2), "b-7")
+    await api.redis.set(devices_keys.elder_device(eid2), "b-7")
     gone = await api.http.delete(f"/api/v1/elders/{eid2}", headers=api.auth("admin"))
     assert gone.status_code == 204
-    assert not await api.redis.exists(keys.elder_device(eid2))
+    assert not await api.redis.exists(devices_keys.elder_device(eid2))
 
 
 # --- volunteers, pairs, teams, dispatchers --------------------------------------------------
@@ -418,7 +422,7 @@ async def test_volunteer_manages_only_their_own_duty_quiet_hours_and_location(ap
     assert shared.status_code == 200
     assert (await api.http.get(url, headers=api.auth("me"))).json()["location"]["acc"] == 12
     near = await api.redis.geosearch(
-        keys.VOLUNTEER_GEO, longitude=120.68, latitude=30.51, radius=50, unit="m"
+        alerts_keys.VOLUNTEER_GEO, longitude=120.68, latitude=30.51, radius=50, unit="m"
     )
     assert near == [str(me["id"])]
     other_url = f"/api/v1/volunteers/{other['id']}"
@@ -467,7 +471,7 @@ async def test_pairs_hold_one_or_two_distinct_existing_volunteers(api: Api) -> N
     ).status_code == 403
     repaired = await api.http.put(url, json={"volunteer_ids": [ids[2]]}, headers=api.auth("admin"))
     assert repaired.json()["volunteer_ids"] == [ids[2]]
-    assert not await api.redis.sismember(keys.volunteer_pairs(ids[0]), str(elder["id"]))
+    assert not await api.redis.sismember(alerts_keys.volunteer_pairs(ids[0]), str(elder["id"]))
 
 
 async def test_teams_are_made_of_existing_volunteers(api: Api) -> None:
@@ -556,9 +560,9 @@ async def test_token_minting_through_the_api(api: Api) -> None:
 
 async def _send_to_open_incident(api: Api, elder_id: int, volunteer_id: int) -> None:
     """What the alerts commit writes when it sends a volunteer an elder's open incident."""
-    await api.redis.set(keys.open_incident(elder_id), "77")
-    await api.redis.hset(keys.incident_responders(elder_id, 77), str(volunteer_id), "{}")
-    await api.redis.sadd(keys.elder_readers(elder_id), str(volunteer_id))
+    await api.redis.set(alerts_keys.open_incident(elder_id), "77")
+    await api.redis.hset(alerts_keys.incident_responders(elder_id, 77), str(volunteer_id), "{}")
+    await api.redis.sadd(alerts_keys.elder_readers(elder_id), str(volunteer_id))
 
 
 async def test_a_volunteer_reads_only_elders_of_incidents_they_were_sent(api: Api) -> None:
@@ -635,7 +639,7 @@ async def test_concurrent_delete_and_register_never_leave_a_device_on_a_tombston
             api.http.delete(f"/api/v1/elders/{elder['id']}", headers=api.auth("admin")),
             api.http.post("/api/v1/devices", json=body, headers=api.auth("admin")),
         )
-        device = await api.redis.get(keys.device(body["device_id"]))
+        device = await api.redis.get(devices_keys.device(body["device_id"]))
         if device is not None:
             # The registration won the race: then the delete must have removed it.
             raise AssertionError(f"device {body['device_id']} survived its elder's deletion")
@@ -732,7 +736,7 @@ async def test_a_photo_upload_is_served_to_those_who_may_read_her(api: Api) -> N
     await api.http.put(
         url, content=png, headers={**api.auth("guardian_a"), "Content-Type": "image/png"}
     )
-    assert await api.redis.exists(keys.elder_photo(elder["id"]))
+    assert await api.redis.exists(devices_keys.elder_photo(elder["id"]))
     gone = await api.http.delete(f"/api/v1/elders/{elder['id']}", headers=api.auth("guardian_a"))
     assert gone.status_code == 204
-    assert not await api.redis.exists(keys.elder_photo(elder["id"]))
+    assert not await api.redis.exists(devices_keys.elder_photo(elder["id"]))

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
 from geofences.geometry import LocalFrame
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
 from locator.core.redis import sync_client
@@ -104,7 +105,7 @@ async def test_first_fix_outside_goes_fast_once_then_restores(
         assert [m.get("seconds") for _, m in drain(listener, ingest.loop.commands_sent + 1)] == [
             30
         ]  # the device's own base
-        assert not client.exists(keys.fast_mode(elder_id))
+        assert not client.exists(devices_keys.fast_mode(elder_id))
     finally:
         publisher.close()
         client.close()
@@ -123,11 +124,11 @@ async def test_an_open_incident_keeps_the_bracelet_fast(
     publisher = MqttPublisher(mqtt_url, client_id=f"test-ticker-{uuid.uuid4().hex[:6]}")
     try:
         walk(bracelet, ingest, clock, [0, 0, 400])
-        client.set(keys.open_incident(elder_id), "1")
+        client.set(alerts_keys.open_incident(elder_id), "1")
         clock.advance(600)
         ticker = Ticker(client, clock=clock, offline_after_s=1200, publisher=publisher)
         assert [r for job, r in ticker.run_once() if job.kind == "fastmode"] == ["extended"]
-        assert client.exists(keys.fast_mode(elder_id))
+        assert client.exists(devices_keys.fast_mode(elder_id))
     finally:
         publisher.close()
         client.close()
@@ -196,7 +197,7 @@ async def test_a_slow_bracelet_is_asked_again_after_an_unsure_fix(
     assert actions(rig.listener, rig.ingest) == ["reportLocation"]
     walk(rig.bracelet, rig.ingest, clock, [140], acc=30, every_s=8)  # the answer: near the line
     assert actions(rig.listener, rig.ingest) == ["reportLocation", "setInterval15"]
-    assert rig.client.exists(keys.fast_mode(elder_id))
+    assert rig.client.exists(devices_keys.fast_mode(elder_id))
     walk(rig.bracelet, rig.ingest, clock, [150, 145], acc=30, every_s=15)  # fast already
     assert actions(rig.listener, rig.ingest) == []
 
@@ -210,7 +211,7 @@ async def test_follow_ups_stop_at_four_an_hour_and_skip_fast_bracelets(
         walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=300)
         walk(rig.bracelet, rig.ingest, clock, [0], acc=20, every_s=8)
     assert actions(rig.listener, rig.ingest) == ["reportLocation"] * 4
-    assert not rig.client.exists(keys.fast_mode(elder_id))
+    assert not rig.client.exists(devices_keys.fast_mode(elder_id))
     clock.advance(3600)  # a new hour
     walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=300)
     assert actions(rig.listener, rig.ingest) == ["reportLocation"]
@@ -227,7 +228,7 @@ async def test_a_60_s_bracelet_is_asked_for_gps_after_a_cell_fix_but_never_goes_
     # Its answer is a cell fix too: at 60 s the next fix comes soon anyway, no window.
     walk(rig.bracelet, rig.ingest, clock, [0], acc=1500, every_s=8)
     assert actions(rig.listener, rig.ingest) == []
-    assert not rig.client.exists(keys.fast_mode(elder_id))
+    assert not rig.client.exists(devices_keys.fast_mode(elder_id))
     # Near the line but counting: at 60 s the next fix settles it, nothing to ask.
     walk(rig.bracelet, rig.ingest, clock, [140], acc=30, every_s=60)
     assert actions(rig.listener, rig.ingest) == []

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts import search_area
 from alerts.incidents import service as incidents
 from alerts.incidents import storage
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
@@ -77,7 +80,7 @@ async def test_search_area_is_live_while_reporting_then_rings(
     start = clock.time()
     near, far = north(280), north(300)
     client.hset(
-        keys.last_position(d.elder_id),
+        devices_keys.last_position(d.elder_id),
         mapping={
             "lat": far["lat"],
             "lon": far["lon"],
@@ -94,7 +97,7 @@ async def test_search_area_is_live_while_reporting_then_rings(
     )
     for point, t in ((near, start - 60), (far, start)):
         client.xadd(
-            keys.track(d.elder_id, "b-1"),
+            devices_keys.track(d.elder_id, "b-1"),
             {
                 "tst": str(t),
                 "lat": str(point["lat"]),
@@ -124,7 +127,7 @@ async def test_a_missing_report_is_searched_from_its_place_until_the_bracelet_sa
     d = await build_district(api)
     old = north(50)
     client.hset(
-        keys.last_position(d.elder_id),
+        devices_keys.last_position(d.elder_id),
         mapping={
             "good_lat": old["lat"],
             "good_lon": old["lon"],
@@ -149,7 +152,7 @@ async def test_a_missing_report_is_searched_from_its_place_until_the_bracelet_sa
     clock.advance(60)
     now_at = north(1000)
     client.hset(
-        keys.last_position(d.elder_id),
+        devices_keys.last_position(d.elder_id),
         mapping={
             "good_lat": now_at["lat"],
             "good_lon": now_at["lon"],
@@ -353,7 +356,7 @@ async def test_handoff_page_has_every_field(
     for n, metres in enumerate((0, 100, 200, 300)):
         point = north(metres)
         client.xadd(
-            keys.track(d.elder_id, "b-1"),
+            devices_keys.track(d.elder_id, "b-1"),
             {
                 "tst": str(start - 600 + 120 * n),
                 "lat": str(point["lat"]),
@@ -362,10 +365,10 @@ async def test_handoff_page_has_every_field(
                 "flags": "",
             },
         )
-    client.sadd(keys.elder_track_devices(d.elder_id), "b-1")
+    client.sadd(devices_keys.elder_track_devices(d.elder_id), "b-1")
     last = north(300)
     client.hset(
-        keys.last_position(d.elder_id),
+        devices_keys.last_position(d.elder_id),
         mapping={
             "lat": last["lat"],
             "lon": last["lon"],
@@ -434,10 +437,12 @@ async def test_a_stopped_ticker_turns_health_red_and_raises_the_degraded_event(
     sick = await api.http.get("/healthz")
     assert sick.status_code == 503
     assert "ticker: no heartbeat for 16 s" in sick.json()["alerting"]
-    events = [f for _, f in client.xrange(keys.FEED) if f["type"] == "system"]
+    events = [f for _, f in client.xrange(alerts_keys.FEED) if f["type"] == "system"]
     assert len(events) == 1 and json.loads(events[0]["data"])["status"] == "degraded"
     await api.http.get("/healthz")
-    assert len([f for _, f in client.xrange(keys.FEED) if f["type"] == "system"]) == 1  # once
+    assert (
+        len([f for _, f in client.xrange(alerts_keys.FEED) if f["type"] == "system"]) == 1
+    )  # once
     # Overdue timers say the same without any heartbeat to go by.
     client.hdel(keys.HEARTBEATS, "ticker")
     timers.schedule(client, "offline|1|b-1", due=clock.time() - 31)
@@ -452,7 +457,7 @@ async def test_a_stopped_ticker_turns_health_red_and_raises_the_degraded_event(
     assert (await api.http.get("/healthz")).status_code == 200
     states = [
         json.loads(f["data"])["status"]
-        for _, f in client.xrange(keys.FEED)
+        for _, f in client.xrange(alerts_keys.FEED)
         if f["type"] == "system"
     ]
     assert states == ["degraded", "ok"]
@@ -464,7 +469,9 @@ async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrade
     """A poison alarm is never dropped, and never silent: health names it until handled."""
     arrived_ms = round((clock.time() - 40) * 1000)
     client.xadd(
-        keys.device_events(0), {"type": "sos", "elder_id": "not-a-number"}, id=f"{arrived_ms}-0"
+        devices_keys.device_events(0),
+        {"type": "sos", "elder_id": "not-a-number"},
+        id=f"{arrived_ms}-0",
     )
     assert consume(client, config(clock)) == 0  # the handler failed: not acknowledged
     body = (await api.http.get("/healthz")).json()
@@ -474,7 +481,7 @@ async def test_an_alarm_the_alerts_stage_cannot_handle_stays_pending_and_degrade
     assert "homeward_alarms_waiting 1.0" in metrics.text
     assert "homeward_alarms_oldest_seconds 40.0" in metrics.text
     # Acknowledged (an operator handled it by hand): health is green again.
-    client.xack(keys.device_events(0), "alerts", f"{arrived_ms}-0")
+    client.xack(devices_keys.device_events(0), "alerts", f"{arrived_ms}-0")
     assert (await api.http.get("/healthz")).status_code == 200
 
 
@@ -487,7 +494,7 @@ async def test_back_home_before_any_accept_is_no_breach_and_nobody_failed_to_ans
     consume(client, cfg)
     incident_id = storage.open_incident_id(client, d.elder_id)
     assert incident_id is not None
-    zone_id = next(iter(client.hkeys(keys.zones(d.elder_id))))  # type: ignore[call-overload]
+    zone_id = next(iter(client.hkeys(geofences_keys.zones(d.elder_id))))  # type: ignore[call-overload]
     clock.advance(60)  # home after a minute: everyone stands down
     exit_event(client, d.elder_id, clock, metres=50, kind="zone_enter", zone_id=str(zone_id))
     consume(client, cfg)

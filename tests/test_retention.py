@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import service as incidents
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
@@ -103,24 +105,26 @@ async def test_the_ticker_forgets_what_is_past_retention(
         outcome="found_safe",
         note="Rn8 found at the market",
     )
-    attempts = [str(a) for a in client.zrange(keys.incident_attempts(worn, incident_id), 0, -1)]
-    assert attempts and all(client.hget(keys.attempt(a), "text") for a in attempts)
-    track_1, track_2 = keys.track(worn, "r-1"), keys.track(unbound, "r-2")
-    events = keys.elder_events(worn)
+    attempts = [
+        str(a) for a in client.zrange(alerts_keys.incident_attempts(worn, incident_id), 0, -1)
+    ]
+    assert attempts and all(client.hget(alerts_keys.attempt(a), "text") for a in attempts)
+    track_1, track_2 = devices_keys.track(worn, "r-1"), devices_keys.track(unbound, "r-2")
+    events = devices_keys.elder_events(worn)
     assert client.xlen(track_1) == 2 and client.xlen(track_2) == 1 and client.xlen(events) >= 1
-    assert client.xlen(keys.FEED) > 0 and client.xlen(keys.REJECTED) == 1
+    assert client.xlen(alerts_keys.FEED) > 0 and client.xlen(keys.REJECTED) == 1
 
     # A day on: nothing is due yet; the sweep runs and comes back a minute later.
     clock.advance(DAY)
     sweep_at(ticker, clock)
     assert timers.due_at(client, JOB) == clock.time() + EVERY_S
     assert client.xlen(track_1) == 2 and client.xlen(track_2) == 1
-    assert client.xlen(keys.FEED) > 0
+    assert client.xlen(alerts_keys.FEED) > 0
     # Day 20: one more fix on the worn bracelet (it stays past the older fixes' limit).
     clock.advance(19 * DAY)
     send(store, clock, "r-1")
     sweep_at(ticker, clock)
-    assert client.xlen(keys.FEED) == 0  # a week's window
+    assert client.xlen(alerts_keys.FEED) == 0  # a week's window
     assert client.xlen(track_1) == 3
 
     # Past TRACK_RETENTION_S, with no new fix anywhere: the old fixes and events go.
@@ -135,25 +139,26 @@ async def test_the_ticker_forgets_what_is_past_retention(
     )  # the index moved on to the oldest entry left
     assert client.zscore(keys.retention_streams_of(track_2), track_2) is None
     # The closed incident is still whole: names and places go only after 180 days.
-    fields = client.hgetall(keys.incident(worn, incident_id))
+    fields = client.hgetall(alerts_keys.incident(worn, incident_id))
     assert fields["note"] == NOTE and fields["origin_lat"]
 
     clock.advance(INCIDENT_S - 31 * DAY + 60)
     sweep_at(ticker, clock)
-    fields = client.hgetall(keys.incident(worn, incident_id))
+    fields = client.hgetall(alerts_keys.incident(worn, incident_id))
     assert "note" not in fields and "origin_lat" not in fields and "origin_lon" not in fields
     assert fields["status"] == "resolved" and fields["outcome"] == "found_safe"
     assert float(fields["t0"]) > 0 and fields["resolved_at"] and fields["respond_deadline"]
     timeline = [
-        json.loads(e) for e in client.lrange(keys.incident_timeline(worn, incident_id), 0, -1)
+        json.loads(e)
+        for e in client.lrange(alerts_keys.incident_timeline(worn, incident_id), 0, -1)
     ]
     text = json.dumps(timeline, ensure_ascii=False)
     assert "Rn7" not in text and "Rn8" not in text and "30.5139" not in text
     assert timeline[0]["type"] == "opened" and timeline[-1]["type"] == "resolved"
     for a in attempts:
-        doc = client.hgetall(keys.attempt(a))
+        doc = client.hgetall(alerts_keys.attempt(a))
         assert doc["channel"] and not {"text", "phone", "data"} & set(doc)
-    assert client.zscore(keys.INCIDENTS_CLOSED, str(incident_id)) is None
+    assert client.zscore(alerts_keys.INCIDENTS_CLOSED, str(incident_id)) is None
     # The SLA report still has its row.
     since = datetime.fromtimestamp(clock.time() - 200 * DAY, tz=UTC).isoformat()
     admin = {"Authorization": f"Bearer {await api.token(Role.ADMIN)}"}  # 180 days on

@@ -98,3 +98,20 @@ def test_every_script_goes_through_the_helper() -> None:
             if raw.search(path.read_text(encoding="utf-8")):
                 offenders.append(name)
     assert offenders == []
+
+
+def test_the_store_script_is_assembled_from_its_owners_pieces() -> None:
+    # Devices' text keeps a slot per geofences piece; the zone stage fills every one.
+    from devices.ingest.pipeline import assemble
+    from geofences.evaluator import lua_pieces
+
+    pieces = lua_pieces()
+    assert set(pieces) == {"check", "apply"}
+    text = assemble(pieces).script
+    assert not re.search(r"^-- @zones ", text, flags=re.M)
+    assert "return {'zone_conflict', ''}" in text and "KEYS[9]" in text
+    # Without the zone stage the slots stay comments: nothing touches geofences' keys.
+    bare = assemble({}).script
+    assert "KEYS[8]" not in bare and "KEYS[9]" not in bare
+    with pytest.raises(ValueError, match="no '-- @zones nope' slot"):
+        assemble({"nope": "return 1"})

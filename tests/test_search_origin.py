@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from alerts.incidents import sightings
-from locator.core import crs, keys
+from devices import keys as devices_keys
+from locator.core import crs
 from locator.core.clock import ManualClock, isoformat
 from tests.alerts_harness import attempts, build_district, config, consume, exit_event, north
 from tests.conftest import Api
@@ -33,7 +34,7 @@ def _iso(epoch: float) -> str:
 def _fix(client: redis.Redis, elder_id: int, point: dict[str, float], tst: float) -> None:
     """Her latest good fix as the ingest script stores it (no course: no heading skew)."""
     client.hset(
-        keys.last_position(elder_id),
+        devices_keys.last_position(elder_id),
         mapping={
             "lat": point["lat"],
             "lon": point["lon"],

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator.core import keys, shards
 from locator.core.errors import ConfigError
 from locator.core.settings import load_settings
@@ -37,11 +39,11 @@ def test_shard_keys_share_one_tag_per_shard_and_elder_keys_stay_hers() -> None:
     job = "offline|13|b-1"
     assert keys.job_timers(job) == "hw:{s:5}:timers"
     assert keys.timer(job) == "hw:{s:5}:timer:offline|13|b-1"
-    assert keys.transitions(5) == "hw:{s:5}:stream:transitions"
-    assert keys.device_events(5) == "hw:{s:5}:stream:device-events"
-    assert keys.retention_streams_of(keys.track(13, "b-1")) == "hw:{s:5}:retention:streams"
+    assert geofences_keys.transitions(5) == "hw:{s:5}:stream:transitions"
+    assert devices_keys.device_events(5) == "hw:{s:5}:stream:device-events"
+    assert keys.retention_streams_of(devices_keys.track(13, "b-1")) == "hw:{s:5}:retention:streams"
     assert keys.relay(13) == "hw:{e:13}:relay"
-    assert keys.elder_of(keys.elder_transitions(13)) == 13
+    assert keys.elder_of(geofences_keys.elder_transitions(13)) == 13
     with pytest.raises(ValueError, match="not a per-elder key"):
         keys.elder_of(keys.REJECTED)
     # The dead-letter script's three keys share one tag: one slot on a cluster.

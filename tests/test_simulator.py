@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from locator.core import keys, shards
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
+from locator.core import shards
 from locator.core.clock import ManualClock, SystemClock
 from locator.core.crs import haversine_m
 from locator.core.redis import sync_client
@@ -121,18 +123,20 @@ async def test_a_short_simulated_hour_flows_through_the_real_ingest(
         ingest.close()
     client = sync_client(redis_url, process="test")
     try:
-        stored = sum(client.xlen(keys.track(elder_id, f"{d}")) for elder_id, d in _devices(client))
+        stored = sum(
+            client.xlen(devices_keys.track(elder_id, f"{d}")) for elder_id, d in _devices(client)
+        )
         assert stored >= 3 * 50  # everything but the duplicates the noise model re-sends
         # A calm hour raises nothing.
-        assert sum(client.xlen(keys.transitions(s)) for s in shards.every()) == 0
+        assert sum(client.xlen(geofences_keys.transitions(s)) for s in shards.every()) == 0
     finally:
         client.close()
 
 
 def _devices(client: object) -> list[tuple[int, str]]:
     out = []
-    for device_id in client.zrange(keys.DEVICES, 0, -1):  # type: ignore[attr-defined]
-        doc = json.loads(client.get(keys.device(device_id)))  # type: ignore[attr-defined]
+    for device_id in client.zrange(devices_keys.DEVICES, 0, -1):  # type: ignore[attr-defined]
+        doc = json.loads(client.get(devices_keys.device(device_id)))  # type: ignore[attr-defined]
         out.append((int(doc["elder_id"]), device_id))
     return out
 
@@ -178,14 +182,14 @@ async def test_simulated_bracelets_speak_their_protocol_through_the_gateway(
         devices = _devices(client)
         assert {len(d) for _, d in devices} == {15 if protocol == "gt06" else 12}
         for elder_id, d in devices:
-            doc = json.loads(client.get(keys.device(d)))
+            doc = json.loads(client.get(devices_keys.device(d)))
             assert doc["protocol"] == protocol
-            assert client.xlen(keys.track(elder_id, d)) >= 50
+            assert client.xlen(devices_keys.track(elder_id, d)) >= 50
         answers = {
             "gt06": {"command_reply TIMER OK", "command_reply DWXX OK"},
             "jt808": {"terminal_response 0x8103 result=0", "terminal_response 0x8201 result=0"},
         }[protocol]
-        assert client.hget(keys.gateway_device(device_id), "last_answer") in answers
+        assert client.hget(devices_keys.gateway_device(device_id), "last_answer") in answers
         client.close()
     finally:
         publisher.close()

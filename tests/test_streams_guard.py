@@ -9,10 +9,13 @@ import redis
 from structlog.testing import capture_logs
 
 from alerts import intake
+from alerts import keys as alerts_keys
 from alerts.notify import outbox
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
 from locator import watchdog
 from locator.alerts_loop import RELAY_GROUP, relay_once
-from locator.core import keys, shards, streams
+from locator.core import shards, streams
 from locator.core.clock import ManualClock
 from locator.core.mqtt import MqttPublisher
 from locator.ticker import Ticker
@@ -20,8 +23,8 @@ from tests.alerts_harness import config, device_event, exit_event
 from tests.conftest import Api
 
 # Elder 1's shard of each alarm stream (the harness writes for elder 1).
-TRANSITIONS = keys.transitions(shards.shard_of(1))
-DEVICE_EVENTS = keys.device_events(shards.shard_of(1))
+TRANSITIONS = geofences_keys.transitions(shards.shard_of(1))
+DEVICE_EVENTS = devices_keys.device_events(shards.shard_of(1))
 
 
 def _ids(client: redis.Redis, stream: str) -> list[str]:
@@ -60,7 +63,7 @@ def test_alarm_streams_are_written_without_a_cap(
     client = alerts_client
     pipe = client.pipeline(transaction=False)
     for i in range(100_500):
-        pipe.xadd(keys.OUTBOX, {"attempt": f"filler-{i}"})
+        pipe.xadd(alerts_keys.OUTBOX, {"attempt": f"filler-{i}"})
     pipe.execute()
     outbox.enqueue(
         client,
@@ -68,8 +71,8 @@ def test_alarm_streams_are_written_without_a_cap(
         fields={"elder_id": 1, "recipient": "volunteer:1", "channel": "sms"},
         now=clock.time(),
     )
-    assert client.xrange(keys.OUTBOX, count=1)[0][1] == {"attempt": "filler-0"}
-    assert client.xlen(keys.OUTBOX) == 100_501
+    assert client.xrange(alerts_keys.OUTBOX, count=1)[0][1] == {"attempt": "filler-0"}
+    assert client.xlen(alerts_keys.OUTBOX) == 100_501
 
 
 async def test_an_alarm_deleted_under_a_pending_read_is_logged_and_counted(
@@ -106,14 +109,16 @@ def test_an_entry_deleted_under_a_pending_reread_is_counted_not_relayed(
     alerts_client: redis.Redis, mqtt_url: str
 ) -> None:
     client = alerts_client
-    entry = str(client.xadd(keys.FEED, {"type": "incident", "incident_id": "1", "elder_id": "1"}))
-    client.xreadgroup(RELAY_GROUP, "relay-1", {keys.FEED: ">"}, count=10)
-    client.xdel(keys.FEED, entry)
+    entry = str(
+        client.xadd(alerts_keys.FEED, {"type": "incident", "incident_id": "1", "elder_id": "1"})
+    )
+    client.xreadgroup(RELAY_GROUP, "relay-1", {alerts_keys.FEED: ">"}, count=10)
+    client.xdel(alerts_keys.FEED, entry)
     publisher = MqttPublisher(mqtt_url, client_id=f"test-relay-{uuid.uuid4().hex[:8]}")
     try:
         assert relay_once(client, publisher, consumer="relay-1", block_ms=10) == 0
     finally:
         publisher.close()
     counts, at = streams.lost_counts(client)
-    assert counts == {(keys.FEED, RELAY_GROUP): 1} and at is not None
-    assert client.xpending(keys.FEED, RELAY_GROUP)["pending"] == 0
+    assert counts == {(alerts_keys.FEED, RELAY_GROUP): 1} and at is not None
+    assert client.xpending(alerts_keys.FEED, RELAY_GROUP)["pending"] == 0

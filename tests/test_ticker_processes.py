@@ -13,9 +13,9 @@ from pathlib import Path
 
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
 from locator import processes
-from locator.core import keys
 from locator.core.clock import SystemClock
 from tests.alerts_harness import build_district, exit_event
 from tests.conftest import Api
@@ -54,10 +54,10 @@ async def test_two_tickers_one_killed_run_every_step_once(
         wait_for(lambda: storage.open_incident_id(client, d.elder_id) is not None, timeout=10)
         incident_id = storage.open_incident_id(client, d.elder_id)
         assert incident_id is not None
-        t0 = float(client.hget(keys.incident(d.elder_id, incident_id), "t0") or 0)
+        t0 = float(client.hget(alerts_keys.incident(d.elder_id, incident_id), "t0") or 0)
 
         def steps() -> list[dict[str, object]]:
-            raw = client.lrange(keys.incident_timeline(d.elder_id, incident_id), 0, -1)
+            raw = client.lrange(alerts_keys.incident_timeline(d.elder_id, incident_id), 0, -1)
             return [e for e in map(json.loads, raw) if e["type"] == "step"]
 
         wait_for(lambda: len(steps()) >= 1, timeout=10)
@@ -67,7 +67,7 @@ async def test_two_tickers_one_killed_run_every_step_once(
         wait_for(lambda: len(steps()) >= 3, timeout=60)
         time.sleep(1.0)  # nothing further may fire: the ladder ends at the on-site step
         assert [s["step"] for s in steps()] == ["voice", "respond", "onsite"]
-        fields = client.hgetall(keys.incident(d.elder_id, incident_id))
+        fields = client.hgetall(alerts_keys.incident(d.elder_id, incident_id))
         assert fields["respond_breached"] == "1" and fields["onsite_breached"] == "1"
         stamps = {s["step"]: _epoch(str(s["at"])) for s in steps()}
         for step, offset in (("voice", 2), ("respond", 4), ("onsite", 6)):
@@ -75,7 +75,7 @@ async def test_two_tickers_one_killed_run_every_step_once(
         # The step list above is what proves "once"; the respond step paged exactly these.
         team = [
             a
-            for a in client.zrange(keys.incident_attempts(d.elder_id, incident_id), 0, -1)
+            for a in client.zrange(alerts_keys.incident_attempts(d.elder_id, incident_id), 0, -1)
             if ".respond." in a
         ]
         assert len(team) == 3  # lead, member, on-call dispatcher

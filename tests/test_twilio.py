@@ -22,12 +22,12 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
 from alerts.incidents.config import config_from
 from alerts.notify import webpush
 from locator.alerts_loop import start_workers
 from locator.app import create_app
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
 from locator.core.settings import Settings, load_settings
@@ -66,8 +66,8 @@ class Stack:
 
     def attempts(self, incident_id: int) -> dict[str, dict[str, str]]:
         snap = storage.load(self.client, incident_id)
-        ids = self.client.zrange(keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
-        return {str(a): self.client.hgetall(keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
+        ids = self.client.zrange(alerts_keys.incident_attempts(snap.elder_id, incident_id), 0, -1)
+        return {str(a): self.client.hgetall(alerts_keys.attempt(str(a))) for a in ids}  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ async def test_sms_to_both_paired_volunteers_and_accept_by_reply(api: Api, stack
     assert incident.status == "acknowledged"
     timeline = [
         json.loads(e)
-        for e in stack.client.lrange(keys.incident_timeline(d.elder_id, incident_id), 0, -1)
+        for e in stack.client.lrange(alerts_keys.incident_timeline(d.elder_id, incident_id), 0, -1)
     ]
     accepted = [e for e in timeline if e["type"] == "accepted"]
     assert accepted[0]["channel"] == "sms"
@@ -239,7 +239,7 @@ async def test_several_alerts_need_the_code(api: Api, stack: Stack) -> None:
     assert closed.status == "resolved" and closed.fields["outcome"] == "false_alarm"
     notes = [
         json.loads(e)["type"]
-        for e in stack.client.lrange(keys.incident_timeline(d.elder_id, first), 0, -1)
+        for e in stack.client.lrange(alerts_keys.incident_timeline(d.elder_id, first), 0, -1)
     ]
     assert notes[-2:] == ["note", "resolved"]
 
@@ -305,7 +305,7 @@ async def test_stopped_number_falls_back_to_voice_and_keypress_declines(
     assert "<Hangup" in stack.webhook(path2, {"CallSid": "CA2"}).text
     entries = [
         json.loads(e)
-        for e in stack.client.lrange(keys.incident_timeline(d.elder_id, incident_id), 0, -1)
+        for e in stack.client.lrange(alerts_keys.incident_timeline(d.elder_id, incident_id), 0, -1)
     ]
     assert {"type": "no_answer", "channel": "voice"}.items() <= entries[-1].items()
 
@@ -446,7 +446,7 @@ async def test_web_push_is_an_extra_and_gone_subscriptions_are_dropped(
         assert sent["headers"]["authorization"].startswith("vapid t=")
         assert int(sent["headers"]["ttl"]) > 0
         assert len(sent["body"]) > 100  # encrypted, not the plain text
-        wait_for(lambda: stack.client.hlen(keys.push_subscriptions(vid)) == 1)
+        wait_for(lambda: stack.client.hlen(alerts_keys.push_subscriptions(vid)) == 1)
         push_attempt = next(
             a
             for a in stack.attempts(incident_id).values()

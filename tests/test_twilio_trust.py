@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis
 
+from alerts import keys as alerts_keys
 from alerts.incidents import storage
-from locator.core import keys
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district
 from tests.conftest import Api
@@ -103,7 +103,7 @@ async def test_the_one_tap_link_is_only_in_the_sms_that_carries_it(
 
 
 def timeline(stack: Stack, elder_id: int, incident_id: int) -> list[dict[str, Any]]:
-    raw = stack.client.lrange(keys.incident_timeline(elder_id, incident_id), 0, -1)
+    raw = stack.client.lrange(alerts_keys.incident_timeline(elder_id, incident_id), 0, -1)
     return [json.loads(e) for e in raw]
 
 
@@ -156,11 +156,15 @@ async def test_a_replayed_webhook_is_acted_on_once(api: Api, stack: Stack) -> No
     )
     receipt = {"MessageSid": sid, "MessageStatus": "read"}
     status_path = f"/webhooks/twilio/status?attempt={sent}"
-    counted = int(stack.client.hget(keys.NOTIFICATION_STATS, "sms:delivered") or 0)
+    counted = int(stack.client.hget(alerts_keys.NOTIFICATION_STATS, "sms:delivered") or 0)
     assert stack.webhook(status_path, receipt).json() == {"result": "read"}
-    assert int(stack.client.hget(keys.NOTIFICATION_STATS, "sms:delivered") or 0) == counted + 1
+    assert (
+        int(stack.client.hget(alerts_keys.NOTIFICATION_STATS, "sms:delivered") or 0) == counted + 1
+    )
     assert stack.webhook(status_path, receipt).json() == {"result": "duplicate"}
-    assert int(stack.client.hget(keys.NOTIFICATION_STATS, "sms:delivered") or 0) == counted + 1
+    assert (
+        int(stack.client.hget(alerts_keys.NOTIFICATION_STATS, "sms:delivered") or 0) == counted + 1
+    )
 
 
 async def test_a_guardian_cancels_by_sms_only_with_the_code_sent_back(
@@ -195,7 +199,7 @@ async def test_a_guardian_cancels_by_sms_only_with_the_code_sent_back(
     entries = timeline(stack, d.elder_id, incident_id)
     note = next(e for e in entries if e["type"] == "note")
     assert note["text"] == "guardian 1 says safe (SMS)" and note["actor"] == "guardian:1"
-    feed = json.dumps(stack.client.xrange(keys.FEED), ensure_ascii=False)
+    feed = json.dumps(stack.client.xrange(alerts_keys.FEED), ensure_ascii=False)
     r = await api.http.get(f"/api/v1/incidents/{incident_id}", headers=api.auth("dispatcher"))
     for text in (json.dumps(entries, ensure_ascii=False), feed, r.text):
         assert "13800138001" not in text and "13800138000" not in text

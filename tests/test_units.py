@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from locator.core import crs, keys
+from alerts import keys as alerts_keys
+from devices import keys as devices_keys
+from geofences import keys as geofences_keys
+from locator.core import crs
 from locator.core.errors import ConfigError
 from locator.core.settings import load_settings
 
@@ -35,14 +38,14 @@ def test_haversine_one_degree_of_latitude() -> None:
 
 def test_per_elder_keys_share_one_hash_tag() -> None:
     elder_keys = [
-        keys.elder(7),
-        keys.elder_device(7),
-        keys.track(7, "b-1"),
-        keys.zones(7),
-        keys.pair(7),
+        devices_keys.elder(7),
+        devices_keys.elder_device(7),
+        devices_keys.track(7, "b-1"),
+        geofences_keys.zones(7),
+        alerts_keys.pair(7),
     ]
     assert all("{e:7}" in key for key in elder_keys)
-    assert keys.track(7, "b-1") == "hw:{e:7}:track:b-1"
+    assert devices_keys.track(7, "b-1") == "hw:{e:7}:track:b-1"
 
 
 def test_settings_defaults_match_the_brief(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
 from devices.ingest.position import Position
+from geofences import keys as geofences_keys
 from geofences.evaluator import PreparedUpdate, ZoneEvaluator
-from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
 from tests.alerts_harness import north
@@ -72,7 +73,7 @@ def _send(store: UplinkStore, clock: ManualClock, metres: float) -> dict[str, in
 
 
 def _exits(client: redis.Redis, elder_id: int) -> int:
-    entries = client.xrange(keys.elder_transitions(elder_id))
+    entries = client.xrange(geofences_keys.elder_transitions(elder_id))
     return sum(1 for _, fields in entries if fields["kind"] == "zone_exit")
 
 
@@ -113,11 +114,11 @@ async def test_a_fix_whose_zone_state_never_settles_is_stored_and_breaks_the_str
     stale = _store(client, clock, _AlwaysStale(client, timezone=TZ))
     assert _send(stale, clock, 255)["stored"] == 1  # stored all the same, never lost
     state = json.loads(
-        next(v for k, v in client.hgetall(keys.zone_state(elder_id)).items() if k != "v")
+        next(v for k, v in client.hgetall(geofences_keys.zone_state(elder_id)).items() if k != "v")
     )
     assert (state["t"], state["s"], state["to"]) == ("inside", 0, None)
     _send(good, clock, 260)
     assert _exits(client, elder_id) == 0, "an unevaluated fix may delay an exit, never make one"
     _send(good, clock, 265)
     assert _exits(client, elder_id) == 1
-    assert client.xlen(keys.track(elder_id, "z-1")) == 6
+    assert client.xlen(devices_keys.track(elder_id, "z-1")) == 6

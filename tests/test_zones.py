@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import redis
 
+from devices import keys as devices_keys
 from devices.ingest.pipeline import Message, UplinkStore
+from geofences import keys as geofences_keys
 from geofences.evaluator import ZoneEvaluator
 from geofences.geometry import LocalFrame
-from locator.core import keys, shards
+from locator.core import shards
 from locator.core.clock import ManualClock
 from locator.core.crs import haversine_m, wgs84_to_gcj02
 from locator.core.redis import sync_client
@@ -290,7 +292,7 @@ async def test_zone_state_survives_a_restart(
     clock.advance(30)
     second.process([fix_message(clock, 420)])
     assert await transitions(api, elder_id) == ["zone_exit"]
-    state = json.loads(client.hget(keys.zone_state(elder_id), "z1") or "{}")
+    state = json.loads(client.hget(geofences_keys.zone_state(elder_id), "z1") or "{}")
     assert state["t"] == "outside"
 
 
@@ -371,7 +373,7 @@ async def test_owntracks_leaving_twice_in_a_row_through_the_broker_is_one_exit(
 def client_stream(redis_url: str) -> list[tuple[str, dict[str, str]]]:
     sync = sync_client(redis_url, process="test")
     try:
-        shard_streams = [keys.transitions(shard) for shard in shards.every()]
+        shard_streams = [geofences_keys.transitions(shard) for shard in shards.every()]
         return [e for stream in shard_streams for e in sync.xrange(stream)]
     finally:
         sync.close()
@@ -391,7 +393,9 @@ async def test_a_batch_retried_after_redis_lost_its_scripts_loses_no_exit(
         clock.advance(30)
         pipeline.process([fix_message(clock, metres)])
     assert await transitions(api, elder_id) == ["zone_exit"]
-    assert json.loads(client.hget(keys.zone_state(elder_id), "z1") or "{}")["t"] == "outside"
+    assert (
+        json.loads(client.hget(geofences_keys.zone_state(elder_id), "z1") or "{}")["t"] == "outside"
+    )
 
 
 async def test_late_fixes_in_a_batch_do_not_drop_the_live_ones(
@@ -414,7 +418,7 @@ async def test_late_fixes_in_a_batch_do_not_drop_the_live_ones(
         batch.append(Message("homeward/devices/b-1/up", json.dumps(payload).encode(), now))
     outcome = pipeline.process(batch)
     assert outcome.outcomes["rejected"] == 0
-    assert client.xlen(keys.track(elder_id, "b-1")) == 5
+    assert client.xlen(devices_keys.track(elder_id, "b-1")) == 5
 
 
 async def test_more_zone_validation(api: Api) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from alerts import links
+from alerts import keys, links
 from alerts.escalation import Notice
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import messages
@@ -21,7 +21,7 @@ from alerts.notify.attempts import Attempt
 from alerts.notify.channels import chain_for, extras_for
 from alerts.notify.messages import render
 from devices.elders.records import ElderRecord
-from locator.core import crs, keys
+from locator.core import crs
 
 LINKED_TEMPLATES = frozenset({"alert", "team_call", "wide_call", "lead_call"})
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import redis
 
-from alerts import intake
+from alerts import intake, keys
 from alerts.incidents import drills, service
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import DrillScheduled
 from devices.elders.service import read_elder
-from locator.core import keys, timers
+from locator.core import timers
 from locator.core.auth import Principal
 from locator.core.clock import isoformat
 from locator.core.errors import Conflict, Forbidden, NotFound

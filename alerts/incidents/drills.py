@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.escalation import Notice
-from locator.core import keys
 from locator.core.errors import Conflict
 
 

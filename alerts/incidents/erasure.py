@@ -14,11 +14,11 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.escalation import Change, View
 from alerts.incidents import drills, paging, storage
 from alerts.incidents.config import AlertsConfig
-from locator.core import keys, streams
+from locator.core import streams
 from locator.core.errors import NotFound
 from locator.core.logging import get_logger
 

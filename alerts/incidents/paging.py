@@ -13,12 +13,12 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.escalation import Candidate, Change, InvalidTransition, Notice, View
 from alerts.incidents import last_seen, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.storage import Plan, Snapshot, as_str, build, commit, load
-from locator.core import keys, timers
+from locator.core import timers
 from locator.core.errors import Conflict
 from locator.core.logging import get_logger
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import redis
 
+from alerts import keys
 from alerts.incidents import access, compose, drills, last_seen
 from alerts.incidents.config import AlertsConfig
 from alerts.incidents.schemas import IncidentRead, ResponderRead
 from alerts.incidents.storage import Snapshot, as_str, elder_record, load, read_timeline
-from locator.core import keys
+from devices.elders.service import guardian_elders
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.errors import Forbidden
@@ -123,9 +124,7 @@ def list_ids(
             for i in client.zrevrange(keys.volunteer_incidents(caller.volunteer_id() or 0), 0, -1)
         ]
     else:
-        elders = [
-            int(as_str(e)) for e in client.zrange(keys.owner_elders(caller.subject or ""), 0, -1)
-        ]
+        elders = guardian_elders(client, owner=caller.subject or "")
         ids = sorted(
             {int(as_str(i)) for e in elders for i in client.zrange(keys.elder_incidents(e), 0, -1)},
             reverse=True,
@@ -156,3 +155,43 @@ def search_area(client: redis.Redis, cfg: AlertsConfig, *, snap: Snapshot) -> di
         incident_id=snap.incident_id,
         fields=snap.fields,
     )
+
+
+def sla_states(client: redis.Redis, *, now: float) -> dict[str, int]:
+    """Open incidents by SLA state at ``now`` (the watchdog's figures); drills counted apart."""
+    states = {
+        "awaiting_response": 0,
+        "respond_breached": 0,
+        "awaiting_on_site": 0,
+        "on_site_breached": 0,
+        "on_site": 0,
+        "drill": 0,  # drills apart: a drill's breach is a finding, not an alarm
+    }
+    for raw in client.zrange(keys.INCIDENTS_OPEN, 0, -1):
+        incident_id = str(raw)
+        elder = client.hget(keys.INCIDENT_ELDER, incident_id)
+        if elder is None:
+            continue
+        f: Any = client.hmget(
+            keys.incident(int(str(elder)), int(incident_id)),
+            "status",
+            "respond_deadline",
+            "onsite_deadline",
+            "acknowledged_at",
+            "drill",
+        )
+        if f[4] == "1":
+            states["drill"] += 1
+            continue
+        status = f[0]
+        if status == "open" and f[3]:
+            status = "acknowledged"  # accepted in time, then withdrawn: the on-site clock runs
+        if status == "open":
+            late = now > float(f[1] or 0)
+            states["respond_breached" if late else "awaiting_response"] += 1
+        elif status == "acknowledged":
+            late = now > float(f[2] or 0)
+            states["on_site_breached" if late else "awaiting_on_site"] += 1
+        elif status == "on_site":
+            states["on_site"] += 1
+    return states

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import redis
 
+from alerts import keys
 from geofences.zones.service import MAX_FROM_HOME_M
-from locator.core import crs, keys
+from locator.core import crs
 from locator.core.auth import Principal, Role
 from locator.core.errors import TooManyRequests, Unprocessable
 from locator.core.scripts import Script

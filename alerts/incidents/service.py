@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.escalation import Change, InvalidTransition, Notice, View
 from alerts.incidents import drills, last_seen
 from alerts.incidents.config import AlertsConfig
@@ -33,7 +33,8 @@ from alerts.incidents.storage import (
     read_incident,
 )
 from devices.telemetry.readers import read_position
-from locator.core import crs, keys
+from locator.core import crs
+from locator.core import keys as core_keys
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.errors import Conflict, Forbidden
@@ -94,7 +95,7 @@ def open_or_join(
             return existing, False
         now = cfg.clock.time()
         start = t0 if t0 is not None else now
-        incident_id = int(client.incr(keys.sequence("incident")))
+        incident_id = int(client.incr(core_keys.sequence("incident")))
         policy = current_policy(client, cfg.policy)
         pos = read_position(client, elder_id=elder_id)
         home = elder_record(client, elder_id).home or (0.0, 0.0)

@@ -14,13 +14,14 @@ from typing import Any
 
 import redis
 
-from alerts import escalation
+from alerts import escalation, keys
 from alerts.escalation import Change, Policy, View
 from alerts.incidents import compose, drills
 from alerts.incidents.config import AlertsConfig
 from devices.elders.records import ElderRecord
 from devices.elders.service import read_elder
-from locator.core import keys, timers
+from locator.core import keys as core_keys
+from locator.core import timers
 from locator.core.clock import isoformat
 from locator.core.errors import NotFound
 from locator.core.scripts import Script
@@ -116,6 +117,11 @@ def open_incident_id(client: redis.Redis, elder_id: int) -> int | None:
     return int(raw) if raw else None
 
 
+def queue_open_incident_id(pipe: Any, *, elder_id: int) -> None:
+    """Queue ``open_incident_id``'s read in a pipeline; its reply is the id or None."""
+    pipe.get(keys.open_incident(elder_id))
+
+
 class Plan:
     """Builds the commit script's plan and its extra keys."""
 
@@ -148,8 +154,8 @@ class Plan:
             keys.incident_timeline(e, i),
             keys.incident_responders(e, i),
             keys.incident_attempts(e, i),
-            keys.job_timers(sla_job(e, i)),
-            keys.timer(sla_job(e, i)),
+            core_keys.job_timers(sla_job(e, i)),
+            core_keys.timer(sla_job(e, i)),
             keys.OUTBOX,
             keys.FEED,
             keys.ATTEMPTS,
@@ -157,7 +163,7 @@ class Plan:
             keys.INCIDENTS_OPEN,
             keys.INCIDENT_CODES,
             keys.incident_sources(e, i),
-            keys.sequence("attempt"),
+            core_keys.sequence("attempt"),
             keys.INCIDENTS,
             keys.INCIDENT_ELDER,
             keys.elder_incidents(e),

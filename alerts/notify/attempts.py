@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from locator.core import keys
+from alerts import keys
 
 
 def attempt_id(*, elder_id: int, scope: str, step: str, recipient: str, channel: str) -> str:

@@ -10,12 +10,12 @@ import redis
 from fastapi import APIRouter, Query
 from pydantic import Field, field_validator
 
-from alerts import links
+from alerts import keys, links
 from alerts.incidents import reads, storage
 from alerts.incidents.schemas import NotificationRead
 from alerts.notify import webpush
 from alerts.notify.attempts import Attempt, parse_attempt
-from locator.core import keys
+from devices.elders.service import guardian_elders
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat
 from locator.core.deps import CallerDep, ClockDep, SyncRedisDep
@@ -86,9 +86,7 @@ def list_notifications(
         ids = [str(a) for a in redis.zrevrange(keys.ATTEMPTS, 0, SCAN_LIMIT - 1)]
         own = None
         if not caller.is_staff:
-            own = {
-                int(str(e)) for e in redis.zrange(keys.owner_elders(caller.subject or ""), 0, -1)
-            }
+            own = set(guardian_elders(redis, owner=caller.subject or ""))
     start = int(cursor) if cursor and cursor.isdigit() else 0
     pipe = redis.pipeline(transaction=False)
     for attempt in ids:

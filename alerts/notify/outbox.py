@@ -16,9 +16,11 @@ from typing import Any
 import redis
 from prometheus_client import Counter, Gauge
 
+from alerts import keys
 from alerts.notify.attempts import Attempt, read_attempt
 from alerts.notify.channels import Channel, Message, Result, chain_for
-from locator.core import keys, streams, timers
+from locator.core import keys as core_keys
+from locator.core import streams, timers
 from locator.core.logging import get_logger
 from locator.core.redis import stream_reply
 from locator.core.scripts import Script
@@ -94,6 +96,17 @@ return 1
 )
 
 
+def outbox_stream() -> str:
+    """The stream of attempts to deliver (group ``GROUP``): the watchdog measures its backlog."""
+    return keys.OUTBOX
+
+
+def notification_counts(client: redis.Redis) -> dict[str, int]:
+    """Attempts by ``channel:status`` since the store was created (``/metrics``)."""
+    stats: Any = client.hgetall(keys.NOTIFICATION_STATS)
+    return {str(k): int(v) for k, v in stats.items()}
+
+
 def enqueue(
     client: redis.Redis | Any,
     *,
@@ -109,7 +122,7 @@ def enqueue(
             keys.attempt(attempt),
             keys.OUTBOX,
             keys.ATTEMPTS,
-            keys.sequence("attempt"),
+            core_keys.sequence("attempt"),
             incident_attempts or keys.ATTEMPTS,
         ],
         args=[attempt, json.dumps(fields, ensure_ascii=False), repr(now)],

@@ -23,8 +23,8 @@ from typing import Any
 import redis
 from pywebpush import WebPushException, webpush_async
 
+from alerts import keys
 from alerts.notify.channels import Message, Result
-from locator.core import keys
 from locator.core.logging import get_logger
 from locator.core.scripts import Script
 

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from alerts import keys
 from alerts.responders.schemas import (
     DispatcherCreate,
     DispatcherRead,
@@ -27,10 +28,11 @@ from alerts.responders.schemas import (
     VolunteerUpdate,
 )
 from devices.elders import service as elders
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 _VOLUNTEER_SELF_FIELDS = frozenset({"on_duty", "quiet_hours"})
@@ -101,6 +103,35 @@ async def _load_volunteer(redis: aioredis.Redis, volunteer_id: int) -> dict[str,
     if doc is None:
         raise NotFound(f"volunteer {volunteer_id} not found")
     return doc
+
+
+async def volunteer_exists(redis: aioredis.Redis, *, volunteer_id: int) -> bool:
+    """Whether a volunteer with this id exists (a volunteer token's subject)."""
+    return bool(await redis.exists(keys.volunteer(volunteer_id)))
+
+
+async def volunteers_on_map(redis: aioredis.Redis) -> list[dict[str, Any]]:
+    """Every volunteer who shares a location: id, name, duty, where and when (the console)."""
+    vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
+    if not vids:
+        return []
+    docs = await get_many_async(redis, [keys.volunteer(v) for v in vids])
+    locs = await get_many_async(redis, [keys.volunteer_location(v) for v in vids])
+    out = []
+    for doc_raw, loc_raw in zip(docs, locs, strict=True):
+        if doc_raw and loc_raw:
+            doc, loc = json.loads(doc_raw), json.loads(loc_raw)
+            out.append(
+                {
+                    "id": doc["id"],
+                    "name": doc["name"],
+                    "on_duty": doc["on_duty"],
+                    "lat": loc["lat"],
+                    "lon": loc["lon"],
+                    "at": loc.get("at"),
+                }
+            )
+    return out
 
 
 async def _volunteer_read(redis: aioredis.Redis, doc: dict[str, Any]) -> VolunteerRead:

@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 from fastapi import Depends
 from pydantic import BaseModel
 
+from devices import keys
 from devices.elders import service as elders
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import ms_to_iso
 from locator.core.deps import AppContext, CallerDep, ContextDep

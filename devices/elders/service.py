@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.elders.records import ElderRecord, parse_elder
 from devices.elders.schemas import ElderCreate, ElderRead, ElderUpdate
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Forbidden, NotFound, Unprocessable
@@ -21,6 +24,35 @@ from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
 _CLEARABLE_TEXT = ("address", "description", "medical_notes")
+
+
+class _MayRead(Protocol):
+    def __call__(
+        self, redis: aioredis.Redis, *, elder_id: int, volunteer_id: int
+    ) -> Awaitable[bool]: ...
+
+
+class _MayReadSync(Protocol):
+    def __call__(self, client: redis.Redis, *, elder_id: int, volunteer_id: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class VolunteerCheck:
+    """Whether a volunteer may read her record: alerts' answer (incidents, pairs)."""
+
+    may_read: _MayRead
+    may_read_sync: _MayReadSync
+
+
+# Devices never asks about incidents itself: the shell registers alerts' check at start.
+# Unregistered, no volunteer reads her (closed, not open).
+_volunteer_check: VolunteerCheck | None = None
+
+
+def register_volunteer_check(check: VolunteerCheck | None) -> None:
+    """Hand devices the check a volunteer's read of her record goes through (shell, at start)."""
+    global _volunteer_check
+    _volunteer_check = check
 
 
 def _live(doc: dict[str, Any] | None, elder_id: int) -> dict[str, Any]:
@@ -44,6 +76,16 @@ async def read_elder_async(redis: aioredis.Redis, *, elder_id: int) -> ElderReco
 def queue_read_elder(pipe: Any, *, elder_id: int) -> None:
     """Queue her record's read in a pipeline; ``parse_elder`` turns its reply into the record."""
     pipe.get(keys.elder(elder_id))
+
+
+async def live_elder_ids(redis: aioredis.Redis) -> list[int]:
+    """The ids of every live elder, ascending."""
+    return [int(e) for e in store.texts(await redis.zrange(keys.ELDERS, 0, -1))]
+
+
+def guardian_elders(client: redis.Redis, *, owner: str) -> list[int]:
+    """The ids of the elders a guardian owns, ascending."""
+    return [int(e) for e in store.texts(client.zrange(keys.owner_elders(owner), 0, -1))]
 
 
 async def _load(redis: aioredis.Redis, elder_id: int) -> dict[str, Any]:
@@ -78,30 +120,12 @@ async def _authorize_doc(
     if caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject:
         return doc
     vid = caller.volunteer_id()
-    if vid is not None and not write:
-        async with redis.pipeline(transaction=False) as pipe:
-            _queue_volunteer_checks(pipe, elder_id, vid)
-            open_id, reader, paired = await pipe.execute()
-        if reader and paired:
-            return doc
-        responders = _open_responders(elder_id, open_id)
-        if responders and await redis.hexists(responders, str(vid)):
-            return doc
+    check = _volunteer_check
+    if vid is None or write or check is None:
+        raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
+    if await check.may_read(redis, elder_id=elder_id, volunteer_id=vid):
+        return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
-
-
-# A volunteer reads an elder while sent to her open incident, or while paired with her
-# (and sent once): checked on every read, so closing or unpairing ends it at once even if
-# the readers set kept a stale member.
-def _queue_volunteer_checks(pipe: Any, elder_id: int, vid: int) -> None:
-    pipe.get(keys.open_incident(elder_id))
-    pipe.sismember(keys.elder_readers(elder_id), str(vid))
-    pipe.sismember(keys.volunteer_pairs(vid), str(elder_id))
-
-
-def _open_responders(elder_id: int, open_id: object) -> str | None:
-    text = store.text(open_id)
-    return keys.incident_responders(elder_id, int(text)) if text and text.isdigit() else None
 
 
 def authorize_sync(
@@ -113,15 +137,11 @@ def authorize_sync(
     if caller.is_staff or (caller.role is Role.GUARDIAN and doc.get("owner") == caller.subject):
         return doc
     vid = caller.volunteer_id()
-    if vid is not None and not write:
-        pipe = client.pipeline(transaction=False)
-        _queue_volunteer_checks(pipe, elder_id, vid)
-        open_id, reader, paired = pipe.execute()
-        if reader and paired:
-            return doc
-        responders = _open_responders(elder_id, open_id)
-        if responders and client.hexists(responders, str(vid)):
-            return doc
+    check = _volunteer_check
+    if vid is None or write or check is None:
+        raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
+    if check.may_read_sync(client, elder_id=elder_id, volunteer_id=vid):
+        return doc
     raise Forbidden(f"not allowed to {'change' if write else 'read'} elder {elder_id}")
 
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 import redis
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from devices import keys
 from devices.ingest.codecs import (
     NATIVE_TOPIC_PROTOCOLS,
     DecodeError,
@@ -37,7 +40,8 @@ from devices.ingest.codecs import (
 from devices.ingest.position import Position
 from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
-from locator.core import keys, relay
+from locator.core import keys as core_keys
+from locator.core import relay
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.redis import get_many
@@ -67,7 +71,25 @@ BATCH_SIZE = Histogram(
     "homeward_ingest_batch_size", "Messages per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
 )
 
-_SCRIPT = Script.from_package("devices.ingest", "store_uplink.lua")
+_STORE_TEXT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text("utf-8")
+_SCRIPT = Script(_STORE_TEXT, name="store_uplink.lua")  # no zone stage: its lines stay comments
+
+
+def assemble(pieces: Mapping[str, str]) -> Script:
+    """The store script with a later stage's pieces in place (the one place it is assembled).
+
+    Each piece replaces the script's ``-- @zones <name>`` line; a name the script does not
+    have is an error, so a renamed slot cannot drop a stage's writes silently.
+    """
+    text = _STORE_TEXT
+    for name, piece in pieces.items():
+        slot = re.search(rf"^-- @zones {re.escape(name)}\b.*$", text, flags=re.M)
+        if slot is None:
+            raise ValueError(f"the store script has no '-- @zones {name}' slot")
+        text = text[: slot.start()] + piece.rstrip("\n") + text[slot.end() :]
+    return Script(text, name="store_uplink.lua+" + "+".join(sorted(pieces)))
+
+
 # A rejected message is dead-lettered once, even if the broker delivers it again.
 _DEAD_LETTER = Script(
     """
@@ -94,6 +116,14 @@ class FixEvaluator(Protocol):
     """
 
     version_key: str
+
+    def script_keys(self, elder_id: int) -> list[str]:
+        """Its keys in the store script, after the fix's own (her slot): zone state, transitions."""
+        ...
+
+    def lua_pieces(self) -> Mapping[str, str]:
+        """Its Lua for the store script's ``-- @zones <name>`` slots (``assemble``)."""
+        ...
 
     def begin(self) -> None: ...
 
@@ -329,10 +359,11 @@ class UplinkStore:
         # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
         # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
         self._unmark: set[int] = set()
+        self._script = _SCRIPT if evaluator is None else assemble(evaluator.lua_pieces())
         self._load_scripts()
 
     def _load_scripts(self) -> None:
-        _SCRIPT.ensure_loaded(self._redis)
+        self._script.ensure_loaded(self._redis)
         _DEAD_LETTER.ensure_loaded(self._redis)
 
     def process(self, batch: list[Message]) -> BatchOutcome:
@@ -456,7 +487,7 @@ class UplinkStore:
         for route, messages in throttled.items():
             count, last = len(messages), messages[-1]
             self._count_reject(outcome, "rate_limited", count)
-            pipe.hincrby(keys.REJECTED_COUNTS, "rate_limited", count)
+            pipe.hincrby(core_keys.REJECTED_COUNTS, "rate_limited", count)
             sampled = self.throttle.dropped(route, count, last.received_at)
             if sampled is not None:
                 detail = (
@@ -465,7 +496,7 @@ class UplinkStore:
                     "this is the latest of them"
                 )
                 fields = _Reject(last, "rate_limited", detail, targets.get(route)).fields()
-                pipe.xadd(keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(core_keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
                 log.warning("ingest_rate_limited", topic=last.topic[:200], dropped=sampled)
         pipe.execute()
 
@@ -497,12 +528,16 @@ class UplinkStore:
                 fields = item.fields()
                 _DEAD_LETTER.queue(
                     pipe,
-                    keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(item.identity())],
+                    keys=[
+                        core_keys.REJECTED,
+                        core_keys.REJECTED_COUNTS,
+                        core_keys.rejected_seen(item.identity()),
+                    ],
                     args=[x for pair in fields.items() for x in pair],
                 )
             else:
                 script_keys, args = self._script_call(item)
-                _SCRIPT.queue(pipe, keys=script_keys, args=args)
+                self._script.queue(pipe, keys=script_keys, args=args)
         results = iter(pipe.execute(raise_on_error=False))
         for _ in range(marks):
             mark = next(results)
@@ -580,10 +615,12 @@ class UplinkStore:
             keys.device_state(elder, device),
             keys.fix_dedupe(elder, device),
             keys.elder_events(elder),
-            keys.relay(elder),
-            keys.zone_state(elder),
-            keys.elder_transitions(elder),
+            core_keys.relay(elder),
         ]
+        if self.evaluator is not None:
+            # The zone stage's keys are geofences' names; without it the script never
+            # reaches them (no update is ever passed), so they are not declared.
+            script_keys += self.evaluator.script_keys(elder)
         common = [
             device,
             str(elder),

@@ -2,8 +2,12 @@
 --
 -- KEYS  1 elder's device binding   2 last position (hash)   3 track (stream)
 --       4 device state (hash)      5 recent message ids (zset by arrival)
---       6 elder's events (stream)  7 elder's relay (list)    8 zone state (hash, with v)
---       9 elder's transitions (stream)
+--       6 elder's events (stream)  7 elder's relay (list)
+--       with a zone stage only (geofences' keys, named by its evaluator's script_keys):
+--       8 zone state (hash, with v)  9 elder's transitions (stream)
+-- The two "-- @zones" lines are where geofences' pieces go (geofences/zone_commit.lua,
+-- assembled by devices/ingest/pipeline.py's ``assemble``); left as comments, the script
+-- stores fixes with no zone stage.
 -- Every key is hers (one hash slot). What she feeds into shared keys (the shard streams of
 -- transitions and device events, her offline timer, the retention index, dead letters) is
 -- appended to her relay list as JSON effects, which the caller applies and trims
@@ -55,11 +59,7 @@ if redis.call('ZSCORE', KEYS[5], message_id) then
   dead_letter('duplicate', 'this message was already processed')
   return done('duplicate', '')
 end
--- The zone engine evaluated this fix against a version of the zone state; if that is not
--- the stored version any more, nothing is written and the caller evaluates again.
-if ARGV[23] ~= '' and (redis.call('HGET', KEYS[8], 'v') or '0') ~= ARGV[23] then
-  return {'zone_conflict', ''}
-end
+-- @zones check (geofences' piece: a stale zone-state version answers zone_conflict)
 redis.call('ZADD', KEYS[5], received_ms, message_id)
 if redis.call('ZCARD', KEYS[5]) > 96 then
   redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -65)
@@ -223,42 +223,7 @@ if not late then
   if pos[9] then redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc') end
 end
 local zones_applied = ''
-if ARGV[23] ~= '' and ARGV[24] == '' and not late then
-  zones_applied = 'zones'  -- evaluated against the current state, and nothing changes
-elseif ARGV[23] ~= '' and not late then
-  -- Zone state moves in the same commit as the fix it was computed from.
-  local update = cjson.decode(ARGV[24])
-  local fields = {'v', tostring(tonumber(ARGV[23]) + 1)}
-  for zone_id, zone_state in pairs(update.states) do
-    table.insert(fields, zone_id); table.insert(fields, cjson.encode(zone_state))
-  end
-  redis.call('HSET', KEYS[8], unpack(fields))
-  for _, t in ipairs(update.transitions) do
-    local tf = {'zone_id', t.zone_id, 'kind', t.kind, 'outside_all_safe', t.outside_all_safe and '1' or '0',
-      'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
-      'device_id', device, 'received_ms', received_ms}
-    local id = add(KEYS[9], 'MAXLEN', '~', 1000, '*', unpack(tf))
-    relay({'x', 'transitions', 'e:' .. elder .. ':transitions@' .. id, unpack(tf)})
-  end
-  zones_applied = 'zones'
-elseif ARGV[24] == 'break' and not late then
-  -- A current fix the zone stage could not evaluate (its state kept moving under it): it
-  -- breaks every streak, so an exit may come one fix later but is never made of two fixes
-  -- that were not consecutive.
-  local raw = redis.call('HGETALL', KEYS[8])
-  local fields = {}
-  for i = 1, #raw, 2 do
-    if raw[i] == 'v' then
-      table.insert(fields, 'v'); table.insert(fields, tostring(tonumber(raw[i + 1]) + 1))
-    else
-      local zone_state = cjson.decode(raw[i + 1])
-      zone_state.s = 0
-      zone_state.to = cjson.null
-      table.insert(fields, raw[i]); table.insert(fields, cjson.encode(zone_state))
-    end
-  end
-  if #fields > 0 then redis.call('HSET', KEYS[8], unpack(fields)) end
-end
+-- @zones apply (geofences' piece: the zone state and transitions this fix moves)
 battery(ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 if not retained then
   table.insert(state, 'last_fix_ms'); table.insert(state, received_ms)

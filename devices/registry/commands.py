@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 
+from devices import keys
 from devices.elders import service as elders
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import NotFound, Unprocessable

@@ -15,8 +15,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.ingest.pipeline import DEAD_LETTER_SCRIPT
-from locator.core import keys, store
+from locator.core import keys as core_keys
+from locator.core import store
 from locator.core.scripts import Script
 
 PENDING_TTL_S = 600  # a command for a disconnected bracelet waits this long
@@ -174,6 +176,8 @@ async def dead_letter(
     }
     args = [x for pair in fields.items() for x in pair]
     done = await DEAD_LETTER_SCRIPT.run_async(
-        redis, keys=[keys.REJECTED, keys.REJECTED_COUNTS, keys.rejected_seen(identity)], args=args
+        redis,
+        keys=[core_keys.REJECTED, core_keys.REJECTED_COUNTS, core_keys.rejected_seen(identity)],
+        args=args,
     )
     return bool(done)

@@ -8,10 +8,11 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import WatchError
 
+from devices import keys
 from devices.elders import service as elders
 from devices.registry import gateway, stock
 from devices.registry.schemas import GATEWAY_IDS, DeviceCreate, DeviceRead, GatewayRead
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat, ms_to_iso
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable

@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import WatchError
 
+from devices import keys
 from devices.registry.schemas import DeviceId, Protocol
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Conflict, Forbidden, HomewardError, Unprocessable

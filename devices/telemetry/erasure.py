@@ -10,8 +10,10 @@ from typing import Any
 
 import redis
 
+from devices import keys
 from devices.telemetry.archive import TrackArchive
-from locator.core import keys, shards, streams, timers
+from locator.core import keys as core_keys
+from locator.core import shards, streams, timers
 from locator.core.scripts import Script
 
 # Dead letters carry the payload a bracelet sent (coordinates included): kept as long as
@@ -47,10 +49,10 @@ def erase_elder(client: redis.Redis, *, elder_id: int, archive: TrackArchive | N
         keys.follow_ups(elder_id),
         keys.fast_mode(elder_id),
     ]
-    client.delete(*own, *per_device, keys.relay(elder_id))
+    client.delete(*own, *per_device, core_keys.relay(elder_id))
     # Her shard's index apart (another slot on a cluster); an entry left by a crash here
     # names a stream that no longer exists, which the sweep drops.
-    index = keys.retention_streams(shards.shard_of(elder_id))
+    index = core_keys.retention_streams(shards.shard_of(elder_id))
     client.zrem(index, keys.elder_events(elder_id), *(keys.track(elder_id, d) for d in devices))
     # After her Redis tracks: a copy still in flight then finds them gone and rolls back.
     if archive is not None:
@@ -64,7 +66,7 @@ def erase_elder(client: redis.Redis, *, elder_id: int, archive: TrackArchive | N
     mine = set(devices)
     streams.purge(
         client,
-        keys.REJECTED,
+        core_keys.REJECTED,
         lambda f: f.get("elder_id") == elder or f.get("device_id") in mine,
     )
     return devices
@@ -79,7 +81,7 @@ def sweep(client: redis.Redis, *, now: float, retention_s: int, limit: int = SWE
     cutoff = now - retention_s
     removed = 0
     for shard in shards.every():
-        index = keys.retention_streams(shard)
+        index = core_keys.retention_streams(shard)
         due: Any = client.zrangebyscore(index, "-inf", cutoff, start=0, num=limit)
         for stream in (_s(k) for k in due):
             removed += _trim_one(client, stream, cutoff_ms=cutoff * 1000)
@@ -100,7 +102,7 @@ def _trim_one(client: redis.Redis, stream: str, *, cutoff_ms: float) -> int:
 
 def reindex(client: redis.Redis, stream: str) -> None:
     """Move a trimmed stream's index entry on to its oldest entry, or drop both if empty."""
-    index = keys.retention_streams_of(stream)
+    index = core_keys.retention_streams_of(stream)
     oldest: Any = client.xrange(stream, "-", "+", count=1)
     if oldest:
         score = float(oldest[0][1].get("received_ms") or 0) / 1000
@@ -134,7 +136,7 @@ def trim_rejected(client: redis.Redis, *, now: float, window_s: int) -> int:
     """Dead letters keep a window: the last ``window_s`` seconds, at most REJECTED_MAX."""
     min_id = f"{int((now - window_s) * 1000)}-0"
     pipe = client.pipeline(transaction=False)
-    pipe.xtrim(keys.REJECTED, minid=min_id)
-    pipe.xtrim(keys.REJECTED, maxlen=REJECTED_MAX)
+    pipe.xtrim(core_keys.REJECTED, minid=min_id)
+    pipe.xtrim(core_keys.REJECTED, maxlen=REJECTED_MAX)
     by_time, by_count = pipe.execute()
     return int(by_time) + int(by_count)

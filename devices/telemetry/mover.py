@@ -16,10 +16,12 @@ from typing import Any
 
 import redis
 
+from devices import keys
 from devices.telemetry import erasure
 from devices.telemetry.archive import TrackArchive
 from devices.telemetry.schemas import Fix
-from locator.core import keys, shards, streams
+from locator.core import keys as core_keys
+from locator.core import shards, streams
 
 BATCH = 500  # entries per copy transaction
 STREAMS_PER_PASS = 200
@@ -62,7 +64,7 @@ def _move_shard(
     raw_mark = client.get(keys.archive_mark(shard))
     mark = float(_s(raw_mark)) if raw_mark is not None else -math.inf
     due: Any = client.zrangebyscore(
-        keys.retention_streams(shard), mark, cutoff, start=0, num=limit, withscores=True
+        core_keys.retention_streams(shard), mark, cutoff, start=0, num=limit, withscores=True
     )
     moved = 0
     for raw_key, _score in due:

@@ -11,8 +11,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.telemetry.positions import LastPosition, parse_position
-from locator.core import keys
 
 
 def read_position(client: redis.Redis, *, elder_id: int) -> LastPosition | None:
@@ -40,3 +40,18 @@ def recent_good_fixes(
         for _, f in recent
         if "low_quality" not in f.get("flags", "")
     ]
+
+
+def track_length(client: redis.Redis, *, elder_id: int, device_id: str) -> int:
+    """How many fixes one device's hot track holds (the benches' stored count)."""
+    return int(client.xlen(keys.track(elder_id, device_id)))
+
+
+def queue_track_length(pipe: Any, *, elder_id: int, device_id: str) -> None:
+    """Queue ``track_length``'s read in a pipeline (its reply is the count)."""
+    pipe.xlen(keys.track(elder_id, device_id))
+
+
+def queue_track_since(pipe: Any, *, elder_id: int, device_id: str, since_ms: int) -> None:
+    """Queue a read of one device's hot track entries from ``since_ms`` (Redis stream ids)."""
+    pipe.xrange(keys.track(elder_id, device_id), min=str(since_ms))

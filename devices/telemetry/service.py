@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.elders import service as elders
 from devices.telemetry import tracks
 from devices.telemetry.archive import TrackArchive
@@ -17,7 +18,8 @@ from devices.telemetry.schemas import (
     RejectedRead,
     TrackCollection,
 )
-from locator.core import keys, store
+from locator.core import keys as core_keys
+from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, ms_to_iso
 from locator.core.errors import Forbidden, NotFound, Unprocessable
@@ -174,7 +176,7 @@ async def rejected(
     scan_cursor = cursor
     # Filters are applied while scanning newest first; stop after a bounded number of pages.
     for _ in range(20):
-        entries, scan_cursor = await _newest_first(redis, keys.REJECTED, scan_cursor, limit)
+        entries, scan_cursor = await _newest_first(redis, core_keys.REJECTED, scan_cursor, limit)
         for entry_id, f in entries:
             if reason and f.get("reason") != reason:
                 continue
@@ -208,5 +210,5 @@ async def rejected_counts(redis: aioredis.Redis, *, caller: Principal) -> dict[s
     """Rejected uplinks by reason since the store was created (staff)."""
     if not caller.is_staff:
         raise Forbidden("only staff see the rejection totals")
-    counts: dict[str, str] = await redis.hgetall(keys.REJECTED_COUNTS)  # type: ignore[assignment]
+    counts: dict[str, str] = await redis.hgetall(core_keys.REJECTED_COUNTS)  # type: ignore[assignment]
     return {reason: int(n) for reason, n in sorted(counts.items())}

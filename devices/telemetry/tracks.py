@@ -13,10 +13,11 @@ from datetime import timedelta
 import anyio
 import redis.asyncio as aioredis
 
+from devices import keys
 from devices.ingest.codecs import FUTURE_TOLERANCE_S
 from devices.telemetry.archive import TrackArchive
 from devices.telemetry.schemas import Fix
-from locator.core import keys, store
+from locator.core import store
 
 MAX_TRACK_POINTS = 10_000
 # Bracelets upload fixes they buffered while out of coverage; look this far back in arrival

@@ -15,6 +15,7 @@ from shapely.geometry import shape
 from shapely.validation import explain_validity
 
 from devices.elders import service as elders
+from geofences import keys
 from geofences.geometry import LocalFrame
 from geofences.zones.schemas import (
     PauseBody,
@@ -24,7 +25,7 @@ from geofences.zones.schemas import (
     ZoneRead,
 )
 from locator.core import crs as crs_mod
-from locator.core import keys, store
+from locator.core import store
 from locator.core.auth import Principal
 from locator.core.clock import Clock, isoformat, ms_to_iso, parse_iso
 from locator.core.errors import NotFound, Unprocessable

@@ -26,7 +26,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.ingest.pipeline import BatchOutcome
-from locator.core import keys, shards
+from geofences.service import shard_transitions
 from locator.core.mqtt import MqttPublisher, address
 from locator.core.redis import sync_client
 from locator.embedded import EmbeddedRedis, free_port
@@ -238,7 +238,7 @@ def _replay(
 
 def _exits(client: Any, bracelets: list[Any]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    entries = [e for shard in shards.every() for e in client.xrange(keys.transitions(shard))]
+    entries = shard_transitions(client)
     # One exit relayed twice (a crash between relay and pop) is one exit: keyed by source.
     unique = {fields.get("source") or entry_id: fields for entry_id, fields in entries}
     for fields in unique.values():

@@ -229,8 +229,8 @@ def run_pipeline(elders: int, fixes: int, world: World) -> float:
 
     from devices.ingest.pipeline import Message, UplinkStore
     from geofences.evaluator import ZoneEvaluator
+    from geofences.service import queue_store_zones
     from locator.bench.ingest import register_devices
-    from locator.core import keys, store
     from locator.core.clock import SystemClock
     from locator.core.redis import sync_client
     from locator.embedded import EmbeddedRedis
@@ -239,17 +239,19 @@ def run_pipeline(elders: int, fixes: int, world: World) -> float:
         server = EmbeddedRedis(Path(tmp))
         url = server.start()
         try:
-            asyncio.run(register_devices(url, elders))
+            asyncio.run(
+                register_devices(
+                    url, elders, home=lambda e: (world.frames[e].lat0, world.frames[e].lon0)
+                )
+            )
             client = sync_client(url, process="bench")
             pipe = client.pipeline(transaction=False)
             for e in range(elders):
-                home = {"lat": world.frames[e].lat0, "lon": world.frames[e].lon0}
-                doc = json.loads(client.get(keys.elder(e + 1)) or "{}")
-                doc["home"] = home
-                pipe.set(keys.elder(e + 1), store.dump(doc))
-                for k, z in enumerate(world.geojson[e]):
-                    zone_id = f"z{2 * e + k + 1}"
-                    pipe.hset(keys.zones(e + 1), zone_id, store.dump({"id": zone_id, **z}))
+                zones = {
+                    f"z{2 * e + k + 1}": {"id": f"z{2 * e + k + 1}", **z}
+                    for k, z in enumerate(world.geojson[e])
+                }
+                queue_store_zones(pipe, elder_id=e + 1, zones=zones)
             pipe.execute()
             ingest = UplinkStore(
                 client,

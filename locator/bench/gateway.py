@@ -26,9 +26,9 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
+from devices.telemetry.readers import queue_track_length, queue_track_since
 from locator.bench import bracelets
 from locator.bench.ingest import machine, register_devices
-from locator.core import keys
 from locator.core.redis import sync_client
 from locator.embedded import EmbeddedRedis, free_port
 from locator.mosquitto import LocalMosquitto
@@ -159,7 +159,7 @@ def _stored(redis_url: str, connections: int) -> int:
     try:
         pipe = client.pipeline(transaction=False)
         for n in range(connections):
-            pipe.xlen(keys.track(n + 1, bracelets.imei(n)))
+            queue_track_length(pipe, elder_id=n + 1, device_id=bracelets.imei(n))
         return sum(pipe.execute())
     finally:
         client.close()
@@ -182,7 +182,7 @@ def _latencies(redis_url: str, sent: list[tuple[int, int, float]], since_ms: int
         pipe = client.pipeline(transaction=False)
         devices = sorted({n for n, _, _ in sent})
         for n in devices:
-            pipe.xrange(keys.track(n + 1, bracelets.imei(n)), min=str(since_ms))
+            queue_track_since(pipe, elder_id=n + 1, device_id=bracelets.imei(n), since_ms=since_ms)
         out = []
         for n, entries in zip(devices, pipe.execute(), strict=True):
             for entry_id, fields in entries:

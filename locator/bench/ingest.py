@@ -20,15 +20,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.importer import bulk_register
 from devices.ingest.pipeline import BatchOutcome
-from locator.core import keys
+from devices.telemetry.readers import track_length
 from locator.core.clock import SystemClock
 from locator.core.mqtt import address, connect_options, make_client
 from locator.core.redis import async_client, sync_client
@@ -80,47 +82,40 @@ async def register_devices(
     *,
     device_id: Callable[[int], str] = _bench_id,
     protocol: str = "native",
+    home: Callable[[int], tuple[float, float]] | None = None,
 ) -> None:
-    """Elders and devices written with the registry's own key layout, in pipelines."""
-    from locator.core import store
+    """Elders and devices stored unchecked by the registry (``bulk_register``), in pipelines."""
+    now = "2026-01-01T00:00:00Z"
+
+    def rows() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        for n in range(devices):
+            lat, lon = home(n) if home is not None else HAINING
+            elder = {
+                "id": n + 1,
+                "name": f"bench {n}",
+                "home": {"lat": lat, "lon": lon},
+                "address": "",
+                "photo_url": None,
+                "description": "",
+                "medical_notes": "",
+                "guardians": [],
+                "owner": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            device = {
+                "device_id": device_id(n),
+                "elder_id": n + 1,
+                "protocol": protocol,
+                "external_id": None,
+                "offline_after_s": None,
+                "created_at": now,
+            }
+            yield elder, device
 
     client = async_client(redis_url, process="bench")
     try:
-        now = "2026-01-01T00:00:00Z"
-        for start in range(0, devices, 1000):
-            async with client.pipeline(transaction=False) as pipe:
-                for n in range(start, min(start + 1000, devices)):
-                    elder_id = n + 1
-                    elder = {
-                        "id": elder_id,
-                        "name": f"bench {n}",
-                        "home": {"lat": HAINING[0], "lon": HAINING[1]},
-                        "address": "",
-                        "photo_url": None,
-                        "description": "",
-                        "medical_notes": "",
-                        "guardians": [],
-                        "owner": None,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    device = {
-                        "device_id": device_id(n),
-                        "elder_id": elder_id,
-                        "protocol": protocol,
-                        "external_id": None,
-                        "offline_after_s": None,
-                        "created_at": now,
-                    }
-                    pipe.set(keys.elder(elder_id), store.dump(elder))
-                    pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
-                    name = device_id(n)
-                    pipe.set(keys.device(name), store.dump(device))
-                    pipe.set(keys.elder_device(elder_id), name)
-                    pipe.zadd(keys.DEVICES, {name: 0})
-                    pipe.sadd(keys.elder_track_devices(elder_id), name)
-                await pipe.execute()
-        await client.incr(keys.DEVICES_VERSION)
+        await bulk_register(client, rows=rows())
     finally:
         await client.aclose()
 
@@ -298,7 +293,9 @@ def run(
             stop.set()
             worker.join(timeout=30)
             check = sync_client(redis_url, process="bench")
-            stored = sum(check.xlen(keys.track(n + 1, f"bench-{n}")) for n in range(devices))
+            stored = sum(
+                track_length(check, elder_id=n + 1, device_id=f"bench-{n}") for n in range(devices)
+            )
             check.close()
             lat = sorted(counter.latencies)
             return IngestBenchResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -74,6 +75,10 @@ def _info(record: dict[str, str]) -> TokenInfo:
     )
 
 
+# Whether a volunteer id exists: alerts' question, handed in by the shell (core imports no domain).
+VolunteerExists = Callable[[int], Awaitable[bool]]
+
+
 async def issue_token(
     redis: aioredis.Redis,
     *,
@@ -81,12 +86,16 @@ async def issue_token(
     subject: str | None,
     created_at: float,
     ttl_s: int = DEFAULT_TOKEN_TTL_S,
+    volunteer_exists: VolunteerExists | None = None,
 ) -> tuple[str, TokenInfo]:
     """Mint a token that expires ``ttl_s`` after ``created_at``; only its hash is stored."""
     if role is Role.VOLUNTEER:
         if not subject or not subject.isdigit():
             raise Unprocessable(["subject"], "a volunteer token needs --subject VOLUNTEER_ID")
-        if not await redis.exists(keys.volunteer(int(subject))):
+        if volunteer_exists is None:
+            # Fail closed: the volunteers are alerts' records, which core cannot read itself.
+            raise ValueError("a volunteer token needs the alerts domain's volunteer_exists")
+        if not await volunteer_exists(int(subject)):
             raise Unprocessable(["subject"], f"volunteer {subject} does not exist")
     if role is Role.GUARDIAN and not subject:
         subject = "g_" + secrets.token_hex(6)
@@ -135,10 +144,16 @@ async def create_token(
     subject: str | None,
     created_at: float,
     ttl_s: int = DEFAULT_TOKEN_TTL_S,
+    volunteer_exists: VolunteerExists | None = None,
 ) -> tuple[str, str | None]:
     """Mint a token and store only its hash; returns (token, subject)."""
     token, info = await issue_token(
-        redis, role=role, subject=subject, created_at=created_at, ttl_s=ttl_s
+        redis,
+        role=role,
+        subject=subject,
+        created_at=created_at,
+        ttl_s=ttl_s,
+        volunteer_exists=volunteer_exists,
     )
     return token, info.subject
 

@@ -10,14 +10,12 @@ starting together move it once. A cluster never held the old keys: there this is
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import redis
 
 from locator.core import keys, shards, timers
 from locator.core.logging import get_logger
-from locator.core.redis import is_cluster
 
 log = get_logger(__name__)
 
@@ -29,7 +27,6 @@ LEGACY_REJECTED_COUNTS = "hw:stats:rejected"
 # kind -> legacy stream; the old intake named an entry "<kind>@<id>", kept as its source so
 # an alarm handled before the move is not handled again.
 LEGACY_ALARMS = {"transitions": "hw:stream:transitions", "device-events": "hw:stream:device-events"}
-_SHARD_STREAM = {"transitions": keys.transitions, "device-events": keys.device_events}
 BATCH = 500
 ALERTS_GROUP = "alerts"  # alerts/intake.py's group (core imports no domain)
 
@@ -133,7 +130,9 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         # The group first: made later at "$" it would skip what moves in; at "0" it reads
         # what this upgrade put there, which is exactly what was not handled yet.
         try:
-            client.xgroup_create(_SHARD_STREAM[kind](shard), ALERTS_GROUP, id="0", mkstream=True)
+            client.xgroup_create(
+                keys.shard_stream(kind, shard), ALERTS_GROUP, id="0", mkstream=True
+            )
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -143,45 +142,7 @@ def _alarms(client: redis.Redis, kind: str, stream: str) -> int:
         moved.setdefault("source", f"{kind}@{_s(entry_id)}")
         elder = moved.get("elder_id", "")
         shard = shards.shard_of(int(elder)) if elder.isdigit() else 0
-        pipe.xadd(_SHARD_STREAM[kind](shard), moved)
+        pipe.xadd(keys.shard_stream(kind, shard), moved)
     pipe.delete(stream)
     pipe.execute()
     return len(entries)
-
-
-# Responder records before their hash tags (keys.py): old name -> new name.
-LEGACY_RESPONDER_SETS = {
-    "hw:volunteers": keys.VOLUNTEERS,
-    "hw:volunteers:phones": keys.VOLUNTEER_PHONES,
-    "hw:dispatchers": keys.DISPATCHERS,
-    "hw:dispatchers:phones": keys.DISPATCHER_PHONES,
-}
-_LEGACY_RESPONDER = re.compile(r"^hw:(volunteer|dispatcher):(\d+)$")
-
-
-def responders_to_tags(client: redis.Redis) -> int:
-    """Rename volunteer and dispatcher records written before the {vol}/{disp} tags; idempotent.
-
-    RENAMENX: a second process starting at once, or a re-run after a crash, moves nothing
-    twice and overwrites nothing. The API and the ticker run it at start, before serving.
-    A cluster never held the old names (registration ran on a single Redis until then).
-    """
-    if is_cluster(client):
-        return 0
-    names = list(LEGACY_RESPONDER_SETS.items())
-    for kind in ("volunteer", "dispatcher"):
-        for raw in client.scan_iter(match=f"hw:{kind}:*", count=1000):
-            match = _LEGACY_RESPONDER.match(_s(raw))
-            if match:
-                ident = int(match.group(2))
-                new = keys.volunteer(ident) if kind == "volunteer" else keys.dispatcher(ident)
-                names.append((match.group(0), new))
-    moved = 0
-    for old, new in names:
-        try:
-            moved += int(bool(client.renamenx(old, new)))
-        except redis.ResponseError:
-            continue  # gone meanwhile: another process moved it
-    if moved:
-        log.info("responders.moved_to_tags", keys=moved)
-    return moved

@@ -60,8 +60,6 @@ return popped
     name="relay_pop",
 )
 
-_STREAMS = {"transitions": keys.transitions, "device-events": keys.device_events}
-
 
 def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -132,7 +130,9 @@ def _effect(pipe: Any, elder: int, raw: str) -> None:
     effect = json.loads(raw)
     kind = effect[0]
     if kind == "x":
-        stream = _STREAMS[effect[1]](shards.shard_of(elder))
+        if effect[1] not in keys.ALARM_SHARD_STREAMS:
+            raise ValueError(f"unknown relay stream: {effect[1]!r}")
+        stream = keys.shard_stream(effect[1], shards.shard_of(elder))
         fields = dict(zip(effect[3::2], effect[4::2], strict=True))
         fields["source"] = effect[2]
         pipe.xadd(stream, fields)  # no MAXLEN: trimmed behind its consumer group

@@ -34,8 +34,10 @@ log = get_logger(__name__)
 
 def alarm_streams() -> list[str]:
     """Streams whose every entry may be an alarm or a page (every shard): never capped."""
-    sharded = [k(shard) for shard in shards.every() for k in (keys.transitions, keys.device_events)]
-    return [*sharded, keys.OUTBOX]
+    sharded = [
+        keys.shard_stream(name, s) for s in shards.every() for name in keys.ALARM_SHARD_STREAMS
+    ]
+    return [*sharded, keys.stream("outbox")]
 
 
 LOST_AT = "at"  # field of keys.STREAM_LOST holding the time of the last loss

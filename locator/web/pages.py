@@ -21,13 +21,16 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import Field
 
 from alerts import answer_page, links
+from alerts.incidents.storage import queue_open_incident_id
+from alerts.responders.service import volunteers_on_map
 from devices.elders import access_log
 from devices.elders.records import parse_elder
 from devices.elders.service import authorize as authorize_elder
-from devices.elders.service import queue_read_elder
+from devices.elders.service import live_elder_ids, queue_read_elder
 from devices.telemetry.positions import parse_position
 from devices.telemetry.readers import queue_read_position
-from locator.core import keys, store
+from geofences.service import parse_zones, queue_read_zones
+from locator.core import keys
 from locator.core.auth import (
     SESSION_COOKIE,
     Principal,
@@ -46,7 +49,6 @@ from locator.core.deps import (
     session_principal,
 )
 from locator.core.errors import Forbidden, HomewardError
-from locator.core.redis import get_many_async
 from locator.core.schemas import Strict
 from locator.web.link_sessions import still_responding
 
@@ -292,7 +294,7 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
     """The console map: every elder's last position (fresh or stale) and zones (staff)."""
     if not caller.is_staff:
         raise Forbidden("the overview is for dispatch")
-    ids = [int(i) for i in store.texts(await redis.zrange(keys.ELDERS, 0, -1))]
+    ids = await live_elder_ids(redis)
     now = ctx.clock.time()
     elders: list[dict[str, Any]] = []
     for start in range(0, len(ids), 200):
@@ -301,8 +303,8 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
             for elder_id in chunk:
                 queue_read_elder(pipe, elder_id=elder_id)
                 queue_read_position(pipe, elder_id=elder_id)
-                pipe.hgetall(keys.zones(elder_id))
-                pipe.get(keys.open_incident(elder_id))
+                queue_read_zones(pipe, elder_id=elder_id)
+                queue_open_incident_id(pipe, elder_id=elder_id)
             replies = await pipe.execute()
         for n, elder_id in enumerate(chunk):
             doc_raw, pos, zones_raw, incident = replies[4 * n : 4 * n + 4]
@@ -326,27 +328,10 @@ async def overview(redis: RedisDep, caller: CallerDep, ctx: ContextDep) -> dict[
                     "home": {"lat": record.home[0], "lon": record.home[1]} if record.home else None,
                     "position": position,
                     "incident_id": int(incident) if incident else None,
-                    "zones": [json.loads(z) for z in zones_raw.values()],
+                    "zones": parse_zones(zones_raw),
                 }
             )
-    volunteers = []
-    vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
-    if vids:
-        docs = await get_many_async(redis, [keys.volunteer(v) for v in vids])
-        locs = await get_many_async(redis, [keys.volunteer_location(v) for v in vids])
-        for doc_raw, loc_raw in zip(docs, locs, strict=True):
-            if doc_raw and loc_raw:
-                doc, loc = json.loads(doc_raw), json.loads(loc_raw)
-                volunteers.append(
-                    {
-                        "id": doc["id"],
-                        "name": doc["name"],
-                        "on_duty": doc["on_duty"],
-                        "lat": loc["lat"],
-                        "lon": loc["lon"],
-                        "at": loc.get("at"),
-                    }
-                )
+    volunteers = await volunteers_on_map(redis)
     # The map shows where each of them is: a read of each one's position (folded per 10 min).
     await access_log.record_many(
         redis,
