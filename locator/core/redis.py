@@ -228,6 +228,15 @@ def get_many(client: redis.Redis, names: list[str]) -> list[Any]:
     return list(client.mget(names))
 
 
+async def get_many_async(client: aioredis.Redis, names: list[str]) -> list[Any]:
+    """``get_many`` for the async clients (the API's reads of documents in many slots)."""
+    if not names:
+        return []
+    if is_cluster(client):
+        return list(await client.mget_nonatomic(names))  # type: ignore[attr-defined]
+    return list(await client.mget(names))
+
+
 def check_layout(client: redis.Redis) -> None:
     """Record the store's shard count, or refuse a process configured with another one.
 
