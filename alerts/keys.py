@@ -9,17 +9,20 @@ from __future__ import annotations
 from locator.core import shards
 from locator.core.keys import FEED_TAG, elder_tag, shard_stream, tagged_stream
 
-VOLUNTEERS = "hw:volunteers"
+# A volunteer's record, the id index and the phone -> id map share the tag {vol} (and a
+# dispatcher's theirs, {disp}): a phone stays unique in one transaction on a cluster too.
+# Records written before the tags are renamed once (alerts/responders/migrate.py).
+VOLUNTEERS = "hw:{vol}:volunteers"
 
 
-VOLUNTEER_PHONES = "hw:volunteers:phones"  # hash E.164 phone -> volunteer id
+VOLUNTEER_PHONES = "hw:{vol}:volunteers:phones"  # hash E.164 phone -> volunteer id
 
 
 VOLUNTEER_GEO = "hw:volunteers:geo"  # GEO set of shared locations
 
 
 def volunteer(volunteer_id: int) -> str:
-    return f"hw:volunteer:{volunteer_id}"
+    return f"hw:{{vol}}:volunteer:{volunteer_id}"
 
 
 def volunteer_location(volunteer_id: int) -> str:
@@ -42,14 +45,14 @@ def team(team_id: int) -> str:
     return f"hw:team:{team_id}"
 
 
-DISPATCHERS = "hw:dispatchers"
+DISPATCHERS = "hw:{disp}:dispatchers"
 
 
-DISPATCHER_PHONES = "hw:dispatchers:phones"
+DISPATCHER_PHONES = "hw:{disp}:dispatchers:phones"
 
 
 def dispatcher(dispatcher_id: int) -> str:
-    return f"hw:dispatcher:{dispatcher_id}"
+    return f"hw:{{disp}}:dispatcher:{dispatcher_id}"
 
 
 def elder_readers(elder_id: int) -> str:

@@ -29,6 +29,7 @@ from alerts.incidents import storage
 from devices.elders.service import guardian_elders, read_elder
 from locator.core.auth import Principal, Role
 from locator.core.clock import isoformat, parse_iso
+from locator.core.redis import get_many
 
 COLUMNS = (
     "incident_id",
@@ -289,7 +290,7 @@ def _team_names(client: redis.Redis) -> dict[int, str]:
     """volunteer id -> the first team that lists them."""
     out: dict[int, str] = {}
     ids = [str(i) for i in client.zrange(keys.TEAMS, 0, -1)]
-    for raw in client.mget([keys.team(int(i)) for i in ids]) if ids else []:
+    for raw in get_many(client, [keys.team(int(i)) for i in ids]) if ids else []:
         if raw:
             team = json.loads(str(raw))
             for member in team["members"]:

@@ -61,6 +61,9 @@ class ZoneState:
             "said": self.said,
         }
 
+    def fields(self) -> tuple[Side, int, Side | None, Reported, Side | None]:
+        return (self.tracked, self.streak, self.streak_to, self.reported, self.said)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ZoneState:
         return cls(
@@ -102,6 +105,13 @@ class Evaluation:
     unsure: bool = False
 
 
+def _copied(state: ZoneState | None) -> ZoneState:
+    """A state to advance without touching the one the caller holds (a fresh one if none)."""
+    if state is None:
+        return ZoneState()
+    return ZoneState(state.tracked, state.streak, state.streak_to, state.reported, state.said)
+
+
 def evidence(signed_distance_m: float, accuracy_m: float, buffer_m: float = BUFFER_M) -> Side:
     """Which side of the boundary a fix proves, if any."""
     if signed_distance_m - accuracy_m > buffer_m:
@@ -136,9 +146,7 @@ def evaluate(
     paused: bool,
 ) -> Evaluation:
     """One fix against an elder's zones: new states and the transitions to report."""
-    new_states = {
-        z.id: ZoneState(**vars(states[z.id])) if z.id in states else ZoneState() for z in zones
-    }
+    new_states = {z.id: _copied(states.get(z.id)) for z in zones}
     result = Evaluation(states=new_states)
     counting = (
         not fix.low_quality
@@ -148,17 +156,18 @@ def evaluate(
     seen: dict[str, Side] = {}
     beyond: dict[str, bool] = {}
     if counting and zones:
-        x, y = frame.xy(fix.lat, fix.lon)
+        x, y = frame.xy_one(fix.lat, fix.lon)
         needed = 1 if fix.alarm in BYPASS_ALARMS else CONFIRMING_FIXES
         for zone in zones:
-            distance = zone.shape.signed_distance_one(float(x), float(y))
+            distance = zone.shape.signed_distance_one(x, y)
             seen[zone.id] = evidence(distance, fix.accuracy_m or 0.0)
             # Past the line at all (not yet beyond buffer + accuracy): worth fast fixes now,
             # so the two confirming fixes come 15 s apart instead of a base interval apart.
             beyond[zone.id] = distance > 0 if zone.kind == "safe" else distance < 0
-            before = vars(new_states[zone.id]).copy()
-            step(new_states[zone.id], seen[zone.id], needed=needed)
-            result.changed |= before != vars(new_states[zone.id])
+            state = new_states[zone.id]
+            before = state.fields()
+            step(state, seen[zone.id], needed=needed)
+            result.changed |= before != state.fields()
     now = local_time.timestamp()
     active = {z.id: is_active(z.schedule, local_time) and not paused for z in zones}
     safe_active = [z for z in zones if z.kind == "safe" and active[z.id]]
@@ -168,7 +177,8 @@ def evaluate(
     for zone in zones:
         wrong_side = "outside" if zone.kind == "safe" else "inside"
         right_side = "inside" if zone.kind == "safe" else "outside"
-        was_right = states.get(zone.id, ZoneState()).tracked != wrong_side
+        prior = states.get(zone.id)
+        was_right = (prior.tracked if prior is not None else "unknown") != wrong_side
         if active[zone.id] and beyond.get(zone.id):
             result.leaving |= was_right
         if active[zone.id] and was_right and seen.get(zone.id) != right_side:

@@ -121,24 +121,39 @@ class ZoneEvaluator:
         self._overlay.pop(elder_id, None)
 
     def ensure_loaded(self, elder_ids: set[int]) -> None:
-        """Load the elders not cached yet, all in one round trip."""
+        """Load the elders not cached yet: one round trip, two when some have zones.
+
+        Most elders' first look finds no zones (nothing to evaluate): only their zones are
+        read, not their record, zone state, pause and last position as well.
+        """
         missing = sorted(e for e in elder_ids if e not in self._cache)
         if not missing:
             return
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(keys.ZONES_VERSION)
         for elder_id in missing:
-            queue_read_elder(pipe, elder_id=elder_id)
             pipe.hgetall(keys.zones(elder_id))
+        version, *found = pipe.execute()
+        self.observe_version(int(version or 0))
+        with_zones = [(e, z) for e, z in zip(missing, found, strict=True) if z]
+        for elder_id, zones_raw in zip(missing, found, strict=True):
+            if not zones_raw:
+                self._cache[elder_id] = None  # no zones: nothing to evaluate until one is drawn
+        if not with_zones:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(keys.ZONES_VERSION)
+        for elder_id, _ in with_zones:
+            queue_read_elder(pipe, elder_id=elder_id)
             pipe.hgetall(keys.zone_state(elder_id))
             pipe.get(keys.pause(elder_id))
             queue_read_position(pipe, elder_id=elder_id)
-        results = pipe.execute()
-        self.observe_version(int(results[0] or 0))
-        for n, elder_id in enumerate(missing):
-            elder_raw, zones_raw, states_raw, pause_raw, pos_raw = results[1 + 5 * n : 6 + 5 * n]
-            elder = parse_elder(elder_raw, elder_id)
-            built = self._build(elder, zones_raw, states_raw, pause_raw)
+        version, *results = pipe.execute()
+        # A zone drawn between the two reads: the next batch reloads (the version moved).
+        self.observe_version(int(version or 0))
+        for n, (elder_id, zones_raw) in enumerate(with_zones):
+            elder_raw, states_raw, pause_raw, pos_raw = results[4 * n : 4 * n + 4]
+            built = self._build(parse_elder(elder_raw, elder_id), zones_raw, states_raw, pause_raw)
             if built is not None:
                 last = parse_position(pos_raw)
                 built.order_t = last.order_t if last else 0.0
@@ -177,9 +192,10 @@ class ZoneEvaluator:
             position.elder_id, (cached.states, cached.version, cached.order_t)
         )
         moment = min(position.fix_time, position.received_at)
-        if moment.timestamp() < last_order_t:
+        moment_t = moment.timestamp()
+        if moment_t < last_order_t:
             return None  # a late fix: stored in the track, never moves the elder or a zone
-        paused = cached.pause_until is not None and moment.timestamp() < cached.pause_until
+        paused = cached.pause_until is not None and moment_t < cached.pause_until
         result = evaluate(
             cached.zones,
             states,
@@ -189,13 +205,13 @@ class ZoneEvaluator:
             paused=paused,
         )
         if not result.changed and not result.leaving:
-            self._overlay[position.elder_id] = (states, version, moment.timestamp())
+            self._overlay[position.elder_id] = (states, version, moment_t)
             return PreparedUpdate(
                 elder_id=position.elder_id,
                 expected=str(version),
                 payload="",
                 states=states,
-                order_t=moment.timestamp(),
+                order_t=moment_t,
                 unsure=result.unsure,
                 writes=False,
             )
@@ -206,13 +222,13 @@ class ZoneEvaluator:
                 for t in result.transitions
             ],
         }
-        self._overlay[position.elder_id] = (result.states, version + 1, moment.timestamp())
+        self._overlay[position.elder_id] = (result.states, version + 1, moment_t)
         return PreparedUpdate(
             elder_id=position.elder_id,
             expected=str(version),
             payload=json.dumps(update, separators=(",", ":")),
             states=result.states,
-            order_t=moment.timestamp(),
+            order_t=moment_t,
             leaving=result.leaving,
             unsure=result.unsure,
         )

@@ -37,6 +37,10 @@ class LocalFrame:
     def xy(self, lat: Any, lon: Any) -> tuple[Any, Any]:
         return (np.asarray(lon) - self.lon0) * self._kx, (np.asarray(lat) - self.lat0) * self._ky
 
+    def xy_one(self, lat: float, lon: float) -> tuple[float, float]:
+        """``xy`` for one point in plain floats (the same arithmetic, no array allocation)."""
+        return (lon - self.lon0) * self._kx, (lat - self.lat0) * self._ky
+
     def latlon(self, x: float, y: float) -> tuple[float, float]:
         return self.lat0 + y / self._ky, self.lon0 + x / self._kx
 

@@ -81,9 +81,11 @@ def home_zone_ids(client: redis.Redis, *, elder_id: int) -> set[str]:
 
 
 def queue_store_zones(pipe: Any, *, elder_id: int, zones: dict[str, dict[str, Any]]) -> None:
-    """Queue storing zones already valid in WGS-84 (the benches' generated worlds)."""
+    """Queue storing zones already valid in WGS-84 (the benches' generated worlds); the
+    version moves so a running zone stage reloads."""
     for zone_id, zone in zones.items():
         pipe.hset(keys.zones(elder_id), zone_id, store.dump(zone))
+    pipe.incr(keys.ZONES_VERSION)
 
 
 def shard_transitions(client: redis.Redis) -> list[tuple[str, dict[str, str]]]:

@@ -20,6 +20,7 @@ from alerts.answer_page import router as answer_page_router
 from alerts.feed import router as feed_router
 from alerts.incidents.endpoints import router as incidents_router
 from alerts.notify.endpoints import router as notifications_router
+from alerts.responders import migrate as responders_migrate
 from alerts.responders.endpoints import router as responders_router
 from alerts.webhooks import router as webhooks_router
 from devices.elders.endpoints import router as elders_router
@@ -95,6 +96,7 @@ def create_app(
         redis = async_client(redis_url, process="api", cluster=settings.redis_cluster)
         sync_redis = sync_client(redis_url, process="api", cluster=settings.redis_cluster)
         check_layout(sync_redis)
+        responders_migrate.to_tags(sync_redis)
         publisher = (
             MqttPublisher(mqtt_url, client_id=f"homeward-api-{socket.gethostname()}-{os.getpid()}")
             if mqtt_url

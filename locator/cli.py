@@ -740,8 +740,14 @@ def bench_ingest(
     publishers: Annotated[int, typer.Option(help="publisher processes filling the queue")] = 4,
     rate: Annotated[float, typer.Option(help="offered fixes/s for the latency run")] = 2000.0,
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 10.0,
+    profile: Annotated[
+        Path | None, typer.Option(help="cProfile the ingest's worker thread into this file")
+    ] = None,
+    zones: Annotated[
+        bool, typer.Option(help="a safe circle per elder (the zone stage runs)")
+    ] = False,
 ) -> None:
-    """Full ingest vs a bare paho subscriber on the same Mosquitto queue; latency at a rate."""
+    """Full ingest vs a bare paho subscriber on the same Mosquitto queue; CPU per fix; latency."""
     from locator.bench import ingest as bench
 
     configure_logging("warning")
@@ -754,8 +760,51 @@ def bench_ingest(
         rate=rate,
         latency_s=seconds,
         workdir=None,
+        profile=profile,
+        zones=zones,
     )
     typer.echo(bench.report(result))
+
+
+@bench_app.command("soak")
+def bench_soak(
+    bracelets: Annotated[int, typer.Option(min=1, help="simulated bracelets")] = 200_000,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="seconds between a bracelet's fixes")
+    ] = 60.0,
+    duration: Annotated[float, typer.Option(min=1, help="seconds of publishing")] = 600.0,
+    ingests: Annotated[int, typer.Option(min=1, help="homeward ingest processes")] = 2,
+    redis_backend: Annotated[
+        str, typer.Option("--redis", help="single (embedded Redis) or cluster (not built yet)")
+    ] = "single",
+    publishers: Annotated[int, typer.Option(min=1, help="publisher processes")] = 2,
+    search: Annotated[
+        bool, typer.Option(help="if the rate is not held, try lower rates (shorter runs)")
+    ] = True,
+) -> None:
+    """Province soak: bracelets through Mosquitto into N ingest processes; loss, latency, RSS."""
+    from locator.bench import soak
+
+    configure_logging("warning")
+    count, length = bracelets, duration
+    for stage in range(4 if search else 1):
+        result = soak.run(
+            bracelets=count,
+            interval_s=interval,
+            duration_s=length,
+            ingests=ingests,
+            backend=redis_backend,
+            publishers=publishers,
+        )
+        typer.echo(soak.report(result))
+        if result.held:
+            if stage:
+                typer.echo(f"highest rate held with zero loss: {result.offered_rate:,.0f} fixes/s")
+            return
+        count, length = int(count * 0.7), min(length, 3 * interval)
+        if stage < 3 and search:
+            typer.echo(f"\n--- trying {count / interval:,.0f} fixes/s ({count:,} bracelets) ---")
+    typer.echo("no rate tried was held")
 
 
 @bench_app.command("gateway")

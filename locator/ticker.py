@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from alerts.incidents import drill_runs, paging, storage
 from alerts.incidents.config import AlertsConfig
 from alerts.notify import outbox
+from alerts.responders import migrate as responders_migrate
 from devices import liveness, reporting
 from devices.telemetry import archive as track_archive
 from devices.telemetry.archive import TrackArchive
@@ -64,6 +65,7 @@ class Ticker:
             self.handlers["drill"] = lambda job, now: drill_runs.run_scheduled(client, alerts, job)
         # A store written before shards: its timers, index, alarms moved in once.
         migrate.to_shards(client)
+        responders_migrate.to_tags(client)
         # One job for every ticker: the claim's lease keeps two from running it at once.
         self._retention = retention_policy
         if retention_policy is not None:

@@ -55,20 +55,49 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+BACKENDS = ["single", "cluster"]
+# A test (or a module's ``pytestmark``) run on both stores: the single test Redis and the
+# local 3-master Redis Cluster, the app built with REDIS_CLUSTER semantics on the latter.
+both_backends = pytest.mark.parametrize("store_backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    clean_homeward_keys(redis_url)
-    client = async_client(redis_url, process="test")
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The store the API runs on: the single test Redis unless a test asks for both."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def on_cluster(store_backend: str) -> bool:
+    return store_backend == "cluster"
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, on_cluster: bool) -> str:
+    """The URL of the store under test (any node of the cluster on the cluster backend)."""
+    return str(request.getfixturevalue("cluster_url" if on_cluster else "redis_url"))
+
+
+@pytest.fixture
+async def redis(store_url: str, on_cluster: bool) -> AsyncIterator[aioredis.Redis]:
+    """An async client (the service's own factory) on the cleaned store under test."""
+    if on_cluster:
+        clean_cluster_keys(store_url)
+    else:
+        clean_homeward_keys(store_url)
+    client = async_client(store_url, process="test", cluster=on_cluster)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def alerts_client(redis: object, redis_url: str) -> Iterator[sync_redis_lib.Redis]:
-    """A blocking client on the cleaned test store, with the alerts consumer groups made."""
+def alerts_client(
+    redis: object, store_url: str, on_cluster: bool
+) -> Iterator[sync_redis_lib.Redis]:
+    """A blocking client on the cleaned store under test, with the alerts consumer groups made."""
     from locator.alerts_loop import ensure_groups
 
-    sync = sync_client(redis_url, process="test")
+    sync = sync_client(store_url, process="test", cluster=on_cluster)
     ensure_groups(sync)
     yield sync
     sync.close()
@@ -104,13 +133,19 @@ class Api:
 
 @pytest.fixture
 async def api(
-    redis: aioredis.Redis, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
+    redis: aioredis.Redis,
+    store_url: str,
+    on_cluster: bool,
+    mqtt_url: str,
+    clock: ManualClock,
+    tmp_path: Path,
 ) -> AsyncIterator[Api]:
-    settings = load_settings(data_dir=tmp_path)
-    app = create_app(settings, redis_url=redis_url, mqtt_url=mqtt_url, clock=clock)
+    """The app on the store under test; on a cluster with ``REDIS_CLUSTER`` semantics."""
+    settings = load_settings(data_dir=tmp_path, redis_cluster=on_cluster)
+    app = create_app(settings, redis_url=store_url, mqtt_url=mqtt_url, clock=clock)
     # ASGITransport does not run the lifespan: hand the app its context directly.
     publisher = MqttPublisher(mqtt_url, client_id=f"test-api-{uuid.uuid4().hex[:8]}")
-    sync_redis = sync_client(redis_url, process="test")
+    sync_redis = sync_client(store_url, process="test", cluster=on_cluster)
     app.state.ctx = AppContext(
         settings=settings,
         redis=redis,

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -98,27 +97,6 @@ def clean_cluster_keys(url: str) -> None:
                 client.delete(key)
         finally:
             client.close()
-
-
-def mirror(single_url: str, cluster_url: str) -> int:
-    """Copy every key of ours from a single Redis into the cluster (DUMP/RESTORE).
-
-    What the API sets up (elders, zones, devices) is written on the single Redis, whose
-    registration still spans slots; the path under test then runs on the cluster.
-    """
-    source = redis.Redis.from_url(single_url)
-    target = redis.RedisCluster.from_url(cluster_url)
-    try:
-        copied = 0
-        for key in source.scan_iter(match="hw:*", count=1000):
-            dumped: Any = source.dump(key)
-            ttl = max(0, int(source.pttl(key)))
-            target.restore(key, ttl, dumped, replace=True)
-            copied += 1
-        return copied
-    finally:
-        source.close()
-        target.close()
 
 
 @contextmanager

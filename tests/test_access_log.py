@@ -13,7 +13,7 @@ from devices.elders import access_log
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
 from tests.alerts_harness import LAT, LON, build_district, north
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.privacy_harness import bind, open_incident, walk
 
 
@@ -94,6 +94,7 @@ async def test_only_her_family_and_staff_read_her_log(
         assert (await api.http.get(url, headers=api.auth(who))).status_code == 200, who
 
 
+@both_backends
 async def test_a_polling_page_is_one_entry_per_window_and_changes_say_which_fields(
     api: Api, client: redis.Redis, clock: ManualClock
 ) -> None:
@@ -169,6 +170,7 @@ def test_a_detail_shaped_like_a_coordinate_is_never_kept(
         )
 
 
+@both_backends
 async def test_the_console_map_is_a_read_of_each_position_it_shows(
     api: Api, client: redis.Redis, clock: ManualClock
 ) -> None:

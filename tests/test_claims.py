@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from devices.registry import stock
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import elder_body
 
 
@@ -47,6 +47,7 @@ def test_claim_codes_are_long_and_unambiguous() -> None:
     assert stock.normalize("UUUUUUUUUU") is None
 
 
+@both_backends
 async def test_a_guardian_cannot_claim_a_neighbours_bracelet_without_its_code(api: Api) -> None:
     neighbour = await new_elder(api, "guardian_a")
     mine = await new_elder(api, "guardian_b")
@@ -74,6 +75,7 @@ async def test_a_guardian_cannot_claim_a_neighbours_bracelet_without_its_code(ap
     assert taken.status_code == 403
 
 
+@both_backends
 async def test_refusals_do_not_tell_whether_a_bracelet_exists(api: Api) -> None:
     mine = await new_elder(api, "guardian_b")
     theirs = await new_elder(api, "guardian_a")
@@ -92,6 +94,7 @@ async def test_refusals_do_not_tell_whether_a_bracelet_exists(api: Api) -> None:
     }
 
 
+@both_backends
 async def test_five_wrong_codes_an_hour_then_429_even_for_the_right_one(api: Api) -> None:
     mine = await new_elder(api, "guardian_b")
     code = await stocked(api, "b-1")
@@ -107,6 +110,7 @@ async def test_five_wrong_codes_an_hour_then_429_even_for_the_right_one(api: Api
     assert 3500 < ttl <= 3600
 
 
+@both_backends
 async def test_unbinding_returns_the_bracelet_to_stock_with_its_code(api: Api) -> None:
     first = await new_elder(api, "guardian_a")
     code = await stocked(api, "b-1")
@@ -122,6 +126,7 @@ async def test_unbinding_returns_the_bracelet_to_stock_with_its_code(api: Api) -
     assert (await claim(api, "guardian_b", second, "b-1", code)).status_code == 201
 
 
+@both_backends
 async def test_only_staff_stock_and_bind_without_a_code(api: Api) -> None:
     body = {"device_id": "b-1", "protocol": "native"}
     for who in ("guardian_a",):
@@ -156,6 +161,7 @@ async def test_only_staff_stock_and_bind_without_a_code(api: Api) -> None:
     assert again.status_code == 409
 
 
+@both_backends
 async def test_a_claim_takes_the_stocked_protocol(api: Api) -> None:
     mine = await new_elder(api, "guardian_a")
     code = await stocked(api, "phone-1", protocol="owntracks")
@@ -180,6 +186,7 @@ CSV = (
 )
 
 
+@both_backends
 async def test_import_stocks_a_bracelet_with_the_code_on_its_box(api: Api) -> None:
     response = await api.http.post(
         "/api/v1/import/elders",

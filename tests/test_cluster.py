@@ -4,7 +4,7 @@ The cluster refuses any command or script whose keys span two hash slots (CROSSS
 running the real pipeline, the ticker and the alerts intake on it is the proof that each
 per-elder script touches one slot and that the shared streams and timers are reached only
 through their shards. The elders, zones and devices are registered through the API on the
-single test Redis (registration is not cluster-clean yet) and copied over (DUMP/RESTORE).
+cluster itself (the app built with REDIS_CLUSTER semantics).
 
 The crash windows of the relay run on both backends: the store script commits, the process
 dies before the relay, and the transition still reaches the alerts intake exactly once.
@@ -31,9 +31,8 @@ from locator.core.clock import ManualClock
 from locator.core.redis import is_cluster, sync_client
 from locator.ticker import Ticker
 from tests.alerts_harness import config, north
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import elder_body
-from tests.servers import mirror
 
 UP = "homeward/devices/c-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -65,18 +64,16 @@ async def elder_id(api: Api) -> int:
     return elder_id
 
 
-@pytest.fixture(params=["single", "cluster"])
-def backend(request: pytest.FixtureRequest, elder_id: int, redis_url: str) -> Iterator[redis.Redis]:
-    """The store the path runs on: the single test Redis, or the cluster with a copy of it."""
-    if request.param == "single":
-        client = sync_client(redis_url, process="test")
-    else:
-        client = request.getfixturevalue("cluster")
-        mirror(redis_url, request.getfixturevalue("cluster_url"))
+on_the_cluster = pytest.mark.parametrize("store_backend", ["cluster"], indirect=True)
+
+
+@pytest.fixture
+def backend(elder_id: int, store_url: str, on_cluster: bool) -> Iterator[redis.Redis]:
+    """The store the path runs on, where the API registered her: the test Redis or the cluster."""
+    client = sync_client(store_url, process="test", cluster=on_cluster)
     intake.ensure_groups(client)
     yield client
-    if request.param == "single":
-        client.close()
+    client.close()
 
 
 def _store(client: redis.Redis, clock: ManualClock) -> UplinkStore:
@@ -131,17 +128,12 @@ def test_a_local_cluster_has_three_masters_of_62_owning_every_slot(cluster: redi
         script(keys=[devices_keys.elder(1), devices_keys.elder(2)])
 
 
+@on_the_cluster
 async def test_the_ingest_path_runs_on_the_cluster_one_slot_per_script(
-    api: Api,
-    elder_id: int,
-    redis_url: str,
-    cluster_url: str,
-    cluster: redis.Redis,
-    clock: ManualClock,
-    monkeypatch: pytest.MonkeyPatch,
+    elder_id: int, backend: redis.Redis, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mirror(redis_url, cluster_url)
-    intake.ensure_groups(cluster)
+    cluster = backend
+    assert is_cluster(cluster)
     handled = _recording(monkeypatch)
     store = _store(cluster, clock)
     assert _send(store, clock, 0) == {"stored": 1}
@@ -197,6 +189,7 @@ async def test_the_ingest_path_runs_on_the_cluster_one_slot_per_script(
 
 
 @pytest.mark.parametrize("recovery", ["redelivery", "sweep"])
+@both_backends
 def test_a_crash_between_the_script_and_the_relay_still_relays_the_exit_once(
     backend: redis.Redis,
     elder_id: int,

@@ -5,8 +5,7 @@ client against the loopback server → the ladder's steps fired by the ticker �
 answer → close, and the feed read with a resume id. The cluster refuses any script or
 command over two slots (CROSSSLOT), so running it there is the proof that the commit and
 the outbox scripts touch her slot only and that the rest goes through the relay. The
-district is registered through the API on the single test Redis and copied over (DUMP/
-RESTORE), until registration is cluster-clean.
+district is registered through the API on the store under test (the cluster itself there).
 
 The crash windows run on both backends: the commit is done, the caller dies before its
 relay, and the sweep (or the next commit on her) pages exactly once; a relay applied twice
@@ -36,12 +35,11 @@ from locator import alerts_loop, watchdog
 from locator.core import keys, relay, shards
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock
-from locator.core.redis import stream_reply, sync_client
+from locator.core.redis import is_cluster, stream_reply, sync_client
 from locator.ticker import Ticker
 from locator.twilio_loopback import TwilioLoopback
 from tests.alerts_harness import District, build_district, config, north
-from tests.conftest import Api
-from tests.servers import mirror
+from tests.conftest import Api, both_backends
 
 UP = "homeward/devices/b-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -57,7 +55,7 @@ class Killed(Exception):
 
 @pytest.fixture
 async def district(api: Api) -> District:
-    """The alerts district and bracelet b-1 on her (registered on the single Redis)."""
+    """The alerts district and bracelet b-1 on her (registered on the store under test)."""
     d = await build_district(api)
     body = {"device_id": "b-1", "elder_id": d.elder_id}
     made = await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
@@ -73,20 +71,16 @@ def loopback() -> Iterator[TwilioLoopback]:
     server.stop()
 
 
-@pytest.fixture(params=["single", "cluster"])
-def backend(
-    request: pytest.FixtureRequest, district: District, redis_url: str
-) -> Iterator[redis.Redis]:
-    """The store the path runs on: the single test Redis, or the cluster with a copy of it."""
-    if request.param == "single":
-        client = sync_client(redis_url, process="test")
-    else:
-        client = request.getfixturevalue("cluster")
-        mirror(redis_url, request.getfixturevalue("cluster_url"))
+on_the_cluster = pytest.mark.parametrize("store_backend", ["cluster"], indirect=True)
+
+
+@pytest.fixture
+def backend(district: District, store_url: str, on_cluster: bool) -> Iterator[redis.Redis]:
+    """The store the path runs on, where the API registered the district."""
+    client = sync_client(store_url, process="test", cluster=on_cluster)
     alerts_loop.ensure_groups(client)
     yield client
-    if request.param == "single":
-        client.close()
+    client.close()
 
 
 def _channels(client: redis.Redis, loop: TwilioLoopback) -> dict[str, Channel]:
@@ -152,17 +146,12 @@ def _left_clean(client: redis.Redis, elder_id: int) -> None:
     assert client.zcard(keys.relay_pending(shards.shard_of(elder_id))) == 0
 
 
+@on_the_cluster
 def test_the_incident_path_runs_on_the_cluster_one_slot_per_script(
-    district: District,
-    redis_url: str,
-    cluster_url: str,
-    cluster: redis.Redis,
-    clock: ManualClock,
-    loopback: TwilioLoopback,
+    backend: redis.Redis, district: District, clock: ManualClock, loopback: TwilioLoopback
 ) -> None:
-    c, d = cluster, district
-    mirror(redis_url, cluster_url)
-    alerts_loop.ensure_groups(c)
+    c, d = backend, district
+    assert is_cluster(c)
     cfg = config(clock, channels=CHANNELS)
     deliverer = _deliverer(c, loopback)
     ticker = Ticker(c, clock=clock, offline_after_s=3600, alerts=cfg)
@@ -239,6 +228,7 @@ def test_the_incident_path_runs_on_the_cluster_one_slot_per_script(
     assert c.xrevrange(alerts_keys.FEED, count=1)[0][1]["type"] == "system"
 
 
+@both_backends
 def test_a_crash_after_the_commit_pages_once_when_the_sweep_relays_it(
     backend: redis.Redis,
     district: District,
@@ -304,6 +294,7 @@ def test_a_crash_after_the_commit_pages_once_when_the_sweep_relays_it(
     assert _steps(ticker) == []
 
 
+@both_backends
 def test_a_redelivered_alarm_applies_what_a_killed_commit_left(
     backend: redis.Redis,
     district: District,

@@ -10,7 +10,7 @@ import redis
 from alerts.incidents import storage
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district, config, consume, exit_event
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.privacy_harness import DEVICE, bind, walk
 
 
@@ -57,6 +57,7 @@ async def test_the_export_holds_every_part_of_her_data_and_is_itself_logged(
     assert "position.read" not in actions and "track.read" not in actions
 
 
+@both_backends
 async def test_only_her_guardian_or_an_admin_exports_her(api: Api) -> None:
     d = await build_district(api)
     url = f"/api/v1/elders/{d.elder_id}/export"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 
 HEADER = "name,home_lat,home_lon,address,guardian_name,guardian_phone,guardian_relation,guardian2_name,guardian2_phone,device_id,protocol,external_id,owner\n"
 ROWS = [
@@ -20,6 +20,7 @@ ROWS = [
 ]
 
 
+@both_backends
 async def test_import_reports_every_row_and_registers_the_good_ones(api: Api) -> None:
     csv_text = HEADER + "\n".join(ROWS) + "\n"
     response = await api.http.post(
@@ -63,6 +64,7 @@ async def test_import_reports_every_row_and_registers_the_good_ones(api: Api) ->
     assert [r["status"] for r in again["rows"]][:2] == ["error", "error"]
 
 
+@both_backends
 async def test_import_rejects_unknown_columns_and_non_staff(api: Api) -> None:
     bad = "name,home_lat,home_lon,guardian_name,guardian_phone,shoe\nx,1,1,a,+8613800138000,42\n"
     report = (

@@ -1,8 +1,10 @@
 """A store written before shards: its timers, retention index, dead letters and unhandled
-alarms are moved into the shard layout once, when a ticker starts."""
+alarms are moved into the shard layout once, when a ticker starts; responder records
+written before their hash tags are renamed once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import redis
 
 from alerts import intake
 from alerts import keys as alerts_keys
+from alerts.responders import migrate as responders_migrate
 from devices import keys as devices_keys
 from geofences import keys as geofences_keys
 from locator.core import keys, migrate, shards, timers
@@ -18,6 +21,7 @@ from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
 from locator.ticker import Ticker
 from tests.alerts_harness import config
+from tests.conftest import Api
 
 
 @pytest.fixture
@@ -99,3 +103,42 @@ def test_a_store_from_before_the_cluster_clean_commit_keeps_its_pages_and_feed(
         migrate.OUTBOX_GROUPS[0], "new", {alerts_keys.outbox_of(waiting): ">"}, count=10
     )
     assert [f["attempt"] for _, entries in read for _, f in entries] == [waiting]
+
+
+async def test_responders_written_before_their_hash_tags_are_renamed_once_and_still_answer(
+    api: Api, client: redis.Redis
+) -> None:
+    # What a store held before {vol}/{disp}: records, the id index, the phone maps.
+    volunteer = {
+        "id": 4,
+        "name": "王芳",
+        "phone": "+8613800000004",
+        "on_duty": True,
+        "quiet_hours": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    client.set("hw:volunteer:4", json.dumps(volunteer))
+    client.set(
+        "hw:volunteer:4:loc",
+        json.dumps({"lat": 30.5, "lon": 120.6, "acc": 10, "at": "2026-01-01T00:00:00Z"}),
+    )
+    client.zadd("hw:volunteers", {"4": 4})
+    client.hset("hw:volunteers:phones", "+8613800000004", 4)
+    client.set("hw:dispatcher:2", json.dumps({"id": 2, "name": "D", "phone": "+8613900000002"}))
+    client.zadd("hw:dispatchers", {"2": 2})
+    client.hset("hw:dispatchers:phones", "+8613900000002", 2)
+
+    assert responders_migrate.to_tags(client) == 6
+    assert responders_migrate.to_tags(client) == 0  # once: a re-run moves nothing
+    assert client.get(alerts_keys.volunteer(4)) and client.get(alerts_keys.dispatcher(2))
+    assert client.exists("hw:volunteer:4:loc")  # not a record: keeps its name
+    listed = await api.http.get("/api/v1/volunteers", headers=api.auth("admin"))
+    assert [v["id"] for v in listed.json()["items"]] == [4]
+    # The moved phone map still refuses the number to anyone else.
+    taken = await api.http.post(
+        "/api/v1/volunteers",
+        json={"name": "X", "phone": "+8613800000004", "on_duty": True},
+        headers=api.auth("admin"),
+    )
+    assert taken.status_code == 409, taken.text

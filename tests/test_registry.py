@@ -11,8 +11,11 @@ from devices import keys as devices_keys
 from geofences import keys as geofences_keys
 from locator.core.auth import Role
 from locator.core.crs import haversine_m
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import HAINING, elder_body, volunteer_body
+
+# Registration and the registry's reads once more on the local 3-master Redis Cluster.
+pytestmark = both_backends
 
 
 def field_of(response: Any) -> list[Any]:
@@ -312,6 +315,10 @@ async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api)
     assert not await api.redis.sismember(alerts_keys.volunteer_pairs(volunteer["id"]), str(eid))
     # Erased, not tombstoned: her record (name, phones, notes) is gone, not kept for history.
     assert not await api.redis.exists(devices_keys.elder(eid))
+    # The indexes (other slots than hers) followed her record out.
+    assert await api.redis.zscore(devices_keys.ELDERS, str(eid)) is None
+    assert await api.redis.zscore(devices_keys.owner_elders("fam-a"), str(eid)) is None
+    assert await api.redis.zscore(devices_keys.DEVICES, "b-1") is None
     listed = (await api.http.get("/api/v1/elders", headers=api.auth("guardian_a"))).json()
     assert listed["items"] == []
     # The device id is free again for a new bracelet.
@@ -322,6 +329,27 @@ async def test_deleting_an_elder_removes_binding_zones_pair_and_record(api: Api)
         headers=api.auth("admin"),
     )
     assert reuse.status_code == 201
+
+
+async def test_a_registration_cut_after_her_binding_completes_when_run_again(api: Api) -> None:
+    """The crash story of the ordered steps: her binding (step 1) written, nothing else."""
+    eid = (await create_elder(api))["id"]
+    await api.redis.set(devices_keys.elder_device(eid), "b-9")
+    assert (await api.http.get("/api/v1/devices/b-9", headers=api.auth("admin"))).status_code == 404
+    other = {"device_id": "b-8", "elder_id": eid}
+    refused = await api.http.post("/api/v1/devices", json=other, headers=api.auth("admin"))
+    assert refused.status_code == 409 and "b-9" in refused.text
+    again = {"device_id": "b-9", "elder_id": eid}
+    made = await api.http.post("/api/v1/devices", json=again, headers=api.auth("admin"))
+    assert made.status_code == 201, made.text
+    listed = (await api.http.get("/api/v1/devices", headers=api.auth("admin"))).json()
+    assert [d["device_id"] for d in listed["items"]] == ["b-9"]
+    # Cut again, then her deletion: the binding with no record goes with her.
+    eid2 = (await create_elder(api))["id"]
+    await api.redis.set(devices_keys.elder_device(eid2), "b-7")
+    gone = await api.http.delete(f"/api/v1/elders/{eid2}", headers=api.auth("admin"))
+    assert gone.status_code == 204
+    assert not await api.redis.exists(devices_keys.elder_device(eid2))
 
 
 # --- volunteers, pairs, teams, dispatchers --------------------------------------------------

@@ -12,7 +12,7 @@ from locator.core import keys
 from locator.core.auth import SESSION_COOKIE, Role, hash_token, migrate_tokens
 from locator.core.clock import ManualClock
 from tests.alerts_harness import build_district
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.test_incidents import open_by_exit
 
 CSRF = {"X-Homeward": "1"}
@@ -46,6 +46,7 @@ async def as_session(api: Api, session: str, url: str = "/api/v1/session") -> in
         api.http.cookies.clear()
 
 
+@both_backends
 async def test_a_token_expires_and_its_session_with_it(api: Api, clock: ManualClock) -> None:
     created = await mint(api, role="guardian", subject="fam-x", ttl_s=600)
     assert set(created) == {"id", "token", "role", "subject", "expires_at"}
@@ -64,6 +65,7 @@ async def test_a_token_expires_and_its_session_with_it(api: Api, clock: ManualCl
     assert relogin.status_code == 401
 
 
+@both_backends
 async def test_the_default_lifetime_is_the_setting(api: Api, clock: ManualClock) -> None:
     created = await mint(api, role="dispatcher")
     assert created["expires_at"] == "2027-02-21T08:00:00Z"  # 90 days
@@ -84,6 +86,7 @@ async def test_the_default_lifetime_is_the_setting(api: Api, clock: ManualClock)
     assert longer.status_code == 403
 
 
+@both_backends
 async def test_the_list_shows_who_holds_what_but_no_secret(api: Api) -> None:
     created = [await mint(api, role="guardian", subject=f"fam-{n}") for n in range(3)]
     listed = await api.http.get("/api/v1/tokens", headers=api.auth("admin"))
@@ -113,6 +116,7 @@ async def test_the_list_shows_who_holds_what_but_no_secret(api: Api) -> None:
         assert (await api.http.get("/api/v1/tokens", headers=api.auth(who))).status_code == 403
 
 
+@both_backends
 async def test_revoking_by_id_ends_the_token_and_its_browser_sessions_at_once(api: Api) -> None:
     created = await mint(api, role="dispatcher")
     token = created["token"]
@@ -142,6 +146,7 @@ async def test_revoking_by_id_ends_the_token_and_its_browser_sessions_at_once(ap
     assert not await api.redis.exists(keys.session(hash_token(other_session)))
 
 
+@both_backends
 async def test_tokens_from_before_expiry_get_an_id_and_a_full_lifetime(
     api: Api, clock: ManualClock
 ) -> None:
@@ -229,8 +234,21 @@ async def test_a_link_session_ends_when_the_incident_closes(
     assert (await api.http.get("/api/v1/session", headers=d.auth("pair2"))).status_code == 200
 
 
+@both_backends
 async def test_the_cli_and_api_tokens_share_one_expiry(api: Api, clock: ManualClock) -> None:
     token = await api.token(Role.GUARDIAN, "fam-z")
     assert (await api.http.get("/api/v1/elders", headers=bearer(token))).status_code == 200
     clock.advance(7_776_000)
     assert (await api.http.get("/api/v1/elders", headers=bearer(token))).status_code == 401
+
+
+@both_backends
+async def test_an_index_entry_left_without_its_token_is_not_listed_and_is_dropped(
+    api: Api,
+) -> None:
+    """The crash story of minting: the id index (step 1) written, the record (step 2) not."""
+    await api.redis.zadd(keys.TOKEN_IDS, {"f" * 64: 999})
+    listed = await api.http.get("/api/v1/tokens", headers=api.auth("admin"))
+    assert listed.status_code == 200
+    assert 999 not in [t["id"] for t in listed.json()["items"]]
+    assert await api.redis.zscore(keys.TOKEN_IDS, "f" * 64) is None

@@ -29,7 +29,7 @@ from locator.core.redis import sync_client
 from locator.core.settings import load_settings
 from locator.web import pages
 from locator.web.security import API_POLICY, page_policy, tile_sources
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import HAINING, elder_body, volunteer_body
 
 SCRIPT_NAME = '<img src=x onerror="window.__pwned=1">'
@@ -309,6 +309,7 @@ async def test_a_cookie_session_changes_nothing_without_the_anti_forgery_header(
     assert ok.status_code == 200, ok.text
 
 
+@both_backends
 async def test_repeated_failed_logins_get_429_before_the_token_is_checked(api: Api) -> None:
     browser = {"Cookie": f"{SESSION_COOKIE}={await _cookie(api, 'dispatcher')}"}
     # Successes never count: a busy integration is not throttled.
@@ -349,6 +350,7 @@ async def test_repeated_failed_logins_get_429_before_the_token_is_checked(api: A
     assert (await api.http.get("/api/v1/elders", headers=api.auth("admin"))).status_code == 200
 
 
+@both_backends
 async def test_guessing_stream_tickets_counts_as_failed_logins(api: Api) -> None:
     for n in range(login_limit.MAX_FAILURES):
         bad = await api.http.get(f"/api/v1/stream?ticket=guess{n}")

@@ -20,25 +20,21 @@ from geofences.evaluator import PreparedUpdate, ZoneEvaluator
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
 from tests.alerts_harness import north
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import elder_body
-from tests.servers import mirror
 
 UP = "homeward/devices/z-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
 
 
-@pytest.fixture(params=["single", "cluster"])
-def client(
-    request: pytest.FixtureRequest, redis: object, redis_url: str, elder_id: int
-) -> Iterator[redis.Redis]:
-    """The test Redis, or (once more) the Redis Cluster with a copy of what the API set up."""
-    if request.param == "cluster":
-        cluster = request.getfixturevalue("cluster")  # cleaned first, then the copy
-        mirror(redis_url, request.getfixturevalue("cluster_url"))
-        yield cluster
-        return
-    sync = sync_client(redis_url, process="test")
+# Once more on the local 3-master Redis Cluster, where the API registered her itself.
+pytestmark = both_backends
+
+
+@pytest.fixture
+def client(elder_id: int, store_url: str, on_cluster: bool) -> Iterator[redis.Redis]:
+    """A blocking client on the store under test, where the API set her up."""
+    sync = sync_client(store_url, process="test", cluster=on_cluster)
     yield sync
     sync.close()
 

@@ -20,12 +20,15 @@ from locator.core.clock import ManualClock
 from locator.core.crs import haversine_m, wgs84_to_gcj02
 from locator.core.redis import sync_client
 from locator.core.settings import load_settings
-from tests.conftest import Api
+from tests.conftest import Api, both_backends
 from tests.factories import HAINING, elder_body
 from tests.ingest_harness import Publisher, RunningIngest
 
 LAT, LON = HAINING["lat"], HAINING["lon"]
 FRAME = LocalFrame(LAT, LON)
+
+# Zones, pause and their use by the store once more on the local 3-master Redis Cluster.
+pytestmark = both_backends
 
 
 def circle(radius: float = 150, **props: Any) -> dict[str, Any]:
@@ -232,8 +235,8 @@ async def test_pause_is_bounded_and_owned(api: Api, clock: ManualClock) -> None:
 
 # --- through the pipeline ---------------------------------------------------------------------
 @pytest.fixture
-def client(redis: object, redis_url: str) -> Iterator[redis.Redis]:
-    sync = sync_client(redis_url, process="test")
+def client(redis: object, store_url: str, on_cluster: bool) -> Iterator[redis.Redis]:
+    sync = sync_client(store_url, process="test", cluster=on_cluster)
     yield sync
     sync.close()
 
@@ -331,8 +334,10 @@ async def test_a_zone_drawn_while_the_ingest_runs_is_used_from_the_next_batch(
 
 
 async def test_owntracks_leaving_twice_in_a_row_through_the_broker_is_one_exit(
-    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+    api: Api, mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path, on_cluster: bool
 ) -> None:
+    if on_cluster:
+        pytest.skip("the broker-fed ingest on a cluster: tests/test_cluster.py")
     elder_id = await with_device(api, protocol="owntracks", external_id="li/phone")
     await add_zone(api, elder_id, circle(radius=200))
     ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock)

@@ -32,6 +32,7 @@ from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 _VOLUNTEER_SELF_FIELDS = frozenset({"on_duty", "quiet_hours"})
@@ -54,7 +55,8 @@ async def _save_with_unique_phone(
     """Create or change a document whose phone must be unique; 409 names the phone's holder.
 
     The document and the phone index are watched together, so neither a concurrent edit
-    of the same person nor another person taking the number is lost.
+    of the same person nor another person taking the number is lost; all three keys share
+    one hash tag ({vol} or {disp}), so this is one transaction on a cluster too.
     """
     for _ in range(20):
         async with redis.pipeline(transaction=True) as pipe:
@@ -113,8 +115,8 @@ async def volunteers_on_map(redis: aioredis.Redis) -> list[dict[str, Any]]:
     vids = [int(i) for i in store.texts(await redis.zrange(keys.VOLUNTEERS, 0, -1))]
     if not vids:
         return []
-    docs = await redis.mget([keys.volunteer(v) for v in vids])
-    locs = await redis.mget([keys.volunteer_location(v) for v in vids])
+    docs = await get_many_async(redis, [keys.volunteer(v) for v in vids])
+    locs = await get_many_async(redis, [keys.volunteer_location(v) for v in vids])
     out = []
     for doc_raw, loc_raw in zip(docs, locs, strict=True):
         if doc_raw and loc_raw:
@@ -226,10 +228,11 @@ async def share_location(
     await _load_volunteer(redis, volunteer_id)
     point = body.to_wgs84(body.crs)
     location = SharedLocation(lat=point.lat, lon=point.lon, acc=body.acc, at=isoformat(clock.now()))
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.geoadd(keys.VOLUNTEER_GEO, (point.lon, point.lat, str(volunteer_id)))
-        pipe.set(keys.volunteer_location(volunteer_id), location.model_dump_json())
-        await pipe.execute()
+    # Two slots, two steps: what they see (the location) first, then the GEO set dispatch
+    # searches. A crash between pages them around their previous place until they share
+    # again; sharing again writes both.
+    await redis.set(keys.volunteer_location(volunteer_id), location.model_dump_json())
+    await redis.geoadd(keys.VOLUNTEER_GEO, (point.lon, point.lat, str(volunteer_id)))
     return location
 
 
@@ -261,16 +264,32 @@ async def set_pair(
             previous: list[int] = json.loads(raw)["volunteer_ids"] if raw else []
             pipe.multi()  # type: ignore[no-untyped-call]
             for old in previous:
-                pipe.srem(keys.volunteer_pairs(old), str(elder_id))
                 if old not in body.volunteer_ids:  # her elder no more (reads check it too)
                     pipe.srem(keys.elder_readers(elder_id), str(old))
-            for new in body.volunteer_ids:
-                pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
             pipe.set(keys.pair(elder_id), store.dump({"volunteer_ids": body.volunteer_ids}))
             await pipe.execute()
         except WatchError:
             raise Conflict("the elder or pair changed meanwhile; try again") from None
+    await _reindex_pair(redis, elder_id=elder_id, previous=previous, now=body.volunteer_ids)
     return await get_pair(redis, caller=caller, elder_id=elder_id)
+
+
+async def _reindex_pair(
+    redis: aioredis.Redis, *, elder_id: int, previous: list[int], now: list[int]
+) -> None:
+    """Each volunteer's reverse index of pairs (their own slots), after her pair changed.
+
+    A read needs both her pair side (readers) and theirs, so a crash before this step
+    grants no one anything new, and a dropped volunteer already lost her with her slot's
+    transaction; setting the pair again repairs the index.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        for old in previous:
+            if old not in now:
+                pipe.srem(keys.volunteer_pairs(old), str(elder_id))
+        for new in now:
+            pipe.sadd(keys.volunteer_pairs(new), str(elder_id))
+        await pipe.execute()
 
 
 async def get_pair(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> PairRead:
@@ -291,11 +310,11 @@ async def get_pair(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -
 async def remove_pair(redis: aioredis.Redis, *, elder_id: int) -> None:
     """Forget an elder's pair (used when the elder is deleted)."""
     previous = await store.get_doc(redis, keys.pair(elder_id))
-    async with redis.pipeline(transaction=True) as pipe:
-        for old in (previous or {}).get("volunteer_ids", []):
-            pipe.srem(keys.volunteer_pairs(old), str(elder_id))
-        pipe.delete(keys.pair(elder_id))
-        await pipe.execute()
+    # Her pair first, then their reverse index: a crash between leaves index entries that
+    # grant nothing (a read checks her side too); removing again (her erasure) is a no-op.
+    await redis.delete(keys.pair(elder_id))
+    volunteer_ids: list[int] = (previous or {}).get("volunteer_ids", [])
+    await _reindex_pair(redis, elder_id=elder_id, previous=volunteer_ids, now=[])
 
 
 # --- teams -----------------------------------------------------------------------------
@@ -323,10 +342,10 @@ async def create_team(
     now = isoformat(clock.now())
     doc = body.model_dump(mode="json")
     doc.update(id=await store.next_id(redis, "team"), created_at=now, updated_at=now)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.team(doc["id"]), store.dump(doc))
-        pipe.zadd(keys.TEAMS, {str(doc["id"]): doc["id"]})
-        await pipe.execute()
+    # The record, then the index: a crash between leaves a team no list shows (its id is
+    # never reused); the caller got no answer and creates it again.
+    await redis.set(keys.team(doc["id"]), store.dump(doc))
+    await redis.zadd(keys.TEAMS, {str(doc["id"]): doc["id"]})
     return await _team_read(redis, doc)
 
 

@@ -19,6 +19,7 @@ from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat
 from locator.core.errors import Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 _REQUIRED_ON_PATCH = ("name", "home", "guardians")
@@ -163,13 +164,18 @@ async def create(
     now = isoformat(clock.now())
     doc = body.model_dump(mode="json", exclude={"crs"})
     doc.update(id=elder_id, owner=owner, created_at=now, updated_at=now)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.elder(elder_id), store.dump(doc))
-        pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
-        if owner:
-            pipe.zadd(keys.owner_elders(owner), {str(elder_id): elder_id})
-        await pipe.execute()
+    # Her record first, then the indexes (other slots): a crash between leaves a record no
+    # list shows, under an id never reused; the caller got no answer and registers again.
+    await redis.set(keys.elder(elder_id), store.dump(doc))
+    await store.run_after(redis, doc, _index)
     return _read(doc, None)
+
+
+def _index(pipe: Any, doc: dict[str, Any]) -> None:
+    elder_id = int(doc["id"])
+    pipe.zadd(keys.ELDERS, {str(elder_id): elder_id})
+    if doc.get("owner"):
+        pipe.zadd(keys.owner_elders(doc["owner"]), {str(elder_id): elder_id})
 
 
 async def get(redis: aioredis.Redis, *, caller: Principal, elder_id: int) -> ElderRead:
@@ -190,9 +196,7 @@ async def list_page(
         raise Forbidden("volunteers read an elder only through an incident they were sent")
     docs, next_cursor = await store.page_docs(redis, index, keys.elder, cursor=cursor, limit=limit)
     ids = [d["id"] for d in docs]
-    devices = (
-        store.maybe_texts(await redis.mget([keys.elder_device(i) for i in ids])) if ids else []
-    )
+    devices = store.maybe_texts(await get_many_async(redis, [keys.elder_device(i) for i in ids]))
     by_id = dict(zip(ids, devices, strict=True))
     items = [_read(d, by_id.get(d["id"])) for d in docs if not d.get("deleted_at")]
     return Page[ElderRead](items=items, next=next_cursor)
@@ -237,13 +241,17 @@ async def mark_deleted(
             raise NotFound(f"elder {elder_id} not found")
         return {"deleted_at": isoformat(clock.now()), **current}
 
+    def drop_photo(pipe: Any, doc: dict[str, Any]) -> None:
+        pipe.delete(keys.elder_photo(elder_id))  # a face is not history
+
     def unindex(pipe: Any, doc: dict[str, Any]) -> None:
         pipe.zrem(keys.ELDERS, str(elder_id))
-        pipe.delete(keys.elder_photo(elder_id))  # a face is not history
         if doc.get("owner"):
             pipe.zrem(keys.owner_elders(doc["owner"]), str(elder_id))
 
-    await store.update_doc(redis, keys.elder(elder_id), tombstone, extra=unindex)
+    # The tombstone first (every read and write of her then answers 404), the indexes after:
+    # lists skip a tombstone they still name, and deleting again finishes the job.
+    await store.update_doc(redis, keys.elder(elder_id), tombstone, extra=drop_photo, after=unindex)
 
 
 # What a phone camera or a scanned print makes; anything else is refused, not converted.
@@ -325,5 +333,6 @@ async def erase_record(redis: aioredis.Redis, *, elder_id: int) -> None:
     """Delete her record and photo for good: the last step of erasing her (nothing names her)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.elder(elder_id), keys.elder_photo(elder_id))
-        pipe.zrem(keys.ELDERS, str(elder_id))
         await pipe.execute()
+    # Out of the index after (another slot): an entry naming no record is skipped by lists.
+    await redis.zrem(keys.ELDERS, str(elder_id))

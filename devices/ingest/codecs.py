@@ -108,12 +108,18 @@ def _reject_constant(name: str) -> float:
     raise DecodeError("not_finite", f"{name} is not a number")
 
 
+# One decoder for every payload: json.loads(..., parse_constant=...) builds a decoder and its
+# scanner on every call, which cost as much as the parse of a fix itself.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(payload: bytes) -> dict[str, Any]:
     """A JSON object from a payload; NaN/Infinity, non-objects and oversize are errors."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        data = json.loads(payload, parse_constant=_reject_constant)
+        # What json.loads does with bytes: the encoding sniffed (a BOM stripped), then parsed.
+        data = _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
     except DecodeError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -133,6 +139,21 @@ def _number(
     strings_ok: bool,
 ) -> float | None:
     value = data.get(field)
+    if type(value) is float:  # what a JSON number with a fraction decodes to: the usual case
+        number: float = value
+    else:
+        slow = _slow_number(value, field, required=required, strings_ok=strings_ok)
+        if slow is None:
+            return None
+        number = slow
+    if not math.isfinite(number):
+        raise DecodeError("not_finite", f"{field} is not finite")
+    if not lo <= number <= hi:
+        raise DecodeError("out_of_range", f"{field}={number:g} outside [{lo:g}, {hi:g}]")
+    return number
+
+
+def _slow_number(value: Any, field: str, *, required: bool, strings_ok: bool) -> float | None:
     if value is None:
         if required:
             raise DecodeError("missing_field", f"{field} is required")
@@ -147,14 +168,9 @@ def _number(
     if not isinstance(value, int | float):
         raise DecodeError("wrong_type", f"{field} must be a number")
     try:
-        number = float(value)
+        return float(value)
     except OverflowError:
         raise DecodeError("out_of_range", f"{field} is too large") from None
-    if not math.isfinite(number):
-        raise DecodeError("not_finite", f"{field} is not finite")
-    if not lo <= number <= hi:
-        raise DecodeError("out_of_range", f"{field}={number:g} outside [{lo:g}, {hi:g}]")
-    return number
 
 
 def _text(data: dict[str, Any], field: str, allowed: frozenset[str] | None) -> str | None:

@@ -513,6 +513,7 @@ class UplinkStore:
             )
         elders = {i.target.elder_id for i in items if isinstance(i, _Pending)}
         self._intended |= elders
+        # A streaming batch on one Redis: Redis starts on it while it is built.
         pipe, marks = relay.mark_first(
             self._redis,
             elders,

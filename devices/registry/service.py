@@ -16,6 +16,7 @@ from locator.core import store
 from locator.core.auth import Principal, Role
 from locator.core.clock import Clock, isoformat, ms_to_iso
 from locator.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from locator.core.redis import get_many_async
 from locator.core.schemas import Page
 
 
@@ -54,39 +55,80 @@ async def register(
     doc = body.model_dump(mode="json", exclude={"claim_code"})
     doc["created_at"] = isoformat(clock.now())
     device_key = keys.device(body.device_id)
-    binding_key = keys.elder_device(body.elder_id)
     external_key = (
         keys.device_external(body.protocol, body.external_id) if body.external_id else None
     )
-    # The elder's document is watched too: a delete racing this registration must win
-    # cleanly, not leave a device bound to a tombstone.
-    watched = [k for k in (keys.elder(body.elder_id), device_key, binding_key, external_key) if k]
+    if await redis.exists(device_key):
+        raise Conflict(f"device {body.device_id} is already registered")
+    if external_key and await redis.exists(external_key):
+        raise Conflict(f"external_id {body.external_id} is already registered")
+    # Ordered steps over three slots (hers, the bracelet's, the external id's), each one
+    # atomic: 1. her binding, under a WATCH of her record (a delete racing it wins: 404);
+    # 2. the bracelet's record, SET NX (a concurrent registration of it loses: 409, step 1
+    # undone); 3. the external id, SET NX likewise; 4. the indexes. A crash after step 1
+    # leaves her bound to a bracelet with no record (nothing reads it: the ingest finds no
+    # record, lists skip it); the same registration again completes it, deleting her clears
+    # it. The bracelet's record is the commit point: from it on, unbinding undoes it all.
+    await _bind(redis, elder_id=body.elder_id, device_id=body.device_id)
+    if not await redis.set(device_key, store.dump(doc), nx=True):
+        await _unbind_elder_slot(redis, elder_id=body.elder_id, device_id=body.device_id)
+        raise Conflict(f"device {body.device_id} is already registered")
+    if external_key and not await _claim(redis, external_key, body.device_id):
+        await unbind(redis, device_id=body.device_id, external=False)
+        raise Conflict(f"external_id {body.external_id} is already registered")
+    # Her delete may have passed between step 1 and the record (it found no record to
+    # unbind): seen here, and the bracelet goes again, so none stays on a tombstone.
+    current = await elders.read_elder_async(redis, elder_id=body.elder_id)
+    if current is None or current.deleted:
+        await unbind(redis, device_id=body.device_id)
+        raise NotFound(f"elder {body.elder_id} not found")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(keys.DEVICES, {body.device_id: 0})
+        pipe.zrem(keys.DEVICE_STOCK, body.device_id)
+        pipe.incr(keys.DEVICES_VERSION)
+        await pipe.execute()
+    return await _read(redis, doc)
+
+
+async def _claim(redis: aioredis.Redis, key: str, device_id: str) -> bool:
+    """Take ``key`` for the bracelet unless another holds it (held by it already: a re-run)."""
+    if await redis.set(key, device_id, nx=True):
+        return True
+    return store.text(await redis.get(key)) == device_id
+
+
+async def _bind(redis: aioredis.Redis, *, elder_id: int, device_id: str) -> None:
+    """Step 1 of a registration: her binding (her slot), 404 unless she is live, 409 if bound."""
+    binding_key = keys.elder_device(elder_id)
     async with redis.pipeline(transaction=True) as pipe:
         try:
-            await pipe.watch(*watched)
-            await elders.require_live(pipe, elder_id=body.elder_id)
-            if await pipe.exists(device_key):
-                raise Conflict(f"device {body.device_id} is already registered")
+            await elders.watch_live(pipe, elder_id=elder_id)
+            await pipe.watch(binding_key)
             bound = store.text(await pipe.get(binding_key))
-            if bound:
-                raise Conflict(
-                    f"elder {body.elder_id} already wears device {bound}; delete it first"
-                )
-            if external_key and await pipe.exists(external_key):
-                raise Conflict(f"external_id {body.external_id} is already registered")
+            if bound and bound != device_id:  # the same: a re-run of an interrupted one
+                raise Conflict(f"elder {elder_id} already wears device {bound}; delete it first")
             pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.set(device_key, store.dump(doc))
-            pipe.set(binding_key, body.device_id)
-            if external_key:
-                pipe.set(external_key, body.device_id)
-            pipe.zadd(keys.DEVICES, {body.device_id: 0})
-            pipe.zrem(keys.DEVICE_STOCK, body.device_id)
-            pipe.incr(keys.DEVICES_VERSION)
-            pipe.sadd(keys.elder_track_devices(body.elder_id), body.device_id)
+            pipe.set(binding_key, device_id)
+            pipe.sadd(keys.elder_track_devices(elder_id), device_id)
             await pipe.execute()
         except WatchError:
             raise Conflict("the device or elder changed meanwhile; try again") from None
-    return await _read(redis, doc)
+
+
+async def _unbind_elder_slot(redis: aioredis.Redis, *, elder_id: int, device_id: str) -> None:
+    """Her binding (if it still names this bracelet) and its state, in one transaction."""
+    binding_key = keys.elder_device(elder_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(binding_key)
+            bound = store.text(await pipe.get(binding_key))
+            pipe.multi()  # type: ignore[no-untyped-call]
+            if bound == device_id:
+                pipe.delete(binding_key)
+            pipe.delete(keys.device_state(elder_id, device_id))
+            await pipe.execute()
+        except WatchError:
+            pass  # rebound meanwhile to another bracelet: that binding is not ours to clear
 
 
 async def _claimed(redis: aioredis.Redis, body: DeviceCreate) -> DeviceCreate:
@@ -137,37 +179,39 @@ async def list_page(
         return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=next_cursor)
     if caller.role is Role.GUARDIAN and caller.subject:
         elder_ids = store.texts(await redis.zrange(keys.owner_elders(caller.subject), 0, -1))
-        bound = (
-            store.maybe_texts(await redis.mget([keys.elder_device(int(e)) for e in elder_ids]))
-            if elder_ids
-            else []
+        bound = store.maybe_texts(
+            await get_many_async(redis, [keys.elder_device(int(e)) for e in elder_ids])
         )
         docs = await store.get_docs(redis, [keys.device(d) for d in bound if d is not None])
         return Page[DeviceRead](items=[await _read(redis, d) for d in docs], next=None)
     raise Forbidden("volunteers cannot list devices")
 
 
-async def unbind(redis: aioredis.Redis, *, device_id: str) -> None:
-    """Remove a device and its binding (the track stays until retention trims it)."""
+async def unbind(redis: aioredis.Redis, *, device_id: str, external: bool = True) -> None:
+    """Remove a device and its binding (the track stays until retention trims it).
+
+    Her slot first (binding, state): the ingest's binding check then refuses the bracelet's
+    fixes. Then its record (the commit point of a registration), then the indexes. A crash
+    between leaves the record, so the same delete again finds it and finishes.
+    ``external``: also its external id (not when another registration holds that id).
+    """
     doc = await store.get_doc(redis, keys.device(device_id))
     if doc is None:
         return
+    await _unbind_elder_slot(redis, elder_id=int(doc["elder_id"]), device_id=device_id)
     stocked = await redis.exists(keys.device_stock(device_id))
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.device(device_id))
+    if external and doc.get("external_id"):
+        external_key = keys.device_external(doc["protocol"], doc["external_id"])
+        if store.text(await redis.get(external_key)) == device_id:
+            await redis.delete(external_key)
+    await redis.delete(keys.device(device_id))
+    async with redis.pipeline(transaction=False) as pipe:
         if stocked:
             # Back on the shelf with the code on its box: the next family claims it with that.
             pipe.zadd(keys.DEVICE_STOCK, {device_id: 0})
-        if doc.get("external_id"):
-            pipe.delete(keys.device_external(doc["protocol"], doc["external_id"]))
         pipe.zrem(keys.DEVICES, device_id)
-        pipe.delete(keys.device_state(doc["elder_id"], device_id))
         pipe.incr(keys.DEVICES_VERSION)
         await pipe.execute()
-    # Only clear the elder's binding if it still points at this device.
-    binding = keys.elder_device(doc["elder_id"])
-    if store.text(await redis.get(binding)) == device_id:
-        await redis.delete(binding)
 
 
 async def delete(redis: aioredis.Redis, *, caller: Principal, device_id: str) -> int:
@@ -183,3 +227,5 @@ async def unbind_elder(redis: aioredis.Redis, *, elder_id: int) -> None:
     device_id = store.text(await redis.get(keys.elder_device(elder_id)))
     if device_id:
         await unbind(redis, device_id=device_id)
+        # A binding left by an interrupted registration has no record to unbind from.
+        await _unbind_elder_slot(redis, elder_id=elder_id, device_id=device_id)

@@ -94,16 +94,23 @@ async def put(
         isoformat(clock.now()),
     ]
     stock_key = keys.device_stock(device_id)
+    if await redis.exists(stock_key):
+        raise Conflict(f"device {device_id} is already in stock")
+    if await redis.exists(keys.device(device_id)):
+        raise Conflict(f"device {device_id} is already registered")
+    # The shelf (another slot) first, then the record: an entry without a record is not
+    # listed and claims nothing (a crash between, or a racing stock of it), and stocking it
+    # again writes the record. The record is written once, under a WATCH of itself.
+    await redis.zadd(keys.DEVICE_STOCK, {device_id: 0})
     async with redis.pipeline(transaction=True) as pipe:
         try:
-            await pipe.watch(keys.device(device_id), stock_key)
-            if await pipe.exists(stock_key):
+            await pipe.watch(stock_key)
+            # HLEN, not EXISTS: redis-py's async cluster pipeline does not run EXISTS
+            # at once after a WATCH (a multi-key command there).
+            if await pipe.hlen(stock_key):
                 raise Conflict(f"device {device_id} is already in stock")
-            if await pipe.exists(keys.device(device_id)):
-                raise Conflict(f"device {device_id} is already registered")
             pipe.multi()  # type: ignore[no-untyped-call]
             pipe.hset(stock_key, items=record)
-            pipe.zadd(keys.DEVICE_STOCK, {device_id: 0})
             await pipe.execute()
         except WatchError:
             raise Conflict("the device changed meanwhile; try again") from None
@@ -111,10 +118,9 @@ async def put(
 
 async def discard(redis: aioredis.Redis, *, device_id: str) -> None:
     """Forget a stock record (an import row that failed after stocking)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.device_stock(device_id))
-        pipe.zrem(keys.DEVICE_STOCK, device_id)
-        await pipe.execute()
+    # The record first: a shelf entry left without one is neither listed nor claimable.
+    await redis.delete(keys.device_stock(device_id))
+    await redis.zrem(keys.DEVICE_STOCK, device_id)
 
 
 async def add(
@@ -164,12 +170,14 @@ async def check_claim(redis: aioredis.Redis, *, device_id: str, code: str) -> st
     coded bracelet all get the same 403: the answer tells a stranger nothing.
     """
     counter = keys.claim_attempts(device_id)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=True) as pipe:  # one key: the window and count
         pipe.set(counter, 0, ex=CLAIM_WINDOW_S, nx=True)
         pipe.incr(counter)
+        _, attempts = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:  # two slots: read, not a transaction
         pipe.zscore(keys.DEVICE_STOCK, device_id)
         pipe.hgetall(keys.device_stock(device_id))
-        _, attempts, in_stock, record = await pipe.execute()
+        in_stock, record = await pipe.execute()
     if int(attempts) > MAX_CLAIMS_PER_HOUR:
         raise TooManyClaims("too many claim attempts for this bracelet: try again in an hour")
     normalized = normalize(code) or ""

@@ -55,3 +55,15 @@ def queue_track_length(pipe: Any, *, elder_id: int, device_id: str) -> None:
 def queue_track_since(pipe: Any, *, elder_id: int, device_id: str, since_ms: int) -> None:
     """Queue a read of one device's hot track entries from ``since_ms`` (Redis stream ids)."""
     pipe.xrange(keys.track(elder_id, device_id), min=str(since_ms))
+
+
+def queue_track_entries(
+    pipe: Any, *, elder_id: int, device_id: str, count: int | None = None
+) -> None:
+    """Queue a read of her hot track's entries from one device, oldest first (benches)."""
+    pipe.xrange(keys.track(elder_id, device_id), count=count)
+
+
+def queue_track_memory(pipe: Any, *, elder_id: int, device_id: str) -> None:
+    """Queue MEMORY USAGE of her hot track from one device (benches' bytes per fix)."""
+    pipe.memory_usage(keys.track(elder_id, device_id), samples=0)

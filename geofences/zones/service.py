@@ -150,10 +150,18 @@ def validate(
 
 
 def _invalidate(pipe: Any, elder_id: int) -> None:
-    """Zones or pause changed: bumping the state version makes any zone update already in
-    flight conflict (and be evaluated again), and the global version reloads caches."""
+    """Zones or pause changed: bumping her state version, in the same transaction as the
+    change, makes any zone update already in flight conflict (and be evaluated again)."""
     pipe.hincrby(keys.zone_state(elder_id), "v", 1)
-    pipe.incr(keys.ZONES_VERSION)
+
+
+async def _reload_caches(redis: aioredis.Redis) -> None:
+    """The global version (another slot), bumped after her change: caches reload at once.
+
+    A crash before it loses nothing: the store script refuses a cached copy of her zones
+    older than her own version, and the evaluator then reloads her.
+    """
+    await redis.incr(keys.ZONES_VERSION)
 
 
 def _display(geometry: dict[str, Any], system: crs_mod.Crs) -> dict[str, Any]:
@@ -202,6 +210,7 @@ async def create(
         pipe.hset(keys.zones(elder_id), zone_id, store.dump(doc))
         _invalidate(pipe, elder_id)
         await pipe.execute()
+    await _reload_caches(redis)
     return _read(doc, warnings=warnings)
 
 
@@ -236,6 +245,7 @@ async def delete_zone(
         pipe.hdel(keys.zone_state(elder_id), zone_id)
         _invalidate(pipe, elder_id)
         removed, *_ = await pipe.execute()
+    await _reload_caches(redis)
     if not removed:
         raise NotFound(f"zone {zone_id} not found for elder {elder_id}")
 
@@ -257,6 +267,7 @@ async def set_pause(
         pipe.set(keys.pause(elder_id), pause.model_dump_json())
         _invalidate(pipe, elder_id)
         await pipe.execute()
+    await _reload_caches(redis)
     return pause
 
 
@@ -278,6 +289,7 @@ async def end_pause(redis: aioredis.Redis, *, caller: Principal, elder_id: int) 
         pipe.delete(keys.pause(elder_id))
         _invalidate(pipe, elder_id)
         await pipe.execute()
+    await _reload_caches(redis)
 
 
 async def transitions(

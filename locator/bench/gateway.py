@@ -29,6 +29,7 @@ from typing import Any
 from devices.telemetry.readers import queue_track_length, queue_track_since
 from locator.bench import bracelets
 from locator.bench.ingest import machine, register_devices
+from locator.bench.procstat import cpu_s, rss_kb
 from locator.core.redis import sync_client
 from locator.embedded import EmbeddedRedis, free_port
 from locator.mosquitto import LocalMosquitto
@@ -81,14 +82,6 @@ class GatewayBenchResult:
         return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
 
 
-def rss_kb(pid: int) -> int:
-    """VmRSS of a process, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 class _Fleets:
     """The fleet processes, each with its share of the bracelets."""
 
@@ -121,12 +114,6 @@ class _Fleets:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drive(fleets: _Fleets, port: int, pid: int, *, frames: int, base_tst: int) -> ServerRun:

@@ -6,11 +6,18 @@ persistent session filled with M QoS 1 fixes from several publisher processes wh
 subscriber is away) is drained twice: by a paho subscriber that only counts, then by the
 real ingest (decode, validate, store). Then a paced publisher offers a fixed rate while the
 ingest runs, and publish→stored latency is measured from the fix time each fix carries.
+
+Rates move with whatever else shares the cores, so each window also reads the CPU seconds
+every process spent (/proc): the ingest (this process: only its threads run while measured;
+publishers are processes of their own), Redis and the broker, per stored fix. A drain window
+does not see the broker taking the fixes in (that happened while filling), so the broker's
+intake is measured on the fill and added.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import multiprocessing
 import os
@@ -31,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.importer import bulk_register
 from devices.ingest.pipeline import BatchOutcome
 from devices.telemetry.readers import track_length
+from locator.bench.procstat import CpuShare, cpu_s
 from locator.core.clock import SystemClock
 from locator.core.mqtt import address, connect_options, make_client
 from locator.core.redis import async_client, sync_client
@@ -44,6 +52,7 @@ HAINING = (30.5112, 120.6853)
 @dataclass
 class IngestBenchResult:
     devices: int
+    zones: bool
     fixes: int
     bare_rate: float
     ingest_rate: float
@@ -52,6 +61,10 @@ class IngestBenchResult:
     latency_p99_ms: float
     latency_samples: int
     stored: int
+    bare_cpu: CpuShare  # the bare drain: subscriber + broker delivery
+    drain_cpu: CpuShare  # the full drain: ingest, Redis, broker delivery + its intake
+    paced_cpu: CpuShare  # the paced run: ingest, Redis, broker (intake and delivery)
+    script_us: float  # Redis' own time per store-script call (INFO commandstats)
 
     @property
     def ratio(self) -> float:
@@ -120,10 +133,40 @@ async def register_devices(
         await client.aclose()
 
 
+def _spot(device: int) -> tuple[float, float]:
+    """Where a bench bracelet reports from: within about a kilometre of home."""
+    return HAINING[0] + (device % 100) * 1e-4, HAINING[1] + (device // 100 % 100) * 1e-4
+
+
+async def register_zones(redis_url: str, devices: int, *, radius_m: float = 300.0) -> None:
+    """One safe circle per elder around where her bracelet reports: every fix well inside."""
+    from geofences.service import queue_store_zones
+
+    client = async_client(redis_url, process="bench")
+    try:
+        for start in range(0, devices, 1000):
+            async with client.pipeline(transaction=False) as pipe:
+                for n in range(start, min(start + 1000, devices)):
+                    lat, lon = _spot(n)
+                    doc = {
+                        "id": f"z{n + 1}",
+                        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                        "properties": {
+                            "kind": "safe",
+                            "name": "home",
+                            "radius_m": radius_m,
+                            "created_at": "2026-01-01T00:00:00Z",
+                        },
+                    }
+                    queue_store_zones(pipe, elder_id=n + 1, zones={f"z{n + 1}": doc})
+                await pipe.execute()
+    finally:
+        await client.aclose()
+
+
 def _payload(device: int, tst: float) -> bytes:
     # Small walks around home: every fix is valid, none is a jump.
-    lat = HAINING[0] + (device % 100) * 1e-4
-    lon = HAINING[1] + (device // 100 % 100) * 1e-4
+    lat, lon = _spot(device)
     return json.dumps(
         {
             "_type": "location",
@@ -176,7 +219,18 @@ def _open_session(mqtt_url: str, client_id: str) -> None:
     client.loop_stop()
 
 
+def _close_session(mqtt_url: str, client_id: str) -> None:
+    """Drop a persistent session, or the broker keeps queueing every later fix for it too."""
+    client = make_client(mqtt_url, client_id=client_id, persistent=False)
+    host, port = address(mqtt_url)
+    client.connect(host, port)
+    client.loop_start()
+    client.disconnect()
+    client.loop_stop()
+
+
 def _fill(mqtt_url: str, *, devices: int, fixes: int, publishers: int, base_tst: float) -> float:
+    """Queue ``fixes`` on the broker from publisher processes; the fill rate."""
     ctx = multiprocessing.get_context("spawn")
     started = time.perf_counter()
     procs = [
@@ -238,6 +292,44 @@ class _Counter:
             self.done.set()
 
 
+class _Window:
+    """CPU seconds of named processes between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._before: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: cpu_s(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.seconds = {name: cpu_s(pid) - self._before[name] for name, pid in self._pids.items()}
+        return self.seconds
+
+
+def _script_usec_per_call(redis_url: str) -> float:
+    check = sync_client(redis_url, process="bench")
+    try:
+        stats = check.info("commandstats")
+    finally:
+        check.close()
+    calls = usec = 0.0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        if name in stats:
+            calls += float(stats[name]["calls"])
+            usec += float(stats[name]["usec"])
+    return usec / calls if calls else float("nan")
+
+
+def _reset_stats(redis_url: str) -> None:
+    check = sync_client(redis_url, process="bench")
+    try:
+        check.config_resetstat()
+    finally:
+        check.close()
+
+
 def run(
     *,
     devices: int,
@@ -246,6 +338,8 @@ def run(
     rate: float,
     latency_s: float,
     workdir: Path | None,
+    profile: Path | None = None,
+    zones: bool = False,
 ) -> IngestBenchResult:
     with tempfile.TemporaryDirectory(prefix="homeward-bench-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -255,14 +349,25 @@ def run(
         mqtt_url = broker.start()
         try:
             asyncio.run(register_devices(redis_url, devices))
+            if zones:
+                asyncio.run(register_zones(redis_url, devices))
             # Two queues of fixes in the past, one second apart per device, none in the future.
             base = time.time() - 2 * fixes / devices - 600
 
+            assert redis_server.process is not None and broker.process is not None
+            me, redis_pid, broker_pid = os.getpid(), redis_server.process.pid, broker.process.pid
+
             _open_session(mqtt_url, "bench-bare")
             _fill(mqtt_url, devices=devices, fixes=fixes, publishers=publishers, base_tst=base)
+            bare_window = _Window({"subscriber": me, "broker": broker_pid})
+            bare_window.start()
             bare_rate = _drain_bare(mqtt_url, "bench-bare", fixes)
+            bare_cpu = CpuShare(bare_window.stop(), fixes)
+            _close_session(mqtt_url, "bench-bare")
 
             _open_session(mqtt_url, "bench-ingest")
+            intake = _Window({"broker": broker_pid})
+            intake.start()
             _fill(
                 mqtt_url,
                 devices=devices,
@@ -270,6 +375,7 @@ def run(
                 publishers=publishers,
                 base_tst=base + fixes / devices + 1,
             )
+            broker_intake_s = intake.stop()["broker"]
             counter = _Counter()
             counter.target = fixes
             loop = IngestLoop(
@@ -282,16 +388,31 @@ def run(
                 on_batch=counter,
             )
             stop = threading.Event()
+            profiler = cProfile.Profile() if profile else None
+            target = (lambda: profiler.runcall(loop.run, stop)) if profiler else None
+            _reset_stats(redis_url)
+            window = _Window({"ingest": me, "redis": redis_pid, "broker": broker_pid})
+            window.start()
             started = time.perf_counter()
-            worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+            worker = threading.Thread(target=target or loop.run, args=() if target else (stop,))
+            worker.daemon = True
             worker.start()
             if not counter.done.wait(600):
                 raise RuntimeError(f"ingest processed {counter.processed} of {fixes}")
             ingest_rate = fixes / (time.perf_counter() - started)
+            drain_s = window.stop()
+            drain_s["broker"] += broker_intake_s
+            drain_cpu = CpuShare(drain_s, counter.stored)
+            script_us = _script_usec_per_call(redis_url)
 
+            stored_before = counter.stored
+            window.start()
             offered = _paced(mqtt_url, counter, devices=devices, rate=rate, seconds=latency_s)
+            paced_cpu = CpuShare(window.stop(), counter.stored - stored_before)
             stop.set()
             worker.join(timeout=30)
+            if profiler is not None and profile is not None:
+                profiler.dump_stats(str(profile))
             check = sync_client(redis_url, process="bench")
             stored = sum(
                 track_length(check, elder_id=n + 1, device_id=f"bench-{n}") for n in range(devices)
@@ -300,6 +421,7 @@ def run(
             lat = sorted(counter.latencies)
             return IngestBenchResult(
                 devices=devices,
+                zones=zones,
                 fixes=fixes,
                 bare_rate=bare_rate,
                 ingest_rate=ingest_rate,
@@ -310,14 +432,20 @@ def run(
                 else float("nan"),
                 latency_samples=len(lat),
                 stored=stored,
+                bare_cpu=bare_cpu,
+                drain_cpu=drain_cpu,
+                paced_cpu=paced_cpu,
+                script_us=script_us,
             )
         finally:
             broker.stop()
             redis_server.stop()
 
 
-def _paced(mqtt_url: str, counter: _Counter, *, devices: int, rate: float, seconds: float) -> float:
-    """Offer ``rate`` fixes/s for ``seconds`` to the running ingest; fix time = publish time."""
+def _paced_publisher(
+    mqtt_url: str, devices: int, rate: float, total: int, answer: multiprocessing.SimpleQueue[float]
+) -> None:
+    """The paced publisher, a process of its own so the ingest's CPU is all this process's."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-paced-{uuid.uuid4().hex[:6]}"
     )
@@ -325,11 +453,6 @@ def _paced(mqtt_url: str, counter: _Counter, *, devices: int, rate: float, secon
     host, port = address(mqtt_url)
     client.connect(host, port)
     client.loop_start()
-    total = int(rate * seconds)
-    already = counter.processed
-    counter.target = already + total
-    counter.done.clear()
-    counter.measure = True
     started = time.perf_counter()
     for i in range(total):
         due = started + i / rate
@@ -338,26 +461,48 @@ def _paced(mqtt_url: str, counter: _Counter, *, devices: int, rate: float, secon
             time.sleep(delay)
         device = i % devices
         client.publish(f"homeward/devices/bench-{device}/up", _payload(device, time.time()), qos=1)
-    elapsed = time.perf_counter() - started
-    counter.done.wait(60)
-    counter.measure = False
+    answer.put(total / (time.perf_counter() - started))
     client.disconnect()
     client.loop_stop()
-    return total / elapsed
+
+
+def _paced(mqtt_url: str, counter: _Counter, *, devices: int, rate: float, seconds: float) -> float:
+    """Offer ``rate`` fixes/s for ``seconds`` to the running ingest; fix time = publish time."""
+    total = int(rate * seconds)
+    counter.target = counter.processed + total
+    counter.done.clear()
+    counter.measure = True
+    ctx = multiprocessing.get_context("spawn")
+    answer: multiprocessing.SimpleQueue[float] = ctx.SimpleQueue()
+    proc = ctx.Process(target=_paced_publisher, args=(mqtt_url, devices, rate, total, answer))
+    proc.start()
+    proc.join()
+    counter.done.wait(60)
+    counter.measure = False
+    return answer.get() if not answer.empty() else float("nan")
 
 
 def report(result: IngestBenchResult) -> str:
+    drain, paced = result.drain_cpu, result.paced_cpu
     return "\n".join(
         [
             f"machine: {machine()}",
-            f"devices registered: {result.devices:,}   fixes per drain: {result.fixes:,}",
+            f"devices registered: {result.devices:,}   fixes per drain: {result.fixes:,}   "
+            + ("one safe circle per elder, every fix inside" if result.zones else "no zones"),
             f"bare paho drain (count only): {result.bare_rate:,.0f} fixes/s",
             f"full ingest drain (decode, validate, store): {result.ingest_rate:,.0f} fixes/s",
-            f"ratio ingest/bare: {result.ratio:.2f}",
+            f"ratio ingest/bare: {result.ratio:.2f} (target >= 0.5)",
+            f"CPU per fix, bare drain: {result.bare_cpu.line()}",
+            f"CPU per stored fix, full drain: {drain.line()} "
+            "(broker: intake while filling + delivery)",
+            f"CPU per stored fix, paced run: {paced.line()}",
+            f"Redis time per store-script call (commandstats): {result.script_us:.1f} us",
             f"offered load: {result.offered_rate:,.0f} fixes/s -> publish-to-stored latency "
             f"p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms "
             f"({result.latency_samples:,} fixes)",
             f"track entries stored: {result.stored:,} "
             f"(expected {result.fixes + result.latency_samples:,})",
+            f"a province at 3,333 fixes/s: {3333 * paced.total_us / 1e6:.2f} cores "
+            f"at the paced cost, {3333 * drain.total_us / 1e6:.2f} at the drain cost",
         ]
     )

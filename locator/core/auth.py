@@ -126,11 +126,14 @@ async def _store(redis: aioredis.Redis, digest: str, info: TokenInfo, *, ttl_s: 
         "expires_at",
         str(info.expires_at),
     ]
+    # Two slots, two steps: the id index first, then the record (one key, one transaction).
+    # A crash between leaves an index entry with no record, which no one can use and the
+    # next listing drops; never a live token the admin cannot see or revoke by id.
+    await redis.zadd(keys.TOKEN_IDS, {digest: info.id})
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(keys.token(digest), items=record)
         # Redis forgets the record by itself once it is dead (the check is ``expires_at``).
         pipe.expire(keys.token(digest), max(1, ttl_s))
-        pipe.zadd(keys.TOKEN_IDS, {digest: info.id})
         await pipe.execute()
 
 
@@ -220,16 +223,19 @@ async def list_tokens(
 
 async def _forget(redis: aioredis.Redis, digest: str) -> bool:
     """Delete a token and every web session opened with it; True if it existed."""
+    # The record first: from then on the token and every session opened with it are refused
+    # (a session checks its token on each use). The rest, in any slot, is tidying that a
+    # crash may leave for a re-run (revoking again is allowed) or the listing to drop.
+    existed = bool(await redis.delete(keys.token(digest)))
     sessions = store.texts(await redis.smembers(keys.token_sessions(digest)))
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.token(digest))
-        pipe.zrem(keys.TOKEN_IDS, digest)
-        pipe.zrem(keys.TOKENS, digest)
+    async with redis.pipeline(transaction=False) as pipe:
         for session_hash in sessions:
             pipe.delete(keys.session(session_hash))
         pipe.delete(keys.token_sessions(digest))
-        replies = await pipe.execute()
-    return bool(replies[0])
+        pipe.zrem(keys.TOKEN_IDS, digest)
+        pipe.zrem(keys.TOKENS, digest)
+        await pipe.execute()
+    return existed
 
 
 async def revoke_token(redis: aioredis.Redis, token: str) -> bool:
@@ -272,17 +278,17 @@ async def create_session(
         ttl = max(1, min(ttl, int(expires_at - now)))
     session = secrets.token_urlsafe(32)
     session_hash = hash_token(session)
+    # The token's list of sessions first, then the session: a crash between leaves a
+    # member naming no session (harmless); a session is refused anyway once its token is.
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(
-            keys.session(session_hash),
-            json.dumps(
-                {"role": principal.role.value, "subject": principal.subject, "token": digest}
-            ),
-            ex=ttl,
-        )
         pipe.sadd(keys.token_sessions(digest), session_hash)
         pipe.expire(keys.token_sessions(digest), SESSION_TTL_S)
         await pipe.execute()
+    await redis.set(
+        keys.session(session_hash),
+        json.dumps({"role": principal.role.value, "subject": principal.subject, "token": digest}),
+        ex=ttl,
+    )
     return session, principal, ttl
 
 

@@ -46,7 +46,7 @@ import redis
 
 from locator.core import keys, shards
 from locator.core.logging import get_logger
-from locator.core.redis import is_cluster
+from locator.core.redis import command_batch, is_cluster
 from locator.core.scripts import Script
 
 log = get_logger(__name__)
@@ -166,14 +166,14 @@ def mark_first(
     written in a round trip of their own before the scripts are sent.
     """
     cluster = is_cluster(client)
-    marks = client.pipeline(transaction=False)
+    marks = command_batch(client)
     release(marks, done, token=token)
     count = len(marks) + intend(marks, elders, token=token, now=now)
     if not cluster:
         return marks, count
     if count:
         marks.execute()
-    return client.pipeline(transaction=False), 0
+    return command_batch(client), 0
 
 
 def merge(into: dict[int, list[str]], elder: int, entries: Iterable[object]) -> None:

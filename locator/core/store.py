@@ -12,6 +12,7 @@ from redis.exceptions import WatchError
 
 from locator.core import keys
 from locator.core.errors import Conflict, Unprocessable
+from locator.core.redis import get_many_async
 
 MAX_PAGE = 200
 
@@ -40,11 +41,16 @@ async def update_doc(
     *,
     also_watch: Sequence[str] = (),
     extra: Callable[[Any, dict[str, Any]], None] | None = None,
+    after: Callable[[Any, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Read-modify-write of one document under WATCH, retried on a concurrent change.
 
     ``mutate`` gets the current document (or raises, e.g. NotFound for a tombstone) and
-    returns the new one; ``extra`` may queue more commands in the same transaction.
+    returns the new one; ``extra`` may queue more commands in the same transaction, on keys
+    of the document's hash slot only (``also_watch`` too). ``after`` queues the steps in
+    other slots (indexes), run once the document is written, in a plain pipeline: a crash
+    between leaves the document changed and an index behind, which readers tolerate
+    (they skip an entry whose document is gone) and the same call again repairs.
     """
     watched = [key, *also_watch]
     for _ in range(20):
@@ -59,10 +65,21 @@ async def update_doc(
                 if extra is not None:
                     extra(pipe, doc)
                 await pipe.execute()
-                return doc
             except WatchError:
                 continue
+            if after is not None:
+                await run_after(redis, doc, after)
+            return doc
     raise Conflict("the record kept changing meanwhile; try again")
+
+
+async def run_after(
+    redis: aioredis.Redis, doc: dict[str, Any], steps: Callable[[Any, dict[str, Any]], None]
+) -> None:
+    """Queue ``steps`` in a non-transactional pipeline (split per node on a cluster) and run it."""
+    async with redis.pipeline(transaction=False) as pipe:
+        steps(pipe, doc)
+        await pipe.execute()
 
 
 async def next_id(redis: aioredis.Redis, kind: str) -> int:
@@ -86,7 +103,7 @@ async def get_docs(redis: aioredis.Redis, doc_keys: Sequence[str]) -> list[dict[
     """The documents that exist among ``doc_keys``, in order."""
     if not doc_keys:
         return []
-    raws = await redis.mget(list(doc_keys))
+    raws = await get_many_async(redis, list(doc_keys))
     return [json.loads(raw) for raw in raws if raw is not None]
 
 
