@@ -44,9 +44,12 @@ def test_a_tiny_soak_on_the_cluster_counts_through_the_cluster_client() -> None:
     nodes = {"redis-0", "redis-1", "redis-2"}
     assert set(result.rss) == {"ingest-0", "ingest-1", "broker"} | nodes
     assert nodes <= set(result.cpu_s)
-    # Bracelets spread over three masters: one node's used_memory alone could not reach it.
-    assert result.registry_bytes_per_bracelet > 100
-    assert result.bytes_per_stored_fix > 0
+    # Bracelets spread over three masters, and their memory is the sum of the three.
+    assert set(result.node_memory) == set(result.node_growth) == nodes
+    grown = sum(result.node_growth.values())
+    assert result.registry_bytes_per_bracelet * 200 < grown
+    assert all(growth > grown / 5 for growth in result.node_growth.values())
+    assert result.registry_bytes_per_bracelet > 0 and result.bytes_per_stored_fix > 0
     text = soak.report(result)
     assert "Redis: a local 3-master cluster" in text
     assert all(f"  {node}" in text for node in nodes)

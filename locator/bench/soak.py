@@ -140,6 +140,8 @@ class SoakResult:
     bytes_per_stored_fix: float
     track_bytes_per_entry: float
     long_track_bytes_per_entry: float
+    node_memory: dict[str, int]  # used_memory per Redis server after the run
+    node_growth: dict[str, int]  # ... less what it used empty
 
     @property
     def held(self) -> bool:
@@ -268,15 +270,19 @@ class _Store:
 
     def used_memory(self) -> int:
         """``used_memory`` summed over every server (the masters of a cluster)."""
+        return sum(self.node_memory().values())
+
+    def node_memory(self) -> dict[str, int]:
+        """``used_memory`` of each server, by the names ``pids`` gives."""
         urls = self._nodes.urls if self._nodes is not None else [self.url]
-        total = 0
-        for url in urls:
+        used = {}
+        for name, url in zip(self.pids(), urls, strict=True):
             node = sync_client(url, process="bench")
             try:
-                total += int(node.info("memory")["used_memory"])
+                used[name] = int(node.info("memory")["used_memory"])
             finally:
                 node.close()
-        return total
+        return used
 
     def stop(self) -> None:
         if self._nodes is not None:
@@ -405,7 +411,8 @@ def run(
         sampler: _Sampler | None = None
         try:
             client = redis_server.client()
-            empty = redis_server.used_memory()
+            empty_nodes = redis_server.node_memory()
+            empty = sum(empty_nodes.values())
             started = time.perf_counter()
             asyncio.run(
                 register_devices(
@@ -473,7 +480,8 @@ def run(
                 client, bracelets, t0 + interval_s
             )
             warm.sort()
-            used = redis_server.used_memory()
+            node_memory = redis_server.node_memory()
+            used = sum(node_memory.values())
             long_track = _long_track_bytes_per_entry(client, bracelets)
             client.close()
             latencies.sort()
@@ -506,6 +514,8 @@ def run(
                 else float("nan"),
                 track_bytes_per_entry=per_entry,
                 long_track_bytes_per_entry=long_track,
+                node_memory=node_memory,
+                node_growth={name: used - empty_nodes[name] for name, used in node_memory.items()},
             )
         finally:
             if sampler is not None:
@@ -574,6 +584,11 @@ def report(result: SoakResult) -> str:
         f"{result.bytes_per_stored_fix:,.0f} B per stored fix (tracks and per-bracelet state); "
         f"these short tracks {result.track_bytes_per_entry:,.0f} B per entry, "
         f"a long track {result.long_track_bytes_per_entry:,.0f} B per entry",
+        "Redis used_memory MB: "
+        + ", ".join(
+            f"{name} {used / 2**20:.1f} (+{result.node_growth[name] / 2**20:.1f})"
+            for name, used in result.node_memory.items()
+        ),
         "rate held"
         if result.held
         else f"RATE NOT HELD (loss, unacked fixes, a backlog > {DRAIN_HELD_S:g} s "
