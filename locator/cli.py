@@ -775,8 +775,11 @@ def bench_soak(
     duration: Annotated[float, typer.Option(min=1, help="seconds of publishing")] = 600.0,
     ingests: Annotated[int, typer.Option(min=1, help="homeward ingest processes")] = 2,
     redis_backend: Annotated[
-        str, typer.Option("--redis", help="single (embedded Redis) or cluster (not built yet)")
-    ] = "single",
+        str,
+        typer.Option(
+            "--redis", help="cluster (a local 3-master Redis Cluster) or single (embedded)"
+        ),
+    ] = "cluster",
     publishers: Annotated[int, typer.Option(min=1, help="publisher processes")] = 2,
     search: Annotated[
         bool, typer.Option(help="if the rate is not held, try lower rates (shorter runs)")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
 from devices import keys
 from locator.core.errors import ConfigError
+from locator.core.redis import is_cluster
 
 
 def test_a_tiny_soak_stores_every_fix_and_its_accounting_sees_one_dropped() -> None:
@@ -14,13 +17,56 @@ def test_a_tiny_soak_stores_every_fix_and_its_accounting_sees_one_dropped() -> N
     counting must show as exactly one lost fix (the rest exact), and the rate as not held."""
     from locator.bench import soak
 
-    def drop_one(client: redis.Redis) -> None:
-        track = keys.track(1, soak.device_name(0))
-        first = client.xrange(track, count=1)
-        assert first, "bracelet 0 stored nothing"
-        client.xdel(track, first[0][0])
+    result = soak.run(
+        bracelets=200, interval_s=5.0, duration_s=10.0, backend="single", tamper=_drop_one
+    )
+    _assert_one_lost(result)
+    assert set(result.rss) == {"ingest-0", "ingest-1", "redis", "broker"}
+    assert "Redis: one embedded server" in soak.report(result)
 
-    result = soak.run(bracelets=200, interval_s=5.0, duration_s=10.0, tamper=drop_one)
+
+def test_a_tiny_soak_on_the_cluster_counts_through_the_cluster_client() -> None:
+    """The same soak on a local 3-master cluster (the ingests run with REDIS_CLUSTER):
+    registered, stored and counted there, every node's RSS, CPU and memory in the report."""
+    from locator.bench import soak
+
+    seen: list[bool] = []
+
+    def drop_one_on_the_cluster(client: redis.Redis) -> None:
+        seen.append(is_cluster(client))
+        _drop_one(client)
+
+    result = soak.run(
+        bracelets=200, interval_s=5.0, duration_s=10.0, tamper=drop_one_on_the_cluster
+    )
+    assert result.backend == "cluster" and seen == [True]
+    _assert_one_lost(result)
+    nodes = {"redis-0", "redis-1", "redis-2"}
+    assert set(result.rss) == {"ingest-0", "ingest-1", "broker"} | nodes
+    assert nodes <= set(result.cpu_s)
+    # Bracelets spread over three masters, and their memory is the sum of the three.
+    assert set(result.node_memory) == set(result.node_growth) == nodes
+    grown = sum(result.node_growth.values())
+    assert result.registry_bytes_per_bracelet * 200 < grown
+    assert all(growth > grown / 5 for growth in result.node_growth.values())
+    assert result.registry_bytes_per_bracelet > 0 and result.bytes_per_stored_fix > 0
+    text = soak.report(result)
+    assert "Redis: a local 3-master cluster" in text
+    assert all(f"  {node}" in text for node in nodes)
+
+
+def _drop_one(client: redis.Redis) -> None:
+    from locator.bench import soak
+
+    track = keys.track(1, soak.device_name(0))
+    first = client.xrange(track, count=1)
+    assert first, "bracelet 0 stored nothing"
+    client.xdel(track, first[0][0])
+
+
+def _assert_one_lost(result: Any) -> None:
+    from locator.bench import soak
+
     acc = result.accounting
     assert acc.published == 400
     assert result.unacked == 0
@@ -28,7 +74,6 @@ def test_a_tiny_soak_stores_every_fix_and_its_accounting_sees_one_dropped() -> N
     assert acc.stored == 399
     assert not result.held
     assert result.latency_p99_ms > 0
-    assert set(result.rss) == {"ingest-0", "ingest-1", "redis", "broker"}
     text = soak.report(result)
     assert "NOT EXACT: 1 lost" in text
     assert "RATE NOT HELD" in text
@@ -43,8 +88,8 @@ def test_accounting_counts_doubles_and_repeats() -> None:
     assert not account([2, 2], [2, 2], duplicates=1).exact
 
 
-def test_the_cluster_backend_is_a_clear_hook_until_it_exists() -> None:
+def test_an_unknown_backend_is_one_config_error() -> None:
     from locator.bench import soak
 
-    with pytest.raises(ConfigError, match="not built yet"):
-        soak.run(bracelets=1, interval_s=1.0, duration_s=1.0, backend="cluster")
+    with pytest.raises(ConfigError, match="--redis must be one of cluster, single"):
+        soak.run(bracelets=1, interval_s=1.0, duration_s=1.0, backend="sentinel")

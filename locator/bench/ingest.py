@@ -96,8 +96,10 @@ async def register_devices(
     device_id: Callable[[int], str] = _bench_id,
     protocol: str = "native",
     home: Callable[[int], tuple[float, float]] | None = None,
+    cluster: bool = False,
 ) -> None:
-    """Elders and devices stored unchecked by the registry (``bulk_register``), in pipelines."""
+    """Elders and devices stored unchecked by the registry (``bulk_register``), in pipelines;
+    ``cluster``: ``redis_url`` names a node of a Redis Cluster."""
     now = "2026-01-01T00:00:00Z"
 
     def rows() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -126,7 +128,7 @@ async def register_devices(
             }
             yield elder, device
 
-    client = async_client(redis_url, process="bench")
+    client = async_client(redis_url, process="bench", cluster=cluster)
     try:
         await bulk_register(client, rows=rows())
     finally:
