@@ -32,7 +32,7 @@ from locator.core.redis import is_cluster, sync_client
 from locator.ticker import Ticker
 from tests.alerts_harness import config, north
 from tests.conftest import Api, both_backends
-from tests.factories import elder_body
+from tests.factories import register_elder_at_home
 
 UP = "homeward/devices/c-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -45,23 +45,7 @@ class Killed(Exception):
 @pytest.fixture
 async def elder_id(api: Api) -> int:
     """An elder with a 150 m safe zone at home and bracelet c-1 (on the single Redis)."""
-    elder = await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("admin"))
-    elder_id = int(elder.json()["id"])
-    home = elder_body()["home"]
-    zone = {
-        "type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [home["lon"], home["lat"]]},
-        "properties": {"kind": "safe", "radius_m": 150},
-    }
-    made = await api.http.post(
-        f"/api/v1/elders/{elder_id}/zones", json=zone, headers=api.auth("admin")
-    )
-    assert made.status_code == 201, made.text
-    body = {"device_id": "c-1", "elder_id": elder_id}
-    made = await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
-    assert made.status_code == 201, made.text
-    api.clock.advance(700)  # past the new zone's grace: a first "outside" is an exit
-    return elder_id
+    return await register_elder_at_home(api, device_id="c-1")
 
 
 on_the_cluster = pytest.mark.parametrize("store_backend", ["cluster"], indirect=True)

@@ -21,7 +21,7 @@ from locator.core.clock import ManualClock
 from locator.core.redis import sync_client
 from tests.alerts_harness import north
 from tests.conftest import Api, both_backends
-from tests.factories import elder_body
+from tests.factories import register_elder_at_home
 
 UP = "homeward/devices/z-1/up"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -45,24 +45,7 @@ def _store(client: redis.Redis, clock: ManualClock, evaluator: ZoneEvaluator) ->
 
 @pytest.fixture
 async def elder_id(api: Api) -> int:
-    elder = await api.http.post("/api/v1/elders", json=elder_body(), headers=api.auth("admin"))
-    elder_id = int(elder.json()["id"])
-    home = elder_body()["home"]
-    zone = {
-        "type": "Feature",
-        "geometry": {"type": "Point", "coordinates": [home["lon"], home["lat"]]},
-        "properties": {"kind": "safe", "radius_m": 150},
-    }
-    made = await api.http.post(
-        f"/api/v1/elders/{elder_id}/zones", json=zone, headers=api.auth("admin")
-    )
-    assert made.status_code == 201, made.text
-    body = {"device_id": "z-1", "elder_id": elder_id}
-    assert (
-        await api.http.post("/api/v1/devices", json=body, headers=api.auth("admin"))
-    ).status_code == 201
-    api.clock.advance(700)  # past the new zone's grace: a first "outside" is an exit
-    return elder_id
+    return await register_elder_at_home(api, device_id="z-1")
 
 
 def _send(store: UplinkStore, clock: ManualClock, metres: float) -> dict[str, int]:
