@@ -1,9 +1,11 @@
 """The ingest process: paho on its network thread, batches stored by a worker thread.
 
-paho's callback only queues the message; a worker drains the queue in batches (up to
-BATCH_MAX messages or FLUSH_S after the first), stores each batch in Redis, and only then
-acknowledges it (manual QoS 1 acks). While Redis is unreachable the worker retries the same
-batch with backoff and acknowledges nothing, so the broker keeps every message for us.
+The network thread (``mqtt_burst.BurstClient``) only queues what one socket read brought,
+as one burst; a worker builds batches from the bursts (up to BATCH_MAX messages or FLUSH_S
+after the first, a burst split across batches when needed, order kept), stores each batch
+in Redis, and only then acknowledges it (manual QoS 1 acks, one write per batch). While
+Redis is unreachable the worker retries the same batch with backoff and acknowledges
+nothing, so the broker keeps every message for us.
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ from locator.core import keys
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
 from locator.core.mqtt import address, connect_options, make_client
+from locator.core.mqtt_burst import BurstClient, Delivery
 from locator.core.redis import sync_client
 
 log = get_logger(__name__)
 
 UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+", "owntracks/+/+/event")
-# Must stay within the broker's in-flight window (deploy/mosquitto/mosquitto.conf: 100):
+# Must stay within the broker's in-flight window (deploy/mosquitto/mosquitto.conf: 400):
 # the broker sends no more until we acknowledge, and we acknowledge only whole batches.
-BATCH_MAX = 100
+# Half the window, so the broker keeps sending the next batch while one is being stored.
+BATCH_MAX = 200
 FLUSH_S = 0.005
 _REDIS_DOWN = (
     redis.ConnectionError,
@@ -105,16 +109,22 @@ class IngestLoop:
         self._adaptive = adaptive_reporting
         self.commands_sent = 0
         self.handled = 0  # messages this process stored (its share of a shared subscription)
-        self._queue: queue.Queue[Message] = queue.Queue()
+        # One item per socket read: (connection generation, arrival time, its messages).
+        self._queue: queue.Queue[tuple[int, float, list[Delivery]]] = queue.Queue()
+        self._pending: list[Message] = []  # taken from the queue, not yet in a batch
         self.client_id = client_id or default_client_id()
         self.group = group
         self.topics = uplink_topics(group)
         self._client = make_client(
-            mqtt_url, client_id=self.client_id, persistent=True, manual_ack=True
+            mqtt_url,
+            client_id=self.client_id,
+            persistent=True,
+            manual_ack=True,
+            client_class=BurstClient,
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client.on_burst = self._on_burst
         self.redis_ok = True
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker confirmed the uplink subscriptions
@@ -151,18 +161,8 @@ class IngestLoop:
         self.connected.clear()
         log.warning("ingest_disconnected", reason=str(reason))
 
-    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        self._queue.put(
-            Message(
-                msg.topic,
-                bytes(msg.payload),
-                self._clock.time(),
-                msg.mid,
-                msg.qos,
-                bool(msg.retain),
-                self._generation,
-            )
-        )
+    def _on_burst(self, burst: list[Delivery]) -> None:
+        self._queue.put((self._generation, self._clock.time(), burst))
 
     # --- the worker ----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -183,9 +183,10 @@ class IngestLoop:
                     if not self._store_batch(store, batch, stop):
                         return  # stopping with an unstored batch: unacknowledged, redelivered
                     self.handled += len(batch)
-                    for message in batch:
-                        if message.qos > 0 and message.generation == self._generation:
-                            self._client.ack(message.mid, message.qos)
+                    generation = self._generation
+                    self._client.ack_many(
+                        [m.mid for m in batch if m.qos == 1 and m.generation == generation]
+                    )
                 if time.monotonic() - last_beat > 1.0:
                     self._beat()
                     last_beat = time.monotonic()
@@ -215,23 +216,33 @@ class IngestLoop:
         return None
 
     def _next_batch(self, stop: threading.Event) -> list[Message]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
+        pending = self._pending
+        if not pending:
+            try:
+                self._take(self._queue.get(timeout=0.2))
+            except queue.Empty:
+                return []
         deadline = time.monotonic() + FLUSH_S
-        while len(batch) < BATCH_MAX:
+        while len(pending) < BATCH_MAX:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(
-                    self._queue.get(timeout=max(remaining, 0))
+                self._take(
+                    self._queue.get(timeout=remaining)
                     if remaining > 0
                     else self._queue.get_nowait()
                 )
             except queue.Empty:
                 break
+        batch = pending[:BATCH_MAX]
+        del pending[:BATCH_MAX]
         return batch
+
+    def _take(self, item: tuple[int, float, list[Delivery]]) -> None:
+        generation, received_at, burst = item
+        self._pending += [
+            Message(topic, payload, received_at, mid, qos, retain, generation)
+            for topic, payload, mid, qos, retain in burst
+        ]
 
     def _store_batch(self, store: UplinkStore, batch: list[Message], stop: threading.Event) -> bool:
         """Store a batch, retrying while Redis cannot write; False only if asked to stop first.
@@ -347,9 +358,9 @@ class IngestLoop:
         }
         processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
         now = self._clock.time()
-        try:
-            oldest = self._queue.queue[0]  # the oldest message not yet stored
-            lag = max(0.0, now - oldest.received_at)
+        try:  # the oldest message not yet stored
+            oldest = self._pending[0].received_at if self._pending else self._queue.queue[0][1]
+            lag = max(0.0, now - oldest)
         except IndexError:
             lag = 0.0
         # When Redis is unreachable, the file heartbeat above already says so.

@@ -19,7 +19,7 @@ from pathlib import Path
 from locator.core.errors import ConfigError
 
 DELIVERY_LIMITS = {
-    "max_inflight_messages": "100",
+    "max_inflight_messages": "400",
     "max_queued_messages": "100000",
     "max_queued_bytes": "67108864",
     "queue_qos0_messages": "false",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -24,8 +24,33 @@ class Publisher(Protocol):
         ...
 
 
+ClientT = TypeVar("ClientT", bound=paho.Client)
+
+
+@overload
 def make_client(
     url: str, *, client_id: str, persistent: bool, manual_ack: bool = False
+) -> paho.Client: ...
+
+
+@overload
+def make_client(
+    url: str,
+    *,
+    client_id: str,
+    persistent: bool,
+    manual_ack: bool = False,
+    client_class: type[ClientT],
+) -> ClientT: ...
+
+
+def make_client(
+    url: str,
+    *,
+    client_id: str,
+    persistent: bool,
+    manual_ack: bool = False,
+    client_class: type[paho.Client] = paho.Client,
 ) -> paho.Client:
     """A paho v2-callback client for ``url`` (not yet connected; see ``connect_options``).
 
@@ -33,10 +58,12 @@ def make_client(
     published while we are away are queued for us, not dropped. MQTT 3.1.1 (the default,
     and all the embedded amqtt speaks) does it with clean_session=False and the broker's
     expiry; ``?protocol=5`` on the URL uses MQTT 5: clean_start=False plus a session expiry.
+    ``client_class``: a paho ``Client`` subclass with the same constructor (the ingest's
+    ``mqtt_burst.BurstClient``).
     """
     parts = urlsplit(url)
     v5 = is_v5(url)
-    client = paho.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=None if v5 else not persistent,
