@@ -931,3 +931,12 @@ def test_tests_and_benchmarks_use_the_production_delivery_limits() -> None:
             conf[parts[0]] = parts[1]
     for key, value in DELIVERY_LIMITS.items():
         assert conf.get(key) == value, key
+
+
+def test_the_ingest_batch_fits_twice_in_the_in_flight_window() -> None:
+    """The RULE of mosquitto.conf: a batch bigger than the window never fills, and one
+    more than half of it stops the broker sending while the batch before is stored."""
+    from locator.ingest_loop import BATCH_MAX
+
+    window = int(_one(_conf(MOSQUITTO_DIR / "mosquitto.conf"), "max_inflight_messages"))
+    assert window >= 2 * BATCH_MAX

@@ -98,6 +98,11 @@ class BurstClient(paho.Client):
         self._need = 1  # bytes the buffer must hold before the next packet can be complete
         self._buffer_sock: object = None  # the socket the buffered bytes came from
 
+    @property
+    def buffered(self) -> int:
+        """Bytes read from the socket and not yet handled (part of one packet at most)."""
+        return self._buffered
+
     # --- receive ---------------------------------------------------------------------------
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         sock = self._sock
