@@ -256,7 +256,7 @@ def _common_fix(data: dict[str, Any], src: str | None) -> Fix | None:
     """The fix nearly every bracelet sends (numbers as JSON numbers in range, known words),
     tested in one expression instead of a call per field; None for anything else, which
     ``_checked_fix`` then rejects with its reason, or accepts as the same Fix."""
-    get = data.get
+    get: Callable[[str], Any] = data.get  # values of any JSON type: tested below
     lat, lon, tst, acc = get("lat"), get("lon"), get("tst"), get("acc")
     vel, cog, batt, alarm = get("vel"), get("cog"), get("batt"), get("alarm")
     named, given_src = get("device_id"), src or get("src")
