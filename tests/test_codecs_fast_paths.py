@@ -7,6 +7,7 @@ every input, good or bad: generated inputs aim at the edges (types, bounds, enco
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -132,13 +133,13 @@ def test_loads_agrees_with_json_loads(pieces: list[bytes], noise: bytes) -> None
 
 # ---- the common fix ------------------------------------------------------------------------
 
-FIELD_VALUES = st.sampled_from(
-    [None, 0, 1, -1, 10, 80, 90, 91, -90, -91, 180, -181, 360, 361, 2000, 1_000_000,
-     1_000_001, 4_102_444_800, 4_102_444_801, 10**400, True, False, 0.0, -0.0, 0.5, 30.5,
-     -120.7, 99.6, 100.4, 1795400000.25, float("inf"), float("-inf"), float("nan"), 1e400,
-     "12", " 30.5 ", "nan", "", "gps", "wifi", "cell", "glonass", "sos", "fall", "panic",
-     "b-1", [], {}]
-)  # fmt: skip
+ODD_VALUES: list[Any] = [
+    None, 0, 1, -1, 10, 80, 90, 91, -90, -91, 180, -181, 360, 361, 2000, 1_000_000,
+    1_000_001, 4_102_444_800, 4_102_444_801, 10**400, True, False, 0.0, -0.0, 0.5, 30.5,
+    -120.7, 99.6, 100.4, 1795400000.25, float("inf"), float("-inf"), float("nan"), 1e400,
+    "12", " 30.5 ", "nan", "", "gps", "wifi", "cell", "glonass", "sos", "fall", "panic",
+    "b-1", [], {}]  # fmt: skip
+FIELD_VALUES = st.sampled_from(ODD_VALUES)
 FIELDS = ["lat", "lon", "tst", "acc", "vel", "cog", "batt", "src", "alarm", "device_id"]
 MISSING = object()
 
@@ -155,6 +156,40 @@ def fix_payload(values: list[Any]) -> dict[str, Any]:
 )
 def test_fix_agrees_with_the_checked_fix(values: list[Any], strings_ok: bool, src: Any) -> None:
     data = fix_payload(values)
+    fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=src)
+    assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=src)
+
+
+VALID = {"lat": 30.5, "lon": 120.7, "tst": 1795400000, "acc": 10, "vel": 1.5, "cog": 90,
+         "batt": 80, "src": "wifi", "alarm": "fall", "device_id": "b-1"}  # fmt: skip
+
+
+BOUNDS = [-180, -90, 0, 90, 100, 180, 360, 2000, 1_000_000, 4_102_444_800]
+EDGES = [x for b in BOUNDS for x in (b - 1, b, b + 1, math.nextafter(b, -math.inf), float(b),
+         math.nextafter(b, math.inf))]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("strings_ok", [False, True])
+def test_fix_agrees_with_the_checked_fix_on_every_field_value(field: str, strings_ok: bool) -> None:
+    # Every listed value and every bound's neighbours, in each field of a good fix.
+    for value in [*ODD_VALUES, *EDGES, MISSING]:
+        data = {f: v for f, v in (VALID | {field: value}).items() if v is not MISSING}
+        fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=None)
+        assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=None), value
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from(FIELDS), st.one_of(FIELD_VALUES, st.just(MISSING)), max_size=3),
+    st.booleans(),
+    st.sampled_from([None, "gps"]),
+)
+def test_fix_agrees_with_the_checked_fix_one_field_off(
+    changes: dict[str, Any], strings_ok: bool, src: Any
+) -> None:
+    # A good fix with a field or three changed: each field's rule meets the others passing.
+    data = {f: v for f, v in (VALID | changes).items() if v is not MISSING}
     fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=src)
     assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=src)
 
