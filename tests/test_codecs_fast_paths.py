@@ -1,4 +1,4 @@
-"""The codecs' fast paths against their references: the same value or the same error.
+"""The decode path's fast paths against their references: the same value or the same error.
 
 Each fast path (topic parse, JSON parse, the common fix) must agree with the general code on
 every input, good or bad: generated inputs aim at the edges (types, bounds, encodings).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from devices.ingest import codecs
 from devices.ingest.codecs import DecodeError, Route, route_of
+from devices.ingest.position import Position
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -221,3 +223,15 @@ def test_usual_fixes_take_the_fast_path(data: dict[str, Any]) -> None:
     fast = codecs._common_fix(data, None)
     assert fast is not None
     assert repr(fast) == repr(codecs._checked_fix(data, strings_ok=False, src=None))
+
+
+def test_position_from_fix_puts_each_value_in_its_field() -> None:
+    # from_fix builds positionally: a reordered field would swap values of one type silently.
+    fix = codecs.Fix(1795400000.5, 30.25, 120.75, 8.0, "wifi", 3.5, 271.0, 64, "sos", "b-1")
+    position = Position.from_fix(fix, device_id="b-1", elder_id=7, received_at=1795400001.5)
+    assert (position.device_id, position.elder_id) == ("b-1", 7)
+    assert position.fix_time.timestamp() == fix.tst and position.fix_time.tzinfo is UTC
+    assert position.received_at == datetime.fromtimestamp(1795400001.5, UTC)
+    assert (position.lat, position.lon, position.accuracy_m) == (fix.lat, fix.lon, fix.acc)
+    assert (position.source, position.speed_kmh, position.course_deg) == ("wifi", 3.5, 271.0)
+    assert (position.battery, position.alarm) == (64, "sos")
