@@ -158,7 +158,7 @@ def fix_payload(values: list[Any]) -> dict[str, Any]:
 )
 def test_fix_agrees_with_the_checked_fix(values: list[Any], strings_ok: bool, src: Any) -> None:
     data = fix_payload(values)
-    fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=src)
+    fast = outcome(codecs._location, data, strings_ok=strings_ok, src=src)
     assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=src)
 
 
@@ -177,7 +177,7 @@ def test_fix_agrees_with_the_checked_fix_on_every_field_value(field: str, string
     # Every listed value and every bound's neighbours, in each field of a good fix.
     for value in [*ODD_VALUES, *EDGES, MISSING]:
         data = {f: v for f, v in (VALID | {field: value}).items() if v is not MISSING}
-        fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=None)
+        fast = outcome(codecs._location, data, strings_ok=strings_ok, src=None)
         assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=None), value
 
 
@@ -192,7 +192,7 @@ def test_fix_agrees_with_the_checked_fix_one_field_off(
 ) -> None:
     # A good fix with a field or three changed: each field's rule meets the others passing.
     data = {f: v for f, v in (VALID | changes).items() if v is not MISSING}
-    fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=src)
+    fast = outcome(codecs._location, data, strings_ok=strings_ok, src=src)
     assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=src)
 
 
@@ -205,7 +205,7 @@ def test_fix_agrees_with_the_checked_fix_on_any_number(
     numbers: list[Any], strings_ok: bool
 ) -> None:
     data = fix_payload([*numbers, "wifi", None, "b-1"])
-    fast = outcome(codecs._fix, data, strings_ok=strings_ok, src=None)
+    fast = outcome(codecs._location, data, strings_ok=strings_ok, src=None)
     assert fast == outcome(codecs._checked_fix, data, strings_ok=strings_ok, src=None)
 
 

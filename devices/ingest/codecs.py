@@ -219,8 +219,11 @@ def _battery(data: dict[str, Any], strings_ok: bool) -> int | None:
 
 def _location(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
     """A fix; if the fix is unusable but carries an alarm, the error salvages the alarm."""
+    fix = _common_fix(data, src)
+    if fix is not None:
+        return fix
     try:
-        return _fix(data, strings_ok=strings_ok, src=src)
+        return _checked_fix(data, strings_ok=strings_ok, src=src)
     except DecodeError as exc:
         exc.salvage = _alarm_only(data, strings_ok)
         raise
@@ -246,10 +249,6 @@ VEL_MAX = 2000
 COG_MAX = 360
 BATT_MAX = 100
 _NUMBER_TYPES = (float, int)  # exact types: a bool, an int subclass, is not a number here
-
-
-def _fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
-    return _common_fix(data, src) or _checked_fix(data, strings_ok=strings_ok, src=src)
 
 
 def _common_fix(data: dict[str, Any], src: str | None) -> Fix | None:
