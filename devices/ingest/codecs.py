@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 MAX_PAYLOAD_BYTES = 4096
 FUTURE_TOLERANCE_S = 300.0
@@ -41,9 +42,12 @@ class DecodeError(ValueError):
         self.salvage: Heartbeat | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Which registered device a topic speaks for: a device id (native) or an external id."""
+class Route(NamedTuple):
+    """Which registered device a topic speaks for: a device id (native) or an external id.
+
+    A tuple, not a dataclass: it keys the throttle's and the device cache's dicts several
+    times per message, and a tuple hashes and compares in C.
+    """
 
     protocol: Protocol
     ref: str
@@ -94,9 +98,12 @@ Uplink = Fix | Heartbeat | LastWill | Ignored
 
 def route_of(topic: str) -> Route:
     """The device a topic belongs to; raises for a topic we do not ingest."""
+    # The native topic, nearly every message: string tests instead of a split and a list.
+    if topic.startswith("homeward/devices/") and topic.endswith("/up"):
+        ref = topic[17:-3]
+        if ref and "/" not in ref:
+            return Route("native", ref)
     parts = topic.split("/")
-    if len(parts) == 4 and parts[:2] == ["homeward", "devices"] and parts[3] == "up" and parts[2]:
-        return Route("native", parts[2])
     # OwnTracks publishes locations on owntracks/user/device and transitions on .../event.
     owntracks = len(parts) == 3 or (len(parts) == 4 and parts[3] == "event")
     if owntracks and parts[0] == "owntracks" and parts[1] and parts[2]:
@@ -111,6 +118,28 @@ def _reject_constant(name: str) -> float:
 # One decoder for every payload: json.loads(..., parse_constant=...) builds a decoder and its
 # scanner on every call, which cost as much as the parse of a fix itself.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The decoder's own scanner (not in typeshed): what _DECODER.decode runs after its checks.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads(payload)`` with our decoder: the same value or the same exception."""
+    # A payload opening with '{' then a non-NUL byte is UTF-8 to json.detect_encoding (a BOM
+    # or UTF-16/32 starts otherwise): skip the sniffing, and when the object ends the text,
+    # decode()'s whitespace and trailing-data checks too. Anything else takes the full path,
+    # which raises what json.loads would (the scanner's bare StopIteration included: decode
+    # turns it into "Expecting value").
+    if payload[:1] == b"{" and payload[1:2] != b"\0":
+        text = payload.decode("utf-8", "surrogatepass")
+        try:
+            data, end = _SCAN(text, 0)
+        except StopIteration:
+            return _DECODER.decode(text)
+        if end == len(text):
+            return data
+    else:
+        text = payload.decode(json.detect_encoding(payload), "surrogatepass")
+    return _DECODER.decode(text)
 
 
 def parse_json(payload: bytes) -> dict[str, Any]:
@@ -118,8 +147,7 @@ def parse_json(payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise DecodeError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        # What json.loads does with bytes: the encoding sniffed (a BOM stripped), then parsed.
-        data = _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
+        data = _loads(payload)
     except DecodeError:
         raise
     except (ValueError, UnicodeDecodeError) as exc:
@@ -185,14 +213,17 @@ def _text(data: dict[str, Any], field: str, allowed: frozenset[str] | None) -> s
 
 
 def _battery(data: dict[str, Any], strings_ok: bool) -> int | None:
-    batt = _number(data, "batt", required=False, lo=0, hi=100, strings_ok=strings_ok)
+    batt = _number(data, "batt", required=False, lo=0, hi=BATT_MAX, strings_ok=strings_ok)
     return None if batt is None else round(batt)
 
 
 def _location(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
     """A fix; if the fix is unusable but carries an alarm, the error salvages the alarm."""
+    fix = _common_fix(data, src)
+    if fix is not None:
+        return fix
     try:
-        return _fix(data, strings_ok=strings_ok, src=src)
+        return _checked_fix(data, strings_ok=strings_ok, src=src)
     except DecodeError as exc:
         exc.salvage = _alarm_only(data, strings_ok)
         raise
@@ -209,10 +240,65 @@ def _alarm_only(data: dict[str, Any], strings_ok: bool) -> Heartbeat | None:
     return Heartbeat(tst=None, batt=batt, alarm=alarm)
 
 
-def _fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
-    lat = _number(data, "lat", required=True, lo=-90, hi=90, strings_ok=strings_ok)
-    lon = _number(data, "lon", required=True, lo=-180, hi=180, strings_ok=strings_ok)
-    tst = _number(data, "tst", required=True, lo=0, hi=4_102_444_800, strings_ok=strings_ok)
+# The bounds of a fix's numbers, for both paths below.
+LAT_MAX = 90
+LON_MAX = 180
+TST_MAX = 4_102_444_800  # 2100-01-01
+ACC_MAX = 1_000_000
+VEL_MAX = 2000
+COG_MAX = 360
+BATT_MAX = 100
+_NUMBER_TYPES = (float, int)  # exact types: a bool, an int subclass, is not a number here
+
+
+def _common_fix(data: dict[str, Any], src: str | None) -> Fix | None:
+    """The fix nearly every bracelet sends (numbers as JSON numbers in range, known words),
+    tested in one expression instead of a call per field; None for anything else, which
+    ``_checked_fix`` then rejects with its reason, or accepts as the same Fix."""
+    get: Callable[[str], Any] = data.get  # values of any JSON type: tested below
+    lat, lon, tst, acc = get("lat"), get("lon"), get("tst"), get("acc")
+    vel, cog, batt, alarm = get("vel"), get("cog"), get("batt"), get("alarm")
+    named, given_src = get("device_id"), src or get("src")
+    numbers = _NUMBER_TYPES
+    # The chained comparisons also refuse NaN and the infinities (a huge exponent's value).
+    if not (
+        type(lat) in numbers
+        and -LAT_MAX <= lat <= LAT_MAX
+        and type(lon) in numbers
+        and -LON_MAX <= lon <= LON_MAX
+        and (lat != 0 or lon != 0)  # null island: the checked path names it
+        and type(tst) in numbers
+        and 0 <= tst <= TST_MAX
+        and (acc is None or (type(acc) in numbers and 0 <= acc <= ACC_MAX))
+        and (vel is None or (type(vel) in numbers and 0 <= vel <= VEL_MAX))
+        and (cog is None or (type(cog) in numbers and 0 <= cog <= COG_MAX))
+        and (batt is None or (type(batt) in numbers and 0 <= batt <= BATT_MAX))
+        and (given_src is None or (type(given_src) is str and given_src in SOURCES))
+        and (alarm is None or (type(alarm) is str and alarm in ALARMS))
+        and (named is None or type(named) is str)
+    ):
+        return None
+    # Bounds are small integers, so an int in them converts to float exactly, as it does
+    # (then is bounded) in the checked path; a float is returned as is there too.
+    return Fix(
+        tst if type(tst) is float else float(tst),
+        lat if type(lat) is float else float(lat),
+        lon if type(lon) is float else float(lon),
+        None if acc is None else float(acc),
+        given_src or "gps",
+        None if vel is None else float(vel),
+        None if cog is None else float(cog),
+        None if batt is None else round(batt),
+        alarm,
+        named,
+    )
+
+
+def _checked_fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
+    """A fix field by field: each error with its field and reason, strings parsed if allowed."""
+    lat = _number(data, "lat", required=True, lo=-LAT_MAX, hi=LAT_MAX, strings_ok=strings_ok)
+    lon = _number(data, "lon", required=True, lo=-LON_MAX, hi=LON_MAX, strings_ok=strings_ok)
+    tst = _number(data, "tst", required=True, lo=0, hi=TST_MAX, strings_ok=strings_ok)
     assert lat is not None and lon is not None and tst is not None
     if lat == 0.0 and lon == 0.0:
         raise DecodeError("null_island", "lat and lon are both 0 (no fix)")
@@ -220,10 +306,10 @@ def _fix(data: dict[str, Any], *, strings_ok: bool, src: str | None) -> Fix:
         tst=tst,
         lat=lat,
         lon=lon,
-        acc=_number(data, "acc", required=False, lo=0, hi=1_000_000, strings_ok=strings_ok),
+        acc=_number(data, "acc", required=False, lo=0, hi=ACC_MAX, strings_ok=strings_ok),
         src=src or _text(data, "src", SOURCES) or "gps",
-        vel=_number(data, "vel", required=False, lo=0, hi=2000, strings_ok=strings_ok),
-        cog=_number(data, "cog", required=False, lo=0, hi=360, strings_ok=strings_ok),
+        vel=_number(data, "vel", required=False, lo=0, hi=VEL_MAX, strings_ok=strings_ok),
+        cog=_number(data, "cog", required=False, lo=0, hi=COG_MAX, strings_ok=strings_ok),
         batt=_battery(data, strings_ok),
         alarm=_text(data, "alarm", ALARMS),
         named_device=_text(data, "device_id", None),

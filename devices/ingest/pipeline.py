@@ -170,7 +170,7 @@ class BatchOutcome:
     unsure: list[tuple[int, str, bool]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     message: Message
     route: Route
@@ -194,7 +194,7 @@ class _Pending:
         return self._position
 
 
-@dataclass
+@dataclass(slots=True)
 class _Reject:
     message: Message
     reason: str
@@ -245,10 +245,12 @@ class DeviceRoutes:
         answer: dict[Route, Target | None] = {}
         misses: list[Route] = []
         negatives: list[Route] = []
+        known, unknown = self._known, self._unknown
         for route in routes:
-            if route in self._known:
-                answer[route] = self._known[route]
-            elif route in self._unknown and self._unknown[route][0] > now:
+            target = known.get(route)
+            if target is not None:
+                answer[route] = target
+            elif route in unknown and unknown[route][0] > now:
                 negatives.append(route)
             else:
                 misses.append(route)
@@ -371,30 +373,9 @@ class UplinkStore:
         started = time.perf_counter()
         outcome = BatchOutcome()
         self._relays, self._intended = {}, set()
-        # One slot per message, in arrival order, so dead letters read chronologically.
-        slots: list[list[_Pending | _Reject]] = []
-        decoded: list[tuple[int, Message, Route, Uplink | DecodeError]] = []
-        throttled: dict[Route, list[Message]] = {}
-        for message in batch:
-            try:
-                route = route_of(message.topic)
-            except DecodeError as exc:
-                slots.append([_Reject(message, exc.reason, exc.detail, None)])
-                continue
-            try:
-                uplink: Uplink | DecodeError = decode(route, message.payload, topic=message.topic)
-            except DecodeError as exc:
-                uplink = exc  # still attributed below, so the family sees their device's errors
-            slots.append([])
-            if isinstance(uplink, Ignored):
-                outcome.outcomes["ignored"] += 1
-                continue
-            if not self.throttle.allow(route, message.received_at, alarm=_alarm(uplink)):
-                throttled.setdefault(route, []).append(message)
-                continue
-            decoded.append((len(slots) - 1, message, route, uplink))
-        for index, item in self._attribute([(m, r, u) for _, m, r, u in decoded]):
-            slots[decoded[index][0]].append(item)
+        slots, decoded, at, throttled = self._decode(batch, outcome)
+        for index, item in self._attribute(decoded):
+            slots[at[index]].append(item)
         stale = self._write([item for slot in slots for item in slot], outcome)
         for attempt in range(2, WRITE_ATTEMPTS + 1):
             if not stale:
@@ -435,6 +416,46 @@ class UplinkStore:
         BATCH_SIZE.observe(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return outcome
+
+    def _decode(
+        self, batch: list[Message], outcome: BatchOutcome
+    ) -> tuple[
+        list[list[_Pending | _Reject]],
+        list[tuple[Message, Route, Uplink | DecodeError]],
+        list[int],
+        dict[Route, list[Message]],
+    ]:
+        """Route, decode and throttle a batch: (slots, decoded, each one's slot, throttled).
+
+        One slot per message, in arrival order, so dead letters read chronologically; the
+        decoded uplinks (errors included) go on to attribution, the throttled to a count.
+        """
+        slots: list[list[_Pending | _Reject]] = []
+        decoded: list[tuple[Message, Route, Uplink | DecodeError]] = []
+        at: list[int] = []
+        throttled: dict[Route, list[Message]] = {}
+        allow = self.throttle.allow
+        for message in batch:
+            topic = message.topic
+            try:
+                route = route_of(topic)
+            except DecodeError as exc:
+                slots.append([_Reject(message, exc.reason, exc.detail, None)])
+                continue
+            try:
+                uplink: Uplink | DecodeError = decode(route, message.payload, topic=topic)
+            except DecodeError as exc:
+                uplink = exc  # still attributed below, so the family sees their device's errors
+            slots.append([])
+            if isinstance(uplink, Ignored):
+                outcome.outcomes["ignored"] += 1
+                continue
+            if not allow(route, message.received_at, alarm=_alarm(uplink)):
+                throttled.setdefault(route, []).append(message)
+                continue
+            at.append(len(slots) - 1)
+            decoded.append((message, route, uplink))
+        return slots, decoded, at, throttled
 
     def _attribute(
         self, decoded: Sequence[tuple[Message, Route, Uplink | DecodeError]]

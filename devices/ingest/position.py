@@ -27,17 +27,18 @@ class Position:
 
     @classmethod
     def from_fix(cls, fix: Fix, *, device_id: str, elder_id: int, received_at: float) -> Position:
+        # Positional, in field order: one per stored fix, and keywords cost a third more.
         return cls(
-            device_id=device_id,
-            elder_id=elder_id,
-            fix_time=datetime.fromtimestamp(fix.tst, UTC),
-            received_at=datetime.fromtimestamp(received_at, UTC),
-            lat=fix.lat,
-            lon=fix.lon,
-            accuracy_m=fix.acc,
-            source=fix.src,
-            speed_kmh=fix.vel,
-            course_deg=fix.cog,
-            battery=fix.batt,
-            alarm=fix.alarm,
+            device_id,
+            elder_id,
+            datetime.fromtimestamp(fix.tst, UTC),
+            datetime.fromtimestamp(received_at, UTC),
+            fix.lat,
+            fix.lon,
+            fix.acc,
+            fix.src,
+            fix.vel,
+            fix.cog,
+            fix.batt,
+            fix.alarm,
         )

@@ -62,12 +62,18 @@ class Throttle:
             if len(self._buckets) >= self.max_tracked:
                 self._forget_idle(now)
             bucket = self._buckets[route] = _Bucket(tokens=float(self.burst), at=now)
-        elapsed = max(0.0, now - bucket.at)
-        bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate_per_s)
-        bucket.at = max(bucket.at, now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        # Refill for the time since the last message, capped at the burst; a clock step
+        # back refills nothing. Written out, not with min/max: this runs for every message.
+        tokens = bucket.tokens
+        if now > bucket.at:
+            tokens += (now - bucket.at) * self.rate_per_s
+            if tokens > self.burst:
+                tokens = float(self.burst)
+            bucket.at = now
+        if tokens >= 1.0:
+            bucket.tokens = tokens - 1.0
             return True
+        bucket.tokens = tokens
         if alarm and now - bucket.alarm_at >= self.alarm_every_s:
             bucket.alarm_at = now
             return True
