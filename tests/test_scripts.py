@@ -109,7 +109,7 @@ def test_the_store_script_is_assembled_from_its_owners_pieces() -> None:
     assert set(pieces) == {"check", "apply"}
     text = assemble(pieces).script
     assert not re.search(r"^-- @zones ", text, flags=re.M)
-    assert "return {'zone_conflict', ''}" in text and "KEYS[9]" in text
+    assert "return refuse('zone_conflict')" in text and "KEYS[9]" in text
     # Without the zone stage the slots stay comments: nothing touches geofences' keys.
     bare = assemble({}).script
     assert "KEYS[8]" not in bare and "KEYS[9]" not in bare
