@@ -34,7 +34,7 @@ elseif ARGV[23] ~= '' and not late then
     local tf = {'zone_id', t.zone_id, 'kind', t.kind, 'outside_all_safe', t.outside_all_safe and '1' or '0',
       'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
       'device_id', device, 'received_ms', received_ms}
-    local id = add(KEYS[9], 'MAXLEN', '~', 1000, '*', unpack(tf))
+    local id = add(KEYS[9], 'MAXLEN', '~', '1000', '*', unpack(tf))
     relay({'x', 'transitions', 'e:' .. elder .. ':transitions@' .. id, unpack(tf)})
   end
   zones_applied = 'zones'

@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -57,9 +57,10 @@ NEGATIVE_CACHE_S = 30.0
 # several ingest processes sharing the uplink a zone conflict is common, but each one means
 # another process committed this elder's fix: eight in a row is a storm, not bad luck.
 WRITE_ATTEMPTS = 8
-# Uplinks per store call: a batch (BATCH_MAX 100, salvaged alarms beside their rejects) is
-# one call; at ~40 us an uplink in Redis, no call holds it past ~8 ms.
-ITEMS_PER_CALL = 200
+# Uplinks per store call. Past ~10 Redis saves nothing more per uplink (measured), while a
+# call of a whole batch costs it more (its large KEYS and ARGV) and leaves it idle until
+# the batch is built; 16 (~13 kB) go out as soon as built (StreamingPipeline.CHUNK_BYTES).
+ITEMS_PER_CALL = 16
 
 MESSAGES = PromCounter("homeward_ingest_messages_total", "Uplink messages by outcome", ["outcome"])
 REJECTED = PromCounter(
@@ -197,6 +198,9 @@ class _Pending:
                 received_at=self.message.received_at,
             )
         return self._position
+
+
+_Call = tuple[_Pending, list[str], list[str]]  # an uplink in a store call: its keys, args
 
 
 @dataclass
@@ -353,8 +357,8 @@ class UplinkStore:
         self._clock = clock
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
-        # The store script's per-deployment arguments (ARGV 5, 6 and 18), formatted once.
-        self._limits = (str(self._retention_ms), _number(MAX_SPEED_KMH))
+        # The store script's per-deployment arguments (ARGV 6 and 18), formatted once.
+        self._max_speed = _number(MAX_SPEED_KMH)
         self._low_battery = str(LOW_BATTERY_PCT)
         self.routes = DeviceRoutes(client, clock)
         # The batch's effects on shared keys, applied after its scripts (locator/core/relay.py).
@@ -547,9 +551,12 @@ class UplinkStore:
                 ],
                 args=[x for pair in fields.items() for x in pair],
             )
-        calls = self._calls(pendings)
-        for call in calls:
+        calls = []
+        for call in self._calls(pendings):
+            # Queued as soon as built: on one Redis the pipeline sends it while the next
+            # is being prepared.
             self._script.queue_items(pipe, [(k, a) for _, k, a in call])
+            calls.append(call)
         results = iter(pipe.execute(raise_on_error=False))
         for _ in range(marks):
             mark = next(results)
@@ -595,23 +602,23 @@ class UplinkStore:
             stale += self._write(retry, outcome)
         return stale
 
-    def _calls(self, pendings: list[_Pending]) -> list[list[tuple[_Pending, list[str], list[str]]]]:
-        """The store calls for a batch's uplinks: each a list of (uplink, keys, args).
+    def _calls(self, pendings: list[_Pending]) -> Iterator[list[_Call]]:
+        """The store calls for a batch's uplinks, each a list of (uplink, keys, args).
 
-        One Redis takes them all in one call; a cluster one call per hash slot (her keys
-        share her slot, so an elder's uplinks stay in order in one call). Calls are capped
-        at ``ITEMS_PER_CALL`` so no script blocks Redis long.
+        Items of one hash slot share a call, at most ``ITEMS_PER_CALL``: on one Redis every
+        item is in the same "slot", so the calls follow arrival order and each is yielded
+        once full; on a cluster her keys share her slot, so an elder's uplinks stay in order
+        in one call.
         """
-        groups: dict[int, list[tuple[_Pending, list[str], list[str]]]] = {}
+        groups: dict[int, list[_Call]] = {}
         for pending in pendings:
             script_keys, args = self._script_call(pending)
             slot = slot_of(script_keys[0]) if self._cluster else 0
-            groups.setdefault(slot, []).append((pending, script_keys, args))
-        return [
-            group[start : start + ITEMS_PER_CALL]
-            for group in groups.values()
-            for start in range(0, len(group), ITEMS_PER_CALL)
-        ]
+            group = groups.setdefault(slot, [])
+            group.append((pending, script_keys, args))
+            if len(group) == ITEMS_PER_CALL:
+                yield groups.pop(slot)
+        yield from groups.values()
 
     def _record(
         self, item: _Pending, result: Any, outcome: BatchOutcome, stale: list[_Pending]
@@ -699,12 +706,14 @@ class UplinkStore:
         else:
             zones = ("", "break" if item.skip_zones and isinstance(uplink, Fix) else "")
         offline_after_s = target.offline_after_s or self._offline_after_s
+        received_ms = round(message.received_at * 1000)
         args = [
             kind,
             device,
             str(elder),
-            str(round(message.received_at * 1000)),
-            *self._limits,
+            str(received_ms),
+            str(received_ms - self._retention_ms),  # the track's MINID
+            self._max_speed,
             *fields,
             self._low_battery,
             message.topic[:200],

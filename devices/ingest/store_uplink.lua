@@ -13,7 +13,7 @@
 -- appended to her relay list as JSON effects, which the caller applies and trims
 -- (locator/core/relay.py): a Redis Cluster refuses a script that spans slots.
 -- ARGV  1 kind (location|heartbeat|lastwill)  2 device_id  3 elder_id  4 received_ms
---       5 retention_ms  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
+--       5 the track's MINID (received_ms - retention_ms)  6 max_speed_kmh  7 message id  8 tst  9 lat  10 lon  11 acc  12 src
 --       13 vel  14 cog  15 batt  16 alarm  17 low_quality (1|0)  18 low_battery_pct
 --       19 topic  20 payload (truncated, for the dead letter)  21 offline_after_ms
 --       22 retained (1|0: the broker replayed a stored message on subscribe)
@@ -27,9 +27,13 @@
 --
 -- It runs once per message at province scale: every hash is read once and written once (a
 -- field only when it changes), and a steady fix of a known device costs seven commands.
+-- Numbers cost: redis.call formats a number argument (%.17g) and tonumber parses with
+-- strtod, each more than a small command; constant arguments are strings, and what Python
+-- can compute it sends (the track's MINID).
 
 local kind, device, elder = ARGV[1], ARGV[2], ARGV[3]
 local received_ms = ARGV[4]
+local now_ms = tonumber(received_ms)
 local alarm, batt = ARGV[16], ARGV[15]
 local retained = ARGV[22] == '1'
 local device_alarm = alarm == 'sos' or alarm == 'fall' or alarm == 'removed'
@@ -47,7 +51,7 @@ local function done(verdict, detail)
       return {verdict, detail, effects}
     end
   end
-  return {verdict, detail, redis.call('LRANGE', KEYS[7], 0, -1)}
+  return {verdict, detail, redis.call('LRANGE', KEYS[7], '0', '-1')}
 end
 
 local function dead_letter(reason, detail)
@@ -76,7 +80,7 @@ local function refuse(verdict)
 end
 -- @zones check (geofences' piece: a stale zone-state version answers zone_conflict)
 if redis.call('ZCARD', KEYS[5]) > 96 then
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -65)
+  redis.call('ZREMRANGEBYRANK', KEYS[5], '0', '-65')
 end
 
 -- The first write to a per-elder stream enters it in the retention index (NX keeps the
@@ -87,7 +91,7 @@ local function add(stream, ...)
   local id = redis.call('XADD', stream, 'NOMKSTREAM', ...)
   if id then return id end
   id = redis.call('XADD', stream, ...)
-  relay({'i', stream, tostring(tonumber(received_ms) / 1000)})
+  relay({'i', stream, tostring(now_ms / 1000)})
   return id
 end
 
@@ -95,16 +99,19 @@ local function emit(event_type, tst, lat, lon, acc, detail)
   local fields = {'type', event_type, 'elder_id', elder, 'device_id', device,
     'tst', tst, 'lat', lat, 'lon', lon, 'acc', acc, 'received_ms', received_ms,
     'detail', detail}
-  local id = add(KEYS[6], 'MAXLEN', '~', 500, '*', unpack(fields))
+  local id = add(KEYS[6], 'MAXLEN', '~', '500', '*', unpack(fields))
   -- The shard stream has no MAXLEN: the ticker trims it behind the alerts group. Its
   -- source names her entry, so a relay applied twice is handled once.
   relay({'x', 'device-events', 'e:' .. elder .. ':events@' .. id, unpack(fields)})
 end
 
--- Fields 13-18 are read only to leave alone what a fix does not change (mostly the same).
-local pos = redis.call('HMGET', KEYS[2], 'order_t', 'lat', 'lon', 'acc',
-  'good_tst', 'good_lat', 'good_lon', 'good_acc', 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc',
-  'src', 'vel', 'cog', 'device_id', 'flags', 'battery')
+-- Her last position, every field: one pass over the small hash costs less than looking up
+-- the dozen and a half it needs one by one (each lookup scans it from the start).
+local pos = {}
+do
+  local raw = redis.call('HGETALL', KEYS[2])
+  for i = 1, #raw, 2 do pos[raw[i]] = raw[i + 1] end
+end
 local dev = redis.call('HMGET', KEYS[4], 'online', 'low_battery', 'offline_due_ms', 'battery')
 local state = {}
 
@@ -117,7 +124,7 @@ if not retained then
   -- The offline job re-checks last_seen_ms when it comes due and moves itself on, so it is
   -- re-armed only when it would come due in less than half a period (or later than a whole
   -- one: a shorter OFFLINE_AFTER_S), not on every message: a global write per fix saved.
-  local now_ms, after = tonumber(received_ms), tonumber(ARGV[21])
+  local after = tonumber(ARGV[21])
   local due = tonumber(dev[3])
   if not due or due - now_ms < after / 2 or due - now_ms > after then
     due = now_ms + after
@@ -125,7 +132,7 @@ if not retained then
     relay({'t', 'offline|' .. elder .. '|' .. device, tostring(due / 1000)})
   end
   if dev[1] == '0' then
-    emit('device_online', '', pos[2] or '', pos[3] or '', pos[4] or '', '')
+    emit('device_online', '', pos.lat or '', pos.lon or '', pos.acc or '', '')
   end
 end
 
@@ -154,31 +161,34 @@ if kind == 'lastwill' then
   -- that reconnects at once is not reported; the last will is kept as an event.
   if not retained then
     state[#state + 1] = 'lastwill_ms'; state[#state + 1] = received_ms
-    emit('device_lastwill', ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', '')
+    emit('device_lastwill', ARGV[8], pos.lat or '', pos.lon or '', pos.acc or '', '')
   end
   save_state()
   return done('seen', 'lastwill')
 end
 
 if kind == 'heartbeat' then
-  battery(ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '')
+  battery(ARGV[8], pos.lat or '', pos.lon or '', pos.acc or '')
   save_state()
   if device_alarm then
-    emit(alarm, ARGV[8], pos[2] or '', pos[3] or '', pos[4] or '', ARGV[17] == '1' and 'fix unusable' or 'status')
+    emit(alarm, ARGV[8], pos.lat or '', pos.lon or '', pos.acc or '', ARGV[17] == '1' and 'fix unusable' or 'status')
   end
   return done('seen', '')
 end
 
 -- kind == 'location'
-local tst, lat, lon = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local acc = tonumber(ARGV[11])
+local tst = tonumber(ARGV[8])
 local low_quality = ARGV[17] == '1'
 -- Order by the fix time, but never past the receive time: a clock running ahead must not
 -- make every later real fix look late.
-local order_t = math.min(tst, tonumber(received_ms) / 1000)
-local late = order_t < (tonumber(pos[1]) or -1)
+local order_t = math.min(tst, now_ms / 1000)
+-- Formatting a number costs more than the rest of a command: the fix time's own text when
+-- it is the order time.
+local order_text = order_t == tst and ARGV[8] or tostring(order_t)
+local late = order_t < (tonumber(pos.order_t) or -1)
 
 -- Times here are order times (fix time capped at receive time), like the lateness rule.
+local lat, lon, acc
 local function kmh_between(lat0, lon0, acc0, t0)
   local dt = order_t - t0
   if dt < 1 then dt = 1 end
@@ -191,20 +201,25 @@ local function kmh_between(lat0, lon0, acc0, t0)
   return travel / dt * 3.6, travel, dt
 end
 
-local max_kmh = tonumber(ARGV[6])
 local reanchored = false
-if not late and pos[5] then
-  local kmh, travel, dt = kmh_between(tonumber(pos[6]), tonumber(pos[7]), tonumber(pos[8]), tonumber(pos[5]))
+-- The same coordinates as the last good fix are no travel at all (nothing to compute).
+if not late and pos.good_tst and (ARGV[9] ~= pos.good_lat or ARGV[10] ~= pos.good_lon) then
+  lat, lon, acc = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+  local max_kmh = tonumber(ARGV[6])
+  local kmh, travel, dt = kmh_between(
+    tonumber(pos.good_lat), tonumber(pos.good_lon), tonumber(pos.good_acc), tonumber(pos.good_tst))
   if kmh > max_kmh then
     -- Impossible from the last good fix. Either this is a one-fix jump, or the last good
     -- fix was itself the outlier: two consecutive fixes that agree with each other but not
     -- with it re-anchor the elder instead of freezing them on a wrong place.
-    local agrees = pos[9] and kmh_between(tonumber(pos[10]), tonumber(pos[11]), tonumber(pos[12]), tonumber(pos[9])) <= max_kmh
+    local agrees = pos.jump_tst and kmh_between(tonumber(pos.jump_lat), tonumber(pos.jump_lon),
+      tonumber(pos.jump_acc), tonumber(pos.jump_tst)) <= max_kmh
     if not agrees then
-      redis.call('HSET', KEYS[2], 'jump_tst', tostring(order_t), 'jump_lat', ARGV[9], 'jump_lon', ARGV[10], 'jump_acc', ARGV[11])
+      redis.call('HSET', KEYS[2], 'jump_tst', order_text, 'jump_lat', ARGV[9], 'jump_lon', ARGV[10], 'jump_acc', ARGV[11])
       save_state()
       if device_alarm then
-        emit(alarm, ARGV[8], pos[6] or '', pos[7] or '', pos[8] or '', 'fix rejected: too_fast')
+        emit(alarm, ARGV[8], pos.good_lat or '', pos.good_lon or '', pos.good_acc or '',
+          'fix rejected: too_fast')
       end
       local detail = string.format('%.0f km/h from the last good fix (%.0f m in %.0f s)', kmh, travel, dt)
       dead_letter('too_fast', detail)
@@ -220,29 +235,30 @@ elseif late then flag_text = 'late'
 elseif low_quality then flag_text = 'low_quality' end
 if reanchored then flag_text = flag_text == '' and 'reanchored' or flag_text .. ',reanchored' end
 
-add(KEYS[3], 'MINID', '~', tostring(tonumber(received_ms) - tonumber(ARGV[5])), '*',
+add(KEYS[3], 'MINID', '~', ARGV[5], '*',
   'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'src', ARGV[12],
   'vel', ARGV[13], 'cog', ARGV[14], 'batt', batt, 'alarm', alarm, 'flags', flag_text,
   'received_ms', received_ms)
 
 if not late then
-  local order_text = tostring(order_t)
   local p = {'order_t', order_text, 'tst', ARGV[8], 'received_ms', received_ms}
   -- A field that already holds its value is not written again (nor logged in the AOF).
   local function put(have, field, value)
     if have ~= value then p[#p + 1] = field; p[#p + 1] = value end
   end
-  put(pos[2], 'lat', ARGV[9]); put(pos[3], 'lon', ARGV[10]); put(pos[4], 'acc', ARGV[11])
-  put(pos[13], 'src', ARGV[12]); put(pos[14], 'vel', ARGV[13]); put(pos[15], 'cog', ARGV[14])
-  put(pos[16], 'device_id', device); put(pos[17], 'flags', flag_text)
-  if batt ~= '' then put(pos[18], 'battery', batt) end
+  put(pos.lat, 'lat', ARGV[9]); put(pos.lon, 'lon', ARGV[10]); put(pos.acc, 'acc', ARGV[11])
+  put(pos.src, 'src', ARGV[12]); put(pos.vel, 'vel', ARGV[13]); put(pos.cog, 'cog', ARGV[14])
+  put(pos.device_id, 'device_id', device); put(pos.flags, 'flags', flag_text)
+  if batt ~= '' then put(pos.battery, 'battery', batt) end
   if not low_quality then
     p[#p + 1] = 'good_tst'; p[#p + 1] = order_text
-    put(pos[6], 'good_lat', ARGV[9]); put(pos[7], 'good_lon', ARGV[10])
-    put(pos[8], 'good_acc', ARGV[11])
+    put(pos.good_lat, 'good_lat', ARGV[9]); put(pos.good_lon, 'good_lon', ARGV[10])
+    put(pos.good_acc, 'good_acc', ARGV[11])
   end
   redis.call('HSET', KEYS[2], unpack(p))
-  if pos[9] then redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc') end
+  if pos.jump_tst then
+    redis.call('HDEL', KEYS[2], 'jump_tst', 'jump_lat', 'jump_lon', 'jump_acc')
+  end
 end
 local zones_applied = ''
 -- @zones apply (geofences' piece: the zone state and transitions this fix moves)

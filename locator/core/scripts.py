@@ -138,11 +138,15 @@ class Script:
 _EACH_HEAD = "local function one(KEYS, ARGV)\n"
 _EACH_TAIL = """
 end
+-- ARGV: n items, then every item's key and arg count ('' and '' when they differ: then a
+-- pair per item follows), then every item's args in turn; KEYS: every item's keys in turn.
 local n = tonumber(ARGV[1])
-local k, a = 0, 1 + 2 * n
+local same_k, same_a = tonumber(ARGV[2]), tonumber(ARGV[3])
+local k, a = 0, same_k and 3 or 3 + 2 * n
 local out = {}
 for i = 1, n do
-  local nk, na = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local nk, na = same_k, same_a
+  if not nk then nk, na = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i]) end
   -- Built by one constructor each: sized once (filled one by one, a table grows 5 times).
   local item_keys, item_args = {unpack(KEYS, k + 1, k + nk)}, {unpack(ARGV, a + 1, a + na)}
   k, a = k + nk, a + na
@@ -177,11 +181,16 @@ class ItemScript(Script):
         items: Sequence[tuple[Sequence[str], Sequence[Value]]],
     ) -> tuple[list[str], list[Value]]:
         """One call's KEYS and ARGV for ``items`` (each its keys and args), in their order."""
+        counts = [(len(item_keys), len(item_args)) for item_keys, item_args in items]
         header: list[Value] = [len(items)]
+        if len(set(counts)) == 1:
+            header += counts[0]  # the usual case: one count for all, no pair per item
+        else:
+            header += ("", "")
+            header += [x for pair in counts for x in pair]
         all_keys: list[str] = []
         all_args: list[Value] = []
         for item_keys, item_args in items:
-            header += (len(item_keys), len(item_args))
             all_keys += item_keys
             all_args += item_args
         return all_keys, header + all_args
@@ -201,7 +210,7 @@ class ItemScript(Script):
         client: redis.Redis | RedisCluster,
         items: Sequence[tuple[Sequence[str], Sequence[Value]]],
         *,
-        per_call: int = 200,
+        per_call: int = 32,
     ) -> list[Any]:
         """Run ``items`` now: one call per hash slot (one call on a plain Redis), at most
         ``per_call`` items each, in one pipeline (``run_many``); a reply per item, in order.
