@@ -38,6 +38,7 @@ Every one of them is idempotent, so an effect applied twice changes nothing more
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -135,10 +136,16 @@ def writer_token() -> str:
 
 
 def intend(pipe: Any, elders: Iterable[int], *, token: str, now: float) -> int:
-    """Queue the intent marks for ``elders`` on ``pipe`` (one ZADD per shard); how many."""
+    """Queue the intent marks for ``elders`` on ``pipe`` (one ZADD per shard); how many.
+
+    Scored in whole seconds, rounded up (a sweep comes at most a second later): a small
+    sorted set keeps its scores as text, and a whole number is written and read far more
+    cheaply than a fraction (a mark and an unmark per uplink).
+    """
+    score = math.ceil(now)
     by_shard: dict[int, dict[str, float]] = {}
     for elder in elders:
-        by_shard.setdefault(shards.shard_of(elder), {})[f"{elder}|{token}"] = now
+        by_shard.setdefault(shards.shard_of(elder), {})[f"{elder}|{token}"] = score
     for shard, members in by_shard.items():
         pipe.zadd(keys.relay_pending(shard), members)
     return len(by_shard)
