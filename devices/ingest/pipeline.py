@@ -323,7 +323,12 @@ def _alarm(uplink: Uplink | DecodeError) -> bool:
 
 def fix_id(device_id: str, fix: Fix) -> str:
     """The identity of a fix: the same device, time, place and alarm is the same fix."""
-    raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}|{fix.alarm}".encode()
+    return _fix_id(device_id, repr(fix.tst), repr(fix.lat), repr(fix.lon), fix.alarm)
+
+
+def _fix_id(device_id: str, tst: str, lat: str, lon: str, alarm: str | None) -> str:
+    """``fix_id`` from the texts the store script gets anyway (each repr once)."""
+    raw = f"{device_id}|{tst}|{lat}|{lon}|{alarm}".encode()
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
@@ -675,11 +680,12 @@ class UplinkStore:
             low_quality = is_low_quality(uplink)
             if self.evaluator is not None and not message.retain and not item.skip_zones:
                 item.zone_update = self.evaluator.prepare(item.position(), low_quality=low_quality)
+            tst, lat, lon = repr(uplink.tst), repr(uplink.lat), repr(uplink.lon)
             fields = (
-                fix_id(device, uplink),
-                _number(uplink.tst),
-                _number(uplink.lat),
-                _number(uplink.lon),
+                _fix_id(device, tst, lat, lon, uplink.alarm),
+                tst,
+                lat,
+                lon,
                 _number(uplink.acc),
                 uplink.src,
                 _number(uplink.vel),
