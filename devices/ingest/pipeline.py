@@ -1,9 +1,10 @@
 """The ingest stage: a batch of MQTT messages → decoded, validated, stored in one round trip.
 
-Decoding and validation are pure (codecs); storage is one Lua script per uplink, all of a
-batch's calls pipelined, so a batch costs one Redis round trip (plus one to resolve devices
-the cache has not seen). The script is idempotent: a redelivered fix is a duplicate, not a
-second fix.
+Decoding and validation are pure (codecs); storage is one Lua script per uplink, run for
+``ITEMS_PER_CALL`` uplinks at a time by one call (``ItemScript``; on a cluster, one call per
+hash slot), all of a batch's calls pipelined, so a batch costs one Redis round trip (plus one
+to resolve devices the cache has not seen). The script is idempotent: a redelivered fix is a
+duplicate, not a second fix.
 """
 
 from __future__ import annotations
