@@ -545,7 +545,8 @@ class UplinkStore:
         )
         self._unmark = set()
         pipe.get(keys.DEVICES_VERSION)
-        pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
+        if self.evaluator is not None:
+            pipe.get(self.evaluator.version_key)
         for item in rejects:
             fields = item.fields()
             _DEAD_LETTER.queue(
@@ -573,9 +574,10 @@ class UplinkStore:
             raise version
         # Registrations change rarely; a change seen here refreshes the cache for the next batch.
         self.routes.observe_version(int(version or 0))
-        zones_version = next(results)
-        if self.evaluator is not None and not isinstance(zones_version, Exception):
-            self.evaluator.observe_version(int(zones_version or 0))
+        if self.evaluator is not None:
+            zones_version = next(results)
+            if not isinstance(zones_version, Exception):
+                self.evaluator.observe_version(int(zones_version or 0))
         stale: list[_Pending] = []
         retry: list[_Pending | _Reject] = []
         for item in rejects:
