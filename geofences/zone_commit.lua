@@ -8,13 +8,15 @@
 -- fix (tst, lat, lon, acc), 23 expected zone-state version ('' = no zone update), 24 the
 -- update (JSON; '' = checked only; 'break' with no version: every streak broken); the
 -- locals elder, device, received_ms, late, add (a stream XADD that indexes retention),
--- relay (an effect on her relay list) and zones_applied (set to 'zones' when applied).
+-- relay (an effect on her relay list), refuse (in the check: nothing of the fix is kept,
+-- its message id neither, and the verdict is answered) and zones_applied (set to 'zones'
+-- when applied).
 
 -- @piece check
 -- The zone engine evaluated this fix against a version of the zone state; if that is not
 -- the stored version any more, nothing is written and the caller evaluates again.
 if ARGV[23] ~= '' and (redis.call('HGET', KEYS[8], 'v') or '0') ~= ARGV[23] then
-  return {'zone_conflict', ''}
+  return refuse('zone_conflict')
 end
 
 -- @piece apply
@@ -32,7 +34,7 @@ elseif ARGV[23] ~= '' and not late then
     local tf = {'zone_id', t.zone_id, 'kind', t.kind, 'outside_all_safe', t.outside_all_safe and '1' or '0',
       'tst', ARGV[8], 'lat', ARGV[9], 'lon', ARGV[10], 'acc', ARGV[11], 'elder_id', elder,
       'device_id', device, 'received_ms', received_ms}
-    local id = add(KEYS[9], 'MAXLEN', '~', 1000, '*', unpack(tf))
+    local id = add(KEYS[9], 'MAXLEN', '~', '1000', '*', unpack(tf))
     relay({'x', 'transitions', 'e:' .. elder .. ':transitions@' .. id, unpack(tf)})
   end
   zones_applied = 'zones'

@@ -10,6 +10,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import keys as devices_keys
@@ -19,6 +20,7 @@ from locator.core import shards
 from locator.core.clock import ManualClock
 from locator.core.mqtt import address
 from locator.core.redis import sync_client
+from locator.ingest_loop import IngestLoop
 from tests.conftest import Api
 from tests.factories import HAINING, elder_body
 from tests.ingest_harness import Publisher, RunningIngest
@@ -490,6 +492,37 @@ async def test_a_batch_costs_one_round_trip_not_one_per_message(
         counting.close()
     assert outcome.outcomes["stored"] == 50
     assert counting.round_trips == 1
+
+
+async def test_an_uplink_failing_in_redis_loses_none_of_its_batch(
+    api: Api, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    # One store call carries the batch: an error in one uplink is that uplink's alone.
+    broken, fine = await register(api, "d-broken"), await register(api, "d-fine")
+    client = sync_client(redis_url, process="test")
+    client.set(devices_keys.fix_dedupe(broken, "d-broken"), "not a sorted set")
+    store = UplinkStore(client, clock=clock, retention_s=86400)
+    t = clock.time()
+    batch = [
+        Message(f"homeward/devices/{device}/up", json.dumps(fix(t - 10)).encode(), t)
+        for device in ("d-broken", "d-fine")
+    ]
+    loop = IngestLoop(
+        mqtt_url=mqtt_url, redis_url=redis_url, data_dir=tmp_path, clock=clock, retention_s=86400
+    )
+    try:
+        # Its own error, not a wrapper's: "@user_script: ..." would hide an outage's code.
+        with pytest.raises(redis.ResponseError, match=r"^WRONGTYPE"):
+            store.process(batch)
+        assert client.hget(devices_keys.last_position(fine), "tst") == repr(t - 10)
+        # The ingest then stores the batch message by message: the failing one is dead-lettered,
+        # the other was stored with the batch already.
+        outcome = loop._isolate(store, batch)
+    finally:
+        loop._redis.close()
+        client.close()
+    assert outcome.outcomes["rejected:internal_error"] == 1
+    assert outcome.outcomes["rejected:duplicate"] == 1
 
 
 async def test_filtered_rejected_pages_do_not_skip_entries(

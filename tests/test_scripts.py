@@ -17,11 +17,19 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from locator.core.scripts import Script
+from locator.core.scripts import ItemScript, Script
 from tests.servers import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = Script("return {KEYS[1], ARGV[1]}", name="echo")
+EACH = ItemScript(
+    """
+if ARGV[1] == 'fail' then return redis.call('HSET', KEYS[1], 'f', 'v') end
+if ARGV[1] == 'nil' then return nil end
+return {KEYS[1], KEYS[#KEYS], unpack(ARGV)}
+""",
+    name="each",
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +95,52 @@ async def test_async_clients_and_pipelines(own_redis_url: str, client: redis.Red
         await aclient.aclose()
 
 
+def test_one_call_runs_every_item_and_an_items_error_is_its_own(client: redis.Redis) -> None:
+    client.set("hw:str", "x")
+    items = [
+        (["hw:a"], ["1"]),
+        (["hw:str"], ["fail"]),  # WRONGTYPE in the middle: the items after it still run
+        (["hw:b", "hw:c"], ["2", "3"]),
+        (["hw:n"], ["nil"]),
+        (["hw:d"], ["4"]),
+    ]
+    EACH.ensure_loaded(client)
+    pipe = client.pipeline(transaction=False)
+    EACH.queue_items(pipe, items)
+    (replies,) = pipe.execute(raise_on_error=False)
+    assert replies[0] == ["hw:a", "hw:a", "1"]
+    assert isinstance(replies[1], redis.ResponseError)
+    assert str(replies[1]).startswith("WRONGTYPE")  # Redis' own code, not "@user_script: ..."
+    assert replies[2:] == [["hw:b", "hw:c", "2", "3"], None, ["hw:d", "hw:d", "4"]]
+    # Items alike (the store's uplinks) share one count in the header.
+    uniform = [(["hw:x"], ["a", "b"]), (["hw:y"], ["c", "d"])]
+    assert EACH.pack(uniform) == (["hw:x", "hw:y"], [2, 1, 2, "a", "b", "c", "d"])
+    client.script_flush()  # a restarted server: loaded again
+    assert EACH.run_grouped(client, uniform) == [
+        ["hw:x", "hw:x", "a", "b"],
+        ["hw:y", "hw:y", "c", "d"],
+    ]
+    with pytest.raises(redis.ResponseError, match=r"^WRONGTYPE"):
+        EACH.run_grouped(client, items, per_call=2)
+
+
+def test_a_write_refused_in_an_item_keeps_the_outage_code(client: redis.Redis) -> None:
+    # Redis words a refused write inside a script "@user_script: 2: -OOM ...": the item's
+    # error is the one a plain command gets (OutOfMemoryError), so a caller can tell an
+    # outage from a bad message.
+    before = client.config_get("maxmemory")["maxmemory"]
+    EACH.ensure_loaded(client)
+    client.config_set("maxmemory", 1)
+    try:
+        pipe = client.pipeline(transaction=False)
+        EACH.queue_items(pipe, [(["hw:a"], ["fail"]), (["hw:b"], ["2"])])
+        (replies,) = pipe.execute(raise_on_error=False)
+    finally:
+        client.config_set("maxmemory", before)
+    assert isinstance(replies[0], redis.exceptions.OutOfMemoryError)
+    assert replies[1] == ["hw:b", "hw:b", "2"]
+
+
 def test_every_script_goes_through_the_helper() -> None:
     raw = re.compile(r"\.eval\(|register_script\(|\.evalsha\(|script_load\(")
     offenders = []
@@ -109,7 +163,7 @@ def test_the_store_script_is_assembled_from_its_owners_pieces() -> None:
     assert set(pieces) == {"check", "apply"}
     text = assemble(pieces).script
     assert not re.search(r"^-- @zones ", text, flags=re.M)
-    assert "return {'zone_conflict', ''}" in text and "KEYS[9]" in text
+    assert "return refuse('zone_conflict')" in text and "KEYS[9]" in text
     # Without the zone stage the slots stay comments: nothing touches geofences' keys.
     bare = assemble({}).script
     assert "KEYS[8]" not in bare and "KEYS[9]" not in bare

@@ -1,9 +1,10 @@
 """The ingest stage: a batch of MQTT messages → decoded, validated, stored in one round trip.
 
-Decoding and validation are pure (codecs); storage is one Lua script per uplink, all of a
-batch's calls pipelined, so a batch costs one Redis round trip (plus one to resolve devices
-the cache has not seen). The script is idempotent: a redelivered fix is a duplicate, not a
-second fix.
+Decoding and validation are pure (codecs); storage is one Lua script per uplink, run for
+``ITEMS_PER_CALL`` uplinks at a time by one call (``ItemScript``; on a cluster, one call per
+hash slot), all of a batch's calls pipelined, so a batch costs one Redis round trip (plus one
+to resolve devices the cache has not seen). The script is idempotent: a redelivered fix is a
+duplicate, not a second fix.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -44,8 +45,8 @@ from locator.core import keys as core_keys
 from locator.core import relay
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
-from locator.core.redis import get_many
-from locator.core.scripts import Script
+from locator.core.redis import get_many, is_cluster
+from locator.core.scripts import ItemScript, Script, slot_of
 
 log = get_logger(__name__)
 
@@ -57,6 +58,10 @@ NEGATIVE_CACHE_S = 30.0
 # several ingest processes sharing the uplink a zone conflict is common, but each one means
 # another process committed this elder's fix: eight in a row is a storm, not bad luck.
 WRITE_ATTEMPTS = 8
+# Uplinks per store call. Past ~10 Redis saves nothing more per uplink (measured), while a
+# call of a whole batch costs it more (its large KEYS and ARGV) and leaves it idle until
+# the batch is built; 16 (~13 kB) go out as soon as built (StreamingPipeline.CHUNK_BYTES).
+ITEMS_PER_CALL = 16
 
 MESSAGES = PromCounter("homeward_ingest_messages_total", "Uplink messages by outcome", ["outcome"])
 REJECTED = PromCounter(
@@ -72,10 +77,12 @@ BATCH_SIZE = Histogram(
 )
 
 _STORE_TEXT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text("utf-8")
-_SCRIPT = Script(_STORE_TEXT, name="store_uplink.lua")  # no zone stage: its lines stay comments
+# One call per batch, the body once per uplink (ItemScript); without the zone stage its
+# slots stay comments.
+_SCRIPT = ItemScript(_STORE_TEXT, name="store_uplink.lua")
 
 
-def assemble(pieces: Mapping[str, str]) -> Script:
+def assemble(pieces: Mapping[str, str]) -> ItemScript:
     """The store script with a later stage's pieces in place (the one place it is assembled).
 
     Each piece replaces the script's ``-- @zones <name>`` line; a name the script does not
@@ -87,7 +94,7 @@ def assemble(pieces: Mapping[str, str]) -> Script:
         if slot is None:
             raise ValueError(f"the store script has no '-- @zones {name}' slot")
         text = text[: slot.start()] + piece.rstrip("\n") + text[slot.end() :]
-    return Script(text, name="store_uplink.lua+" + "+".join(sorted(pieces)))
+    return ItemScript(text, name="store_uplink.lua+" + "+".join(sorted(pieces)))
 
 
 # A rejected message is dead-lettered once, even if the broker delivers it again.
@@ -192,6 +199,9 @@ class _Pending:
                 received_at=self.message.received_at,
             )
         return self._position
+
+
+_Call = tuple[_Pending, list[str], list[str]]  # an uplink in a store call: its keys, args
 
 
 @dataclass(slots=True)
@@ -316,7 +326,12 @@ def _alarm(uplink: Uplink | DecodeError) -> bool:
 
 def fix_id(device_id: str, fix: Fix) -> str:
     """The identity of a fix: the same device, time, place and alarm is the same fix."""
-    raw = f"{device_id}|{fix.tst!r}|{fix.lat!r}|{fix.lon!r}|{fix.alarm}".encode()
+    return _fix_id(device_id, repr(fix.tst), repr(fix.lat), repr(fix.lon), fix.alarm)
+
+
+def _fix_id(device_id: str, tst: str, lat: str, lon: str, alarm: str | None) -> str:
+    """``fix_id`` from the texts the store script gets anyway (each repr once)."""
+    raw = f"{device_id}|{tst}|{lat}|{lon}|{alarm}".encode()
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
@@ -326,12 +341,9 @@ def message_id(device_id: str, payload: bytes, suffix: str = "") -> str:
     return hashlib.blake2b(raw, digest_size=10).hexdigest() + suffix
 
 
-def _arg(value: float | int | str | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def _number(value: float | None) -> str:
+    """A number as the script reads it (repr: a float round-trips); '' for none."""
+    return "" if value is None else repr(value)
 
 
 class UplinkStore:
@@ -353,6 +365,9 @@ class UplinkStore:
         self._clock = clock
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
+        # The store script's per-deployment arguments (ARGV 6 and 18), formatted once.
+        self._max_speed = _number(MAX_SPEED_KMH)
+        self._low_battery = str(LOW_BATTERY_PCT)
         self.routes = DeviceRoutes(client, clock)
         # The batch's effects on shared keys, applied after its scripts (locator/core/relay.py).
         self._relay_token = relay.writer_token()
@@ -362,6 +377,7 @@ class UplinkStore:
         # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
         self._unmark: set[int] = set()
         self._script = _SCRIPT if evaluator is None else assemble(evaluator.lua_pieces())
+        self._cluster = is_cluster(client)
         self._load_scripts()
 
     def _load_scripts(self) -> None:
@@ -522,7 +538,11 @@ class UplinkStore:
         pipe.execute()
 
     def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
-        """One pipeline for the batch, in arrival order; returns uplinks whose binding moved."""
+        """One pipeline for the batch; returns uplinks whose binding or zone state moved.
+
+        The uplinks go in one store call (on a cluster, one per hash slot), in arrival order;
+        dead letters in calls of their own (they are not any elder's).
+        """
         if self.evaluator is not None:
             self.evaluator.begin()
             self.evaluator.ensure_loaded(
@@ -532,7 +552,9 @@ class UplinkStore:
                     if isinstance(i, _Pending) and isinstance(i.uplink, Fix)
                 }
             )
-        elders = {i.target.elder_id for i in items if isinstance(i, _Pending)}
+        rejects = [i for i in items if isinstance(i, _Reject)]
+        pendings = [i for i in items if isinstance(i, _Pending)]
+        elders = {i.target.elder_id for i in pendings}
         self._intended |= elders
         # A streaming batch on one Redis: Redis starts on it while it is built.
         pipe, marks = relay.mark_first(
@@ -544,22 +566,25 @@ class UplinkStore:
         )
         self._unmark = set()
         pipe.get(keys.DEVICES_VERSION)
-        pipe.get(self.evaluator.version_key if self.evaluator else keys.DEVICES_VERSION)
-        for item in items:
-            if isinstance(item, _Reject):
-                fields = item.fields()
-                _DEAD_LETTER.queue(
-                    pipe,
-                    keys=[
-                        core_keys.REJECTED,
-                        core_keys.REJECTED_COUNTS,
-                        core_keys.rejected_seen(item.identity()),
-                    ],
-                    args=[x for pair in fields.items() for x in pair],
-                )
-            else:
-                script_keys, args = self._script_call(item)
-                self._script.queue(pipe, keys=script_keys, args=args)
+        if self.evaluator is not None:
+            pipe.get(self.evaluator.version_key)
+        for item in rejects:
+            fields = item.fields()
+            _DEAD_LETTER.queue(
+                pipe,
+                keys=[
+                    core_keys.REJECTED,
+                    core_keys.REJECTED_COUNTS,
+                    core_keys.rejected_seen(item.identity()),
+                ],
+                args=[x for pair in fields.items() for x in pair],
+            )
+        calls = []
+        for call in self._calls(pendings):
+            # Queued as soon as built: on one Redis the pipeline sends it while the next
+            # is being prepared.
+            self._script.queue_items(pipe, [(k, a) for _, k, a in call])
+            calls.append(call)
         results = iter(pipe.execute(raise_on_error=False))
         for _ in range(marks):
             mark = next(results)
@@ -570,41 +595,70 @@ class UplinkStore:
             raise version
         # Registrations change rarely; a change seen here refreshes the cache for the next batch.
         self.routes.observe_version(int(version or 0))
-        zones_version = next(results)
-        if self.evaluator is not None and not isinstance(zones_version, Exception):
-            self.evaluator.observe_version(int(zones_version or 0))
+        if self.evaluator is not None:
+            zones_version = next(results)
+            if not isinstance(zones_version, Exception):
+                self.evaluator.observe_version(int(zones_version or 0))
         stale: list[_Pending] = []
         retry: list[_Pending | _Reject] = []
-        for item in items:
+        for item in rejects:
             result = next(results)
             if isinstance(result, redis.exceptions.NoScriptError):
                 retry.append(item)
-                continue
-            if isinstance(item, _Reject):
-                if isinstance(result, Exception):
-                    raise result
-                if result:  # 0: the same rejected message again (a redelivery), not counted twice
-                    self._count_reject(outcome, item.reason)
-                continue
             elif isinstance(result, Exception):
                 raise result
-            else:
-                self._record(item, result, outcome, stale)
+            elif result:  # 0: the same rejected message again (a redelivery), not counted twice
+                self._count_reject(outcome, item.reason)
+        failed: Exception | None = None
+        for call in calls:
+            replies = next(results)
+            if isinstance(replies, redis.exceptions.NoScriptError):
+                retry += [pending for pending, _, _ in call]
+                continue
+            if isinstance(replies, Exception):
+                raise replies
+            for (pending, _, _), result in zip(call, replies, strict=True):
+                if isinstance(result, Exception):
+                    # The others ran: record them (their zone updates settle), then raise.
+                    failed = failed or result
+                else:
+                    self._record(pending, result, outcome, stale)
+        if failed is not None:
+            raise failed
         if retry:
             # Redis restarted and lost its script cache: load it again and redo those.
             self._load_scripts()
             stale += self._write(retry, outcome)
         return stale
 
+    def _calls(self, pendings: list[_Pending]) -> Iterator[list[_Call]]:
+        """The store calls for a batch's uplinks, each a list of (uplink, keys, args).
+
+        Items of one hash slot share a call, at most ``ITEMS_PER_CALL``: on one Redis every
+        item is in the same "slot", so the calls follow arrival order and each is yielded
+        once full; on a cluster her keys share her slot, so an elder's uplinks stay in order
+        in one call.
+        """
+        groups: dict[int, list[_Call]] = {}
+        for pending in pendings:
+            script_keys, args = self._script_call(pending)
+            slot = slot_of(script_keys[0]) if self._cluster else 0
+            group = groups.setdefault(slot, [])
+            group.append((pending, script_keys, args))
+            if len(group) == ITEMS_PER_CALL:
+                yield groups.pop(slot)
+        yield from groups.values()
+
     def _record(
         self, item: _Pending, result: Any, outcome: BatchOutcome, stale: list[_Pending]
     ) -> None:
-        verdict = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-        detail = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
+        verdict, detail = result[0], result[1]
+        if not isinstance(verdict, str):  # a client without decode_responses
+            verdict, detail = verdict.decode(), detail.decode()
         if verdict == "stale_route":
             stale.append(item)
             return
-        if len(result) > 2:
+        if len(result) > 2 and result[2]:
             relay.merge(self._relays, item.target.elder_id, result[2])
         update = item.zone_update
         if self.evaluator is not None and update is not None:
@@ -643,55 +697,59 @@ class UplinkStore:
             # The zone stage's keys are geofences' names; without it the script never
             # reaches them (no update is ever passed), so they are not declared.
             script_keys += self.evaluator.script_keys(elder)
-        common = [
-            device,
-            str(elder),
-            str(round(message.received_at * 1000)),
-            str(self._retention_ms),
-            _arg(MAX_SPEED_KMH),
-        ]
         item.zone_update = None
-        zones_wanted = not message.retain and not item.skip_zones
-        if isinstance(uplink, Fix) and self.evaluator is not None and zones_wanted:
-            item.zone_update = self.evaluator.prepare(
-                item.position(), low_quality=is_low_quality(uplink)
-            )
+        fields: tuple[str, ...]  # ARGV 7-17
         if isinstance(uplink, Fix):
             kind = "location"
-            fields = [
-                fix_id(device, uplink),
-                _arg(uplink.tst),
-                _arg(uplink.lat),
-                _arg(uplink.lon),
-                _arg(uplink.acc),
+            low_quality = is_low_quality(uplink)
+            if self.evaluator is not None and not message.retain and not item.skip_zones:
+                item.zone_update = self.evaluator.prepare(item.position(), low_quality=low_quality)
+            tst, lat, lon = repr(uplink.tst), repr(uplink.lat), repr(uplink.lon)
+            fields = (
+                _fix_id(device, tst, lat, lon, uplink.alarm),
+                tst,
+                lat,
+                lon,
+                _number(uplink.acc),
                 uplink.src,
-                _arg(uplink.vel),
-                _arg(uplink.cog),
-                _arg(uplink.batt),
+                _number(uplink.vel),
+                _number(uplink.cog),
+                _number(uplink.batt),
                 uplink.alarm or "",
-                "1" if is_low_quality(uplink) else "0",
-            ]
+                "1" if low_quality else "0",
+            )
         elif isinstance(uplink, Heartbeat):
             kind = "heartbeat"
             # A salvaged alarm gets its own id: the rejected fix it came with is not it.
             own_id = message_id(device, message.payload, ":alarm" if item.salvaged else "")
-            blanks = ["", "", "", "", "", ""]
-            fields = [own_id, _arg(uplink.tst), *blanks, _arg(uplink.batt), uplink.alarm or ""]
-            fields.append("1" if item.salvaged else "0")
+            blanks = ("", "", "", "", "", "")
+            salvaged = "1" if item.salvaged else "0"
+            fields = (own_id, _number(uplink.tst), *blanks, _number(uplink.batt))
+            fields += (uplink.alarm or "", salvaged)
         else:
             assert isinstance(uplink, LastWill)
             kind = "lastwill"
             own_id = message_id(device, message.payload)
-            fields = [own_id, _arg(uplink.tst), "", "", "", "", "", "", "", "", "0"]
-        payload = message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace")
-        unevaluated = "break" if item.skip_zones and isinstance(uplink, Fix) else ""
+            fields = (own_id, _number(uplink.tst), "", "", "", "", "", "", "", "", "0")
+        if item.zone_update is not None:
+            zones = item.zone_update.args()
+        else:
+            zones = ("", "break" if item.skip_zones and isinstance(uplink, Fix) else "")
         offline_after_s = target.offline_after_s or self._offline_after_s
-        tail = [
-            str(LOW_BATTERY_PCT),
+        received_ms = round(message.received_at * 1000)
+        args = [
+            kind,
+            device,
+            str(elder),
+            str(received_ms),
+            str(received_ms - self._retention_ms),  # the track's MINID
+            self._max_speed,
+            *fields,
+            self._low_battery,
             message.topic[:200],
-            payload,
+            message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
             str(offline_after_s * 1000),
             "1" if message.retain else "0",
-            *(item.zone_update.args() if item.zone_update else ("", unevaluated)),
+            *zones,
         ]
-        return script_keys, [kind, *common, *fields, *tail]
+        return script_keys, args

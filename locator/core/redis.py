@@ -74,6 +74,8 @@ _PACKER = FastPacker()
 class CommandBatch(Protocol):
     """What a batch of pipelined commands offers (both kinds of pipeline below)."""
 
+    def execute_command(self, *args: Any) -> Any: ...
+
     def get(self, name: str) -> Any: ...
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
@@ -92,25 +94,30 @@ class StreamingPipeline:
 
     redis-py's pipeline writes everything at ``execute``: Redis sits idle while the caller
     builds a batch, then the caller sits idle while Redis runs it. Here every ``CHUNK``
-    commands go out as they are added, so Redis runs a batch's first script calls while
-    the caller still prepares the rest. Replies are read at ``execute``, in order, raw (no
-    response callbacks: only for commands such as GET and EVALSHA that need none); an error
-    reply is returned in its place or raised, like ``execute(raise_on_error=...)``.
+    commands (or ``CHUNK_BYTES``: one call of many items) go out as they are added, so
+    Redis runs a batch's first script calls while the caller still prepares the rest.
+    Replies are read at ``execute``, in order, raw (no response callbacks: only for commands
+    such as GET and EVALSHA that need none); an error reply is returned in its place or
+    raised, like ``execute(raise_on_error=...)``.
     """
 
     CHUNK = 16
+    CHUNK_BYTES = 8192
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._conn: Any = None
         self._buffer: list[bytes] = []
+        self._buffered = 0  # bytes
         self._count = 0
         self._sent = False
 
     def execute_command(self, *args: Any) -> None:
-        self._buffer += _PACKER.pack(*args)
+        packed = _PACKER.pack(*args)
+        self._buffer += packed
+        self._buffered += sum(len(part) for part in packed)
         self._count += 1
-        if self._count % self.CHUNK == 0:
+        if self._count % self.CHUNK == 0 or self._buffered >= self.CHUNK_BYTES:
             self._flush()
 
     def get(self, name: str) -> None:
@@ -141,6 +148,7 @@ class StreamingPipeline:
             raise
         self._sent = True
         self._buffer = []
+        self._buffered = 0
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Every reply, in the order the commands were added."""

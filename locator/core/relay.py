@@ -38,6 +38,7 @@ Every one of them is idempotent, so an effect applied twice changes nothing more
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -47,7 +48,7 @@ import redis
 from locator.core import keys, shards
 from locator.core.logging import get_logger
 from locator.core.redis import command_batch, is_cluster
-from locator.core.scripts import Script
+from locator.core.scripts import ItemScript, Script
 
 log = get_logger(__name__)
 
@@ -56,16 +57,19 @@ SWEEP_AFTER_S = 10.0  # an intent this old has no live caller (a batch takes mil
 SWEEP_LIMIT = 100  # intents per shard and pass
 REJECTED_MAX = 10_000
 
-_POP = Script(
+# Per elder (an item of one call per batch; per slot on a cluster): her list's head, as far
+# as it holds applied effects, goes.
+_POP = ItemScript(
     """
 local applied = {}
 for i = 1, #ARGV do applied[ARGV[i]] = true end
+local list = redis.call('LRANGE', KEYS[1], 0, -1)
 local popped = 0
-while true do
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  if not head or not applied[head] then break end
-  redis.call('LPOP', KEYS[1])
-  popped = popped + 1
+while list[popped + 1] and applied[list[popped + 1]] do popped = popped + 1 end
+if popped == #list then
+  if popped > 0 then redis.call('DEL', KEYS[1]) end
+elseif popped > 0 then
+  redis.call('LTRIM', KEYS[1], popped, -1)
 end
 return popped
 """,
@@ -132,10 +136,16 @@ def writer_token() -> str:
 
 
 def intend(pipe: Any, elders: Iterable[int], *, token: str, now: float) -> int:
-    """Queue the intent marks for ``elders`` on ``pipe`` (one ZADD per shard); how many."""
+    """Queue the intent marks for ``elders`` on ``pipe`` (one ZADD per shard); how many.
+
+    Scored in whole seconds, rounded up (a sweep comes at most a second later): a small
+    sorted set keeps its scores as text, and a whole number is written and read far more
+    cheaply than a fraction (a mark and an unmark per uplink).
+    """
+    score = math.ceil(now)
     by_shard: dict[int, dict[str, float]] = {}
     for elder in elders:
-        by_shard.setdefault(shards.shard_of(elder), {})[f"{elder}|{token}"] = now
+        by_shard.setdefault(shards.shard_of(elder), {})[f"{elder}|{token}"] = score
     for shard, members in by_shard.items():
         pipe.zadd(keys.relay_pending(shard), members)
     return len(by_shard)
@@ -178,6 +188,8 @@ def mark_first(
 
 def merge(into: dict[int, list[str]], elder: int, entries: Iterable[object]) -> None:
     """Add a script's returned relay list to what a batch will apply (each entry once)."""
+    if not entries:
+        return  # the common case: nothing relayed (a list, as a script returns it)
     have = into.setdefault(elder, [])
     seen = set(have)
     for raw in entries:
@@ -192,58 +204,97 @@ def hdel_if(client: redis.Redis, key: str, field: str, expected: str) -> bool:
     return bool(_HDEL_IF(client, keys=[key], args=[field, expected]))
 
 
-def _effect(
-    pipe: Any, scripted: list[tuple[Script, list[str], list[Any]]], elder: int, raw: str
-) -> None:
-    effect = json.loads(raw)
-    kind = effect[0]
-    if kind == "x":
-        if effect[1] not in keys.ALARM_SHARD_STREAMS:
-            raise ValueError(f"unknown relay stream: {effect[1]!r}")
-        stream = keys.shard_stream(effect[1], shards.shard_of(elder))
-        fields = dict(zip(effect[3::2], effect[4::2], strict=True))
-        fields["source"] = effect[2]
-        pipe.xadd(stream, fields)  # no MAXLEN: trimmed behind its consumer group
-    elif kind == "t":
-        pipe.zadd(keys.job_timers(effect[1]), {effect[1]: float(effect[2])})
-    elif kind == "T":
-        job = effect[1]
-        ladder = [keys.job_timers(job), keys.timer(job)]
-        scripted.append((_LADDER, ladder, ["T", job, effect[5], effect[2], effect[3], effect[4]]))
-    elif kind == "tc":
-        job = effect[1]
-        scripted.append((_LADDER, [keys.job_timers(job), keys.timer(job)], ["tc", job, effect[2]]))
-    elif kind == "i":
-        pipe.zadd(keys.retention_streams_of(effect[1]), {effect[1]: float(effect[2])}, nx=True)
-    elif kind == "r":
-        fields = dict(zip(effect[1::2], effect[2::2], strict=True))
-        pipe.xadd(keys.REJECTED, fields, maxlen=REJECTED_MAX, approximate=True)
-        pipe.hincrby(keys.REJECTED_COUNTS, fields.get("reason", "?"), 1)
-    elif kind == "o":
-        # On her relay list, so her shard's outbox (the attempt id starts with her id too).
-        shard = shards.shard_of(elder)
-        once = [
-            keys.relayed(shards.tag(shard), "outbox", effect[1]),
-            keys.shard_stream("outbox", shard),
-        ]
-        scripted.append((_ONCE, once, ["", "attempt", effect[1]]))
-    elif kind == "f":
-        once = [keys.relayed(keys.FEED_TAG, "feed", effect[1]), keys.tagged_stream(keys.FEED_TAG)]
-        scripted.append((_ONCE, once, [str(FEED_MAX), *effect[2:]]))
-    elif kind == "z":
-        pipe.zadd(effect[1], {effect[3]: float(effect[2])})
-    elif kind == "zr":
-        pipe.zrem(effect[1], effect[2])
-    elif kind == "h":
-        pipe.hset(effect[1], effect[2], effect[3])
-    elif kind == "hd":
-        scripted.append((_HDEL_IF, [effect[1]], [effect[2], effect[3]]))
-    elif kind == "s":
-        pipe.sadd(effect[1], effect[2])
-    elif kind == "sr":
-        pipe.srem(effect[1], effect[2])
-    else:
-        log.error("relay_effect_unknown", elder_id=elder, effect=raw[:200])
+class _Effects:
+    """A batch of effects as commands: stream entries in order, sorted-set adds to the same
+    timer set or retention index folded into one ZADD each, scripted effects after."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.zadds: dict[tuple[str, bool], dict[str, float]] = {}
+        self.scripted: list[tuple[Script, list[str], list[Any]]] = []
+
+    def zadd(self, key: str, member: str, score: float, *, nx: bool = False) -> None:
+        members = self.zadds.setdefault((key, nx), {})
+        if nx:
+            members.setdefault(member, score)  # the first wins, as NX one by one would
+        else:
+            members[member] = score  # the last wins
+
+    def add(self, elder: int, raw: str) -> None:
+        effect = json.loads(raw)
+        kind = effect[0]
+        if kind == "x":
+            if effect[1] not in keys.ALARM_SHARD_STREAMS:
+                raise ValueError(f"unknown relay stream: {effect[1]!r}")
+            stream = keys.shard_stream(effect[1], shards.shard_of(elder))
+            fields = dict(zip(effect[3::2], effect[4::2], strict=True))
+            fields["source"] = effect[2]
+            # No MAXLEN: trimmed behind its consumer group.
+            self.commands.append(("XADD", stream, "*", *_flat(fields)))
+        elif kind == "t":
+            self.zadd(keys.job_timers(effect[1]), effect[1], float(effect[2]))
+        elif kind == "T":
+            job = effect[1]
+            ladder = [keys.job_timers(job), keys.timer(job)]
+            args = ["T", job, effect[5], effect[2], effect[3], effect[4]]
+            self.scripted.append((_LADDER, ladder, args))
+        elif kind == "tc":
+            job = effect[1]
+            ladder = [keys.job_timers(job), keys.timer(job)]
+            self.scripted.append((_LADDER, ladder, ["tc", job, effect[2]]))
+        elif kind == "i":
+            self.zadd(keys.retention_streams_of(effect[1]), effect[1], float(effect[2]), nx=True)
+        elif kind == "r":
+            fields = dict(zip(effect[1::2], effect[2::2], strict=True))
+            self.commands.append(
+                ("XADD", keys.REJECTED, "MAXLEN", "~", REJECTED_MAX, "*", *_flat(fields))
+            )
+            self.commands.append(("HINCRBY", keys.REJECTED_COUNTS, fields.get("reason", "?"), 1))
+        elif kind == "o":
+            # On her relay list, so her shard's outbox (the attempt id starts with her id too).
+            shard = shards.shard_of(elder)
+            once = [
+                keys.relayed(shards.tag(shard), "outbox", effect[1]),
+                keys.shard_stream("outbox", shard),
+            ]
+            self.scripted.append((_ONCE, once, ["", "attempt", effect[1]]))
+        elif kind == "f":
+            once = [
+                keys.relayed(keys.FEED_TAG, "feed", effect[1]),
+                keys.tagged_stream(keys.FEED_TAG),
+            ]
+            self.scripted.append((_ONCE, once, [str(FEED_MAX), *effect[2:]]))
+        elif kind == "z":
+            self.commands.append(("ZADD", effect[1], float(effect[2]), effect[3]))
+        elif kind == "zr":
+            self.commands.append(("ZREM", effect[1], effect[2]))
+        elif kind == "h":
+            self.commands.append(("HSET", effect[1], effect[2], effect[3]))
+        elif kind == "hd":
+            self.scripted.append((_HDEL_IF, [effect[1]], [effect[2], effect[3]]))
+        elif kind == "s":
+            self.commands.append(("SADD", effect[1], effect[2]))
+        elif kind == "sr":
+            self.commands.append(("SREM", effect[1], effect[2]))
+        else:
+            log.error("relay_effect_unknown", elder_id=elder, effect=raw[:200])
+
+    def write(self, client: redis.Redis) -> None:
+        """Every effect, in one round trip (plus one per kind of scripted effect)."""
+        for (key, nx), members in self.zadds.items():
+            scored = [x for member, score in members.items() for x in (score, member)]
+            self.commands.append(("ZADD", key, "NX", *scored) if nx else ("ZADD", key, *scored))
+        if self.commands:
+            pipe = command_batch(client)
+            for command in self.commands:
+                pipe.execute_command(*command)
+            pipe.execute()
+        for script in {id(s): s for s, _, _ in self.scripted}.values():
+            script.run_many(client, [(k, a) for s, k, a in self.scripted if s is script])
+
+
+def _flat(fields: dict[Any, Any]) -> list[Any]:
+    return [x for pair in fields.items() for x in pair]
 
 
 def apply(
@@ -262,21 +313,16 @@ def apply(
     pending = {elder: entries for elder, entries in relays.items() if entries}
     applied = sum(len(entries) for entries in pending.values())
     if pending:
-        pipe = client.pipeline(transaction=False)
-        scripted: list[tuple[Script, list[str], list[Any]]] = []
+        effects = _Effects()
         for elder, entries in pending.items():
             for raw in entries:
-                _effect(pipe, scripted, elder, raw)
-        if len(pipe):
-            pipe.execute()
-        for script in {id(s): s for s, _, _ in scripted}.values():
-            script.run_many(client, [(k, a) for s, k, a in scripted if s is script])
+                effects.add(elder, raw)
+        effects.write(client)
     # Popped (and unmarked) only after every effect is written: a crash in between
     # applies them again, which the consumers absorb.
-    calls: list[tuple[list[str], list[Any]]] = [
-        ([keys.relay(elder)], list(entries)) for elder, entries in pending.items()
-    ]
-    _POP.run_many(client, calls)
+    _POP.run_grouped(
+        client, [([keys.relay(elder)], list(entries)) for elder, entries in pending.items()]
+    )
     if token is not None:
         pipe = client.pipeline(transaction=False)
         release(pipe, intended, token=token)
