@@ -10,14 +10,11 @@ duplicate, not a second fix.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from prometheus_client import Counter as PromCounter
@@ -25,7 +22,6 @@ from prometheus_client import Histogram
 
 from devices import keys
 from devices.ingest.codecs import (
-    NATIVE_TOPIC_PROTOCOLS,
     DecodeError,
     Fix,
     Heartbeat,
@@ -38,22 +34,30 @@ from devices.ingest.codecs import (
     is_low_quality,
     route_of,
 )
+from devices.ingest.identity import fix_id_from_texts, message_id
 from devices.ingest.position import Position
+from devices.ingest.routes import DeviceRoutes, Target
+from devices.ingest.store_script import (
+    DEAD_LETTER_SCRIPT,
+    STORE_SCRIPT,
+    FixEvaluator,
+    PreparedUpdate,
+    assemble,
+)
 from devices.ingest.throttle import Throttle
 from devices.reporting import is_slow
 from locator.core import keys as core_keys
 from locator.core import relay
 from locator.core.clock import Clock
 from locator.core.logging import get_logger
-from locator.core.redis import get_many, is_cluster
-from locator.core.scripts import ItemScript, Script, slot_of
+from locator.core.redis import is_cluster
+from locator.core.scripts import slot_of
 
 log = get_logger(__name__)
 
 MAX_SPEED_KMH = 200.0
 LOW_BATTERY_PCT = 20
 DEAD_LETTER_PAYLOAD_CHARS = 1024
-NEGATIVE_CACHE_S = 30.0
 # Tries per uplink while its device binding or its elder's zone state moves under it. With
 # several ingest processes sharing the uplink a zone conflict is common, but each one means
 # another process committed this elder's fix: eight in a row is a storm, not bad luck.
@@ -76,74 +80,6 @@ BATCH_SIZE = Histogram(
     "homeward_ingest_batch_size", "Messages per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
 )
 
-_STORE_TEXT = resources.files("devices.ingest").joinpath("store_uplink.lua").read_text("utf-8")
-# One call per batch, the body once per uplink (ItemScript); without the zone stage its
-# slots stay comments.
-_SCRIPT = ItemScript(_STORE_TEXT, name="store_uplink.lua")
-
-
-def assemble(pieces: Mapping[str, str]) -> ItemScript:
-    """The store script with a later stage's pieces in place (the one place it is assembled).
-
-    Each piece replaces the script's ``-- @zones <name>`` line; a name the script does not
-    have is an error, so a renamed slot cannot drop a stage's writes silently.
-    """
-    text = _STORE_TEXT
-    for name, piece in pieces.items():
-        slot = re.search(rf"^-- @zones {re.escape(name)}\b.*$", text, flags=re.M)
-        if slot is None:
-            raise ValueError(f"the store script has no '-- @zones {name}' slot")
-        text = text[: slot.start()] + piece.rstrip("\n") + text[slot.end() :]
-    return ItemScript(text, name="store_uplink.lua+" + "+".join(sorted(pieces)))
-
-
-# A rejected message is dead-lettered once, even if the broker delivers it again.
-_DEAD_LETTER = Script(
-    """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', 3600) then return 0 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', 10000, '*', unpack(ARGV))
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return 1
-""",
-    name="dead_letter",
-)
-DEAD_LETTER_SCRIPT = _DEAD_LETTER  # the gateway dead-letters its frames through the same script
-
-
-class PreparedUpdate(Protocol):
-    def args(self) -> tuple[str, str]:
-        """(expected state version, update JSON) for the store script."""
-        ...
-
-
-class FixEvaluator(Protocol):
-    """A later stage that evaluates fixes inside the store's commit (the zone engine).
-
-    Injected by the shell: the devices domain cannot import geofences.
-    """
-
-    version_key: str
-
-    def script_keys(self, elder_id: int) -> list[str]:
-        """Its keys in the store script, after the fix's own (her slot): zone state, transitions."""
-        ...
-
-    def lua_pieces(self) -> Mapping[str, str]:
-        """Its Lua for the store script's ``-- @zones <name>`` slots (``assemble``)."""
-        ...
-
-    def begin(self) -> None: ...
-
-    def observe_version(self, version: int) -> None: ...
-
-    def ensure_loaded(self, elder_ids: set[int]) -> None: ...
-
-    def prepare(self, position: Position, *, low_quality: bool) -> Any: ...
-
-    def settle(self, update: Any, *, applied: bool) -> None: ...
-
-    def forget(self, elder_id: int) -> None: ...
-
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -156,14 +92,6 @@ class Message:
     qos: int = 0
     retain: bool = False  # replayed by the broker from its retained store on subscribe
     generation: int = 0  # which MQTT connection delivered it (acks go back on that one only)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    device_id: str
-    elder_id: int
-    offline_after_s: int | None = None
-    report_interval_s: int | None = None
 
 
 @dataclass
@@ -228,117 +156,11 @@ class _Reject:
         }
 
 
-class DeviceRoutes:
-    """Topic → (device, elder), cached in process; the store script re-checks the binding."""
-
-    def __init__(self, client: redis.Redis, clock: Clock) -> None:
-        self._redis = client
-        self._clock = clock
-        self._known: dict[Route, Target] = {}
-        self._unknown: dict[Route, tuple[float, int]] = {}  # route -> (until, version)
-        self.version: int | None = None
-
-    def observe_version(self, version: int) -> None:
-        """Forget every cached route once any device was (un)registered since we looked."""
-        if self.version is not None and version != self.version:
-            self._known.clear()
-            self._unknown.clear()
-        self.version = version
-
-    def forget(self, route: Route) -> None:
-        self._known.pop(route, None)
-        self._unknown.pop(route, None)
-
-    def resolve(self, routes: set[Route]) -> dict[Route, Target | None]:
-        """Targets for routes; unknown routes map to None."""
-        now = self._clock.time()
-        answer: dict[Route, Target | None] = {}
-        misses: list[Route] = []
-        negatives: list[Route] = []
-        known, unknown = self._known, self._unknown
-        for route in routes:
-            target = known.get(route)
-            if target is not None:
-                answer[route] = target
-            elif route in unknown and unknown[route][0] > now:
-                negatives.append(route)
-            else:
-                misses.append(route)
-        if negatives:
-            # A registration since the miss was cached makes the cached "unknown" wrong.
-            version = int(self._redis.get(keys.DEVICES_VERSION) or 0)
-            for route in negatives:
-                if self._unknown[route][1] == version:
-                    answer[route] = None
-                else:
-                    misses.append(route)
-        if misses:
-            answer.update(self._load(misses, now))
-        return answer
-
-    def _load(self, routes: list[Route], now: float) -> dict[Route, Target | None]:
-        version = int(self._redis.get(keys.DEVICES_VERSION) or 0)
-        self.observe_version(version)
-        device_ids: dict[Route, str | None] = {}
-        external = [r for r in routes if r.protocol != "native"]
-        if external:
-            found = get_many(
-                self._redis, [keys.device_external(r.protocol, r.ref) for r in external]
-            )
-            device_ids.update(zip(external, found, strict=True))
-        for route in routes:
-            if route.protocol == "native":
-                device_ids[route] = route.ref
-        wanted = [(r, d) for r, d in device_ids.items() if d]
-        docs = get_many(self._redis, [keys.device(d) for _, d in wanted]) if wanted else []
-        answer: dict[Route, Target | None] = dict.fromkeys(routes)
-        for (route, device_id), raw in zip(wanted, docs, strict=True):
-            if raw is None:
-                continue
-            doc: dict[str, Any] = json.loads(raw)
-            registered = doc.get("protocol", "native")
-            if route.protocol == "native":
-                if registered not in NATIVE_TOPIC_PROTOCOLS:
-                    continue
-            elif registered != route.protocol:
-                continue
-            found_target = Target(
-                device_id=str(device_id),
-                elder_id=int(doc["elder_id"]),
-                offline_after_s=doc.get("offline_after_s"),
-                report_interval_s=doc.get("report_interval_s"),
-            )
-            self._known[route] = found_target
-            self._unknown.pop(route, None)
-            answer[route] = found_target
-        for route, maybe in answer.items():
-            if maybe is None:
-                self._unknown[route] = (now + NEGATIVE_CACHE_S, version)
-        return answer
-
-
 def _alarm(uplink: Uplink | DecodeError) -> bool:
     """An alarm someone must act on: it may pass a device's empty bucket now and then."""
     if isinstance(uplink, DecodeError):
         return uplink.salvage is not None and _alarm(uplink.salvage)
     return getattr(uplink, "alarm", None) in ("sos", "fall", "removed")
-
-
-def fix_id(device_id: str, fix: Fix) -> str:
-    """The identity of a fix: the same device, time, place and alarm is the same fix."""
-    return _fix_id(device_id, repr(fix.tst), repr(fix.lat), repr(fix.lon), fix.alarm)
-
-
-def _fix_id(device_id: str, tst: str, lat: str, lon: str, alarm: str | None) -> str:
-    """``fix_id`` from the texts the store script gets anyway (each repr once)."""
-    raw = f"{device_id}|{tst}|{lat}|{lon}|{alarm}".encode()
-    return hashlib.blake2b(raw, digest_size=10).hexdigest()
-
-
-def message_id(device_id: str, payload: bytes, suffix: str = "") -> str:
-    """The identity of any other message: its device and exact bytes."""
-    raw = device_id.encode() + b"\0" + payload
-    return hashlib.blake2b(raw, digest_size=10).hexdigest() + suffix
 
 
 def _number(value: float | None) -> str:
@@ -376,13 +198,13 @@ class UplinkStore:
         # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
         # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
         self._unmark: set[int] = set()
-        self._script = _SCRIPT if evaluator is None else assemble(evaluator.lua_pieces())
+        self._script = STORE_SCRIPT if evaluator is None else assemble(evaluator.lua_pieces())
         self._cluster = is_cluster(client)
         self._load_scripts()
 
     def _load_scripts(self) -> None:
         self._script.ensure_loaded(self._redis)
-        _DEAD_LETTER.ensure_loaded(self._redis)
+        DEAD_LETTER_SCRIPT.ensure_loaded(self._redis)
 
     def process(self, batch: list[Message]) -> BatchOutcome:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
@@ -570,7 +392,7 @@ class UplinkStore:
             pipe.get(self.evaluator.version_key)
         for item in rejects:
             fields = item.fields()
-            _DEAD_LETTER.queue(
+            DEAD_LETTER_SCRIPT.queue(
                 pipe,
                 keys=[
                     core_keys.REJECTED,
@@ -706,7 +528,7 @@ class UplinkStore:
                 item.zone_update = self.evaluator.prepare(item.position(), low_quality=low_quality)
             tst, lat, lon = repr(uplink.tst), repr(uplink.lat), repr(uplink.lon)
             fields = (
-                _fix_id(device, tst, lat, lon, uplink.alarm),
+                fix_id_from_texts(device, tst, lat, lon, uplink.alarm),
                 tst,
                 lat,
                 lon,

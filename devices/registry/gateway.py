@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from devices import keys
-from devices.ingest.pipeline import DEAD_LETTER_SCRIPT
+from devices.ingest.store_script import DEAD_LETTER_SCRIPT
 from locator.core import keys as core_keys
 from locator.core import store
 from locator.core.scripts import Script
