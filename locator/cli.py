@@ -31,6 +31,7 @@ from locator.core.logging import configure_logging, get_logger
 from locator.core.redis import async_client, check_layout, sync_client
 from locator.core.settings import Settings, get_settings
 from locator.gateway.server import Gateway
+from locator.ingest_loop import WORKERS as INGEST_WORKERS
 from locator.ingest_loop import IngestLoop
 from locator.ticker import run_ticker
 
@@ -488,6 +489,7 @@ def _ingest_loop(settings: Settings, *, redis_url: str, mqtt_url: str) -> Ingest
         client_id=settings.mqtt_client_id,
         group=settings.ingest_group,
         cluster=settings.redis_cluster,
+        workers=settings.ingest_workers,
     )
 
 
@@ -743,11 +745,14 @@ def bench_ingest(
     rate: Annotated[float, typer.Option(help="offered fixes/s for the latency run")] = 2000.0,
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 10.0,
     profile: Annotated[
-        Path | None, typer.Option(help="cProfile the ingest's worker thread into this file")
+        Path | None, typer.Option(help="cProfile the ingest's first store worker into this file")
     ] = None,
     zones: Annotated[
         bool, typer.Option(help="a safe circle per elder (the zone stage runs)")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=16, help="the ingest's store worker threads")
+    ] = INGEST_WORKERS,
 ) -> None:
     """Full ingest vs a bare paho subscriber on the same Mosquitto queue; CPU per fix; latency."""
     from locator.bench import ingest as bench
@@ -764,6 +769,7 @@ def bench_ingest(
         workdir=None,
         profile=profile,
         zones=zones,
+        workers=workers,
     )
     typer.echo(bench.report(result))
 

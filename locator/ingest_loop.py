@@ -1,17 +1,18 @@
-"""The ingest process: paho on its network thread, batches stored by a worker thread.
+"""The ingest process: paho on its network thread, batches stored by worker threads.
 
-The network thread (``mqtt_burst.BurstClient``) only queues what one socket read brought,
-as one burst; a worker builds batches from the bursts (up to BATCH_MAX messages or FLUSH_S
-after the first, a burst split across batches when needed, order kept), stores each batch
-in Redis, and only then acknowledges it (manual QoS 1 acks, one write per batch). While
-Redis is unreachable the worker retries the same batch with backoff and acknowledges
-nothing, so the broker keeps every message for us.
+The network thread (``mqtt_burst.BurstClient``) only numbers and queues what one socket
+read brought, dealt by device to ``workers`` lanes (``ingest_lanes``); each lane's worker
+builds batches from its share (up to its batch size or FLUSH_S after the first, a burst
+split across batches when needed, order kept), stores each batch in Redis with its own
+``UplinkStore``, and only then marks it done: the acks of the longest done prefix go out
+in receive order (manual QoS 1 acks, one write). While Redis is unreachable a worker
+retries the same batch with backoff and that batch holds back every later ack, so the
+broker keeps every message not yet stored for us.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import socket
 import threading
 import time
@@ -34,15 +35,19 @@ from locator.core.logging import get_logger
 from locator.core.mqtt import address, connect_options, make_client
 from locator.core.mqtt_burst import BurstClient, Delivery
 from locator.core.redis import sync_client
+from locator.ingest_lanes import AckSequencer, Lane, split
 
 log = get_logger(__name__)
 
 UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+", "owntracks/+/+/event")
 # Must stay within the broker's in-flight window (deploy/mosquitto/mosquitto.conf: 400):
 # the broker sends no more until we acknowledge, and we acknowledge only whole batches.
-# Half the window, so the broker keeps sending the next batch while one is being stored.
+# Half the window, so the broker keeps sending the next batch while one is being stored;
+# with several workers, shared among them (each lane's batches are BATCH_MAX // workers).
 BATCH_MAX = 200
 FLUSH_S = 0.005
+# Two: one decodes and packs while the other waits on Redis (HOMEWARD_INGEST_WORKERS).
+WORKERS = 2
 _REDIS_DOWN = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -97,7 +102,10 @@ class IngestLoop:
         on_batch: Callable[[BatchOutcome], None] | None = None,
         adaptive_reporting: bool = True,
         cluster: bool = False,
+        workers: int = WORKERS,
     ) -> None:
+        if workers < 1:
+            raise ValueError("an ingest needs at least one store worker")
         self._mqtt_url = mqtt_url
         self._redis = sync_client(redis_url, process="ingest", cluster=cluster)
         self._data_dir = data_dir
@@ -108,10 +116,15 @@ class IngestLoop:
         self._on_batch = on_batch
         self._adaptive = adaptive_reporting
         self.commands_sent = 0
-        self.handled = 0  # messages this process stored (its share of a shared subscription)
-        # One item per socket read: (connection generation, arrival time, its messages).
-        self._queue: queue.Queue[tuple[int, float, list[Delivery]]] = queue.Queue()
-        self._pending: list[Message] = []  # taken from the queue, not yet in a batch
+        self._lanes = [
+            Lane(batch_max=max(1, BATCH_MAX // workers), flush_s=FLUSH_S) for _ in range(workers)
+        ]
+        self._acks: AckSequencer[Message] = AckSequencer(self._ack)
+        self._halt = threading.Event()  # set when a worker failed: the others stop too
+        self._failure: BaseException | None = None
+        self._count_lock = threading.Lock()  # commands_sent: any worker may send one
+        self._beat_lock = threading.Lock()  # any worker may beat; one heartbeat file
+        self._last_beat = 0.0
         self.client_id = client_id or default_client_id()
         self.group = group
         self.topics = uplink_topics(group)
@@ -162,38 +175,105 @@ class IngestLoop:
         log.warning("ingest_disconnected", reason=str(reason))
 
     def _on_burst(self, burst: list[Delivery]) -> None:
-        self._queue.put((self._generation, self._clock.time(), burst))
-
-    # --- the worker ----------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        """Connect, then store batches until ``stop`` is set."""
-        store = self._store_with_retry(stop)
-        if store is None:
+        first = self._acks.number(len(burst))
+        generation, now, lanes = self._generation, self._clock.time(), self._lanes
+        if len(lanes) == 1:
+            lanes[0].queue.put((generation, now, range(first, first + len(burst)), burst))
             return
+        for lane, (numbers, deliveries) in zip(lanes, split(burst, first, len(lanes)), strict=True):
+            if deliveries:
+                lane.queue.put((generation, now, numbers, deliveries))
+
+    def _ack(self, messages: list[Message]) -> None:
+        """Acknowledge stored messages, in receive order (``AckSequencer`` calls it)."""
+        generation = self._generation
+        self._client.ack_many(
+            [m.mid for m in messages if m.qos == 1 and m.generation == generation]
+        )
+
+    @property
+    def handled(self) -> int:
+        """Messages this process stored (its share of a shared subscription)."""
+        return sum(lane.handled for lane in self._lanes)
+
+    @property
+    def workers(self) -> int:
+        return len(self._lanes)
+
+    # --- the workers ---------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Connect, then store batches until ``stop`` is set; this thread is the first worker.
+
+        Raises what made a worker fail (after every worker stopped), as one worker did.
+        """
+        self._halt.clear()
+        self._failure = None
+        for lane in self._lanes:
+            lane.store = self._store_with_retry(stop)
+            if lane.store is None:
+                return
         host, port = address(self._mqtt_url)
         self._client.connect_async(
             host, port, keepalive=30, **connect_options(self._mqtt_url, persistent=True)
         )
         self._client.loop_start()
-        last_beat = 0.0
+        others = [
+            threading.Thread(
+                target=self._work_guarded, args=(lane, stop), name=f"ingest-store-{n}", daemon=True
+            )
+            for n, lane in enumerate(self._lanes[1:], 1)
+        ]
         try:
-            while not stop.is_set():
-                batch = self._next_batch(stop)
-                if batch:
-                    if not self._store_batch(store, batch, stop):
-                        return  # stopping with an unstored batch: unacknowledged, redelivered
-                    self.handled += len(batch)
-                    generation = self._generation
-                    self._client.ack_many(
-                        [m.mid for m in batch if m.qos == 1 and m.generation == generation]
-                    )
-                if time.monotonic() - last_beat > 1.0:
-                    self._beat()
-                    last_beat = time.monotonic()
+            for thread in others:
+                thread.start()
+            self._work(self._lanes[0], stop)
+        except BaseException:
+            self._halt.set()
+            raise
         finally:
+            self._halt.set()
+            for thread in others:
+                if thread.is_alive():
+                    thread.join()
             self._client.disconnect()
             self._client.loop_stop()
             self._redis.close()
+        if self._failure is not None:
+            raise self._failure
+
+    def _work_guarded(self, lane: Lane, stop: threading.Event) -> None:
+        try:
+            self._work(lane, stop)
+        except BaseException as exc:
+            log.exception("ingest_worker_failed")
+            self._failure = self._failure or exc
+            self._halt.set()
+
+    def _work(self, lane: Lane, stop: threading.Event) -> None:
+        store = lane.store
+        assert store is not None
+        while not self._stopping(stop):
+            batch, numbers = lane.next_batch()
+            if batch:
+                if not self._store_batch(store, batch, stop):
+                    return  # stopping with an unstored batch: unacknowledged, redelivered
+                lane.stored(len(batch))
+                self._acks.done(zip(numbers, batch, strict=True))
+            if time.monotonic() - self._last_beat > 1.0:
+                self._beat(if_due=True)
+
+    def _stopping(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self._halt.is_set()
+
+    def _pause(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds`` unless stopping first (asked to, or another worker failed)."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping(stop):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            stop.wait(min(remaining, 0.1))
+        return True
 
     def _store_with_retry(self, stop: threading.Event) -> UplinkStore | None:
         delay = 0.1
@@ -214,35 +294,6 @@ class IngestLoop:
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         return None
-
-    def _next_batch(self, stop: threading.Event) -> list[Message]:
-        pending = self._pending
-        if not pending:
-            try:
-                self._take(self._queue.get(timeout=0.2))
-            except queue.Empty:
-                return []
-        deadline = time.monotonic() + FLUSH_S
-        while len(pending) < BATCH_MAX:
-            remaining = deadline - time.monotonic()
-            try:
-                self._take(
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        batch = pending[:BATCH_MAX]
-        del pending[:BATCH_MAX]
-        return batch
-
-    def _take(self, item: tuple[int, float, list[Delivery]]) -> None:
-        generation, received_at, burst = item
-        self._pending += [
-            Message(topic, payload, received_at, mid, qos, retain, generation)
-            for topic, payload, mid, qos, retain in burst
-        ]
 
     def _store_batch(self, store: UplinkStore, batch: list[Message], stop: threading.Event) -> bool:
         """Store a batch, retrying while Redis cannot write; False only if asked to stop first.
@@ -267,7 +318,7 @@ class IngestLoop:
                     raise
                 self._set_redis(False, exc)
                 self._beat(error=str(exc))
-                if stop.wait(delay):
+                if self._pause(stop, delay):
                     return False
                 delay = min(delay * 2, 5.0)
         self._go_fast(outcome)
@@ -310,7 +361,8 @@ class IngestLoop:
         """Downlink on the ingest's own connection (the Publisher protocol)."""
         info = self._client.publish(topic, payload, qos=qos)
         info.wait_for_publish(timeout=5)
-        self.commands_sent += 1
+        with self._count_lock:
+            self.commands_sent += 1
 
     def _isolate(self, store: UplinkStore, batch: list[Message]) -> BatchOutcome:
         """A bug must not wedge the queue: store message by message, dead-letter what fails.
@@ -349,23 +401,29 @@ class IngestLoop:
             total.positions += one.positions
         return total
 
-    def _beat(self, error: str | None = None) -> None:
-        status = {
-            "redis_ok": self.redis_ok,
-            "mqtt_ok": self.connected.is_set(),
-            "subscribed": self.subscribed.is_set(),
-            "handled": self.handled,
-        }
-        processes.beat(self._data_dir, "ingest", **status, **({"error": error} if error else {}))
-        now = self._clock.time()
-        try:  # the oldest message not yet stored
-            oldest = self._pending[0].received_at if self._pending else self._queue.queue[0][1]
-            lag = max(0.0, now - oldest)
-        except IndexError:
-            lag = 0.0
-        # When Redis is unreachable, the file heartbeat above already says so.
-        with contextlib.suppress(redis.RedisError):
-            watchdog.beat(self._redis, "ingest", now=now, lag_s=round(lag, 3), **status)
+    def _beat(self, error: str | None = None, *, if_due: bool = False) -> None:
+        """Heartbeats (file, Redis); ``if_due``: only if none in the last second (another
+        worker may have just beaten)."""
+        with self._beat_lock:
+            if if_due and time.monotonic() - self._last_beat <= 1.0:
+                return
+            self._last_beat = time.monotonic()
+            status = {
+                "redis_ok": self.redis_ok,
+                "mqtt_ok": self.connected.is_set(),
+                "subscribed": self.subscribed.is_set(),
+                "handled": self.handled,
+            }
+            processes.beat(
+                self._data_dir, "ingest", **status, **({"error": error} if error else {})
+            )
+            now = self._clock.time()
+            # The oldest message not yet stored, over every lane (in a batch being stored too).
+            oldest = [t for t in (lane.oldest() for lane in self._lanes) if t is not None]
+            lag = max(0.0, now - min(oldest)) if oldest else 0.0
+            # When Redis is unreachable, the file heartbeat above already says so.
+            with contextlib.suppress(redis.RedisError):
+                watchdog.beat(self._redis, "ingest", now=now, lag_s=round(lag, 3), **status)
 
     def _set_redis(self, ok: bool, exc: Exception | None = None) -> None:
         if ok != self.redis_ok:

@@ -52,7 +52,7 @@ from locator.core.clock import SystemClock
 from locator.core.mqtt import address
 from locator.core.redis import async_client, sync_client
 from locator.embedded import EmbeddedRedis, free_port
-from locator.ingest_loop import IngestLoop
+from locator.ingest_loop import WORKERS, IngestLoop
 from locator.mosquitto import LocalMosquitto
 
 HAINING = (30.5112, 120.6853)
@@ -62,6 +62,7 @@ HAINING = (30.5112, 120.6853)
 class IngestBenchResult:
     devices: int
     zones: bool
+    workers: int  # the ingest's store workers
     fixes: int
     bare_rate: float
     burst_rate: float  # the bare drain on the ingest's client
@@ -240,7 +241,10 @@ def _fill(mqtt_url: str, *, devices: int, fixes: int, publishers: int, base_tst:
 
 
 class _Counter:
+    """The ingest's ``on_batch``: called by each of its store workers, so counts under a lock."""
+
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.processed = 0
         self.stored = 0
         self.latencies: list[float] = []
@@ -250,12 +254,16 @@ class _Counter:
 
     def __call__(self, outcome: BatchOutcome) -> None:
         now = time.time()
-        self.processed += sum(v for k, v in outcome.outcomes.items() if ":" not in k)
-        self.stored += len(outcome.positions)
-        if self.measure:
-            self.latencies += [now - p.fix_time.timestamp() for p, _ in outcome.positions]
-        if self.target and self.processed >= self.target:
-            self.done.set()
+        processed = sum(v for k, v in outcome.outcomes.items() if ":" not in k)
+        latencies = (
+            [now - p.fix_time.timestamp() for p, _ in outcome.positions] if self.measure else []
+        )
+        with self._lock:
+            self.processed += processed
+            self.stored += len(outcome.positions)
+            self.latencies += latencies
+            if self.target and self.processed >= self.target:
+                self.done.set()
 
 
 def _script_usec_per_fix(redis_url: str, fixes: int) -> float:
@@ -291,6 +299,7 @@ def run(
     workdir: Path | None,
     profile: Path | None = None,
     zones: bool = False,
+    workers: int = WORKERS,
 ) -> IngestBenchResult:
     with tempfile.TemporaryDirectory(prefix="homeward-bench-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -353,6 +362,7 @@ def run(
                 retention_s=30 * 86400,
                 client_id="bench-ingest",
                 on_batch=counter,
+                workers=workers,
             )
             stop = threading.Event()
             profiler = cProfile.Profile() if profile else None
@@ -389,6 +399,7 @@ def run(
             return IngestBenchResult(
                 devices=devices,
                 zones=zones,
+                workers=workers,
                 fixes=fixes,
                 bare_rate=bare_rate,
                 burst_rate=burst_rate,
@@ -461,7 +472,8 @@ def report(result: IngestBenchResult) -> str:
             f"bare paho drain (count only): {result.bare_rate:,.0f} fixes/s",
             "bare drain on the ingest's client (buffered reads, bursts, ack_many; count only): "
             f"{result.burst_rate:,.0f} fixes/s",
-            f"full ingest drain (decode, validate, store): {result.ingest_rate:,.0f} fixes/s",
+            f"full ingest drain (decode, validate, store; {result.workers} store workers): "
+            f"{result.ingest_rate:,.0f} fixes/s",
             f"ratio ingest/bare: {result.ratio:.2f} (target >= 0.5); "
             f"against the ingest's-client drain: {result.burst_ratio:.2f}",
             f"CPU per fix, bare drain: {result.bare_cpu.line()}",
