@@ -16,9 +16,14 @@ import redis
 
 from devices.ingest.codecs import Route
 from devices.ingest.pipeline import Message
+from locator import cli, watchdog
 from locator.core.clock import ManualClock
+from locator.core.errors import ConfigError
 from locator.core.mqtt_burst import Delivery
+from locator.core.redis import sync_client
+from locator.core.settings import load_settings
 from locator.ingest_lanes import AckSequencer, lane_of, split
+from locator.ingest_loop import IngestLoop
 from tests.conftest import Api
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.test_ingest import fix, register
@@ -260,3 +265,56 @@ async def test_stopping_with_a_batch_unstored_acknowledges_nothing_after_it(
         assert _stored(again, fast) == 0
     finally:
         again.close()
+
+
+# --- the loop's shared parts -----------------------------------------------------------------
+
+
+def test_the_lag_is_the_oldest_unstored_message_of_any_lane(
+    redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    loop = IngestLoop(
+        mqtt_url=mqtt_url,
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        clock=clock,
+        retention_s=86400,
+        workers=2,
+    )
+    check = sync_client(redis_url, process="test")
+
+    def lag() -> float:
+        loop._beat()
+        return float(watchdog.assess(check, now=clock.time()).ingest_lag_s)
+
+    try:
+        now = clock.time()
+        old, new = loop._lanes
+        old.queue.put((1, now - 7.0, [0], [(_up("x"), b"{}", 1, 1, False)]))
+        new.queue.put((1, now - 3.0, [1], [(_up("y"), b"{}", 2, 1, False)]))
+        assert lag() == 7.0
+        batch, _ = old.next_batch()
+        assert lag() == 7.0  # being stored is not stored yet
+        old.stored(len(batch))
+        assert lag() == 3.0
+        new.stored(len(new.next_batch()[0]))
+        assert lag() == 0.0
+        assert loop.handled == 2
+    finally:
+        check.close()
+        loop._redis.close()
+
+
+def test_the_worker_count_is_a_setting(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOMEWARD_INGEST_WORKERS", "3")
+    loop = cli._ingest_loop(
+        load_settings(data_dir=tmp_path), redis_url=redis_url, mqtt_url=mqtt_url
+    )
+    loop._redis.close()
+    assert loop.workers == 3
+    monkeypatch.setenv("HOMEWARD_INGEST_WORKERS", "0")
+    with pytest.raises(ConfigError, match="HOMEWARD_INGEST_WORKERS"):
+        load_settings(data_dir=tmp_path)
