@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.ingest.pipeline import BatchOutcome
 from locator.core.clock import Clock
 from locator.core.mqtt import address
-from locator.ingest_loop import IngestLoop
+from locator.ingest_loop import WORKERS, IngestLoop
 
 
 class Publisher:
@@ -49,6 +49,7 @@ class RunningIngest:
         data_dir: Path,
         clock: Clock,
         client_id: str | None = None,
+        workers: int = WORKERS,
     ) -> None:
         self.processed = 0
         self.outcomes: list[BatchOutcome] = []
@@ -61,6 +62,7 @@ class RunningIngest:
             retention_s=30 * 86400,
             client_id=client_id or f"test-ingest-{uuid.uuid4().hex[:8]}",
             on_batch=self._count,
+            workers=workers,
         )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.loop.run, args=(self.stop,), daemon=True)
@@ -68,6 +70,7 @@ class RunningIngest:
         assert self.loop.subscribed.wait(10), "ingest did not subscribe"
 
     def _count(self, outcome: BatchOutcome) -> None:
+        # Called by every store worker of the loop: under the lock.
         with self._lock:
             self.processed += sum(v for k, v in outcome.outcomes.items() if ":" not in k)
             self.outcomes.append(outcome)

@@ -249,15 +249,17 @@ def test_the_ingest_splits_bursts_into_batches_in_order(
         data_dir=tmp_path,
         clock=ManualClock(),
         retention_s=86400,
+        workers=1,
     )
+    lane = loop._lanes[0]
     numbered = iter(range(1, 1000))
     for size in (150, 150, 30):
         burst = [("t", b"", next(numbered), 1, False) for _ in range(size)]
-        loop._queue.put((1, 0.0, burst))
-    stop = threading.Event()
-    batches = [loop._next_batch(stop) for _ in range(3)]
-    assert [len(b) for b in batches] == [BATCH_MAX, 330 - BATCH_MAX, 0]
-    assert [m.mid for b in batches for m in b] == list(range(1, 331))
+        lane.queue.put((1, 0.0, range(burst[0][2], burst[0][2] + size), burst))
+    batches = [lane.next_batch() for _ in range(3)]
+    assert [len(b) for b, _ in batches] == [BATCH_MAX, 330 - BATCH_MAX, 0]
+    assert [m.mid for b, _ in batches for m in b] == list(range(1, 331))
+    assert [n for _, numbers in batches for n in numbers] == list(range(1, 331))
 
 
 @needs_mosquitto
