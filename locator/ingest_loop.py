@@ -53,6 +53,8 @@ _REDIS_DOWN = (
     redis.TimeoutError,
     redis.BusyLoadingError,
     redis.ReadOnlyError,
+    # redis-py strips the "OOM" code from this one's text, so the prefix test below misses it.
+    redis.exceptions.OutOfMemoryError,
 )
 # Errors that mean "Redis cannot take writes right now", not "this message is bad".
 _OUTAGE_REPLIES = ("OOM", "MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS", "READONLY", "BUSY")

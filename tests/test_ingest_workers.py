@@ -23,7 +23,7 @@ from locator.core.mqtt_burst import Delivery
 from locator.core.redis import sync_client
 from locator.core.settings import load_settings
 from locator.ingest_lanes import AckSequencer, lane_of, split
-from locator.ingest_loop import IngestLoop
+from locator.ingest_loop import IngestLoop, is_outage
 from tests.conftest import Api
 from tests.ingest_harness import Publisher, RunningIngest, wait_for
 from tests.test_ingest import fix, register
@@ -318,3 +318,12 @@ def test_the_worker_count_is_a_setting(
     monkeypatch.setenv("HOMEWARD_INGEST_WORKERS", "0")
     with pytest.raises(ConfigError, match="HOMEWARD_INGEST_WORKERS"):
         load_settings(data_dir=tmp_path)
+
+
+def test_an_out_of_memory_redis_is_an_outage_not_a_bad_message() -> None:
+    # redis-py maps "-OOM ..." to OutOfMemoryError and drops the code from the text: the batch
+    # must wait for memory (acks held), not be dead-lettered as internal_error.
+    oom = redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    assert is_outage(oom)
+    assert is_outage(redis.ResponseError("OOM command not allowed when used memory"))
+    assert not is_outage(redis.ResponseError("ERR wrong number of arguments"))
