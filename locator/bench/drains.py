@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import paho.mqtt.client as paho
+
 from locator.bench.procstat import CpuShare, cpu_s
 from locator.core.mqtt import address, connect_options, make_client
 from locator.core.mqtt_burst import BurstClient, Delivery
@@ -42,12 +44,31 @@ def close_session(mqtt_url: str, client_id: str) -> None:
     client.loop_stop()
 
 
+def _rate(
+    client: paho.Client,
+    mqtt_url: str,
+    done: threading.Event,
+    expected: int,
+    received: Callable[[], str],
+) -> float:
+    """Connect, wait until ``done``, disconnect: messages per second from the connect."""
+    host, port = address(mqtt_url)
+    started = time.perf_counter()
+    client.connect(host, port, **connect_options(mqtt_url, persistent=True))
+    client.loop_start()
+    if not done.wait(600):
+        raise RuntimeError(f"{received()} of {expected}")
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    return expected / elapsed
+
+
 def drain_bare(mqtt_url: str, client_id: str, expected: int) -> float:
     """A subscriber that only counts (auto-ack): the broker + paho ceiling on this machine."""
     client = make_client(mqtt_url, client_id=client_id, persistent=True)
     count = 0
     done = threading.Event()
-    started = 0.0
 
     def on_message(*args: object) -> None:
         nonlocal count
@@ -56,16 +77,7 @@ def drain_bare(mqtt_url: str, client_id: str, expected: int) -> float:
             done.set()
 
     client.on_message = on_message
-    host, port = address(mqtt_url)
-    started = time.perf_counter()
-    client.connect(host, port, **connect_options(mqtt_url, persistent=True))
-    client.loop_start()
-    if not done.wait(600):
-        raise RuntimeError(f"bare drain received {count} of {expected}")
-    elapsed = time.perf_counter() - started
-    client.disconnect()
-    client.loop_stop()
-    return expected / elapsed
+    return _rate(client, mqtt_url, done, expected, lambda: f"bare drain received {count}")
 
 
 def drain_burst(mqtt_url: str, client_id: str, expected: int) -> float:
@@ -88,16 +100,7 @@ def drain_burst(mqtt_url: str, client_id: str, expected: int) -> float:
             done.set()
 
     client.on_burst = on_burst
-    host, port = address(mqtt_url)
-    started = time.perf_counter()
-    client.connect(host, port, **connect_options(mqtt_url, persistent=True))
-    client.loop_start()
-    if not done.wait(600):
-        raise RuntimeError(f"burst drain received {count} of {expected}")
-    elapsed = time.perf_counter() - started
-    client.disconnect()
-    client.loop_stop()
-    return expected / elapsed
+    return _rate(client, mqtt_url, done, expected, lambda: f"burst drain received {count}")
 
 
 def timed_drain(
