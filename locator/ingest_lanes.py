@@ -106,17 +106,29 @@ class Lane:
         self._pending: list[Message] = []  # taken from the queue, not yet in a batch
         self._numbers: list[int] = []  # their receive numbers
 
-    def next_batch(self) -> tuple[list[Message], list[int]]:
+    def next_batch(self, *, wait: bool = True) -> tuple[list[Message], list[int]]:
         """Up to ``batch_max`` messages, or what arrived within ``flush_s`` of the first
-        (waiting at most 0.2 s for one); their receive numbers."""
-        self.storing = None
+        (waiting at most 0.2 s for one); their receive numbers.
+
+        ``wait=False`` (a batch is in flight): a batch only from a backlog of at least half
+        ``batch_max`` that has arrived already; else none, and the one in flight is finished
+        first (small batches sent back to back would cost more per message than they save).
+        """
         pending = self._pending
-        if not pending:
+        if not wait:
+            while len(pending) < self.batch_max:
+                try:
+                    self._take(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            if len(pending) < max(1, self.batch_max // 2):
+                return [], []
+        elif not pending:
             try:
                 self._take(self.queue.get(timeout=0.2))
             except queue.Empty:
                 return [], []
-        deadline = time.monotonic() + self.flush_s
+        deadline = time.monotonic() + (self.flush_s if wait else 0.0)
         while len(pending) < self.batch_max:
             remaining = deadline - time.monotonic()
             try:
@@ -128,7 +140,8 @@ class Lane:
         size = self.batch_max
         batch, numbers = pending[:size], self._numbers[:size]
         del pending[:size], self._numbers[:size]
-        self.storing = batch[0].received_at
+        if self.storing is None:  # else an older batch is still being stored
+            self.storing = batch[0].received_at
         return batch, numbers
 
     def _take(self, share: Share) -> None:
@@ -139,9 +152,11 @@ class Lane:
         ]
         self._numbers += numbers
 
-    def stored(self, count: int) -> None:
+    def stored(self, count: int, *, next_in_flight: float | None = None) -> None:
+        """``count`` messages stored; ``next_in_flight``: when the first of the batch still
+        being stored arrived, if there is one."""
         self.handled += count
-        self.storing = None
+        self.storing = next_in_flight
 
     def oldest(self) -> float | None:
         """When the oldest message this lane has not stored arrived; None if it has none.

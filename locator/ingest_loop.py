@@ -26,7 +26,7 @@ import redis
 from prometheus_client import Gauge
 
 from devices import reporting
-from devices.ingest.pipeline import BatchOutcome, Message, UplinkStore
+from devices.ingest.pipeline import BatchOutcome, Message, Submitted, UplinkStore
 from geofences.evaluator import ZoneEvaluator
 from locator import processes, watchdog
 from locator.core import keys
@@ -252,17 +252,77 @@ class IngestLoop:
             self._halt.set()
 
     def _work(self, lane: Lane, stop: threading.Event) -> None:
+        """Store the lane's batches, two at a time: batch N+1 is decoded, built and sent
+        while Redis still runs batch N, then N's replies are read and N acknowledged.
+
+        Redis runs N+1 after N (one connection), so her fixes keep their order. Anything
+        unusual (an outage, a failed script) falls back to storing batch by batch.
+        """
         store = lane.store
         assert store is not None
+        flight: tuple[Submitted, list[Message], list[int]] | None = None
         while not self._stopping(stop):
-            batch, numbers = lane.next_batch()
-            if batch:
-                if not self._store_batch(store, batch, stop):
+            batch, numbers = lane.next_batch(wait=flight is None)
+            submitted = self._submit(store, batch) if batch else None
+            if flight is not None:
+                if not self._complete(store, lane, flight, stop, batch if submitted else None):
                     return  # stopping with an unstored batch: unacknowledged, redelivered
+                flight = None
+                if submitted is not None and not store.holds(submitted):
+                    submitted = None  # dropped with the batch before it, which failed
+            if submitted is not None:
+                flight = (submitted, batch, numbers)
+            elif batch:
+                # Not sent: stored on its own (retried through an outage, failures isolated).
+                if not self._store_batch(store, batch, stop):
+                    return
                 lane.stored(len(batch))
                 self._acks.done(zip(numbers, batch, strict=True))
             if time.monotonic() - self._last_beat > 1.0:
                 self._beat(if_due=True)
+        if flight is not None and not self._halt.is_set():
+            # Asked to stop with a batch sent: read it, so it is acknowledged, not redelivered.
+            self._complete(store, lane, flight, stop, None)
+
+    def _submit(self, store: UplinkStore, batch: list[Message]) -> Submitted | None:
+        """Send a batch's first write attempt; None if that failed (it is stored on its own)."""
+        try:
+            return store.submit(batch)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("ingest_batch_failed", size=len(batch))
+            return None
+
+    def _complete(
+        self,
+        store: UplinkStore,
+        lane: Lane,
+        flight: tuple[Submitted, list[Message], list[int]],
+        stop: threading.Event,
+        following: list[Message] | None,
+    ) -> bool:
+        """Finish a batch in flight and acknowledge it; False only if asked to stop first.
+
+        ``following``: the batch sent after it, still in flight. If this one fails, that one
+        is dropped too (it rode on the same connection) and the caller stores it on its own.
+        """
+        submitted, batch, numbers = flight
+        try:
+            outcome = store.finish(submitted)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("ingest_batch_failed", size=len(batch))
+            store.abandon()
+            if not self._store_batch(store, batch, stop):
+                return False
+        else:
+            self._set_redis(True)
+            self._go_fast(outcome)
+            if self._on_batch is not None:
+                self._on_batch(outcome)
+        lane.stored(len(batch), next_in_flight=following[0].received_at if following else None)
+        self._acks.done(zip(numbers, batch, strict=True))
+        return True
 
     def _stopping(self, stop: threading.Event) -> bool:
         return stop.is_set() or self._halt.is_set()

@@ -174,18 +174,18 @@ def _spy_acks(ingest: RunningIngest) -> tuple[list[list[str]], dict[int, str]]:
 def _hold_lane(
     ingest: RunningIngest, device_id: str, hold: Callable[[threading.Event], None]
 ) -> threading.Event:
-    """The store of the device's lane runs ``hold(gate)`` before each batch."""
+    """The store of the device's lane runs ``hold(gate)`` before each batch is sent."""
     lane = ingest.loop._lanes[lane_of(_up(device_id), ingest.loop.workers)]
     store = lane.store
     assert store is not None
-    process = store.process
+    submit = store.submit
     gate = threading.Event()
 
     def held(batch: list[Message]) -> object:
         hold(gate)
-        return process(batch)
+        return submit(batch)
 
-    store.process = held  # type: ignore[method-assign]
+    store.submit = held  # type: ignore[method-assign]
     return gate
 
 

@@ -9,6 +9,7 @@ duplicate, not a second fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -133,6 +134,29 @@ _Call = tuple[_Pending, list[str], list[str]]  # an uplink in a store call: its 
 
 
 @dataclass(slots=True)
+class _Sent:
+    """One write attempt on its way to Redis: its pipeline, replies not read yet."""
+
+    pipe: Any
+    marks: int  # replies of the intent marks at its head
+    rejects: list[_Reject]
+    calls: list[list[_Call]]
+    intended: set[int]  # its batch's: a redo marks into the same set
+
+
+@dataclass(slots=True)
+class Submitted:
+    """A batch whose first write attempt is sent (``UplinkStore.submit``): ``finish`` it."""
+
+    batch: list[Message]
+    outcome: BatchOutcome
+    started: float
+    throttled: dict[Route, list[Message]]
+    intended: set[int]  # elders whose intents this batch marked
+    sent: _Sent | None = None
+
+
+@dataclass(slots=True)
 class _Reject:
     message: Message
     reason: str
@@ -194,7 +218,8 @@ class UplinkStore:
         # The batch's effects on shared keys, applied after its scripts (locator/core/relay.py).
         self._relay_token = relay.writer_token()
         self._relays: dict[int, list[str]] = {}
-        self._intended: set[int] = set()
+        # Batches submitted and not finished yet, oldest first (two at most in the ingest).
+        self._in_flight: list[Submitted] = []
         # Intents of a batch that relayed nothing: unmarked in the next batch's round trip
         # (an idle ingest leaves them to the ticker's sweep, which finds nothing to do).
         self._unmark: set[int] = set()
@@ -208,52 +233,98 @@ class UplinkStore:
 
     def process(self, batch: list[Message]) -> BatchOutcome:
         """Decode, validate and store a batch; raises only if Redis is unreachable."""
-        started = time.perf_counter()
-        outcome = BatchOutcome()
-        self._relays, self._intended = {}, set()
-        slots, decoded, at, throttled = self._decode(batch, outcome)
+        return self.finish(self.submit(batch))
+
+    def submit(self, batch: list[Message]) -> Submitted:
+        """Decode and validate a batch and send its first write attempt; ``finish`` reads it.
+
+        A batch submitted while another is in flight follows it on its connection: Redis
+        runs it after the other (an elder's fixes stay in order) while this process reads
+        the other's replies; batches are finished in the order submitted.
+        """
+        submitted = Submitted(batch, BatchOutcome(), time.perf_counter(), {}, set())
+        slots, decoded, at, submitted.throttled = self._decode(batch, submitted.outcome)
         for index, item in self._attribute(decoded):
             slots[at[index]].append(item)
-        stale = self._write([item for slot in slots for item in slot], outcome)
-        for attempt in range(2, WRITE_ATTEMPTS + 1):
-            if not stale:
-                break
-            # A moved device binding or zone state: look again. The last attempt stores the
-            # fix without its zone update (breaking every streak) rather than lose it.
-            for pending in stale:
-                self.routes.forget(pending.route)
-                if self.evaluator is not None:
-                    self.evaluator.forget(pending.target.elder_id)
-            again = [
-                item for _, item in self._attribute([(p.message, p.route, p.uplink) for p in stale])
-            ]
-            for item in again:
-                if isinstance(item, _Pending):
-                    item.skip_zones = attempt == WRITE_ATTEMPTS
-                    if item.skip_zones:
-                        log.warning("ingest_zones_unsettled", elder_id=item.target.elder_id)
-            stale = self._write(again, outcome)
+        after = self._in_flight[-1].sent if self._in_flight else None
+        submitted.sent = self._send(
+            [item for slot in slots for item in slot],
+            submitted.intended,
+            after=after.pipe if after is not None else None,
+        )
+        self._in_flight.append(submitted)
+        return submitted
+
+    def finish(self, submitted: Submitted) -> BatchOutcome:
+        """Read a submitted batch's replies, settle what moved, relay its effects."""
+        if not self._in_flight or self._in_flight[0] is not submitted:
+            raise RuntimeError("batches are finished in the order they were submitted")
+        outcome, intended = submitted.outcome, submitted.intended
+        self._relays = {}
+        try:
+            assert submitted.sent is not None
+            stale = self._receive(submitted.sent, outcome)
+            for attempt in range(2, WRITE_ATTEMPTS + 1):
+                if not stale:
+                    break
+                # A moved device binding or zone state: look again. The last attempt stores
+                # the fix without its zone update (breaking every streak) rather than lose it.
+                for pending in stale:
+                    self.routes.forget(pending.route)
+                    if self.evaluator is not None:
+                        self.evaluator.forget(pending.target.elder_id)
+                again = [
+                    item
+                    for _, item in self._attribute([(p.message, p.route, p.uplink) for p in stale])
+                ]
+                for item in again:
+                    if isinstance(item, _Pending):
+                        item.skip_zones = attempt == WRITE_ATTEMPTS
+                        if item.skip_zones:
+                            log.warning("ingest_zones_unsettled", elder_id=item.target.elder_id)
+                stale = self._receive(self._send(again, intended), outcome)
+        finally:
+            self._in_flight.pop(0)
         for pending in stale:
             self._count_reject(outcome, "unknown_device")
             log.warning("ingest_route_unstable", device_id=pending.target.device_id)
+        # Her intent stays marked while a later batch in flight has her too: that one
+        # releases it when its own effects are applied.
+        flying = self._flying()
         # Before the batch is acknowledged: a crash before this redelivers it, and the
         # scripts then return what is still on each elder's relay list.
         if any(self._relays.values()):
-            intended, self._unmark = self._intended | self._unmark, set()
-            relay.apply(self._redis, self._relays, token=self._relay_token, intended=intended)
+            release, self._unmark = (intended | self._unmark) - flying, self._unmark & flying
+            relay.apply(self._redis, self._relays, token=self._relay_token, intended=release)
         else:
-            self._unmark |= self._intended
-        if throttled:
-            self._report_throttled(throttled, outcome)
+            self._unmark |= intended
+        if submitted.throttled:
+            self._report_throttled(submitted.throttled, outcome)
         # Metrics once per batch, not per message: label lookups cost as much as decoding.
         for key, count in outcome.outcomes.items():
             if key.startswith("rejected:"):
                 REJECTED.labels(key.removeprefix("rejected:")).inc(count)
             else:
                 MESSAGES.labels(key).inc(count)
-        BATCH_SIZE.observe(len(batch))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SIZE.observe(len(submitted.batch))
+        BATCH_SECONDS.observe(time.perf_counter() - submitted.started)
         return outcome
+
+    def abandon(self) -> None:
+        """Forget the batches in flight (their replies unread): the caller stores them again."""
+        for submitted in self._in_flight:
+            if submitted.sent is not None:
+                with contextlib.suppress(Exception):
+                    submitted.sent.pipe.execute(raise_on_error=False)
+        self._in_flight.clear()
+
+    def holds(self, submitted: Submitted) -> bool:
+        """Still in flight (not finished, not abandoned)."""
+        return any(s is submitted for s in self._in_flight)
+
+    def _flying(self) -> set[int]:
+        """Elders of the batches still in flight."""
+        return set().union(*(s.intended for s in self._in_flight))
 
     def _decode(
         self, batch: list[Message], outcome: BatchOutcome
@@ -359,13 +430,17 @@ class UplinkStore:
                 log.warning("ingest_rate_limited", topic=last.topic[:200], dropped=sampled)
         pipe.execute()
 
-    def _write(self, items: list[_Pending | _Reject], outcome: BatchOutcome) -> list[_Pending]:
-        """One pipeline for the batch; returns uplinks whose binding or zone state moved.
+    def _send(
+        self, items: list[_Pending | _Reject], intended: set[int], *, after: Any = None
+    ) -> _Sent:
+        """One pipeline for a write attempt, sent; ``_receive`` reads what it did.
 
-        The uplinks go in one store call (on a cluster, one per hash slot), in arrival order;
-        dead letters in calls of their own (they are not any elder's).
+        The uplinks go in store calls of ``ITEMS_PER_CALL`` (on a cluster, per hash slot), in
+        arrival order; dead letters in calls of their own (they are not any elder's).
+        ``after``: the pipeline of a batch in flight, which this one follows.
         """
-        if self.evaluator is not None:
+        if self.evaluator is not None and after is None:
+            # A batch in flight keeps its guesses: this one's evaluations build on them.
             self.evaluator.begin()
             self.evaluator.ensure_loaded(
                 {
@@ -377,16 +452,19 @@ class UplinkStore:
         rejects = [i for i in items if isinstance(i, _Reject)]
         pendings = [i for i in items if isinstance(i, _Pending)]
         elders = {i.target.elder_id for i in pendings}
-        self._intended |= elders
-        # A streaming batch on one Redis: Redis starts on it while it is built.
+        intended |= elders
+        # A streaming batch on one Redis: Redis starts on it while it is built. Intents of
+        # a batch in flight are not released here: it releases them when it is finished.
+        flying = self._flying()
         pipe, marks = relay.mark_first(
             self._redis,
             elders,
             token=self._relay_token,
             now=self._clock.time(),
-            done=self._unmark - elders,
+            done=self._unmark - elders - flying,
+            after=after,
         )
-        self._unmark = set()
+        self._unmark &= flying
         pipe.get(keys.DEVICES_VERSION)
         if self.evaluator is not None:
             pipe.get(self.evaluator.version_key)
@@ -407,8 +485,16 @@ class UplinkStore:
             # is being prepared.
             self._script.queue_items(pipe, [(k, a) for _, k, a in call])
             calls.append(call)
-        results = iter(pipe.execute(raise_on_error=False))
-        for _ in range(marks):
+        send = getattr(pipe, "send", None)
+        if send is not None:
+            send()  # the whole attempt goes out now (a cluster pipeline waits for execute)
+        return _Sent(pipe, marks, rejects, calls, intended)
+
+    def _receive(self, sent: _Sent, outcome: BatchOutcome) -> list[_Pending]:
+        """Read a write attempt's replies; returns uplinks whose binding or zone state moved."""
+        rejects, calls = sent.rejects, sent.calls
+        results = iter(sent.pipe.execute(raise_on_error=False))
+        for _ in range(sent.marks):
             mark = next(results)
             if isinstance(mark, Exception):
                 raise mark
@@ -450,7 +536,7 @@ class UplinkStore:
         if retry:
             # Redis restarted and lost its script cache: load it again and redo those.
             self._load_scripts()
-            stale += self._write(retry, outcome)
+            stale += self._receive(self._send(retry, sent.intended), outcome)
         return stale
 
     def _calls(self, pendings: list[_Pending]) -> Iterator[list[_Call]]:

@@ -104,13 +104,22 @@ class StreamingPipeline:
     CHUNK = 16
     CHUNK_BYTES = 8192
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, after: StreamingPipeline | None = None) -> None:
         self._pool = client.connection_pool
         self._conn: Any = None
         self._buffer: list[bytes] = []
         self._buffered = 0  # bytes
         self._count = 0
         self._sent = False
+        # Handed on to the pipeline that follows on this connection: that one releases it.
+        self._handed_on = False
+        if after is not None:
+            after.send()
+            if after._conn is not None:
+                # Redis answers one connection in order: this pipeline's commands run after
+                # every command of ``after``, and its replies come after that one's.
+                self._conn, self._sent = after._conn, True
+                after._handed_on = True
 
     def execute_command(self, *args: Any) -> None:
         packed = _PACKER.pack(*args)
@@ -134,6 +143,10 @@ class StreamingPipeline:
 
     def __len__(self) -> int:
         return self._count
+
+    def send(self) -> None:
+        """Write every command added so far (``execute`` still reads the replies)."""
+        self._flush()
 
     def _flush(self) -> None:
         if not self._buffer:
@@ -179,7 +192,8 @@ class StreamingPipeline:
             return
         if broken:
             conn.disconnect()  # replies may still be on the way: never hand it to anyone else
-        self._pool.release(conn)
+        if not self._handed_on:  # else the pipeline that follows on it still reads from it
+            self._pool.release(conn)
 
     def __del__(self) -> None:
         # Abandoned while filled (the caller raised): its connection has unread replies.
@@ -187,10 +201,17 @@ class StreamingPipeline:
             self._close(broken=True)
 
 
-def command_batch(client: Any) -> CommandBatch:
-    """A streaming pipeline on a plain client; redis-py's own pipeline on anything else."""
+def command_batch(client: Any, *, after: CommandBatch | None = None) -> CommandBatch:
+    """A streaming pipeline on a plain client; redis-py's own pipeline on anything else.
+
+    ``after``: a streaming pipeline whose replies are not read yet; this one continues on
+    its connection, so Redis runs these commands after all of its (a cluster pipeline
+    sends nothing before ``execute``: there the caller's order of ``execute`` is the order).
+    """
     if isinstance(client, redis.Redis):
-        return StreamingPipeline(client)
+        return StreamingPipeline(
+            client, after=after if isinstance(after, StreamingPipeline) else None
+        )
     batch: CommandBatch = client.pipeline(transaction=False)
     return batch
 

@@ -167,16 +167,18 @@ def mark_first(
     token: str,
     now: float,
     done: Iterable[int] = (),
+    after: Any = None,
 ) -> tuple[Any, int]:
     """A pipeline that starts with the intent marks, and how many replies they take in it;
-    ``done``: the previous batch's intents, unmarked first (they rode along for free).
+    ``done``: the previous batch's intents, unmarked first (they rode along for free);
+    ``after``: a batch still in flight, which this one follows on its connection.
 
     On one Redis the marks go first on the same connection as the scripts after them, so
     they land first. A cluster pipeline sends to each node on its own: there the marks are
     written in a round trip of their own before the scripts are sent.
     """
     cluster = is_cluster(client)
-    marks = command_batch(client)
+    marks = command_batch(client, after=None if cluster else after)
     release(marks, done, token=token)
     count = len(marks) + intend(marks, elders, token=token, now=now)
     if not cluster:
