@@ -753,6 +753,13 @@ def bench_ingest(
     workers: Annotated[
         int, typer.Option(min=1, max=16, help="the ingest's store worker threads")
     ] = INGEST_WORKERS,
+    redis_server: Annotated[
+        Path | None,
+        typer.Option(
+            help="a redis-server binary to store into (default: the embedded 6.2; production "
+            "images use jemalloc, the embedded one glibc malloc)"
+        ),
+    ] = None,
 ) -> None:
     """Full ingest vs a bare paho subscriber on the same Mosquitto queue; CPU per fix; latency."""
     from locator.bench import ingest as bench
@@ -770,6 +777,7 @@ def bench_ingest(
         profile=profile,
         zones=zones,
         workers=workers,
+        redis_binary=str(redis_server) if redis_server else None,
     )
     typer.echo(bench.report(result))
 

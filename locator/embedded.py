@@ -196,9 +196,13 @@ class DataDirLock:
 class EmbeddedRedis:
     """A real redis-server 6.2 with AOF and noeviction, persisted under DATA_DIR/redis."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, binary: str | None = None
+    ) -> None:
         self.dir = (data_dir / "redis").resolve()
         self.port = port or free_port()
+        # Another redis-server (a bench comparing builds): the same configuration file.
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
         self.password = ""
 
@@ -244,7 +248,7 @@ class EmbeddedRedis:
         conf.touch(mode=0o600)
         conf.write_text(self.config_text())
         self.process = subprocess.Popen(  # noqa: S603 - our own bundled binary and config
-            [redis_executable(), str(conf)],
+            [self.binary or redis_executable(), str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

@@ -341,6 +341,7 @@ def test_bench_ingest_runs_end_to_end_and_loses_nothing(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ratio ingest/bare:" in result.stdout
+    assert re.search(r"^redis: 6\.2\.\d+, allocator \S+, embedded", result.stdout, re.M)
     match = re.search(r"track entries stored: ([\d,]+) \(expected ([\d,]+)\)", result.stdout)
     assert match and match.group(1) == match.group(2) == "800", result.stdout
 

