@@ -46,8 +46,9 @@ UPLINK_TOPICS = ("homeward/devices/+/up", "owntracks/+/+", "owntracks/+/+/event"
 # with several workers, shared among them (each lane's batches are BATCH_MAX // workers).
 BATCH_MAX = 200
 FLUSH_S = 0.005
-# Two: one decodes and packs while the other waits on Redis (HOMEWARD_INGEST_WORKERS).
-WORKERS = 2
+# One: each worker already builds and sends its next batch while Redis runs the one before
+# (two in flight); a second thread added GIL hand-offs and no throughput (docs/BENCHMARKS.md).
+WORKERS = 1
 _REDIS_DOWN = (
     redis.ConnectionError,
     redis.TimeoutError,

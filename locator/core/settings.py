@@ -90,9 +90,9 @@ class Settings(BaseSettings):
     # Set: ingest processes share the uplink as $share/<group>/... (one topic level, so no
     # '/', '+' or '#'); each needs its own MQTT_CLIENT_ID. Empty: a plain subscription.
     ingest_group: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,64}$")
-    # Store worker threads per ingest process: one decodes while another waits on Redis.
-    # Each bracelet's messages stay with one worker (in order); 1: a single worker.
-    ingest_workers: int = Field(default=2, ge=1, le=16)
+    # Store worker threads per ingest process. Each keeps two batches in flight (one sent
+    # while Redis runs the other); each bracelet's messages stay with one worker (in order).
+    ingest_workers: int = Field(default=1, ge=1, le=16)
     # Derives each bracelet's and phone's MQTT password (devices/registry/mqtt_credentials.py).
     mqtt_device_secret: SecretStr | None = None
     gateway_host: str = "127.0.0.1"
