@@ -183,6 +183,10 @@ class ZoneEvaluator:
             pause_until = parse_iso(json.loads(pause_raw)["until"]).timestamp()
         return _ElderZones(frame, zones, states, int(states_raw.get("v", 0) or 0), pause_until)
 
+    def watches(self, elder_id: int) -> bool:
+        """She has zones to evaluate (``ensure_loaded`` first): most elders have none."""
+        return self._cache.get(elder_id) is not None
+
     def prepare(self, position: Position, *, low_quality: bool) -> PreparedUpdate | None:
         """Evaluate a fix; the update the store script applies with it (if it stores the fix)."""
         cached = self._cache.get(position.elder_id)

@@ -461,7 +461,7 @@ class IngestLoop:
             total.outcomes.update(one.outcomes)
             total.leaving += one.leaving
             total.unsure += one.unsure
-            total.positions += one.positions
+            total.fixes += one.fixes
         return total
 
     def _beat(self, error: str | None = None, *, if_due: bool = False) -> None:

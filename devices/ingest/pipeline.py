@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from prometheus_client import Counter as PromCounter
@@ -95,15 +95,25 @@ class Message:
     generation: int = 0  # which MQTT connection delivered it (acks go back on that one only)
 
 
+class StoredFix(Protocol):
+    def position(self) -> Position: ...
+
+
 @dataclass
 class BatchOutcome:
-    """What a batch did: counts by outcome and the positions stored (for later stages)."""
+    """What a batch did: counts by outcome and the fixes stored (for later stages)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    positions: list[tuple[Position, str]] = field(default_factory=list)
+    # Each stored fix with its verdict; its Position is built only when asked for (``positions``).
+    fixes: list[tuple[StoredFix, str]] = field(default_factory=list)
     leaving: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): go fast
     # (elder, device, slow): a fix that proved nothing, worth asking the bracelet about
     unsure: list[tuple[int, str, bool]] = field(default_factory=list)
+
+    @property
+    def positions(self) -> list[tuple[Position, str]]:
+        """The fixes stored, as Positions, with their verdicts."""
+        return [(fix.position(), verdict) for fix, verdict in self.fixes]
 
 
 @dataclass(slots=True)
@@ -583,7 +593,7 @@ class UplinkStore:
             return
         outcome.outcomes[verdict] += 1
         if isinstance(item.uplink, Fix):
-            outcome.positions.append((item.position(), verdict))
+            outcome.fixes.append((item, verdict))
             if update is not None and getattr(update, "unsure", False):
                 slow = is_slow(item.target.report_interval_s)
                 if slow or is_low_quality(item.uplink):
@@ -610,8 +620,14 @@ class UplinkStore:
         if isinstance(uplink, Fix):
             kind = "location"
             low_quality = is_low_quality(uplink)
-            if self.evaluator is not None and not message.retain and not item.skip_zones:
-                item.zone_update = self.evaluator.prepare(item.position(), low_quality=low_quality)
+            evaluator = self.evaluator
+            if (
+                evaluator is not None
+                and not message.retain
+                and not item.skip_zones
+                and evaluator.watches(elder)
+            ):
+                item.zone_update = evaluator.prepare(item.position(), low_quality=low_quality)
             tst, lat, lon = repr(uplink.tst), repr(uplink.lat), repr(uplink.lon)
             fields = (
                 fix_id_from_texts(device, tst, lat, lon, uplink.alarm),

@@ -261,7 +261,7 @@ class _Counter:
         )
         with self._lock:
             self.processed += processed
-            self.stored += len(outcome.positions)
+            self.stored += len(outcome.fixes)
             self.latencies += latencies
             if self.target and self.processed >= self.target:
                 self.done.set()
