@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from locator.core.clock import ManualClock
 from locator.core.mqtt import address, connect_options, make_client
@@ -142,6 +142,66 @@ def test_paho_still_has_what_the_burst_client_overrides() -> None:
 
     with pytest.raises(RuntimeError, match="_packet_handle"):
         check_paho(Moved(CallbackAPIVersion.VERSION2))
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, low = value >> 7, value & 0x7F
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _publish(topic: str, payload: bytes, mid: int, props: bytes | None = None) -> bytes:
+    """A QoS 1 PUBLISH packet; ``props``: MQTT 5, with these property bytes."""
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + mid.to_bytes(2, "big")
+    if props is not None:
+        body += _varint_bytes(len(props)) + props
+    return b"\x32" + _varint_bytes(len(body + payload)) + body + payload
+
+
+def _fed(pieces: list[bytes], v5: bool = False) -> tuple[list[bytes], list[MQTTErrorCode]]:
+    """The payloads a client (not connected) delivers when it reads ``pieces``, and the
+    result of each read."""
+    version = MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311
+    client = BurstClient(CallbackAPIVersion.VERSION2, protocol=version)
+    got: list[bytes] = []
+    client.on_burst = lambda burst: got.extend(p for _, p, _, _, _ in burst)
+    return got, [client._take(piece) for piece in pieces]
+
+
+def test_the_parser_puts_packets_cut_anywhere_together() -> None:
+    # Remaining lengths of 1, 2 and 3 bytes, and an MQTT 5 property length of 1, 2, 3.
+    payloads = [b"small", os.urandom(200), os.urandom(20_000)]
+    stream = b"".join(_publish("t/x", p, n + 1) for n, p in enumerate(payloads))
+    assert _fed([stream[i : i + 1] for i in range(len(stream))]) == (payloads, [0] * len(stream))
+    for cut in range(len(stream) + 1):
+        if cut < 300 or cut % 997 == 0:
+            assert _fed([stream[:cut], stream[cut:]])[0] == payloads
+    props = [b"", b"\x01" * 130, b"\x01" * 20_000]
+    stream = b"".join(_publish("t/x", p, 1, q) for p, q in zip(payloads, props, strict=True))
+    assert _fed([stream[i : i + 7] for i in range(0, len(stream), 7)], v5=True)[0] == payloads
+    # A 4-byte remaining length, its bytes arriving one by one.
+    big = _publish("t/big", os.urandom(2_100_000), 1)
+    assert all(b & 0x80 for b in big[1:4]) and big[4] < 0x80
+    got, rcs = _fed([big[:1], big[1:2], big[2:3], big[3:4], big[4:5], big[5:]])
+    assert got == [big[-2_100_000:]] and rcs == [0] * 6
+
+
+def test_the_parser_refuses_a_length_longer_than_four_bytes() -> None:
+    # Three bytes that continue may still end in a 4th: wait for it.
+    assert _fed([b"\x32\xff\xff\xff"]) == ([], [MQTTErrorCode.MQTT_ERR_SUCCESS])
+    # A 4th that continues too is malformed at once, without waiting for a 5th.
+    for pieces in ([b"\x32\xff\xff\xff\xff"], [b"\x32\xff\xff\xff", b"\xff"]):
+        assert _fed(pieces)[1][-1] == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    # MQTT 5: a property length of more than 4 bytes, or running past the packet.
+    for props in (b"\xff\xff\xff\xff\x01", b"\xff\xff", b"\x05\x01"):
+        name = b"\x00\x03t/x\x00\x01"
+        packet = b"\x32" + _varint_bytes(len(name + props)) + name + props
+        assert _fed([packet], v5=True)[1] == [MQTTErrorCode.MQTT_ERR_PROTOCOL]
+    assert _fed([_publish("t/x", b"ok", 1, b"")], v5=True) == ([b"ok"], [0])
 
 
 def test_many_small_messages_already_buffered_come_as_one_burst(broker_url: str) -> None:

@@ -168,21 +168,14 @@ class BurstClient(paho.Client):
         sock = self._sock
         while pos < end:
             header = buf[pos]
-            length = 0
-            shift = 0
-            i = pos + 1
-            while True:  # the remaining length: 1 to 4 bytes, 7 bits each, low first
-                if i >= end:
-                    self._deliver(burst)
-                    return pos, i - pos + 1, MQTTErrorCode.MQTT_ERR_SUCCESS
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    return pos, 1, MQTTErrorCode.MQTT_ERR_PROTOCOL
+            try:
+                remaining = _varint(buf, pos + 1, end)
+            except MalformedPacket:
+                return pos, 1, MQTTErrorCode.MQTT_ERR_PROTOCOL
+            if remaining is None:  # one more byte may end the length
+                self._deliver(burst)
+                return pos, end - pos + 1, MQTTErrorCode.MQTT_ERR_SUCCESS
+            length, i = remaining
             stop = i + length
             if stop > end:
                 self._deliver(burst)
@@ -275,20 +268,37 @@ def _decode_publish(header: int, buf: bytes, start: int, stop: int, v5: bool) ->
         mid = buf[pos] << 8 | buf[pos + 1] if pos + 2 <= stop else 0
         pos += 2
     if v5:  # skip the properties: a length (variable byte integer), then that many bytes
-        props = 0
-        shift = 0
-        while True:
-            if pos >= stop or shift > 21:
-                return None
-            byte = buf[pos]
-            pos += 1
-            props |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        pos += props
+        try:
+            props = _varint(buf, pos, stop)
+        except MalformedPacket:
+            return None
+        if props is None:
+            return None
+        length, pos = props
+        pos += length
     if pos > stop or (qos and not mid):
         return None
     # Invalid UTF-8 (a broker should refuse it) still arrives, so the ingest dead-letters it.
     topic = buf[start + 2 : topic_end].decode("utf-8", "replace")
     return topic, buf[pos:stop], mid, qos, bool(header & 1)
+
+
+def _varint(buf: bytes, pos: int, stop: int) -> tuple[int, int] | None:
+    """The variable byte integer at ``buf[pos]``: (its value, where the next field starts),
+    or None if ``stop`` comes first (not all of it is here yet).
+
+    1 to 4 bytes, 7 bits each, low first; a 4th byte that still continues is malformed
+    (``MalformedPacket``), decided at once without waiting for a 5th.
+    """
+    value = 0
+    shift = 0
+    while pos < stop:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 21:
+            raise MalformedPacket("variable byte integer longer than 4 bytes")
+    return None
