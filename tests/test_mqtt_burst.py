@@ -10,10 +10,11 @@ import datetime
 import ipaddress
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -90,13 +91,12 @@ class Receiver:
         self.client.connect(host, port, **connect_options(self.url, persistent=True))
         if thread:
             self.client.loop_start()
+            assert self.subscribed.wait(10), "no SUBACK"
+            return
         deadline = time.monotonic() + 10
         while not self.subscribed.is_set():
             assert time.monotonic() < deadline, "no SUBACK"
-            if thread:
-                time.sleep(0.01)
-            else:
-                self.client.loop(0.05)
+            self.client.loop(0.05)
 
     def take(self, count: int, timeout: float = 10.0) -> list[Delivery]:
         got: list[Delivery] = []
@@ -111,11 +111,26 @@ class Receiver:
         return got
 
     def close(self) -> None:
-        deadline = time.monotonic() + 5
-        while self.client.want_write() and time.monotonic() < deadline:
-            time.sleep(0.01)  # the acks queued last are on the wire before DISCONNECT
+        # The acks queued last go out first: paho writes its queue in order, DISCONNECT
+        # joins it behind them, and loop_stop returns once the queue is written.
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _wait_in_socket(client: paho.Client, enough: Callable[[bytes], bool]) -> None:
+    """Wait until the bytes in the client's socket, not read yet, are ``enough``."""
+    sock = client.socket()
+    assert sock is not None
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            waiting = sock.recv(READ_SIZE, socket.MSG_PEEK)
+        except BlockingIOError:
+            waiting = b""
+        if enough(waiting):
+            return
+        assert time.monotonic() < deadline, f"{len(waiting)} bytes in the socket"
+        time.sleep(0.01)
 
 
 def _session(url: str, topic: str) -> str:
@@ -210,16 +225,17 @@ def test_many_small_messages_already_buffered_come_as_one_burst(broker_url: str)
     receiver.connect(thread=False)  # subscribed; from now on we read only when told to
     publisher = Publisher(broker_url.split("?")[0])
     try:
-        for n in range(300):
-            publisher.send(topic, f"m{n}".encode())
-        time.sleep(0.5)  # the 300 messages wait in the receiver's socket
+        payloads = [f"m{n}".encode() for n in range(300)] + [f"end-{uuid.uuid4().hex}".encode()]
+        for payload in payloads:
+            publisher.send(topic, payload)
+        # All of them wait in the receiver's socket once the last one's payload is there:
+        # the broker sends one subscription's messages in order.
+        _wait_in_socket(receiver.client, lambda waiting: payloads[-1] in waiting)
         assert receiver.client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
         bursts = list(receiver.bursts.queue)
-        assert [len(b) for b in bursts] == [300]  # one read, every packet in it handled
-        assert [(t, p, q) for t, p, _, q, _ in bursts[0]] == [
-            (topic, f"m{n}".encode(), 1) for n in range(300)
-        ]
-        assert len({mid for _, _, mid, _, _ in bursts[0]}) == 300
+        assert [len(b) for b in bursts] == [301]  # one read, every packet in it handled
+        assert [(t, p, q) for t, p, _, q, _ in bursts[0]] == [(topic, p, 1) for p in payloads]
+        assert len({mid for _, _, mid, _, _ in bursts[0]}) == 301
     finally:
         publisher.close()
         receiver.client.disconnect()
@@ -262,7 +278,9 @@ def test_coalesced_acks_acknowledge_and_an_unacked_message_comes_back(
         again.connect()
         redelivered = again.take(6)
         again.client.ack_many([mid for _, _, mid, _, _ in redelivered])
-        time.sleep(0.3)  # a duplicate would have arrived by now
+        # Sent after everything the broker had for this session: a duplicate comes before it.
+        publisher.send(topic, b"last")
+        assert [p for _, p, _, _, _ in again.take(1)] == [b"last"]
         assert again.bursts.empty()
         again.close()
         # The 45 acknowledged in one write are gone; the 5 left unacknowledged come back.
@@ -285,7 +303,7 @@ def test_a_reconnect_mid_packet_drops_the_old_bytes(mqtt_url: str) -> None:
     receiver = Receiver(mqtt_url, client_id, topic)
     receiver.client.connect(*address(mqtt_url))  # the session has the subscription
     try:
-        time.sleep(0.3)
+        _wait_in_socket(receiver.client, lambda waiting: len(waiting) > 4)  # CONNACK: 4 bytes
         receiver.client.loop_read()  # the CONNACK and the first part of the big message
         assert receiver.client.buffered > 0 and receiver.bursts.empty()
         receiver.client.reconnect()  # the broker resends the big message from its start
@@ -340,14 +358,35 @@ def test_the_ingest_acknowledges_whole_batches_across_restarts(
         assert max(sizes) <= BATCH_MAX
         ingest.close()
         again = RunningIngest(mqtt_url, redis_url, tmp_path, clock, client_id=client_id)
-        publisher.send(f"homeward/devices/nobody-{uuid.uuid4().hex[:8]}/up", b"{}")
-        again.wait_processed(1)
-        time.sleep(0.3)
+        last = f"homeward/devices/nobody-{uuid.uuid4().hex[:8]}/up"
+        arrived = _on_arrival(again, last)
+        publisher.send(last, b"{}")
+        # The broker sends whatever it redelivers before this message: once it has arrived,
+        # every message of this run is received, and then handled.
+        assert arrived.wait(10), "the last message did not arrive"
+        received = again.loop._acks._next
+        wait_for(lambda: again.loop.handled == received)
         # Nothing of the first run came back (a redelivery would be handled, not counted).
         assert again.loop.handled == 1
         again.close()
     finally:
         publisher.close()
+
+
+def _on_arrival(ingest: RunningIngest, topic: str) -> threading.Event:
+    """Set once the ingest's client has received a message on ``topic``."""
+    arrived = threading.Event()
+    client = ingest.loop._client
+    on_burst = client.on_burst
+    assert on_burst is not None
+
+    def receive(burst: list[Delivery]) -> None:
+        on_burst(burst)
+        if any(t == topic for t, _, _, _, _ in burst):
+            arrived.set()
+
+    client.on_burst = receive
+    return arrived
 
 
 def test_the_ingest_stores_through_the_embedded_broker(
