@@ -87,11 +87,13 @@ def test_a_device_has_one_lane_and_a_split_keeps_order_and_numbers() -> None:
 # --- through the broker --------------------------------------------------------------------
 
 
-def _two_lanes(prefix: str) -> tuple[str, str]:
-    """Two device ids whose topics are in different lanes of two."""
+async def _two_lanes(api: Api, prefix: str) -> tuple[str, str]:
+    """Two bracelets, registered, whose topics are in different lanes of two."""
     ids = [f"{prefix}-{n}" for n in range(20)]
     first = ids[0]
     other = next(d for d in ids if lane_of(_up(d), 2) != lane_of(_up(first), 2))
+    for device_id in (first, other):
+        await register(api, device_id)
     return first, other
 
 
@@ -106,48 +108,60 @@ def publisher(mqtt_url: str) -> Iterator[Publisher]:
     running.close()
 
 
+StartIngest = Callable[..., RunningIngest]
+
+
+@pytest.fixture
+def start_ingest(
+    mqtt_url: str, redis_url: str, clock: ManualClock, tmp_path: Path
+) -> Iterator[StartIngest]:
+    """``start_ingest(workers, client_id=None)``: an ingest on the test broker and Redis,
+    stopped when the test ends if the test has not stopped it."""
+    started: list[RunningIngest] = []
+
+    def start(workers: int, client_id: str | None = None) -> RunningIngest:
+        ingest = RunningIngest(
+            mqtt_url, redis_url, tmp_path, clock, client_id=client_id, workers=workers
+        )
+        started.append(ingest)
+        return ingest
+
+    yield start
+    for ingest in started:
+        ingest.close()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_one_bracelets_burst_is_stored_in_order_beside_others(
-    api: Api,
-    mqtt_url: str,
-    redis_url: str,
-    clock: ManualClock,
-    tmp_path: Path,
-    publisher: Publisher,
-    workers: int,
+    api: Api, clock: ManualClock, publisher: Publisher, start_ingest: StartIngest, workers: int
 ) -> None:
     """A bracelet that buffered its fixes sends them in one run: none may be stored 'late'."""
     devices = [f"run-{n}" for n in range(6)]
     assert {lane_of(_up(d), 2) for d in devices} == {0, 1}  # both lanes have work
     for device_id in devices:
         await register(api, device_id)
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock, workers=workers)
-    try:
-        t0, count = clock.time() - 1000, 150
-        infos = []
-        for n in range(count):
-            for device_id in devices:
-                body = json.dumps(fix(t0 + n, lat=30.5 + n * 1e-5)).encode()
-                infos.append(publisher.client.publish(_up(device_id), body, qos=1))
-        for info in infos:
-            info.wait_for_publish(timeout=10)
-        ingest.wait_processed(count * len(devices), timeout=30)
-        verdicts: dict[str, int] = {}
-        for outcome in ingest.outcomes:
-            for key, value in outcome.outcomes.items():
-                verdicts[key] = verdicts.get(key, 0) + value
-        assert verdicts == {"stored": count * len(devices)}
-        # Each bracelet is cached by one worker only.
+    ingest = start_ingest(workers)
+    t0, count = clock.time() - 1000, 150
+    infos = []
+    for n in range(count):
         for device_id in devices:
-            route = Route("native", device_id)
-            holders = [
-                lane
-                for lane in ingest.loop._lanes
-                if lane.store and route in lane.store.routes._known
-            ]
-            assert len(holders) == 1
-    finally:
-        ingest.close()
+            body = json.dumps(fix(t0 + n, lat=30.5 + n * 1e-5)).encode()
+            infos.append(publisher.client.publish(_up(device_id), body, qos=1))
+    for info in infos:
+        info.wait_for_publish(timeout=10)
+    ingest.wait_processed(count * len(devices), timeout=30)
+    verdicts: dict[str, int] = {}
+    for outcome in ingest.outcomes:
+        for key, value in outcome.outcomes.items():
+            verdicts[key] = verdicts.get(key, 0) + value
+    assert verdicts == {"stored": count * len(devices)}
+    # Each bracelet is cached by one worker only.
+    for device_id in devices:
+        route = Route("native", device_id)
+        holders = [
+            lane for lane in ingest.loop._lanes if lane.store and route in lane.store.routes._known
+        ]
+        assert len(holders) == 1
 
 
 def _spy_acks(ingest: RunningIngest) -> tuple[list[list[str]], dict[int, str]]:
@@ -201,70 +215,48 @@ def _stored(ingest: RunningIngest, device_id: str) -> int:
 
 @needs_mosquitto
 async def test_a_later_batch_stored_first_is_acknowledged_after_the_earlier_one(
-    api: Api,
-    mqtt_url: str,
-    redis_url: str,
-    clock: ManualClock,
-    tmp_path: Path,
-    publisher: Publisher,
+    api: Api, clock: ManualClock, publisher: Publisher, start_ingest: StartIngest
 ) -> None:
-    slow, fast = _two_lanes("ack")
-    await register(api, slow)
-    await register(api, fast)
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock, workers=2)
-    try:
-        writes, _ = _spy_acks(ingest)
-        gate = _hold_lane(ingest, slow, lambda gate: gate.wait(10))
-        publisher.send(_up(slow), fix(clock.time() - 10))
-        publisher.send(_up(fast), fix(clock.time() - 10))
-        wait_for(lambda: _stored(ingest, fast) == 1)
-        assert writes == []  # stored, but received after a message not stored yet
-        gate.set()
-        wait_for(lambda: sum(len(w) for w in writes) == 2)
-        assert writes == [[_up(slow), _up(fast)]]  # receive order, one write
-    finally:
-        ingest.close()
+    slow, fast = await _two_lanes(api, "ack")
+    ingest = start_ingest(2)
+    writes, _ = _spy_acks(ingest)
+    gate = _hold_lane(ingest, slow, lambda gate: gate.wait(10))
+    publisher.send(_up(slow), fix(clock.time() - 10))
+    publisher.send(_up(fast), fix(clock.time() - 10))
+    wait_for(lambda: _stored(ingest, fast) == 1)
+    assert writes == []  # stored, but received after a message not stored yet
+    gate.set()
+    wait_for(lambda: sum(len(w) for w in writes) == 2)
+    assert writes == [[_up(slow), _up(fast)]]  # receive order, one write
 
 
 @needs_mosquitto
 async def test_stopping_with_a_batch_unstored_acknowledges_nothing_after_it(
-    api: Api,
-    mqtt_url: str,
-    redis_url: str,
-    clock: ManualClock,
-    tmp_path: Path,
-    publisher: Publisher,
+    api: Api, clock: ManualClock, publisher: Publisher, start_ingest: StartIngest
 ) -> None:
     """A lane that cannot write (an outage) when the ingest stops: its batch and every
     later message unacknowledged, so the broker redelivers them to the next run."""
-    slow, fast = _two_lanes("held")
-    await register(api, slow)
-    await register(api, fast)
+    slow, fast = await _two_lanes(api, "held")
     client_id = f"held-{uuid.uuid4().hex[:6]}"
-    ingest = RunningIngest(mqtt_url, redis_url, tmp_path, clock, client_id=client_id, workers=2)
-    try:
-        writes, _ = _spy_acks(ingest)
+    ingest = start_ingest(2, client_id)
+    writes, _ = _spy_acks(ingest)
 
-        def outage(gate: threading.Event) -> None:
-            raise redis.ConnectionError("the test holds this lane")
+    def outage(gate: threading.Event) -> None:
+        raise redis.ConnectionError("the test holds this lane")
 
-        _hold_lane(ingest, slow, outage)
-        publisher.send(_up(slow), fix(clock.time() - 10))
-        publisher.send(_up(fast), fix(clock.time() - 10))
-        wait_for(lambda: _stored(ingest, fast) == 1)
-        wait_for(lambda: not ingest.loop.redis_ok)
-    finally:
-        ingest.close()
+    _hold_lane(ingest, slow, outage)
+    publisher.send(_up(slow), fix(clock.time() - 10))
+    publisher.send(_up(fast), fix(clock.time() - 10))
+    wait_for(lambda: _stored(ingest, fast) == 1)
+    wait_for(lambda: not ingest.loop.redis_ok)
+    ingest.close()
     assert not ingest.thread.is_alive()
     assert writes == []
-    again = RunningIngest(mqtt_url, redis_url, tmp_path, clock, client_id=client_id, workers=2)
-    try:
-        wait_for(lambda: _stored(again, slow) == 1)
-        # The fast one came back too (its ack was held): a duplicate now, not a second fix.
-        wait_for(lambda: any(o.outcomes["rejected:duplicate"] for o in again.outcomes))
-        assert _stored(again, fast) == 0
-    finally:
-        again.close()
+    again = start_ingest(2, client_id)
+    wait_for(lambda: _stored(again, slow) == 1)
+    # The fast one came back too (its ack was held): a duplicate now, not a second fix.
+    wait_for(lambda: any(o.outcomes["rejected:duplicate"] for o in again.outcomes))
+    assert _stored(again, fast) == 0
 
 
 # --- the loop's shared parts -----------------------------------------------------------------
