@@ -20,13 +20,17 @@
 --       23 expected zone-state version ('' = no zone update)
 --       24 zone update (JSON; '' = checked only, nothing changes; 'break' with no version:
 --          stored unevaluated, every hysteresis streak broken)
--- Returns {verdict, detail, relay}: relay is her whole relay list (also effects a crashed
--- caller left behind, so a redelivery applies them); verdict is stored | stored_late | stored_flagged | seen |
+-- Returns {verdict, detail, relay}: relay is what this call pushed when her list was empty
+-- before, else her whole list (also effects a crashed caller left behind); a call that
+-- relays nothing returns {verdict, detail} and leaves the list unread. Leftovers still get
+-- applied: a redelivered message answers duplicate, whose dead letter returns the whole
+-- list, and the ticker's sweep applies what an intent nobody released left
+-- (locator/core/relay.py). verdict is stored | stored_late | stored_flagged | seen |
 -- retained | duplicate | too_fast | stale_route | zone_conflict; detail 'zones' when the
 -- zone update was applied with the fix.
 --
 -- It runs once per message at province scale: every hash is read once and written once (a
--- field only when it changes), and a steady fix of a known device costs seven commands.
+-- field only when it changes), and a steady fix of a known device costs eight commands.
 -- Numbers cost: redis.call formats a number argument (%.17g) and tonumber parses with
 -- strtod, each more than a small command; constant arguments are strings, and what Python
 -- can compute it sends (the track's MINID).
@@ -45,11 +49,12 @@ local function relay(effect)
 end
 
 local function done(verdict, detail)
-  if #effects > 0 then
-    -- The list is exactly what was pushed when its length says it held nothing before.
-    if redis.call('RPUSH', KEYS[7], unpack(effects)) == #effects then
-      return {verdict, detail, effects}
-    end
+  -- Most fixes relay nothing: reading her list for them would be a command per fix spent
+  -- on leftovers that the redelivery and the sweep already apply.
+  if #effects == 0 then return {verdict, detail} end
+  -- The list is exactly what was pushed when its length says it held nothing before.
+  if redis.call('RPUSH', KEYS[7], unpack(effects)) == #effects then
+    return {verdict, detail, effects}
   end
   return {verdict, detail, redis.call('LRANGE', KEYS[7], '0', '-1')}
 end
