@@ -195,6 +195,25 @@ async def test_alarms_and_low_battery_become_events_once_per_change(
     assert [f["type"] for _, f in stream] == ["sos", "low_battery", "low_battery", "removed"]
     assert {f["elder_id"] for _, f in stream} == {str(elder_id)}
 
+async def test_an_unchanged_battery_level_is_judged_again_only_when_flagged_low(
+    api: Api, ingest: RunningIngest, bracelet: Publisher, clock: ManualClock
+) -> None:
+    # The store skips judging a level it stored and found not low; a flag the bracelet's
+    # own alarm set at that level is still cleared by the next fix without it.
+    elder_id = await register(api)
+    t0 = clock.time()
+    bracelet.send(UP, fix(t0 - 50, batt=50))
+    bracelet.send(UP, fix(t0 - 40, batt=50))
+    bracelet.send(UP, fix(t0 - 30, batt=50, alarm="low_battery"))
+    bracelet.send(UP, fix(t0 - 20, batt=50))
+    bracelet.send(UP, fix(t0 - 10, batt=19))
+    ingest.wait_processed(5)
+    stream = await api.redis.xrange(devices_keys.device_events(shards.shard_of(elder_id)))
+    assert [f["type"] for _, f in stream] == ["low_battery", "low_battery"]
+    state = await api.redis.hgetall(devices_keys.device_state(elder_id, "b-1"))
+    assert (state["battery"], state["low_battery"]) == ("19", "1")
+
+
 
 async def test_unknown_device_then_registered_then_deleted(
     api: Api, ingest: RunningIngest, bracelet: Publisher, clock: ManualClock

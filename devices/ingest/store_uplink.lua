@@ -148,11 +148,16 @@ end
 -- Battery: the low-battery notice once per state change, 5 points of hysteresis so a level
 -- wobbling around the threshold is not a notice per fix.
 local function battery(tst, lat, lon, acc)
+  local reported_low = alarm == 'low_battery'
   if batt ~= '' and batt ~= dev[4] then
     state[#state + 1] = 'battery'; state[#state + 1] = batt
+  elseif batt == dev[4] and not reported_low and dev[2] ~= '1' then
+    -- The stored level was judged not low when it was stored, and nothing has changed
+    -- since: two number parses a fix saved. A '1' is judged again (the alarm alone may
+    -- have set it); a new LOW_BATTERY_PCT applies from the next change of level.
+    return
   end
   local level, threshold = tonumber(batt), tonumber(ARGV[18])
-  local reported_low = alarm == 'low_battery'
   if (reported_low or (level and level <= threshold)) and dev[2] ~= '1' then
     state[#state + 1] = 'low_battery'; state[#state + 1] = '1'
     emit('low_battery', tst, lat, lon, acc, batt)
