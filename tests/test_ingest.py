@@ -513,6 +513,36 @@ async def test_a_batch_costs_one_round_trip_not_one_per_message(
     assert counting.round_trips == 1
 
 
+async def test_the_dedupe_window_keeps_the_newest_ids_in_a_small_sorted_set(
+    api: Api, redis_url: str, clock: ManualClock
+) -> None:
+    elder_id = await register(api)
+    client = sync_client(redis_url, process="test")
+    dedupe = devices_keys.fix_dedupe(elder_id, "b-1")
+    # Ids left by the store's older scoring (plus the arrival time): the oldest of all.
+    client.zadd(dedupe, {f"old-{n}": 1_000 + n for n in range(10)})
+    store = UplinkStore(client, clock=clock, retention_s=86400)
+    t = clock.time()
+    messages = [
+        Message(UP, json.dumps(fix(t - 300 + n)).encode(), t - 300 + n) for n in range(200)
+    ]
+    sizes = []
+    try:
+        for message in messages:
+            store.process([message])
+            sizes.append(client.zcard(dedupe))
+        # Never past 96 (a small sorted set stays one flat list up to 128 entries).
+        assert max(sizes) == 96 and min(sizes[100:]) == 64
+        assert client.object("encoding", dedupe) in ("ziplist", "listpack")
+        assert not [m for m in client.zrange(dedupe, 0, -1) if m.startswith("old-")]
+        # The newest 64 are all there: a redelivery of any of them is a duplicate.
+        again = store.process(messages[-64:])
+        assert again.outcomes.get("stored", 0) == 0
+        assert client.xlen(devices_keys.track(elder_id, "b-1")) == 200
+    finally:
+        client.close()
+
+
 async def test_an_uplink_failing_in_redis_loses_none_of_its_batch(
     api: Api, redis_url: str, mqtt_url: str, clock: ManualClock, tmp_path: Path
 ) -> None:

@@ -72,8 +72,12 @@ end
 
 -- Every message is processed once: a QoS 1 redelivery, or a bracelet repeating itself, finds
 -- its id among the last 64 arrivals (scored by arrival, so a burst of buffered fixes stays).
+-- The score is minus the arrival time, newest first: a small sorted set is one flat list,
+-- and a new id at its tail would cost a walk over every entry's score (a few us at 64-96
+-- ids), at its head nothing. Ids scored by the older plus sign sort after all of them and
+-- are trimmed first, as the oldest they are.
 local message_id = ARGV[7]
-if redis.call('ZADD', KEYS[5], 'NX', received_ms, message_id) == 0 then
+if redis.call('ZADD', KEYS[5], 'NX', '-' .. received_ms, message_id) == 0 then
   if retained then return done('retained', '') end
   dead_letter('duplicate', 'this message was already processed')
   return done('duplicate', '')
@@ -85,7 +89,7 @@ local function refuse(verdict)
 end
 -- @zones check (geofences' piece: a stale zone-state version answers zone_conflict)
 if redis.call('ZCARD', KEYS[5]) > 96 then
-  redis.call('ZREMRANGEBYRANK', KEYS[5], '0', '-65')
+  redis.call('ZREMRANGEBYRANK', KEYS[5], '64', '-1')
 end
 
 -- The first write to a per-elder stream enters it in the retention index (NX keeps the
