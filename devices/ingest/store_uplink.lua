@@ -73,9 +73,9 @@ end
 -- Every message is processed once: a QoS 1 redelivery, or a bracelet repeating itself, finds
 -- its id among the last 64 arrivals (scored by arrival, so a burst of buffered fixes stays).
 -- The score is minus the arrival time, newest first: a small sorted set is one flat list,
--- and a new id at its tail would cost a walk over every entry's score (a few us at 64-96
--- ids), at its head nothing. Ids scored by the older plus sign sort after all of them and
--- are trimmed first, as the oldest they are.
+-- and a new id goes in after every lower score, so at the tail it costs a walk reading
+-- each entry's score (1-2 us at 64-96 ids), at the head none. Ids scored the older way
+-- (plus) sort after all of them and are trimmed first, as the oldest they are.
 local message_id = ARGV[7]
 if redis.call('ZADD', KEYS[5], 'NX', '-' .. received_ms, message_id) == 0 then
   if retained then return done('retained', '') end
