@@ -105,7 +105,8 @@ def gateway_pending(device_id: str) -> str:
 
 
 def fix_dedupe(elder_id: int, device_id: str) -> str:
-    """Recent fix ids of a device (zset by fix time), so a redelivered fix is not stored twice."""
+    """Recent message ids of a device (zset scored by minus the arrival time, newest first),
+    so a redelivered fix is not stored twice."""
     return f"hw:{elder_tag(elder_id)}:dedupe:{device_id}"
 
 

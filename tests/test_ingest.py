@@ -195,6 +195,25 @@ async def test_alarms_and_low_battery_become_events_once_per_change(
     assert [f["type"] for _, f in stream] == ["sos", "low_battery", "low_battery", "removed"]
     assert {f["elder_id"] for _, f in stream} == {str(elder_id)}
 
+async def test_an_unchanged_battery_level_is_judged_again_only_when_flagged_low(
+    api: Api, ingest: RunningIngest, bracelet: Publisher, clock: ManualClock
+) -> None:
+    # The store skips judging a level it stored and found not low; a flag the bracelet's
+    # own alarm set at that level is still cleared by the next fix without it.
+    elder_id = await register(api)
+    t0 = clock.time()
+    bracelet.send(UP, fix(t0 - 50, batt=50))
+    bracelet.send(UP, fix(t0 - 40, batt=50))
+    bracelet.send(UP, fix(t0 - 30, batt=50, alarm="low_battery"))
+    bracelet.send(UP, fix(t0 - 20, batt=50))
+    bracelet.send(UP, fix(t0 - 10, batt=19))
+    ingest.wait_processed(5)
+    stream = await api.redis.xrange(devices_keys.device_events(shards.shard_of(elder_id)))
+    assert [f["type"] for _, f in stream] == ["low_battery", "low_battery"]
+    state = await api.redis.hgetall(devices_keys.device_state(elder_id, "b-1"))
+    assert (state["battery"], state["low_battery"]) == ("19", "1")
+
+
 
 async def test_unknown_device_then_registered_then_deleted(
     api: Api, ingest: RunningIngest, bracelet: Publisher, clock: ManualClock
@@ -492,6 +511,36 @@ async def test_a_batch_costs_one_round_trip_not_one_per_message(
         counting.close()
     assert outcome.outcomes["stored"] == 50
     assert counting.round_trips == 1
+
+
+async def test_the_dedupe_window_keeps_the_newest_ids_in_a_small_sorted_set(
+    api: Api, redis_url: str, clock: ManualClock
+) -> None:
+    elder_id = await register(api)
+    client = sync_client(redis_url, process="test")
+    dedupe = devices_keys.fix_dedupe(elder_id, "b-1")
+    # Ids left by the store's older scoring (plus the arrival time): the oldest of all.
+    client.zadd(dedupe, {f"old-{n}": 1_000 + n for n in range(10)})
+    store = UplinkStore(client, clock=clock, retention_s=86400)
+    t = clock.time()
+    messages = [
+        Message(UP, json.dumps(fix(t - 300 + n)).encode(), t - 300 + n) for n in range(200)
+    ]
+    sizes = []
+    try:
+        for message in messages:
+            store.process([message])
+            sizes.append(client.zcard(dedupe))
+        # Never past 96 (a small sorted set stays one flat list up to 128 entries).
+        assert max(sizes) == 96 and min(sizes[100:]) == 64
+        assert client.object("encoding", dedupe) in ("ziplist", "listpack")
+        assert not [m for m in client.zrange(dedupe, 0, -1) if m.startswith("old-")]
+        # The newest 64 are all there: a redelivery of any of them is a duplicate.
+        again = store.process(messages[-64:])
+        assert again.outcomes.get("stored", 0) == 0
+        assert client.xlen(devices_keys.track(elder_id, "b-1")) == 200
+    finally:
+        client.close()
 
 
 async def test_an_uplink_failing_in_redis_loses_none_of_its_batch(

@@ -20,13 +20,17 @@
 --       23 expected zone-state version ('' = no zone update)
 --       24 zone update (JSON; '' = checked only, nothing changes; 'break' with no version:
 --          stored unevaluated, every hysteresis streak broken)
--- Returns {verdict, detail, relay}: relay is her whole relay list (also effects a crashed
--- caller left behind, so a redelivery applies them); verdict is stored | stored_late | stored_flagged | seen |
+-- Returns {verdict, detail, relay}: relay is what this call pushed when her list was empty
+-- before, else her whole list (also effects a crashed caller left behind); a call that
+-- relays nothing returns {verdict, detail} and leaves the list unread. Leftovers still get
+-- applied: a redelivered message answers duplicate, whose dead letter returns the whole
+-- list, and the ticker's sweep applies what an intent nobody released left
+-- (locator/core/relay.py). verdict is stored | stored_late | stored_flagged | seen |
 -- retained | duplicate | too_fast | stale_route | zone_conflict; detail 'zones' when the
 -- zone update was applied with the fix.
 --
 -- It runs once per message at province scale: every hash is read once and written once (a
--- field only when it changes), and a steady fix of a known device costs seven commands.
+-- field only when it changes), and a steady fix of a known device costs eight commands.
 -- Numbers cost: redis.call formats a number argument (%.17g) and tonumber parses with
 -- strtod, each more than a small command; constant arguments are strings, and what Python
 -- can compute it sends (the track's MINID).
@@ -45,11 +49,12 @@ local function relay(effect)
 end
 
 local function done(verdict, detail)
-  if #effects > 0 then
-    -- The list is exactly what was pushed when its length says it held nothing before.
-    if redis.call('RPUSH', KEYS[7], unpack(effects)) == #effects then
-      return {verdict, detail, effects}
-    end
+  -- Most fixes relay nothing: reading her list for them would be a command per fix spent
+  -- on leftovers that the redelivery and the sweep already apply.
+  if #effects == 0 then return {verdict, detail} end
+  -- The list is exactly what was pushed when its length says it held nothing before.
+  if redis.call('RPUSH', KEYS[7], unpack(effects)) == #effects then
+    return {verdict, detail, effects}
   end
   return {verdict, detail, redis.call('LRANGE', KEYS[7], '0', '-1')}
 end
@@ -67,8 +72,12 @@ end
 
 -- Every message is processed once: a QoS 1 redelivery, or a bracelet repeating itself, finds
 -- its id among the last 64 arrivals (scored by arrival, so a burst of buffered fixes stays).
+-- The score is minus the arrival time, newest first: a small sorted set is one flat list,
+-- and a new id goes in after every lower score, so at the tail it costs a walk reading
+-- each entry's score (1-2 us at 64-96 ids), at the head none. Ids scored the older way
+-- (plus) sort after all of them and are trimmed first, as the oldest they are.
 local message_id = ARGV[7]
-if redis.call('ZADD', KEYS[5], 'NX', received_ms, message_id) == 0 then
+if redis.call('ZADD', KEYS[5], 'NX', '-' .. received_ms, message_id) == 0 then
   if retained then return done('retained', '') end
   dead_letter('duplicate', 'this message was already processed')
   return done('duplicate', '')
@@ -80,7 +89,7 @@ local function refuse(verdict)
 end
 -- @zones check (geofences' piece: a stale zone-state version answers zone_conflict)
 if redis.call('ZCARD', KEYS[5]) > 96 then
-  redis.call('ZREMRANGEBYRANK', KEYS[5], '0', '-65')
+  redis.call('ZREMRANGEBYRANK', KEYS[5], '64', '-1')
 end
 
 -- The first write to a per-elder stream enters it in the retention index (NX keeps the
@@ -143,11 +152,16 @@ end
 -- Battery: the low-battery notice once per state change, 5 points of hysteresis so a level
 -- wobbling around the threshold is not a notice per fix.
 local function battery(tst, lat, lon, acc)
+  local reported_low = alarm == 'low_battery'
   if batt ~= '' and batt ~= dev[4] then
     state[#state + 1] = 'battery'; state[#state + 1] = batt
+  elseif batt == dev[4] and not reported_low and dev[2] ~= '1' then
+    -- The stored level was judged not low when it was stored, and nothing has changed
+    -- since: two number parses a fix saved. A '1' is judged again (the alarm alone may
+    -- have set it); a new LOW_BATTERY_PCT applies from the next change of level.
+    return
   end
   local level, threshold = tonumber(batt), tonumber(ARGV[18])
-  local reported_low = alarm == 'low_battery'
   if (reported_low or (level and level <= threshold)) and dev[2] ~= '1' then
     state[#state + 1] = 'low_battery'; state[#state + 1] = '1'
     emit('low_battery', tst, lat, lon, acc, batt)

@@ -4,8 +4,10 @@ On a Redis Cluster a script may touch one hash slot only. A per-elder script (th
 store, the offline check) writes her keys and appends what it means for shared keys (an
 entry on her shard's transitions or device-events stream, her offline timer, the retention
 index, a dead letter) to her relay list ``hw:{e:<id>}:relay`` as JSON, and returns the whole
-list. The caller applies the effects to the shards, then pops from the list's head what it
-applied (a script on her slot: another caller may have applied and popped them first).
+list (the ingest's store returns only what it pushed when the list held nothing before, and
+nothing when it pushed nothing). The caller applies the effects to the shards, then pops
+from the list's head what it applied (a script on her slot: another caller may have applied
+and popped them first).
 
 Crash windows, each closed:
 
