@@ -195,6 +195,7 @@ async def test_alarms_and_low_battery_become_events_once_per_change(
     assert [f["type"] for _, f in stream] == ["sos", "low_battery", "low_battery", "removed"]
     assert {f["elder_id"] for _, f in stream} == {str(elder_id)}
 
+
 async def test_an_unchanged_battery_level_is_judged_again_only_when_flagged_low(
     api: Api, ingest: RunningIngest, bracelet: Publisher, clock: ManualClock
 ) -> None:
@@ -212,7 +213,6 @@ async def test_an_unchanged_battery_level_is_judged_again_only_when_flagged_low(
     assert [f["type"] for _, f in stream] == ["low_battery", "low_battery"]
     state = await api.redis.hgetall(devices_keys.device_state(elder_id, "b-1"))
     assert (state["battery"], state["low_battery"]) == ("19", "1")
-
 
 
 async def test_unknown_device_then_registered_then_deleted(
@@ -523,9 +523,7 @@ async def test_the_dedupe_window_keeps_the_newest_ids_in_a_small_sorted_set(
     client.zadd(dedupe, {f"old-{n}": 1_000 + n for n in range(10)})
     store = UplinkStore(client, clock=clock, retention_s=86400)
     t = clock.time()
-    messages = [
-        Message(UP, json.dumps(fix(t - 300 + n)).encode(), t - 300 + n) for n in range(200)
-    ]
+    messages = [Message(UP, json.dumps(fix(t - 300 + n)).encode(), t - 300 + n) for n in range(200)]
     sizes = []
     try:
         for message in messages:
