@@ -4,7 +4,8 @@ The network thread (``mqtt_burst.BurstClient``) only numbers and queues what one
 read brought, dealt by device to ``workers`` lanes (``ingest_lanes``); each lane's worker
 builds batches from its share (up to its batch size or FLUSH_S after the first, a burst
 split across batches when needed, order kept), stores each batch in Redis with its own
-``UplinkStore``, and only then marks it done: the acks of the longest done prefix go out
+``UplinkStore`` (two in flight: the next one sent while Redis still runs the one before),
+and only then marks it done: the acks of the longest done prefix go out
 in receive order (manual QoS 1 acks, one write). While Redis is unreachable a worker
 retries the same batch with backoff and that batch holds back every later ack, so the
 broker keeps every message not yet stored for us.
