@@ -4,6 +4,7 @@ before noeviction refuses the ingest's writes; /healthz answers 503 from 95%."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,9 @@ async def test_memory_past_80_percent_warns_and_past_95_is_unhealthy(
                 n += 1
                 response = await http.get("/healthz")
             assert response.status_code == 503
-            assert response.json()["redis_memory"].startswith("down: 9")
+            # Past the line, by however much a loaded machine's buffers add (101 % seen).
+            down = re.fullmatch(r"down: (\d+)% of maxmemory", response.json()["redis_memory"])
+            assert down and int(down.group(1)) >= 95, response.json()
 
             for key in sync.scan_iter(match="hw:test:fill:*"):
                 sync.delete(key)
