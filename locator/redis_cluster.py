@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from locator.core.errors import ConfigError
-from locator.embedded import _die_with_parent, free_port, redis_executable
+from locator.embedded import _die_with_parent, free_port, redis_environment, redis_executable
 
 SLOTS = 16384
 MAX_PORT = 65535 - 10000  # the cluster bus listens on port + 10000
@@ -115,6 +115,7 @@ class LocalRedisCluster:
                         self._argv(port, node_dir),
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
+                        env=redis_environment(),
                         preexec_fn=_die_with_parent,
                     )
                 )
