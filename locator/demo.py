@@ -327,7 +327,14 @@ class DemoDistrict:
                 say(f"demo: setting up the district failed ({exc}); see the log")
                 return
             say(self.welcome(district))
-            self._play(district, http, stop)
+            try:
+                self._play(district, http, stop)
+            except Exception as exc:
+                if not stop.is_set():
+                    raise
+                # Ctrl-C stops the API, gateway and broker in their own order: a step caught
+                # halfway (an answer that is not JSON any more) is not an error of the demo.
+                log.info("demo_stopped_mid_step", error=f"{type(exc).__name__}: {exc}")
 
     def welcome(self, d: District) -> str:
         """The links to log in with, one per kind of user (the token rides in the fragment,
