@@ -18,7 +18,8 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core.mqtt_burst import Delivery
 
 T = TypeVar("T")

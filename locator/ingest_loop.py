@@ -27,7 +27,8 @@ import redis
 from prometheus_client import Gauge
 
 from devices import reporting
-from devices.ingest.pipeline import BatchOutcome, Message, Submitted, UplinkStore
+from devices.ingest.batch import BatchOutcome, Message, Submitted
+from devices.ingest.pipeline import UplinkStore
 from geofences.evaluator import ZoneEvaluator
 from locator import processes, watchdog
 from locator.core import keys

@@ -13,7 +13,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.ingest.pipeline import BatchOutcome
+from devices.ingest.batch import BatchOutcome
 from locator.core.clock import Clock
 from locator.core.mqtt import address
 from locator.ingest_loop import WORKERS, IngestLoop

@@ -8,7 +8,8 @@ import json
 import redis
 
 from alerts.incidents import storage
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core.clock import ManualClock
 from tests.alerts_harness import LAT, LON, config, consume, exit_event, north
 from tests.conftest import Api

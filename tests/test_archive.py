@@ -22,7 +22,8 @@ import redis
 import redis.asyncio as aioredis
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from devices.telemetry import mover
 from devices.telemetry.archive import TrackArchive, partition_name
 from devices.telemetry.schemas import Fix

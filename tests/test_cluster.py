@@ -22,7 +22,8 @@ import redis
 
 from alerts import intake
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from devices.telemetry import erasure
 from geofences import keys as geofences_keys
 from geofences.evaluator import ZoneEvaluator

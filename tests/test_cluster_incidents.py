@@ -29,7 +29,8 @@ from alerts.incidents.config import AlertsConfig
 from alerts.notify import twilio
 from alerts.notify.channels import Channel, LogChannel
 from alerts.notify.outbox import Deliverer, outboxes
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from geofences.evaluator import ZoneEvaluator
 from locator import alerts_loop, watchdog
 from locator.core import keys, relay, shards

@@ -15,7 +15,7 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import BatchOutcome
+from devices.ingest.batch import BatchOutcome
 from devices.ingest.throttle import BURST
 from locator.core import keys
 from locator.core.clock import SystemClock

@@ -14,7 +14,8 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core import redis as redis_module
 from locator.core import shards
 from locator.core.clock import ManualClock

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, Submitted, UplinkStore
+from devices.ingest.batch import Message, Submitted
+from devices.ingest.pipeline import UplinkStore
 from devices.telemetry.readers import track_length
 from geofences import keys as geofences_keys
 from geofences.evaluator import ZoneEvaluator

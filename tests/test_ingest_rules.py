@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core import keys
 from locator.core.clock import ManualClock
 from locator.core.redis import sync_client

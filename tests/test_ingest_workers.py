@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from devices.ingest.batch import Message
 from devices.ingest.codecs import Route
-from devices.ingest.pipeline import Message
 from locator import cli, watchdog
 from locator.core.clock import ManualClock
 from locator.core.errors import ConfigError

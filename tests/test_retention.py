@@ -14,7 +14,8 @@ import redis
 from alerts import keys as alerts_keys
 from alerts.incidents import service as incidents
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core import keys, timers
 from locator.core.auth import Principal, Role
 from locator.core.clock import ManualClock

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from locator.core import keys, shards, timers
 from locator.core.clock import ManualClock
 from locator.core.errors import ConfigError

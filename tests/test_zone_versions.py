@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from devices.ingest.position import Position
 from geofences import keys as geofences_keys
 from geofences.evaluator import PreparedUpdate, ZoneEvaluator

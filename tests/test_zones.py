@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from devices import keys as devices_keys
-from devices.ingest.pipeline import Message, UplinkStore
+from devices.ingest.batch import Message
+from devices.ingest.pipeline import UplinkStore
 from geofences import keys as geofences_keys
 from geofences.evaluator import ZoneEvaluator
 from geofences.geometry import LocalFrame

@@ -10,24 +10,29 @@ duplicate, not a second fix.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
 from devices import keys
+from devices.ingest.batch import (
+    BatchOutcome,
+    Call,
+    Message,
+    Pending,
+    Reject,
+    Sent,
+    Submitted,
+)
 from devices.ingest.codecs import (
     DecodeError,
     Fix,
     Heartbeat,
     Ignored,
-    LastWill,
     Route,
     Uplink,
     check_fix_time,
@@ -35,14 +40,12 @@ from devices.ingest.codecs import (
     is_low_quality,
     route_of,
 )
-from devices.ingest.identity import fix_id_from_texts, message_id
-from devices.ingest.position import Position
-from devices.ingest.routes import DeviceRoutes, Target
+from devices.ingest.routes import DeviceRoutes
+from devices.ingest.store_args import script_number, store_call
 from devices.ingest.store_script import (
     DEAD_LETTER_SCRIPT,
     STORE_SCRIPT,
     FixEvaluator,
-    PreparedUpdate,
     assemble,
 )
 from devices.ingest.throttle import Throttle
@@ -58,7 +61,6 @@ log = get_logger(__name__)
 
 MAX_SPEED_KMH = 200.0
 LOW_BATTERY_PCT = 20
-DEAD_LETTER_PAYLOAD_CHARS = 1024
 # Tries per uplink while its device binding or its elder's zone state moves under it. With
 # several ingest processes sharing the uplink a zone conflict is common, but each one means
 # another process committed this elder's fix: eight in a row is a storm, not bad luck.
@@ -82,124 +84,11 @@ BATCH_SIZE = Histogram(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One MQTT message as received; ``received_at`` is stamped on arrival by the clock."""
-
-    topic: str
-    payload: bytes
-    received_at: float
-    mid: int = 0
-    qos: int = 0
-    retain: bool = False  # replayed by the broker from its retained store on subscribe
-    generation: int = 0  # which MQTT connection delivered it (acks go back on that one only)
-
-
-class StoredFix(Protocol):
-    def position(self) -> Position: ...
-
-
-@dataclass
-class BatchOutcome:
-    """What a batch did: counts by outcome and the fixes stored (for later stages)."""
-
-    outcomes: Counter[str] = field(default_factory=Counter)
-    # Each stored fix with its verdict; its Position is built only when asked for (``positions``).
-    fixes: list[tuple[StoredFix, str]] = field(default_factory=list)
-    leaving: list[tuple[int, str]] = field(default_factory=list)  # (elder, device): go fast
-    # (elder, device, slow): a fix that proved nothing, worth asking the bracelet about
-    unsure: list[tuple[int, str, bool]] = field(default_factory=list)
-
-    @property
-    def positions(self) -> list[tuple[Position, str]]:
-        """The fixes stored, as Positions, with their verdicts."""
-        return [(fix.position(), verdict) for fix, verdict in self.fixes]
-
-
-@dataclass(slots=True)
-class _Pending:
-    message: Message
-    route: Route
-    uplink: Uplink
-    target: Target
-    salvaged: bool = False  # an alarm rescued from a fix that could not be used
-    zone_update: PreparedUpdate | None = None  # the zone stage's update riding with the fix
-    skip_zones: bool = False  # a last attempt stores the fix without a zone update
-    _position: Position | None = None
-
-    def position(self) -> Position:
-        """The fix as a Position, built once for the zone stage and the batch outcome."""
-        if self._position is None:
-            assert isinstance(self.uplink, Fix)
-            self._position = Position.from_fix(
-                self.uplink,
-                device_id=self.target.device_id,
-                elder_id=self.target.elder_id,
-                received_at=self.message.received_at,
-            )
-        return self._position
-
-
-_Call = tuple[_Pending, list[str], list[str]]  # an uplink in a store call: its keys, args
-
-
-@dataclass(slots=True)
-class _Sent:
-    """One write attempt on its way to Redis: its pipeline, replies not read yet."""
-
-    pipe: Any
-    marks: int  # replies of the intent marks at its head
-    rejects: list[_Reject]
-    calls: list[list[_Call]]
-    intended: set[int]  # its batch's: a redo marks into the same set
-
-
-@dataclass(slots=True)
-class Submitted:
-    """A batch whose first write attempt is sent (``UplinkStore.submit``): ``finish`` it."""
-
-    batch: list[Message]
-    outcome: BatchOutcome
-    started: float
-    throttled: dict[Route, list[Message]]
-    intended: set[int]  # elders whose intents this batch marked
-    sent: _Sent | None = None
-
-
-@dataclass(slots=True)
-class _Reject:
-    message: Message
-    reason: str
-    detail: str
-    target: Target | None
-
-    def identity(self) -> str:
-        raw = self.message.topic.encode() + b"\0" + self.message.payload
-        return hashlib.blake2b(raw, digest_size=12).hexdigest()
-
-    def fields(self) -> dict[str, str]:
-        """The dead-letter entry: enough to see what the device sent and why we refused."""
-        return {
-            "reason": self.reason,
-            "detail": self.detail,
-            "topic": self.message.topic[:200],
-            "payload": self.message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
-            "device_id": self.target.device_id if self.target else "",
-            "elder_id": str(self.target.elder_id) if self.target else "",
-            "received_ms": str(round(self.message.received_at * 1000)),
-        }
-
-
 def _alarm(uplink: Uplink | DecodeError) -> bool:
     """An alarm someone must act on: it may pass a device's empty bucket now and then."""
     if isinstance(uplink, DecodeError):
         return uplink.salvage is not None and _alarm(uplink.salvage)
     return getattr(uplink, "alarm", None) in ("sos", "fall", "removed")
-
-
-def _number(value: float | None) -> str:
-    """A number as the script reads it (repr: a float round-trips); '' for none."""
-    return "" if value is None else repr(value)
 
 
 class UplinkStore:
@@ -222,7 +111,7 @@ class UplinkStore:
         self._retention_ms = retention_s * 1000
         self._offline_after_s = offline_after_s
         # The store script's per-deployment arguments (ARGV 6 and 18), formatted once.
-        self._max_speed = _number(MAX_SPEED_KMH)
+        self._max_speed = script_number(MAX_SPEED_KMH)
         self._low_battery = str(LOW_BATTERY_PCT)
         self.routes = DeviceRoutes(client, clock)
         # The batch's effects on shared keys, applied after its scripts (locator/core/relay.py).
@@ -288,7 +177,7 @@ class UplinkStore:
                     for _, item in self._attribute([(p.message, p.route, p.uplink) for p in stale])
                 ]
                 for item in again:
-                    if isinstance(item, _Pending):
+                    if isinstance(item, Pending):
                         item.skip_zones = attempt == WRITE_ATTEMPTS
                         if item.skip_zones:
                             log.warning("ingest_zones_unsettled", elder_id=item.target.elder_id)
@@ -339,7 +228,7 @@ class UplinkStore:
     def _decode(
         self, batch: list[Message], outcome: BatchOutcome
     ) -> tuple[
-        list[list[_Pending | _Reject]],
+        list[list[Pending | Reject]],
         list[tuple[Message, Route, Uplink | DecodeError]],
         list[int],
         dict[Route, list[Message]],
@@ -349,7 +238,7 @@ class UplinkStore:
         One slot per message, in arrival order, so dead letters read chronologically; the
         decoded uplinks (errors included) go on to attribution, the throttled to a count.
         """
-        slots: list[list[_Pending | _Reject]] = []
+        slots: list[list[Pending | Reject]] = []
         decoded: list[tuple[Message, Route, Uplink | DecodeError]] = []
         at: list[int] = []
         throttled: dict[Route, list[Message]] = {}
@@ -359,7 +248,7 @@ class UplinkStore:
             try:
                 route = route_of(topic)
             except DecodeError as exc:
-                slots.append([_Reject(message, exc.reason, exc.detail, None)])
+                slots.append([Reject(message, exc.reason, exc.detail, None)])
                 continue
             try:
                 uplink: Uplink | DecodeError = decode(route, message.payload, topic=topic)
@@ -378,36 +267,36 @@ class UplinkStore:
 
     def _attribute(
         self, decoded: Sequence[tuple[Message, Route, Uplink | DecodeError]]
-    ) -> list[tuple[int, _Pending | _Reject]]:
+    ) -> list[tuple[int, Pending | Reject]]:
         """Attach each decoded uplink to its device and elder, or reject it."""
         targets = self.routes.resolve({route for _, route, _ in decoded}) if decoded else {}
-        out: list[tuple[int, _Pending | _Reject]] = []
+        out: list[tuple[int, Pending | Reject]] = []
         for index, (message, route, uplink) in enumerate(decoded):
             target = targets.get(route)
             if isinstance(uplink, DecodeError):
-                out.append((index, _Reject(message, uplink.reason, uplink.detail, target)))
+                out.append((index, Reject(message, uplink.reason, uplink.detail, target)))
                 if uplink.salvage is not None and target is not None:
-                    out.append((index, _Pending(message, route, uplink.salvage, target, True)))
+                    out.append((index, Pending(message, route, uplink.salvage, target, True)))
                 continue
             if target is None:
                 detail = f"no device registered for {route.protocol} {route.ref}"
-                out.append((index, _Reject(message, "unknown_device", detail, None)))
+                out.append((index, Reject(message, "unknown_device", detail, None)))
                 continue
             named = getattr(uplink, "named_device", None)
             if named is not None and named != target.device_id:
                 detail = f"payload names device {named[:64]!r}"
-                out.append((index, _Reject(message, "spoofed", detail, target)))
+                out.append((index, Reject(message, "spoofed", detail, target)))
                 continue
             if isinstance(uplink, Fix):
                 try:
                     check_fix_time(uplink.tst, received_at=message.received_at)
                 except DecodeError as exc:
-                    out.append((index, _Reject(message, exc.reason, exc.detail, target)))
+                    out.append((index, Reject(message, exc.reason, exc.detail, target)))
                     if uplink.alarm is not None:
                         salvage = Heartbeat(tst=None, batt=uplink.batt, alarm=uplink.alarm)
-                        out.append((index, _Pending(message, route, salvage, target, True)))
+                        out.append((index, Pending(message, route, salvage, target, True)))
                     continue
-            out.append((index, _Pending(message, route, uplink, target)))
+            out.append((index, Pending(message, route, uplink, target)))
         return out
 
     def _count_reject(self, outcome: BatchOutcome, reason: str, count: int = 1) -> None:
@@ -435,14 +324,14 @@ class UplinkStore:
                     f"{self.throttle.burst} at once or {self.throttle.rate_per_s:g}/s; "
                     "this is the latest of them"
                 )
-                fields = _Reject(last, "rate_limited", detail, targets.get(route)).fields()
+                fields = Reject(last, "rate_limited", detail, targets.get(route)).fields()
                 pipe.xadd(core_keys.REJECTED, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
                 log.warning("ingest_rate_limited", topic=last.topic[:200], dropped=sampled)
         pipe.execute()
 
     def _send(
-        self, items: list[_Pending | _Reject], intended: set[int], *, after: Any = None
-    ) -> _Sent:
+        self, items: list[Pending | Reject], intended: set[int], *, after: Any = None
+    ) -> Sent:
         """One pipeline for a write attempt, sent; ``_receive`` reads what it did.
 
         The uplinks go in store calls of ``ITEMS_PER_CALL`` (on a cluster, per hash slot), in
@@ -456,11 +345,11 @@ class UplinkStore:
                 {
                     i.target.elder_id
                     for i in items
-                    if isinstance(i, _Pending) and isinstance(i.uplink, Fix)
+                    if isinstance(i, Pending) and isinstance(i.uplink, Fix)
                 }
             )
-        rejects = [i for i in items if isinstance(i, _Reject)]
-        pendings = [i for i in items if isinstance(i, _Pending)]
+        rejects = [i for i in items if isinstance(i, Reject)]
+        pendings = [i for i in items if isinstance(i, Pending)]
         elders = {i.target.elder_id for i in pendings}
         intended |= elders
         # A streaming batch on one Redis: Redis starts on it while it is built. Intents of
@@ -498,9 +387,9 @@ class UplinkStore:
         send = getattr(pipe, "send", None)
         if send is not None:
             send()  # the whole attempt goes out now (a cluster pipeline waits for execute)
-        return _Sent(pipe, marks, rejects, calls, intended)
+        return Sent(pipe, marks, rejects, calls, intended)
 
-    def _receive(self, sent: _Sent, outcome: BatchOutcome) -> list[_Pending]:
+    def _receive(self, sent: Sent, outcome: BatchOutcome) -> list[Pending]:
         """Read a write attempt's replies; returns uplinks whose binding or zone state moved."""
         rejects, calls = sent.rejects, sent.calls
         results = iter(sent.pipe.execute(raise_on_error=False))
@@ -517,8 +406,8 @@ class UplinkStore:
             zones_version = next(results)
             if not isinstance(zones_version, Exception):
                 self.evaluator.observe_version(int(zones_version or 0))
-        stale: list[_Pending] = []
-        retry: list[_Pending | _Reject] = []
+        stale: list[Pending] = []
+        retry: list[Pending | Reject] = []
         for item in rejects:
             result = next(results)
             if isinstance(result, redis.exceptions.NoScriptError):
@@ -549,7 +438,7 @@ class UplinkStore:
             stale += self._receive(self._send(retry, sent.intended), outcome)
         return stale
 
-    def _calls(self, pendings: list[_Pending]) -> Iterator[list[_Call]]:
+    def _calls(self, pendings: list[Pending]) -> Iterator[list[Call]]:
         """The store calls for a batch's uplinks, each a list of (uplink, keys, args).
 
         Items of one hash slot share a call, at most ``ITEMS_PER_CALL``: on one Redis every
@@ -557,7 +446,7 @@ class UplinkStore:
         once full; on a cluster her keys share her slot, so an elder's uplinks stay in order
         in one call.
         """
-        groups: dict[int, list[_Call]] = {}
+        groups: dict[int, list[Call]] = {}
         for pending in pendings:
             script_keys, args = self._script_call(pending)
             slot = slot_of(script_keys[0]) if self._cluster else 0
@@ -568,7 +457,7 @@ class UplinkStore:
         yield from groups.values()
 
     def _record(
-        self, item: _Pending, result: Any, outcome: BatchOutcome, stale: list[_Pending]
+        self, item: Pending, result: Any, outcome: BatchOutcome, stale: list[Pending]
     ) -> None:
         verdict, detail = result[0], result[1]
         if not isinstance(verdict, str):  # a client without decode_responses
@@ -599,81 +488,12 @@ class UplinkStore:
                 if slow or is_low_quality(item.uplink):
                     outcome.unsure.append((item.target.elder_id, item.target.device_id, slow))
 
-    def _script_call(self, item: _Pending) -> tuple[list[str], list[str]]:
-        target, uplink, message = item.target, item.uplink, item.message
-        elder, device = target.elder_id, target.device_id
-        script_keys = [
-            keys.elder_device(elder),
-            keys.last_position(elder),
-            keys.track(elder, device),
-            keys.device_state(elder, device),
-            keys.fix_dedupe(elder, device),
-            keys.elder_events(elder),
-            core_keys.relay(elder),
-        ]
-        if self.evaluator is not None:
-            # The zone stage's keys are geofences' names; without it the script never
-            # reaches them (no update is ever passed), so they are not declared.
-            script_keys += self.evaluator.script_keys(elder)
-        item.zone_update = None
-        fields: tuple[str, ...]  # ARGV 7-17
-        if isinstance(uplink, Fix):
-            kind = "location"
-            low_quality = is_low_quality(uplink)
-            evaluator = self.evaluator
-            if (
-                evaluator is not None
-                and not message.retain
-                and not item.skip_zones
-                and evaluator.watches(elder)
-            ):
-                item.zone_update = evaluator.prepare(item.position(), low_quality=low_quality)
-            tst, lat, lon = repr(uplink.tst), repr(uplink.lat), repr(uplink.lon)
-            fields = (
-                fix_id_from_texts(device, tst, lat, lon, uplink.alarm),
-                tst,
-                lat,
-                lon,
-                _number(uplink.acc),
-                uplink.src,
-                _number(uplink.vel),
-                _number(uplink.cog),
-                _number(uplink.batt),
-                uplink.alarm or "",
-                "1" if low_quality else "0",
-            )
-        elif isinstance(uplink, Heartbeat):
-            kind = "heartbeat"
-            # A salvaged alarm gets its own id: the rejected fix it came with is not it.
-            own_id = message_id(device, message.payload, ":alarm" if item.salvaged else "")
-            blanks = ("", "", "", "", "", "")
-            salvaged = "1" if item.salvaged else "0"
-            fields = (own_id, _number(uplink.tst), *blanks, _number(uplink.batt))
-            fields += (uplink.alarm or "", salvaged)
-        else:
-            assert isinstance(uplink, LastWill)
-            kind = "lastwill"
-            own_id = message_id(device, message.payload)
-            fields = (own_id, _number(uplink.tst), "", "", "", "", "", "", "", "", "0")
-        if item.zone_update is not None:
-            zones = item.zone_update.args()
-        else:
-            zones = ("", "break" if item.skip_zones and isinstance(uplink, Fix) else "")
-        offline_after_s = target.offline_after_s or self._offline_after_s
-        received_ms = round(message.received_at * 1000)
-        args = [
-            kind,
-            device,
-            str(elder),
-            str(received_ms),
-            str(received_ms - self._retention_ms),  # the track's MINID
-            self._max_speed,
-            *fields,
-            self._low_battery,
-            message.topic[:200],
-            message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", "replace"),
-            str(offline_after_s * 1000),
-            "1" if message.retain else "0",
-            *zones,
-        ]
-        return script_keys, args
+    def _script_call(self, item: Pending) -> tuple[list[str], list[str]]:
+        return store_call(
+            item,
+            evaluator=self.evaluator,
+            retention_ms=self._retention_ms,
+            max_speed=self._max_speed,
+            low_battery=self._low_battery,
+            offline_after_s=self._offline_after_s,
+        )

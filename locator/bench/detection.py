@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.ingest.pipeline import BatchOutcome
+from devices.ingest.batch import BatchOutcome
 from geofences.service import shard_transitions
 from locator.core.mqtt import MqttPublisher, address
 from locator.core.redis import sync_client

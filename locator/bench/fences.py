@@ -227,7 +227,8 @@ def run_pipeline(elders: int, fixes: int, world: World) -> float:
     """(d) checks/s through the ingest's store with zone state in Redis, batches of 100."""
     from zoneinfo import ZoneInfo
 
-    from devices.ingest.pipeline import Message, UplinkStore
+    from devices.ingest.batch import Message
+    from devices.ingest.pipeline import UplinkStore
     from geofences.evaluator import ZoneEvaluator
     from geofences.service import queue_store_zones
     from locator.bench.ingest import register_devices

@@ -38,7 +38,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.importer import bulk_register
-from devices.ingest.pipeline import BatchOutcome
+from devices.ingest.batch import BatchOutcome
 from devices.telemetry.readers import track_length
 from locator.bench.drains import (
     Window,
