@@ -279,8 +279,7 @@ class IngestLoop:
                 # Not sent: stored on its own (retried through an outage, failures isolated).
                 if not self._store_batch(store, batch, stop):
                     return
-                lane.stored(len(batch))
-                self._acks.done(zip(numbers, batch, strict=True))
+                self._acknowledge(lane, batch, numbers)
             if time.monotonic() - self._last_beat > 1.0:
                 self._beat(if_due=True)
         if flight is not None and not self._halt.is_set():
@@ -319,13 +318,30 @@ class IngestLoop:
             if not self._store_batch(store, batch, stop):
                 return False
         else:
-            self._set_redis(True)
-            self._go_fast(outcome)
-            if self._on_batch is not None:
-                self._on_batch(outcome)
-        lane.stored(len(batch), next_in_flight=following[0].received_at if following else None)
-        self._acks.done(zip(numbers, batch, strict=True))
+            self._stored(outcome)
+        self._acknowledge(
+            lane, batch, numbers, next_in_flight=following[0].received_at if following else None
+        )
         return True
+
+    def _stored(self, outcome: BatchOutcome) -> None:
+        """A batch is in Redis: say so, and act on what it did (fast mode, the caller's hook)."""
+        self._set_redis(True)
+        self._go_fast(outcome)
+        if self._on_batch is not None:
+            self._on_batch(outcome)
+
+    def _acknowledge(
+        self,
+        lane: Lane,
+        batch: list[Message],
+        numbers: list[int],
+        *,
+        next_in_flight: float | None = None,
+    ) -> None:
+        """Mark a stored batch done: its acks go out once every earlier message's did."""
+        lane.stored(len(batch), next_in_flight=next_in_flight)
+        self._acks.done(zip(numbers, batch, strict=True))
 
     def _stopping(self, stop: threading.Event) -> bool:
         return stop.is_set() or self._halt.is_set()
@@ -376,7 +392,6 @@ class IngestLoop:
                         raise
                     log.exception("ingest_batch_failed", size=len(batch))
                     outcome = self._isolate(store, batch)
-                self._set_redis(True)
                 break
             except Exception as exc:
                 if not is_outage(exc):
@@ -386,9 +401,7 @@ class IngestLoop:
                 if self._pause(stop, delay):
                     return False
                 delay = min(delay * 2, 5.0)
-        self._go_fast(outcome)
-        if self._on_batch is not None:
-            self._on_batch(outcome)
+        self._stored(outcome)
         return True
 
     def _go_fast(self, outcome: BatchOutcome) -> None:

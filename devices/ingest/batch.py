@@ -100,8 +100,7 @@ class Submitted:
     outcome: BatchOutcome
     started: float
     throttled: dict[Route, list[Message]]
-    intended: set[int]  # elders whose intents this batch marked
-    sent: Sent | None = None
+    sent: Sent  # its first write attempt (its ``intended``: every elder the batch marked)
 
 
 @dataclass(slots=True)

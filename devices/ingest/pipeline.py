@@ -141,16 +141,16 @@ class UplinkStore:
         runs it after the other (an elder's fixes stay in order) while this process reads
         the other's replies; batches are finished in the order submitted.
         """
-        submitted = Submitted(batch, BatchOutcome(), time.perf_counter(), {}, set())
-        slots, decoded, at, submitted.throttled = self._decode(batch, submitted.outcome)
+        started, outcome = time.perf_counter(), BatchOutcome()
+        slots, decoded, at, throttled = self._decode(batch, outcome)
         for index, item in self._attribute(decoded):
             slots[at[index]].append(item)
-        after = self._in_flight[-1].sent if self._in_flight else None
-        submitted.sent = self._send(
+        sent = self._send(
             [item for slot in slots for item in slot],
-            submitted.intended,
-            after=after.pipe if after is not None else None,
+            set(),
+            after=self._in_flight[-1].sent.pipe if self._in_flight else None,
         )
+        submitted = Submitted(batch, outcome, started, throttled, sent)
         self._in_flight.append(submitted)
         return submitted
 
@@ -158,10 +158,9 @@ class UplinkStore:
         """Read a submitted batch's replies, settle what moved, relay its effects."""
         if not self._in_flight or self._in_flight[0] is not submitted:
             raise RuntimeError("batches are finished in the order they were submitted")
-        outcome, intended = submitted.outcome, submitted.intended
+        outcome, intended = submitted.outcome, submitted.sent.intended
         self._relays = {}
         try:
-            assert submitted.sent is not None
             stale = self._receive(submitted.sent, outcome)
             for attempt in range(2, WRITE_ATTEMPTS + 1):
                 if not stale:
@@ -212,9 +211,8 @@ class UplinkStore:
     def abandon(self) -> None:
         """Forget the batches in flight (their replies unread): the caller stores them again."""
         for submitted in self._in_flight:
-            if submitted.sent is not None:
-                with contextlib.suppress(Exception):
-                    submitted.sent.pipe.execute(raise_on_error=False)
+            with contextlib.suppress(Exception):
+                submitted.sent.pipe.execute(raise_on_error=False)
         self._in_flight.clear()
 
     def holds(self, submitted: Submitted) -> bool:
@@ -223,7 +221,7 @@ class UplinkStore:
 
     def _flying(self) -> set[int]:
         """Elders of the batches still in flight."""
-        return set().union(*(s.intended for s in self._in_flight))
+        return set().union(*(s.sent.intended for s in self._in_flight))
 
     def _decode(
         self, batch: list[Message], outcome: BatchOutcome
